@@ -1,0 +1,32 @@
+# Every target builds .venv from nothing when it is missing and reuses it otherwise.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-fast bench clean-venv
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+## The main job: the information-imbalance sweep (k = 0..5) at CPU size, one seed.
+demo: $(STAMP)
+	WANDB_MODE=$${WANDB_MODE:-offline} $(VENV)/bin/infogap ablate imbalance --seeds 0 --out results
+
+## The whole test suite, slow end-to-end tests included.
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+## Everything but the slow end-to-end tests.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+## Throughput and memory benchmarks; results go to BENCHMARKS.md by hand with the machine.
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+clean-venv:
+	rm -rf $(VENV)

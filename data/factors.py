@@ -1,0 +1,143 @@
+"""The factors of the synthetic data, their caption words, and the word-level vocabulary.
+
+Reference design ("MAD", Morpho-MNIST digits): one object factor (the digit) and five attribute
+factors; 10 x 3*2*2*2*7 = 1,680 combinations. Every factor value is one caption word and one token.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+OBJECT = "object"
+
+FACTORS: dict[str, tuple[str, ...]] = {
+    OBJECT: tuple(str(d) for d in range(10)),
+    "thickness": ("no thickthinning", "thickening", "thinning"),
+    "swelling": ("no swelling", "swelling"),
+    "fracture": ("no fracture", "fracture"),
+    "scaling": ("large", "small"),
+    "colour": ("gray", "red", "green", "blue", "cyan", "magenta", "yellow"),
+}
+FACTOR_NAMES: tuple[str, ...] = tuple(FACTORS)
+ATTRIBUTE_FACTORS: tuple[str, ...] = tuple(f for f in FACTORS if f != OBJECT)
+# The 24 morphological variants of a test object: thickness x swelling x fracture x scaling.
+MORPHOLOGICAL_FACTORS: tuple[str, ...] = ("thickness", "swelling", "fracture", "scaling")
+
+COLOUR_RGB = np.array(
+    [
+        [1.0, 1.0, 1.0],  # gray: the grayscale stroke itself
+        [1.0, 0.0, 0.0],
+        [0.0, 1.0, 0.0],
+        [0.0, 0.0, 1.0],
+        [0.0, 1.0, 1.0],
+        [1.0, 0.0, 1.0],
+        [1.0, 1.0, 0.0],
+    ],
+    dtype=np.float32,
+)
+
+
+def check_factor(name: str, what: str = "factor") -> str:
+    if name not in FACTORS:
+        raise ValueError(f"unknown {what} {name!r}; factors are: {', '.join(FACTOR_NAMES)}")
+    return name
+
+
+def value_index(factor: str, value: str | int) -> int:
+    """Index of ``value`` among the values of ``factor``; accepts the word or an integer index."""
+    values = FACTORS[check_factor(factor)]
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        if not 0 <= value < len(values):
+            raise ValueError(f"value {value} out of range for factor {factor!r} (0..{len(values) - 1})")
+        return int(value)
+    if str(value) in values:
+        return values.index(str(value))
+    raise ValueError(f"unknown value {value!r} for factor {factor!r}; values are: {', '.join(values)}")
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Word-level tokenizer: one token per factor value, plus PAD (0), SOT and EOT (the largest id).
+
+    A caption of the always-present word plus k attributes is ``[SOT, w_0 .. w_k, EOT, PAD ...]``.
+    """
+
+    context_length: int = len(FACTORS) + 2
+
+    @property
+    def pad_id(self) -> int:
+        return 0
+
+    @property
+    def offsets(self) -> dict[str, int]:
+        out, start = {}, 1
+        for f, values in FACTORS.items():
+            out[f] = start
+            start += len(values)
+        return out
+
+    @property
+    def sot_id(self) -> int:
+        return 1 + sum(len(v) for v in FACTORS.values())
+
+    @property
+    def eot_id(self) -> int:
+        return self.sot_id + 1
+
+    @property
+    def size(self) -> int:
+        return self.eot_id + 1
+
+    def token(self, factor: str, value: int) -> int:
+        return self.offsets[factor] + int(value)
+
+    def words(self) -> list[str]:
+        out = ["<pad>"]
+        for values in FACTORS.values():
+            out.extend(values)
+        return out + ["<sot>", "<eot>"]
+
+    def decode(self, tokens) -> str:
+        words = self.words()
+        return ", ".join(words[t] for t in tokens if t not in (self.pad_id, self.sot_id, self.eot_id))
+
+    def text_spec(self) -> dict:
+        """What the word-level text tower needs to know (see ``models.build_model``)."""
+        return {"vocab_size": self.size, "context_length": self.context_length, "eos_id": self.eot_id, "pad_id": self.pad_id}
+
+
+@dataclass(frozen=True)
+class Cooccurrence:
+    """Make ``factor = value`` co-occur with ``object`` with probability ``p`` in the training data.
+
+    For training samples of that object, P(factor = value | object) = p exactly; the other values
+    share the rest uniformly. Other objects keep uniform factors.
+    """
+
+    object: str
+    factor: str
+    value: str
+    p: float
+
+    def __post_init__(self):
+        value_index(OBJECT, self.object)
+        check_factor(self.factor)
+        if self.factor == OBJECT:
+            raise ValueError("cooccurrence.factor must be an attribute factor, not 'object'")
+        value_index(self.factor, self.value)
+        if not (isinstance(self.p, (int, float)) and 0.0 <= float(self.p) <= 1.0):
+            raise ValueError(f"cooccurrence.p must be in [0, 1], got {self.p!r}")
+
+
+def parse_cooccurrence(c: Optional[dict | Cooccurrence]) -> Optional[Cooccurrence]:
+    if c is None or isinstance(c, Cooccurrence):
+        return c
+    missing = {"object", "factor", "value", "p"} - set(c)
+    if missing:
+        raise ValueError(f"cooccurrence needs the fields object, factor, value, p; missing {', '.join(sorted(missing))}")
+    extra = set(c) - {"object", "factor", "value", "p"}
+    if extra:
+        raise ValueError(f"unknown cooccurrence field(s): {', '.join(sorted(extra))}")
+    return Cooccurrence(object=str(c["object"]), factor=str(c["factor"]), value=str(c["value"]), p=c["p"])

@@ -1,0 +1,379 @@
+"""Procedural 28x28 renderer of digits with the reference's attribute factors, vectorised over a batch.
+
+Every random quantity comes from ``hash_uniform`` (a counter-based hash of a sample's key), so a
+sample is a pure function of its key and its factor labels, whatever batch it is rendered in.
+Factor semantics (reference: Morpho-MNIST):
+- glyph: a digit from a font shipped with matplotlib (DejaVu/STIX faces), with a small per-sample
+  affine jitter (rotation, shear, scale, shift) so a digit is not one fixed bitmap;
+- thickness: morphological dilation ("thickening") or erosion ("thinning") of the stroke;
+- swelling: a local radial warp centred on a stroke pixel, magnifying the stroke around it;
+- fracture: three short breaks across the stroke, each perpendicular to the stroke direction;
+- scaling: "small" rescales by 0.75 about the centre and pastes with a random offset of up to 2 px;
+- colour: the stroke intensity times an RGB colour; background pixels stay black.
+"""
+from __future__ import annotations
+
+import functools
+import gzip
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from data.factors import COLOUR_RGB
+
+SIZE = 28
+SMALL_SCALE = 0.75
+MAX_OFFSET_PX = 2.0
+SWELL_RADIUS_PX = 7.0
+SWELL_POWER = 1.0  # source radius = d * (d / r) ** power: magnification 1 / (1 + power) at the centre
+BREAKS = 3
+BREAK_HALF_WIDTH_PX = 0.9
+BREAK_HALF_LENGTH_PX = 4.5
+DEPTH_BACKGROUND = 2.0
+
+FONT_FILES = (
+    "DejaVuSans-Bold.ttf",
+    "DejaVuSans.ttf",
+    "DejaVuSerif-Bold.ttf",
+    "DejaVuSansMono-Bold.ttf",
+    "DejaVuSans-BoldOblique.ttf",
+    "STIXGeneralBol.ttf",
+)
+
+# ---------------------------------------------------------------------------------------------
+# Counter-based randomness: uniform numbers as a hash of (key, stream, slot).
+_U64 = np.uint64
+_GOLDEN = _U64(0x9E3779B97F4A7C15)
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser on a uint64 array (wrapping arithmetic)."""
+    z = np.array(z, dtype=np.uint64, copy=True)
+    with np.errstate(over="ignore"):
+        z ^= z >> _U64(30)
+        z *= _U64(0xBF58476D1CE4E5B9)
+        z ^= z >> _U64(27)
+        z *= _U64(0x94D049BB133111EB)
+        z ^= z >> _U64(31)
+    return z
+
+
+def sample_keys(seed: int, epoch: int, index: np.ndarray) -> np.ndarray:
+    """One 64-bit key per sample: a pure function of (seed, epoch, index)."""
+    base = _mix(_mix(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64)) ^ np.array([epoch & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
+    idx = np.asarray(index, dtype=np.int64).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        return _mix(_mix(base) ^ _mix(idx + _GOLDEN))
+
+
+def hash_uniform(keys: np.ndarray, stream: int, n: int) -> np.ndarray:
+    """(len(keys), n) uniforms in [0, 1), independent across streams and slots."""
+    slots = _mix(np.arange(n, dtype=np.uint64) + _U64(stream) * _U64(0x10001) + _GOLDEN)
+    h = _mix(keys[:, None] ^ slots[None, :])
+    return (h >> _U64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+# Streams: one name per random quantity.
+STREAM = {name: i + 1 for i, name in enumerate(
+    ["factors", "cooccurrence", "caption_pick", "caption_order", "glyph", "jitter", "swell", "fracture", "offset", "prompt"]
+)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Glyph templates.
+def _font_dir() -> Path:
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+
+
+@functools.lru_cache(maxsize=1)
+def font_templates() -> torch.Tensor:
+    """(10, n_fonts, 28, 28) float32 digit glyphs in [0, 1], MNIST-like: a ~20 px box, centred by mass."""
+    from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+    hi = SIZE * 4
+    out = np.zeros((10, len(FONT_FILES), SIZE, SIZE), dtype=np.float32)
+    for f, name in enumerate(FONT_FILES):
+        font = ImageFont.truetype(str(_font_dir() / name), size=int(hi * 0.8))
+        for d in range(10):
+            canvas = Image.new("L", (hi * 2, hi * 2), 0)
+            ImageDraw.Draw(canvas).text((hi // 2, hi // 4), str(d), fill=255, font=font)
+            canvas = canvas.filter(ImageFilter.MaxFilter(3))  # MNIST-like stroke width at 28 px
+            bbox = canvas.getbbox()
+            glyph = canvas.crop(bbox)
+            w, h = glyph.size
+            scale = 80.0 / max(w, h)  # 20 px at 28 px resolution
+            glyph = glyph.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.LANCZOS)
+            big = Image.new("L", (hi, hi), 0)
+            big.paste(glyph, ((hi - glyph.size[0]) // 2, (hi - glyph.size[1]) // 2))
+            arr = np.asarray(big.resize((SIZE, SIZE), Image.BOX), dtype=np.float32) / 255.0
+            out[d, f] = _centre_by_mass(arr)
+    return torch.from_numpy(out)
+
+
+def _centre_by_mass(img: np.ndarray) -> np.ndarray:
+    total = img.sum()
+    if total <= 0:
+        return img
+    ys, xs = np.indices(img.shape)
+    dy = int(round(SIZE / 2 - 0.5 - (ys * img).sum() / total))
+    dx = int(round(SIZE / 2 - 0.5 - (xs * img).sum() / total))
+    return np.roll(np.roll(img, dy, axis=0), dx, axis=1)
+
+
+def load_mnist_idx(directory: str | Path, train: bool) -> tuple[torch.Tensor, np.ndarray]:
+    """Read MNIST IDX files (optionally .gz) from a local directory: images (N, 28, 28) in [0, 1], labels (N,)."""
+    directory = Path(directory)
+    prefix = "train" if train else "t10k"
+    arrays = []
+    for kind, magic in (("images-idx3-ubyte", 2051), ("labels-idx1-ubyte", 2049)):
+        candidates = [directory / f"{prefix}-{kind}", directory / f"{prefix}-{kind}.gz"]
+        path = next((p for p in candidates if p.is_file()), None)
+        if path is None:
+            raise FileNotFoundError(f"MNIST file not found: {candidates[0]}[.gz]")
+        raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+        got = int.from_bytes(raw[:4], "big")
+        if got != magic:
+            raise ValueError(f"{path}: not an IDX file of {kind} (magic {got}, expected {magic})")
+        ndim = raw[3]
+        dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+        data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+        if data.size != int(np.prod(dims)):
+            raise ValueError(f"{path}: expected {int(np.prod(dims))} values for shape {dims}, found {data.size}")
+        arrays.append(data.reshape(dims))
+    images, labels = arrays
+    if images.shape[1:] != (SIZE, SIZE) or len(images) != len(labels):
+        raise ValueError(f"{directory}: MNIST images must be 28x28 with one label each, got {images.shape} and {labels.shape}")
+    return torch.from_numpy(images.astype(np.float32) / 255.0), labels.astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Image operations on (B, 1, H, W) batches.
+_COORDS = torch.stack(torch.meshgrid(torch.arange(SIZE, dtype=torch.float32), torch.arange(SIZE, dtype=torch.float32), indexing="ij"), -1)  # (H, W, 2) as (row, col)
+
+
+def _to_norm(px: torch.Tensor) -> torch.Tensor:
+    """Pixel coordinate (centre of pixel i is i) to grid_sample's [-1, 1] with align_corners=False."""
+    return (2 * px + 1) / SIZE - 1
+
+
+def _affine(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _plus_shifts(x: torch.Tensor) -> list[torch.Tensor]:
+    p = F.pad(x, (1, 1, 1, 1))
+    return [x, p[..., :-2, 1:-1], p[..., 2:, 1:-1], p[..., 1:-1, :-2], p[..., 1:-1, 2:]]
+
+
+def dilate(x: torch.Tensor) -> torch.Tensor:
+    """Grayscale dilation with a 3x3 plus-shaped element: thickens every stroke by ~2 px."""
+    return torch.stack(_plus_shifts(x)).amax(0)
+
+
+def erode(x: torch.Tensor) -> torch.Tensor:
+    """Grayscale erosion with a 3x3 plus-shaped element: thins every stroke by ~2 px."""
+    return torch.stack(_plus_shifts(x)).amin(0)
+
+
+def pick_stroke_pixel(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Pixel coordinates (row, col) of stroke pixels (intensity > 0.5) chosen by uniforms ``u``:
+    (B,) -> (B, 2) or (B, m) -> (B, m, 2); the image centre where an image has no stroke pixel."""
+    single = u.dim() == 1
+    u = u[:, None] if single else u
+    mask = x.flatten(1) > 0.5
+    cum = mask.cumsum(1)
+    count = cum[:, -1:]
+    target = torch.minimum((u * count).long(), (count - 1).clamp(min=0)) + 1
+    idx = torch.searchsorted(cum, target).clamp(max=SIZE * SIZE - 1)
+    rc = torch.stack([idx // SIZE, idx % SIZE], -1).float()
+    rc = torch.where((count > 0)[..., None], rc, torch.full_like(rc, (SIZE - 1) / 2))
+    return rc[:, 0] if single else rc
+
+
+def swell(x: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    """Local radial warp: within radius r of ``centre`` the source point of p is c + (p - c) (d/r)^power."""
+    cr, cc = centre[:, 0, None, None], centre[:, 1, None, None]
+    dr, dc = _COORDS[None, ..., 0] - cr, _COORDS[None, ..., 1] - cc  # (B, H, W)
+    dist = torch.sqrt(dr * dr + dc * dc)
+    factor = torch.where(dist < SWELL_RADIUS_PX, (dist / SWELL_RADIUS_PX) ** SWELL_POWER, torch.ones_like(dist))
+    grid = torch.stack([_to_norm(cc + dc * factor), _to_norm(cr + dr * factor)], -1)  # grid_sample wants (x=col, y=row)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+# Sobel derivative of a 3x3 box-smoothed image, as one 5x5 kernel per direction (rows, cols).
+_SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+_GRAD_COL = F.conv2d(F.pad(_SOBEL[None, None], (2, 2, 2, 2)), torch.ones(1, 1, 3, 3) / 9, padding=0)[0, 0]
+_GRAD_ROW = _GRAD_COL.T.contiguous()
+_AR5 = torch.arange(5)
+
+
+def _gradient_at(x: torch.Tensor, r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """(B, 2) smoothed intensity gradient (d/drow, d/dcol) at pixel (r, c) of each image."""
+    xp = F.pad(x[:, 0], (2, 2, 2, 2))
+    b = torch.arange(x.shape[0])[:, None, None]
+    patch = xp[b, (r[:, None] + _AR5)[:, :, None], (c[:, None] + _AR5)[:, None, :]]  # (B, 5, 5) centred on (r, c)
+    return torch.stack([(patch * _GRAD_ROW).sum((1, 2)), (patch * _GRAD_COL).sum((1, 2))], 1)
+
+
+_WIN = torch.arange(-int(BREAK_HALF_LENGTH_PX) - 1, int(BREAK_HALF_LENGTH_PX) + 2)  # window offsets around a break
+_PADW = int(_WIN[-1])
+
+
+def fracture(x: torch.Tensor, u_pos: torch.Tensor, u_dir: torch.Tensor) -> torch.Tensor:
+    """Cut ``BREAKS`` short gaps across the stroke, each perpendicular to the local stroke direction
+    (along the intensity gradient at a random stroke pixel; a random direction where it vanishes)."""
+    n = x.shape[0]
+    cut = torch.zeros((n, SIZE + 2 * _PADW, SIZE + 2 * _PADW), dtype=torch.bool)
+    centres = pick_stroke_pixel(x, u_pos).long()  # (B, BREAKS, 2)
+    b = torch.arange(n)[:, None, None]
+    dr, dc = _WIN[None, :, None].float(), _WIN[None, None, :].float()
+    for j in range(u_pos.shape[1]):
+        r, col = centres[:, j, 0], centres[:, j, 1]
+        g = _gradient_at(x, r, col)
+        angle = 2 * torch.pi * u_dir[:, j]
+        fallback = torch.stack([torch.cos(angle), torch.sin(angle)], 1)
+        norm = g.norm(dim=1, keepdim=True)
+        g = torch.where(norm > 1e-3, g / norm.clamp(min=1e-12), fallback)
+        g0, g1 = g[:, 0, None, None], g[:, 1, None, None]
+        along = dr * g0 + dc * g1
+        across = dc * g0 - dr * g1
+        hit = (along.abs() <= BREAK_HALF_LENGTH_PX) & (across.abs() <= BREAK_HALF_WIDTH_PX)  # (B, w, w)
+        rows = (r[:, None, None] + _PADW + _WIN[None, :, None]).expand_as(hit)
+        cols = (col[:, None, None] + _PADW + _WIN[None, None, :]).expand_as(hit)
+        cut[b.expand_as(hit), rows, cols] |= hit
+    cut = cut[:, _PADW:_PADW + SIZE, _PADW:_PADW + SIZE]
+    return x.masked_fill(cut[:, None], 0.0)
+
+
+def rescale(x: torch.Tensor, scale: torch.Tensor, offset_px: torch.Tensor) -> torch.Tensor:
+    """Rescale about the image centre by ``scale`` (B,) and shift by ``offset_px`` (B, 2) as (row, col)."""
+    inv = 1.0 / scale
+    off = offset_px * (2.0 / SIZE)
+    zero = torch.zeros_like(inv)
+    theta = torch.stack([
+        torch.stack([inv, zero, -off[:, 1] * inv], 1),
+        torch.stack([zero, inv, -off[:, 0] * inv], 1),
+    ], 1)
+    return _affine(x, theta)
+
+
+def jitter_theta(u: np.ndarray) -> torch.Tensor:
+    """Per-sample affine stroke variation from 5 uniforms: rotation +-12 deg, shear +-0.15, scale 0.9-1.1, shift +-1 px."""
+    u = torch.from_numpy(u).float()
+    rot = (u[:, 0] * 2 - 1) * np.deg2rad(12)
+    shear = (u[:, 1] * 2 - 1) * 0.15
+    zoom = 0.9 + 0.2 * u[:, 2]
+    shift = (u[:, 3:5] * 2 - 1) * (2.0 / SIZE)
+    cos, sin = torch.cos(rot) / zoom, torch.sin(rot) / zoom
+    theta = torch.stack([
+        torch.stack([cos, -sin + shear * cos, shift[:, 0]], 1),
+        torch.stack([sin, cos + shear * sin, shift[:, 1]], 1),
+    ], 1)
+    return theta
+
+
+def _on_rows(x: torch.Tensor, rows: np.ndarray, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Apply ``fn`` to the selected rows only (the others are left untouched)."""
+    if not rows.any():
+        return x
+    if rows.all():
+        return fn(x)
+    idx = torch.from_numpy(np.nonzero(rows)[0])
+    x = x.clone()
+    x[idx] = fn(x[idx])
+    return x
+
+
+@torch.no_grad()
+def render(
+    glyphs: torch.Tensor,
+    object_keys: np.ndarray,
+    labels: dict[str, np.ndarray],
+    *,
+    jitter: bool = True,
+    dense: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Render a batch. ``glyphs`` (B, 28, 28) are the base strokes; ``object_keys`` seed the per-object
+    randomness (jitter, swelling centre, breaks, offset); ``labels`` holds the factor indices.
+
+    Returns ``image`` (B, 3, 28, 28) float32 in [0, 1], and with ``dense`` an object ``mask``
+    (B, 28, 28) uint8 and a ``depth`` map (B, 28, 28) float32: 1 for large objects, 1/0.75 for small
+    ones (farther), ``DEPTH_BACKGROUND`` elsewhere.
+    """
+    x = glyphs[:, None].float()
+    n = x.shape[0]
+    if jitter:
+        x = _affine(x, jitter_theta(hash_uniform(object_keys, STREAM["jitter"], 5)))
+
+    thickness = labels["thickness"]
+    x = _on_rows(x, thickness == 1, dilate)
+    x = _on_rows(x, thickness == 2, erode)
+
+    swelling = labels["swelling"] == 1
+    u = hash_uniform(object_keys[swelling], STREAM["swell"], 1)[:, 0]
+    x = _on_rows(x, swelling, lambda z: swell(z, pick_stroke_pixel(z, torch.from_numpy(u).float())))
+
+    fractured = labels["fracture"] == 1
+    u = torch.from_numpy(hash_uniform(object_keys[fractured], STREAM["fracture"], 2 * BREAKS)).float()
+    x = _on_rows(x, fractured, lambda z: fracture(z, u[:, :BREAKS], u[:, BREAKS:]))
+
+    small_np = labels["scaling"] == 1
+    small = torch.from_numpy(small_np)
+    offset = (torch.from_numpy(hash_uniform(object_keys[small_np], STREAM["offset"], 2)).float() * 2 - 1) * MAX_OFFSET_PX
+    x = _on_rows(x, small_np, lambda z: rescale(z, torch.full((z.shape[0],), SMALL_SCALE), offset))
+
+    x = x.clamp_(0, 1)
+    rgb = torch.from_numpy(COLOUR_RGB)[torch.from_numpy(labels["colour"])]  # (B, 3)
+    out = {"image": x * rgb[:, :, None, None]}
+    if dense:
+        mask = x[:, 0] > 0.5
+        depth_obj = torch.where(small, torch.tensor(1.0 / SMALL_SCALE), torch.tensor(1.0))[:, None, None]
+        out["mask"] = mask.to(torch.uint8)
+        out["depth"] = torch.where(mask, depth_obj.expand_as(x[:, 0]), torch.tensor(DEPTH_BACKGROUND))
+    return out
+
+
+def glyph_choice(object_keys: np.ndarray, digits: np.ndarray, n_fonts: int) -> np.ndarray:
+    """Which font renders each object (per-object, from its key)."""
+    return np.minimum((hash_uniform(object_keys, STREAM["glyph"], 1)[:, 0] * n_fonts).astype(np.int64), n_fonts - 1)
+
+
+def mnist_choice(object_keys: np.ndarray, digits: np.ndarray, by_digit: list[np.ndarray]) -> np.ndarray:
+    """An MNIST image of the requested digit for each object (from its key)."""
+    u = hash_uniform(object_keys, STREAM["glyph"], 1)[:, 0]
+    out = np.empty(len(digits), dtype=np.int64)
+    for d in np.unique(digits):
+        rows = np.nonzero(digits == d)[0]
+        pool = by_digit[int(d)]
+        if len(pool) == 0:
+            raise ValueError(f"the MNIST source has no image of digit {d}")
+        out[rows] = pool[np.minimum((u[rows] * len(pool)).astype(np.int64), len(pool) - 1)]
+    return out
+
+
+class GlyphSource:
+    """Base strokes: font glyphs (default, nothing to download) or real MNIST digits from a local directory."""
+
+    def __init__(self, mnist_dir: Optional[str] = None, train: bool = True):
+        self.mnist_dir = mnist_dir
+        if mnist_dir:
+            self.images, labels = load_mnist_idx(mnist_dir, train)
+            self.by_digit = [np.nonzero(labels == d)[0] for d in range(10)]
+        else:
+            self.templates = font_templates()
+
+    @property
+    def jitter(self) -> bool:
+        return self.mnist_dir is None  # real handwriting already varies
+
+    def glyphs(self, object_keys: np.ndarray, digits: np.ndarray) -> torch.Tensor:
+        if self.mnist_dir:
+            return self.images[torch.from_numpy(mnist_choice(object_keys, digits, self.by_digit))]
+        fonts = glyph_choice(object_keys, digits, self.templates.shape[1])
+        return self.templates[torch.from_numpy(digits), torch.from_numpy(fonts)]

@@ -1,0 +1,365 @@
+"""Synthetic images with controlled caption information: the "MAD" dataset, rebuilt.
+
+A training sample is a pure function of (seed, epoch, index): its factors, its glyph, its caption
+(the always-present word plus exactly ``k`` other factors, chosen without replacement and shuffled).
+Training samples differ per epoch; the validation set and the test set (``test_base`` base objects x
+all 24 morphological variants, colours fixed by the seed) never change. Batches are rendered whole
+(vectorised); each DDP rank takes a disjoint slice of every global batch, and each loader worker
+whole batches in turn, so the stream is identical for any number of workers and ranks.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from data.factors import (
+    ATTRIBUTE_FACTORS,
+    FACTOR_NAMES,
+    FACTORS,
+    MORPHOLOGICAL_FACTORS,
+    OBJECT,
+    Cooccurrence,
+    Vocabulary,
+    check_factor,
+    parse_cooccurrence,
+    value_index,
+)
+from data.render import STREAM, GlyphSource, hash_uniform, render, sample_keys
+
+# Reserved "epochs" for the fixed splits (training epochs count up from 0).
+VAL_EPOCH = 2**62
+TEST_EPOCH = 2**62 + 1
+PROMPT_EPOCH = 2**62 + 2
+N_MORPH = int(np.prod([len(FACTORS[f]) for f in MORPHOLOGICAL_FACTORS]))  # 24
+
+
+@dataclass(frozen=True)
+class CaptionSpec:
+    """Which factors a caption names: the always-present one plus ``k`` of the others."""
+
+    k: int = len(ATTRIBUTE_FACTORS)
+    always_present: str = OBJECT
+
+    def __post_init__(self):
+        check_factor(self.always_present, "always-present factor")
+        n = len(self.others)
+        if not (isinstance(self.k, int) and 0 <= self.k <= n):
+            raise ValueError(f"k={self.k!r} is out of range: captions can name 0..{n} attribute factors besides {self.always_present!r}")
+
+    @property
+    def others(self) -> tuple[str, ...]:
+        return tuple(f for f in FACTOR_NAMES if f != self.always_present)
+
+
+def draw_factors(keys: np.ndarray, cooccurrence: Optional[Cooccurrence] = None) -> dict[str, np.ndarray]:
+    """Uniform factor labels per sample; with ``cooccurrence``, P(factor=value | object) = p."""
+    u = hash_uniform(keys, STREAM["factors"], len(FACTOR_NAMES))
+    labels = {f: np.minimum((u[:, i] * len(FACTORS[f])).astype(np.int64), len(FACTORS[f]) - 1) for i, f in enumerate(FACTOR_NAMES)}
+    if cooccurrence is not None:
+        obj = value_index(OBJECT, cooccurrence.object)
+        target = value_index(cooccurrence.factor, cooccurrence.value)
+        n_values = len(FACTORS[cooccurrence.factor])
+        rows = labels[OBJECT] == obj
+        v = hash_uniform(keys[rows], STREAM["cooccurrence"], 2)
+        others = np.array([i for i in range(n_values) if i != target], dtype=np.int64)
+        other = others[np.minimum((v[:, 1] * len(others)).astype(np.int64), len(others) - 1)] if len(others) else target
+        labels[cooccurrence.factor][rows] = np.where(v[:, 0] < cooccurrence.p, target, other)
+    return labels
+
+
+def caption_factors(keys: np.ndarray, spec: CaptionSpec) -> np.ndarray:
+    """(B, k + 1) indices into FACTOR_NAMES, in caption order: the always-present factor plus k others
+    sampled without replacement, all shuffled."""
+    others = np.array([FACTOR_NAMES.index(f) for f in spec.others])
+    pick = np.argsort(hash_uniform(keys, STREAM["caption_pick"], len(others)), axis=1)[:, : spec.k]
+    chosen = np.concatenate([np.full((len(keys), 1), FACTOR_NAMES.index(spec.always_present)), others[pick]], 1)
+    order = np.argsort(hash_uniform(keys, STREAM["caption_order"], spec.k + 1), axis=1)
+    return np.take_along_axis(chosen, order, 1)
+
+
+def caption_with_k_attributes(keys: np.ndarray, labels: dict[str, np.ndarray], spec: CaptionSpec, vocab: Vocabulary) -> np.ndarray:
+    """Word-level tokens (B, context_length): [SOT, words..., EOT, PAD...], one token per factor value."""
+    factors = caption_factors(keys, spec)
+    n = len(keys)
+    tokens = np.zeros((n, vocab.context_length), dtype=np.int64)
+    tokens[:, 0] = vocab.sot_id
+    label_matrix = np.stack([labels[f] for f in FACTOR_NAMES], 1)
+    offsets = np.array([vocab.offsets[f] for f in FACTOR_NAMES])
+    rows = np.arange(n)[:, None]
+    tokens[:, 1: spec.k + 2] = offsets[factors] + label_matrix[rows, factors]
+    tokens[:, spec.k + 2] = vocab.eot_id
+    return tokens
+
+
+def caption_strings(tokens: np.ndarray, vocab: Vocabulary) -> list[str]:
+    """The same captions as plain strings (for BPE tokenisers), words joined by ', '."""
+    return [vocab.decode(t) for t in tokens]
+
+
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class SyntheticSource:
+    """Everything a batch depends on besides its indices."""
+
+    seed: int = 0
+    caption: CaptionSpec = field(default_factory=CaptionSpec)
+    cooccurrence: Optional[Cooccurrence] = None
+    dense: bool = False
+    mnist_dir: Optional[str] = None
+    tokenizer: Optional[Callable[[list[str]], torch.Tensor]] = None  # None: the word-level vocabulary
+    vocab: Vocabulary = field(default_factory=Vocabulary)
+
+    def __post_init__(self):
+        self._glyphs: dict[bool, GlyphSource] = {}
+
+    def __getstate__(self):  # glyph sources are rebuilt lazily in each worker
+        state = dict(self.__dict__)
+        state["_glyphs"] = {}
+        return state
+
+    def glyphs(self, train: bool) -> GlyphSource:
+        if train not in self._glyphs:
+            self._glyphs[train] = GlyphSource(self.mnist_dir, train)
+        return self._glyphs[train]
+
+    def texts(self, keys: np.ndarray, labels: dict[str, np.ndarray], spec: CaptionSpec) -> torch.Tensor:
+        tokens = caption_with_k_attributes(keys, labels, spec, self.vocab)
+        if self.tokenizer is None:
+            return torch.from_numpy(tokens)
+        return self.tokenizer(caption_strings(tokens, self.vocab))
+
+    def train_batch(self, epoch: int, index: np.ndarray) -> dict:
+        keys = sample_keys(self.seed, epoch, index)
+        labels = draw_factors(keys, self.cooccurrence)
+        return self._assemble(keys, keys, labels, train=True, full_captions=False)
+
+    def val_batch(self, index: np.ndarray) -> dict:
+        keys = sample_keys(self.seed, VAL_EPOCH, index)
+        return self._assemble(keys, keys, draw_factors(keys), train=True, full_captions=True)
+
+    def test_batch(self, index: np.ndarray) -> dict:
+        """Test sample i: base object i // 24 (digit, glyph, jitter fixed by the seed) in morphological
+        variant i % 24; its colour is fixed by the seed per sample."""
+        index = np.asarray(index, dtype=np.int64)
+        base, variant = index // N_MORPH, index % N_MORPH
+        object_keys = sample_keys(self.seed, TEST_EPOCH, base)
+        keys = sample_keys(self.seed, TEST_EPOCH, index + (1 << 40))
+        labels = {OBJECT: draw_factors(object_keys)[OBJECT], "colour": draw_factors(keys)["colour"]}
+        rest = variant
+        for f in reversed(MORPHOLOGICAL_FACTORS):
+            labels[f] = rest % len(FACTORS[f])
+            rest = rest // len(FACTORS[f])
+        return self._assemble(keys, object_keys, labels, train=False, full_captions=True)
+
+    def _assemble(self, keys, object_keys, labels, *, train: bool, full_captions: bool) -> dict:
+        source = self.glyphs(train)
+        out = render(source.glyphs(object_keys, labels[OBJECT]), object_keys, labels, jitter=source.jitter, dense=self.dense)
+        batch = {"image": out.pop("image"), "text": self.texts(keys, labels, self.caption)}
+        if full_captions:
+            batch["text_full"] = self.texts(keys, labels, CaptionSpec(len(self.caption.others), self.caption.always_present))
+        batch.update(out)
+        batch["labels"] = {f: torch.from_numpy(np.ascontiguousarray(labels[f])) for f in FACTOR_NAMES}
+        return batch
+
+    def class_prompts(self, factor: str, n_per_value: int = 32, mode: str = "full") -> torch.Tensor:
+        """Texts standing for each value of ``factor``: (n_values, n, context) tokens.
+
+        ``full``: captions naming every factor, ``factor`` fixed to the value and the others drawn
+        uniformly (the caption distribution of a model trained at k = all); ``word``: the single word.
+        """
+        check_factor(factor)
+        n_values = len(FACTORS[factor])
+        if mode == "word":
+            n_per_value = 1
+        elif mode != "full":
+            raise ValueError(f"unknown prompt mode {mode!r}; use 'full' or 'word'")
+        index = np.arange(n_values * n_per_value)
+        keys = sample_keys(self.seed, PROMPT_EPOCH, index + (FACTOR_NAMES.index(factor) << 32))
+        labels = draw_factors(keys)
+        labels[factor] = index // n_per_value
+        spec = CaptionSpec(len(FACTOR_NAMES) - 1, factor) if mode == "full" else CaptionSpec(0, factor)
+        texts = self.texts(keys, labels, spec)
+        return texts.reshape(n_values, n_per_value, -1)
+
+
+# ---------------------------------------------------------------------------------------------
+class SyntheticBatches(IterableDataset):
+    """Whole rendered batches of one split, for one rank; workers take batches in turn.
+
+    ``train``: global batch b of an epoch holds indices [b*B*W, (b+1)*B*W) and rank r its slice
+    [b*B*W + r*B, b*B*W + (r+1)*B) (drop_last); ``start_batch`` skips batches already trained on
+    (exact mid-epoch resume). ``val``/``test``: batch j goes to rank j % W, the last one may be short.
+    """
+
+    def __init__(self, source: SyntheticSource, split: str, num_samples: int, batch_size: int, rank: int = 0, world_size: int = 1):
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"unknown split {split!r}")
+        self.source, self.split, self.num_samples, self.batch_size = source, split, num_samples, batch_size
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.start_batch = 0, 0
+
+    def __len__(self) -> int:
+        if self.split == "train":
+            return self.num_samples // (self.batch_size * self.world_size)
+        total = math.ceil(self.num_samples / self.batch_size)
+        return len(range(self.rank, total, self.world_size))
+
+    def batch_indices(self, j: int) -> np.ndarray:
+        """Sample indices of this rank's local batch ``j``."""
+        if self.split == "train":
+            start = j * self.batch_size * self.world_size + self.rank * self.batch_size
+            return np.arange(start, start + self.batch_size)
+        g = self.rank + j * self.world_size
+        return np.arange(g * self.batch_size, min((g + 1) * self.batch_size, self.num_samples))
+
+    def make_batch(self, j: int) -> dict:
+        index = self.batch_indices(j)
+        if self.split == "train":
+            return self.source.train_batch(self.epoch, index)
+        return self.source.val_batch(index) if self.split == "val" else self.source.test_batch(index)
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        for j in range(self.start_batch + worker, len(self), workers):
+            yield self.make_batch(j)
+
+
+class _PositionedLoader(DataLoader):
+    """A DataLoader that asks where to start (epoch, first batch) each time it is iterated."""
+
+    def __init__(self, dataset: SyntheticBatches, position: Callable[[], tuple[int, int]], **kwargs):
+        super().__init__(dataset, batch_size=None, **kwargs)
+        self._position = position
+
+    def __iter__(self):
+        self.dataset.epoch, self.dataset.start_batch = self._position()
+        return super().__iter__()
+
+
+class SyntheticDataModule(pl.LightningDataModule):
+    """Train/val/test loaders of the synthetic data; each batch holds ``image``, ``text`` (k attributes),
+    ``labels`` (every factor), and for val/test ``text_full`` (every factor named).
+
+    Args:
+        k: attribute factors named in each training caption besides the always-present one (0..5).
+        always_present: the factor every caption names (``object``; the caption-presence-bias knob).
+        batch_size: per device.
+        num_workers: loader workers (the stream does not depend on it).
+        train_size: samples per training epoch (reference: 60,000).
+        val_size: fixed validation samples (loss and the metrics callback's evaluation set).
+        test_base: base test objects, each in all 24 morphological variants (reference: 10,000).
+        seed: the data seed; every sample is a function of (seed, epoch, index).
+        tokenizer: ``word`` (one token per factor value) or an open_clip model name whose tokenizer
+            encodes the captions as plain strings (BPE).
+        cooccurrence: ``{object, factor, value, p}``: P(factor = value | object) = p in training data.
+        dense_targets: also yield a per-pixel object ``mask`` and ``depth`` map.
+        mnist_dir: render real MNIST digits from IDX files in this local directory instead of font glyphs.
+    """
+
+    def __init__(
+        self,
+        k: int = 5,
+        always_present: str = OBJECT,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        train_size: int = 60_000,
+        val_size: int = 2_048,
+        test_base: int = 10_000,
+        seed: int = 0,
+        tokenizer: str = "word",
+        cooccurrence: Optional[dict] = None,
+        dense_targets: bool = False,
+        mnist_dir: Optional[str] = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        for name, value in dict(batch_size=batch_size, train_size=train_size, val_size=val_size, test_base=test_base).items():
+            if value < 1:
+                raise ValueError(f"data.{name} must be positive, got {value}")
+        if num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
+        self.source = SyntheticSource(
+            seed=seed,
+            caption=CaptionSpec(k, always_present),
+            cooccurrence=parse_cooccurrence(cooccurrence),
+            dense=dense_targets,
+            mnist_dir=mnist_dir,
+            tokenizer=None if tokenizer == "word" else _open_clip_tokenizer(tokenizer),
+        )
+        if mnist_dir:
+            self.source.glyphs(True)  # fail now, naming the file, if the directory is wrong
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.train_size, self.val_size, self.test_size = train_size, val_size, test_base * N_MORPH
+
+    @property
+    def text_spec(self) -> Optional[dict]:
+        """The word vocabulary the text tower must use, or None for a BPE tokenizer."""
+        return self.source.vocab.text_spec() if self.source.tokenizer is None else None
+
+    @property
+    def factors(self) -> dict[str, tuple[str, ...]]:
+        return dict(FACTORS)
+
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = self._trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _train_position(self) -> tuple[int, int]:
+        """(epoch, first batch) for the next pass over the training data, from the trainer's progress:
+        on a restart mid-epoch, skip the batches the checkpoint already trained on."""
+        trainer = self._trainer
+        if trainer is None:
+            return self._manual_epoch, 0
+        loop = trainer.fit_loop
+        epoch = loop.epoch_progress.current.processed
+        start = 0
+        if loop.restarting:
+            start = loop.epoch_loop.batch_progress.current.processed
+            if start >= trainer.num_training_batches:
+                epoch, start = epoch + 1, 0
+        return epoch, start
+
+    _manual_epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Epoch to draw when used outside a Trainer."""
+        self._manual_epoch = epoch
+
+    def _loader(self, split: str, size: int, position: Callable[[], tuple[int, int]]) -> DataLoader:
+        rank, world = self._rank_world()
+        dataset = SyntheticBatches(self.source, split, size, self.batch_size, rank, world)
+        return _PositionedLoader(dataset, position, num_workers=self.num_workers, pin_memory=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.train_size, self._train_position)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.val_size, lambda: (0, 0))
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.test_size, lambda: (0, 0))
+
+    # --- what the metrics callback needs -------------------------------------------------------
+    def eval_batches(self, n: int, batch_size: int = 1024) -> Iterator[dict]:
+        """The first ``n`` validation samples (all ranks see the same), in batches."""
+        n = min(n, self.val_size)
+        for start in range(0, n, batch_size):
+            yield self.source.val_batch(np.arange(start, min(start + batch_size, n)))
+
+    def class_prompts(self, factor: str, n_per_value: int = 32, mode: str = "full") -> torch.Tensor:
+        return self.source.class_prompts(factor, n_per_value, mode)
+
+
+def _open_clip_tokenizer(name: str):
+    import open_clip
+
+    if name not in open_clip.list_models():
+        raise ValueError(f"unknown tokenizer {name!r}: use 'word' or an open_clip model name such as ViT-B-32")
+    return open_clip.get_tokenizer(name)

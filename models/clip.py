@@ -1,0 +1,120 @@
+"""Build open_clip ``CLIP`` models from named configs.
+
+Small configs (``tiny``, ``small``) are for the 28x28 synthetic images with a word-level text tower:
+the vision tower is an open_clip ViT, the text tower an open_clip text transformer over the data's
+word vocabulary (one token per factor value), pooled at the end-of-text token. Any other name is a
+stock open_clip model (``RN50``, ``ViT-B-16``, ...), built with ``open_clip.create_model``; weights
+come only from a local file, never from a hub.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import open_clip
+import torch
+from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+
+@dataclass(frozen=True)
+class SmallClipConfig:
+    """A small CLIP: plain data, turned into open_clip's own vision and text configs."""
+
+    embed_dim: int
+    vision: dict = field(default_factory=dict)
+    text: dict = field(default_factory=dict)
+
+
+SMALL_CONFIGS: dict[str, SmallClipConfig] = {
+    "tiny": SmallClipConfig(
+        embed_dim=64,
+        vision=dict(image_size=28, patch_size=4, width=64, layers=2, head_width=32, mlp_ratio=2.0),
+        text=dict(width=64, heads=2, layers=2, mlp_ratio=2.0),
+    ),
+    "small": SmallClipConfig(
+        embed_dim=128,
+        vision=dict(image_size=28, patch_size=4, width=128, layers=4, head_width=32, mlp_ratio=4.0),
+        text=dict(width=128, heads=4, layers=4, mlp_ratio=4.0),
+    ),
+}
+
+
+def model_names() -> list[str]:
+    """Every name ``build_model`` accepts: the small configs, then open_clip's stock models."""
+    return sorted(SMALL_CONFIGS) + open_clip.list_models()
+
+
+def build_model(
+    name: str,
+    *,
+    vocab_size: Optional[int] = None,
+    context_length: Optional[int] = None,
+    eos_id: Optional[int] = None,
+    pad_id: int = 0,
+    init_logit_scale: float = math.log(1 / 0.07),
+    init_logit_bias: Optional[float] = None,
+    pretrained: Optional[str] = None,
+) -> CLIP:
+    """Build a CLIP model with ``output_dict=True``.
+
+    For the small configs ``vocab_size``, ``context_length`` and ``eos_id`` describe the word-level
+    tokenizer of the data (``data.synthetic.Vocabulary``). ``pretrained`` is a local checkpoint path.
+    """
+    if name in SMALL_CONFIGS:
+        missing = [k for k, v in dict(vocab_size=vocab_size, context_length=context_length, eos_id=eos_id).items() if v is None]
+        if missing:
+            raise ValueError(f"model {name!r} is a word-level model and needs {', '.join(missing)} from the data's vocabulary")
+        cfg = SMALL_CONFIGS[name]
+        vision_cfg = CLIPVisionCfg(**cfg.vision)
+        text_cfg = CLIPTextCfg(
+            context_length=context_length,
+            vocab_size=vocab_size,
+            pad_id=pad_id,
+            eos_id=eos_id,
+            pool_type="eos",
+            **cfg.text,
+        )
+        model = CLIP(
+            cfg.embed_dim,
+            vision_cfg,
+            text_cfg,
+            init_logit_scale=init_logit_scale,
+            init_logit_bias=init_logit_bias,
+            output_dict=True,
+        )
+    elif name in open_clip.list_models():
+        model = open_clip.create_model(
+            name,
+            pretrained=None,
+            init_logit_scale=init_logit_scale,
+            init_logit_bias=init_logit_bias,
+            output_dict=True,
+        )
+    else:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(sorted(SMALL_CONFIGS))} or an open_clip name such as RN50, ViT-B-16")
+    if pretrained:
+        load_checkpoint(model, pretrained)
+    return model
+
+
+def load_checkpoint(model: torch.nn.Module, path: str | Path, strict: bool = True) -> Any:
+    """Load weights from a local file: an open_clip checkpoint, a plain state dict, or a Lightning/infogap
+    checkpoint (keys under ``state_dict`` prefixed with ``model.``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if any(k.startswith("model.") for k in state):
+        state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+    if any(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return model.load_state_dict(state, strict=strict)
+
+
+def describe(name: str) -> dict:
+    """The config of a small model as plain data (logged with every run)."""
+    return asdict(SMALL_CONFIGS[name]) if name in SMALL_CONFIGS else {"open_clip": name}
