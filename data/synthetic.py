@@ -308,13 +308,13 @@ class SyntheticDataModule(pl.LightningDataModule):
         return dict(FACTORS)
 
     def _rank_world(self) -> tuple[int, int]:
-        trainer = self._trainer
+        trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
     def _train_position(self) -> tuple[int, int]:
         """(epoch, first batch) for the next pass over the training data, from the trainer's progress:
         on a restart mid-epoch, skip the batches the checkpoint already trained on."""
-        trainer = self._trainer
+        trainer = self.trainer
         if trainer is None:
             return self._manual_epoch, 0
         loop = trainer.fit_loop
@@ -347,11 +347,12 @@ class SyntheticDataModule(pl.LightningDataModule):
         return self._loader("test", self.test_size, lambda: (0, 0))
 
     # --- what the metrics callback needs -------------------------------------------------------
-    def eval_batches(self, n: int, batch_size: int = 1024) -> Iterator[dict]:
-        """The first ``n`` validation samples (all ranks see the same), in batches."""
-        n = min(n, self.val_size)
-        for start in range(0, n, batch_size):
-            yield self.source.val_batch(np.arange(start, min(start + batch_size, n)))
+    def eval_samples(self, index: np.ndarray) -> dict:
+        """Validation samples by index (full captions in ``text_full``), for the metrics callback."""
+        index = np.asarray(index)
+        if len(index) and int(index.max()) >= self.val_size:
+            raise ValueError(f"evaluation asks for validation sample {int(index.max())} but data.val_size is {self.val_size}")
+        return self.source.val_batch(index)
 
     def class_prompts(self, factor: str, n_per_value: int = 32, mode: str = "full") -> torch.Tensor:
         return self.source.class_prompts(factor, n_per_value, mode)

@@ -1,0 +1,1 @@
+"""Training: the contrastive LightningModule, metrics, the evaluation callback and the ``infogap`` CLI."""

@@ -1,0 +1,132 @@
+"""The ``infogap`` command line.
+
+``infogap fit --config configs/synthetic.yaml [--a.b=value ...]`` trains through LightningCLI (the
+same ``--key=value`` syntax a W&B sweep passes); other subcommands live in their own packages and
+are registered in ``SUBCOMMANDS`` below: adding one is one line plus a ``main(argv)`` function.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+# name -> ("module:function", one-line help). The function takes the arguments after the name.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "fit": ("train.cli:lightning_main", "train a model from a YAML config (LightningCLI; --help for every key)"),
+    "validate": ("train.cli:lightning_main", "validation loss and metrics of a checkpoint"),
+    "test": ("train.cli:lightning_main", "test loss of a checkpoint"),
+    "data": ("data.cli:main", "synthetic data: preview grid, throughput benchmark, webdataset export"),
+    "metrics": ("train.metrics_cli:main", "metric suite of an embeddings .npz as one JSON object"),
+    "ablate": ("ablations.cli:main", "expand, launch and aggregate an ablation from configs/ablations/"),
+}
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test")
+
+
+class ConfigError(Exception):
+    """A configuration problem, reported as one line."""
+
+
+def _usage() -> str:
+    width = max(map(len, SUBCOMMANDS))
+    lines = ["usage: infogap <command> [options]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+    lines += ["", "Run `infogap <command> --help` for the options of a command."]
+    return "\n".join(lines)
+
+
+def _resolve(target: str) -> Callable:
+    module, func = target.split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    name = argv[0]
+    if name not in SUBCOMMANDS:
+        print(f"infogap: error: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    fn = _resolve(SUBCOMMANDS[name][0])
+    try:
+        result = fn(argv if name in LIGHTNING_SUBCOMMANDS else argv[1:])
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        if os.environ.get("INFOGAP_TRACEBACK"):
+            raise
+        message = " ".join(str(exc).split())  # one line
+        print(f"infogap {name}: error: {message}", file=sys.stderr)
+        return 2
+    return int(result or 0)
+
+
+# ---------------------------------------------------------------------------------------------
+def lightning_main(argv: list[str]) -> int:
+    """fit / validate / test through LightningCLI, with the project's defaults."""
+    from jsonargparse import ArgumentError
+
+    sys.argv = ["infogap"] + list(argv)  # LightningCLI reads its arguments from sys.argv
+    try:
+        InfogapCLI(args=None)
+    except ArgumentError as exc:
+        raise ConfigError(_first_line(str(exc))) from None
+    return 0
+
+
+def _first_line(message: str) -> str:
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    # jsonargparse nests causes: keep the line naming the key and the one saying why
+    keep = [line for line in lines if not line.startswith("- ") and "Given value type" not in line][:2]
+    return " ".join(keep or lines[:1])
+
+
+def _lightning_cli_class():
+    from pytorch_lightning import LightningDataModule
+    from pytorch_lightning.callbacks import ModelCheckpoint
+    from pytorch_lightning.cli import LightningCLI
+
+    from train.evaluation import RepresentationMetrics
+    from train.loggers import make_logger
+    from train.module import ContrastiveModule
+
+    class _CLI(LightningCLI):
+        def __init__(self, args):
+            super().__init__(
+                ContrastiveModule,
+                LightningDataModule,
+                subclass_mode_data=True,
+                args=args,
+                parser_kwargs={"exit_on_error": False, "default_env": False},
+                save_config_kwargs={"overwrite": True},
+                seed_everything_default=0,
+            )
+
+        def add_arguments_to_parser(self, parser) -> None:
+            parser.add_argument("--log_with", type=str, default="wandb", help="wandb (offline without an API key), csv or none")
+            parser.add_argument("--wandb_project", type=str, default="infogap")
+            parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+            parser.set_defaults({"checkpoint.save_last": True, "checkpoint.filename": "step{step:07d}", "checkpoint.auto_insert_metric_name": False})
+            parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath", compute_fn=lambda d: str(Path(d or ".") / "checkpoints"))
+            parser.add_lightning_class_args(RepresentationMetrics, "metrics")
+            parser.link_arguments("data.text_spec", "model.text_spec", apply_on="instantiate")
+
+        def instantiate_classes(self) -> None:
+            try:
+                super().instantiate_classes()
+            except (TypeError, ValueError, FileNotFoundError) as exc:
+                raise ConfigError(str(exc)) from None
+
+        def _instantiate_trainer(self, config, callbacks):
+            cfg = self.config[self.subcommand] if self.subcommand else self.config
+            if config.get("logger") in (None, True):
+                run_dir = config.get("default_root_dir") or "runs/default"
+                config["logger"] = make_logger(cfg.get("log_with", "wandb"), run_dir, project=cfg.get("wandb_project", "infogap"))
+            return super()._instantiate_trainer(config, callbacks)
+
+    return _CLI
+
+
+def InfogapCLI(args):  # noqa: N802 - a class built lazily so `infogap --help` stays fast
+    return _lightning_cli_class()(args)

@@ -1,0 +1,165 @@
+"""The callback that logs representation metrics as curves during training."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Literal, Optional
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_info
+
+from train.metrics import compute_metrics
+
+
+def curve_name(key: str) -> str:
+    """Metric key of the suite -> the name of its logged curve."""
+    for prefix, group in (("uniformity_", "uniformity/"), ("entropy_", "entropy/"), ("recall_", "retrieval/"), ("zeroshot_", "zeroshot/")):
+        if key.startswith(prefix):
+            return group + key[len(prefix):]
+    if key.startswith("moad"):
+        return "bias/" + key
+    if key in ("l2m", "l2i", "rmg"):
+        return "gap/" + key
+    if key.startswith("gap_"):
+        return "gap/" + key[len("gap_"):]
+    return key
+
+
+class RepresentationMetrics(pl.Callback):
+    """Every ``eval_every_n_steps`` optimizer steps (and at the end of fit) embed a fixed evaluation set
+    of the data module, compute the metric suite and log it as curves (``gap/rmg``, ``bias/moad_image``,
+    ``zeroshot/object_acc``, ``temperature``, ...). At the end it writes ``embeddings.npz`` (the format
+    ``infogap metrics`` reads) and ``metrics.json`` into the run directory.
+
+    Under DDP each rank embeds a slice of the set, the slices are gathered, and rank 0 computes once:
+    the numbers equal the single-process ones.
+
+    Args:
+        eval_every_n_steps: 0 evaluates only at the end.
+        num_samples: size of the evaluation set (the first samples of the validation split).
+        prompt_mode: class embeddings for zero-shot accuracy: ``full`` (mean text embedding of
+            full-description captions carrying the value, other factors drawn uniformly) or ``word``
+            (the value's single word).
+        prompts_per_value: captions averaged per class in ``full`` mode.
+        metrics: a subset of the suite's keys or prefixes (default: everything).
+        save_embeddings: write ``embeddings.npz`` at the end.
+    """
+
+    def __init__(
+        self,
+        eval_every_n_steps: int = 100,
+        num_samples: int = 2048,
+        prompt_mode: Literal["full", "word"] = "full",
+        prompts_per_value: int = 32,
+        metrics: Optional[list[str]] = None,
+        save_embeddings: bool = True,
+        batch_size: int = 1024,
+    ):
+        super().__init__()
+        if eval_every_n_steps < 0 or num_samples < 2:
+            raise ValueError("metrics.eval_every_n_steps must be >= 0 and metrics.num_samples >= 2")
+        self.every = eval_every_n_steps
+        self.num_samples = num_samples
+        self.prompt_mode = prompt_mode
+        self.prompts_per_value = prompts_per_value
+        self.metrics = metrics
+        self.save_embeddings = save_embeddings
+        self.batch_size = batch_size
+        self._last_step = -1
+        self._cache: Optional[dict] = None
+        self.last: dict[str, float] = {}
+        self.seconds = 0.0
+
+    # --- when ---------------------------------------------------------------------------------
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self.every and step > 0 and step % self.every == 0 and step != self._last_step:
+            self.evaluate(trainer, pl_module)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if trainer.global_step != self._last_step:
+            self.evaluate(trainer, pl_module)
+        if trainer.is_global_zero and self.last:
+            self._write_outputs(trainer)
+
+    # --- what ---------------------------------------------------------------------------------
+    def _eval_set(self, datamodule, rank: int, world: int) -> dict:
+        """This rank's contiguous slice of the evaluation set, rendered once and cached."""
+        if self._cache is None:
+            n = min(self.num_samples, datamodule.val_size)
+            index = np.array_split(np.arange(n), world)[rank]
+            parts = [datamodule.eval_samples(index[i: i + self.batch_size]) for i in range(0, len(index), self.batch_size)]
+            self._cache = {
+                "n": n,
+                "image": torch.cat([p["image"] for p in parts]) if parts else None,
+                "text": torch.cat([p["text_full"] for p in parts]) if parts else None,
+                "labels": {f: torch.cat([p["labels"][f] for p in parts]) for f in parts[0]["labels"]} if parts else {},
+            }
+        return self._cache
+
+    def _embed(self, fn, data: torch.Tensor) -> torch.Tensor:
+        return torch.cat([fn(data[i: i + self.batch_size]) for i in range(0, len(data), self.batch_size)])
+
+    def _gather(self, pl_module, local: torch.Tensor, n: int, world: int) -> torch.Tensor:
+        """Concatenate the ranks' slices in order (slices may differ in length by one)."""
+        if world == 1:
+            return local
+        sizes = [len(s) for s in np.array_split(np.arange(n), world)]
+        padded = torch.zeros((max(sizes),) + tuple(local.shape[1:]), dtype=local.dtype, device=local.device)
+        padded[: len(local)] = local
+        gathered = pl_module.all_gather(padded)  # (world, max, ...)
+        return torch.cat([gathered[r, : sizes[r]] for r in range(world)])
+
+    @torch.no_grad()
+    def evaluate(self, trainer: pl.Trainer, pl_module) -> dict[str, float]:
+        start = time.perf_counter()
+        self._last_step = trainer.global_step
+        datamodule = trainer.datamodule
+        rank, world = trainer.global_rank, trainer.world_size
+        was_training = pl_module.training
+        pl_module.eval()
+        data = self._eval_set(datamodule, rank, world)
+        n = data["n"]
+        x = self._gather(pl_module, self._embed(pl_module.embed_images, data["image"]), n, world).cpu()
+        y = self._gather(pl_module, self._embed(pl_module.embed_texts, data["text"]), n, world).cpu()
+        labels = {f: self._gather(pl_module, v.to(pl_module.device), n, world).cpu() for f, v in data["labels"].items()}
+        if trainer.is_global_zero:
+            classes = {}
+            for f in labels:
+                prompts = datamodule.class_prompts(f, self.prompts_per_value, self.prompt_mode)
+                v, m, ctx = prompts.shape
+                emb = self._embed(pl_module.embed_texts, prompts.reshape(v * m, ctx)).reshape(v, m, -1).mean(1)
+                classes[f] = (emb / emb.norm(dim=1, keepdim=True)).cpu()
+            scale = pl_module.logit_scale
+            values = compute_metrics(x, y, labels, logit_scale=scale, class_embeddings=classes, metrics=self.metrics)
+            values["temperature"] = 1.0 / scale
+            values["logit_scale"] = scale
+            self.last = values
+            self._arrays = {"image": x.numpy(), "text": y.numpy(), "logit_scale": np.float64(scale), "object_factor": "object"}
+            self._arrays.update({f"labels_{f}": v.numpy() for f, v in labels.items()})
+            self._arrays.update({f"classes_{f}": c.numpy() for f, c in classes.items()})
+            curves = {curve_name(k): v for k, v in values.items()}
+            for logger in trainer.loggers:
+                logger.log_metrics(curves, step=trainer.global_step)
+        if was_training:
+            pl_module.train()
+        self.seconds += time.perf_counter() - start
+        return self.last
+
+    def _write_outputs(self, trainer: pl.Trainer) -> None:
+        run_dir = Path(trainer.default_root_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        record = {
+            "step": trainer.global_step,
+            "prompt_mode": self.prompt_mode,
+            "num_samples": int(len(self._arrays["image"])),
+            "eval_seconds": round(self.seconds, 3),
+            "metrics": self.last,
+        }
+        (run_dir / "metrics.json").write_text(json.dumps(record, indent=2, sort_keys=True))
+        if self.save_embeddings:
+            np.savez(run_dir / "embeddings.npz", **self._arrays)
+        rank_zero_info(f"metrics: wrote {run_dir / 'metrics.json'}" + (f" and {run_dir / 'embeddings.npz'}" if self.save_embeddings else ""))

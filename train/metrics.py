@@ -1,0 +1,466 @@
+"""Representation metrics of a contrastive VLM (definitions: reference 01-imbalance.md, "Metrics").
+
+Inputs are L2-normalised image embeddings ``x`` (N, d) and text embeddings ``y`` (N, d), row i of
+``y`` matching row i of ``x``, plus integer labels per factor. Functions take torch tensors or
+numpy arrays and never modify them.
+
+Speed and exactness:
+- everything expressible through sums (L2M, L2I, RMG, alignment, MOAD, IIMM, gap dimensions) comes
+  from one streaming pass of float64 sums in O(N d): sum_{i != j} <x_i, x_j> = ||sum x||^2 - sum ||x_i||^2;
+- pairwise quantities (logit entropy, uniformity, retrieval) stream over row chunks of the N x N
+  similarity matrix, so memory stays O(chunk x N); accumulation is float64, the matrix products
+  use the input precision (float64 inputs give float64 results end to end).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+
+RECALL_KS = (1, 5, 10)
+GAP_TOP_NS = (1, 2, 5, 10)
+ROW_CHUNK = 65_536  # rows per chunk of the O(N d) pass
+PAIR_BUDGET = 2**24  # entries of one chunk of a pairwise matrix (~128 MiB in float64)
+
+
+def _tensor(a) -> torch.Tensor:
+    t = a if isinstance(a, torch.Tensor) else torch.from_numpy(np.asarray(a))
+    return t if t.is_floating_point() else t.double()
+
+
+def _labels(a) -> torch.Tensor:
+    return (a if isinstance(a, torch.Tensor) else torch.from_numpy(np.asarray(a))).long()
+
+
+def _row_chunks(n: int, size: int) -> Iterable[slice]:
+    for start in range(0, n, max(1, size)):
+        yield slice(start, min(n, start + size))
+
+
+def normalize(z) -> torch.Tensor:
+    """Rows scaled to unit L2 norm (a new tensor)."""
+    z = _tensor(z)
+    return z / z.norm(dim=1, keepdim=True).clamp(min=1e-12)
+
+
+def is_normalized(z, atol: float = 1e-3) -> bool:
+    z = _tensor(z)
+    for sl in _row_chunks(len(z), ROW_CHUNK):
+        if not torch.allclose(z[sl].double().norm(dim=1), torch.ones(sl.stop - sl.start, dtype=torch.float64), atol=atol):
+            return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# One pass of sums.
+@dataclass
+class ClassSums:
+    count: torch.Tensor  # (C,)
+    sum_x: torch.Tensor  # (C, d)
+    sq_x: torch.Tensor  # (C,)  sum of ||x_i||^2 in the class
+    sum_y: Optional[torch.Tensor] = None
+    sq_y: Optional[torch.Tensor] = None
+
+
+@dataclass
+class Moments:
+    """Float64 sums over matched pairs, from one streaming O(N d) pass."""
+
+    n: int
+    sum_x: torch.Tensor
+    sum_y: torch.Tensor
+    sq_x: float  # sum ||x_i||^2
+    sq_y: float
+    dot: float  # sum <x_i, y_i>
+    dist: float  # sum ||x_i - y_i||
+    classes: dict[str, ClassSums] = field(default_factory=dict)
+
+
+def moments(x, y, labels: Optional[Mapping[str, object]] = None, chunk: int = ROW_CHUNK) -> Moments:
+    """The sums every O(N d) metric is a function of (class sums per factor in ``labels``)."""
+    x, y = _tensor(x), _tensor(y)
+    n, d = x.shape
+    labels = {f: _labels(v) for f, v in (labels or {}).items()}
+    acc = dict(sum_x=torch.zeros(d, dtype=torch.float64), sum_y=torch.zeros(d, dtype=torch.float64))
+    sq_x = sq_y = dot = dist = 0.0
+    classes = {}
+    for f, lab in labels.items():
+        c = int(lab.max()) + 1 if len(lab) else 0
+        classes[f] = ClassSums(
+            count=torch.bincount(lab, minlength=c).double(),
+            sum_x=torch.zeros(c, d, dtype=torch.float64), sq_x=torch.zeros(c, dtype=torch.float64),
+            sum_y=torch.zeros(c, d, dtype=torch.float64), sq_y=torch.zeros(c, dtype=torch.float64),
+        )
+    for sl in _row_chunks(n, chunk):
+        xc, yc = x[sl].double(), y[sl].double()
+        acc["sum_x"] += xc.sum(0)
+        acc["sum_y"] += yc.sum(0)
+        nx, ny = (xc * xc).sum(1), (yc * yc).sum(1)
+        sq_x += float(nx.sum())
+        sq_y += float(ny.sum())
+        dot += float((xc * yc).sum())
+        dist += float((xc - yc).norm(dim=1).sum())
+        for f, lab in labels.items():
+            cs, lc = classes[f], lab[sl]
+            cs.sum_x.index_add_(0, lc, xc)
+            cs.sum_y.index_add_(0, lc, yc)
+            cs.sq_x.index_add_(0, lc, nx)
+            cs.sq_y.index_add_(0, lc, ny)
+    return Moments(n, acc["sum_x"], acc["sum_y"], sq_x, sq_y, dot, dist, classes)
+
+
+def _off_diagonal_mean(total_sum: torch.Tensor, total_sq: float, n: int) -> float:
+    """Mean of <z_i, z_j> over ordered pairs i != j, from sum z and sum ||z_i||^2."""
+    if n < 2:
+        return float("nan")
+    return (float(total_sum @ total_sum) - total_sq) / (n * (n - 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# O(N d) metrics.
+def l2m(x=None, y=None, *, stats: Optional[Moments] = None) -> float:
+    """L2M = || mean_i x_i - mean_i y_i ||_2 (the modality gap as a distance between centroids)."""
+    m = stats or moments(x, y)
+    return float(((m.sum_x - m.sum_y) / m.n).norm())
+
+
+def l2i(x=None, y=None, *, stats: Optional[Moments] = None) -> float:
+    """L2I = mean over matched pairs of || x_i - y_i ||_2."""
+    m = stats or moments(x, y)
+    return m.dist / m.n
+
+
+def alignment(x=None, y=None, *, stats: Optional[Moments] = None) -> float:
+    """Alignment (Wang & Isola) = mean over matched pairs of || x_i - y_i ||^2."""
+    m = stats or moments(x, y)
+    return (m.sq_x + m.sq_y - 2 * m.dot) / m.n
+
+
+def relative_modality_gap(x=None, y=None, *, stats: Optional[Moments] = None) -> float:
+    """RMG = A / (A + (B_img + B_txt) / 2) with d(u, v) = (1 - <u, v>) / 2,
+    A = mean_i d(x_i, y_i), B_img = mean_{i != j} d(x_i, x_j), B_txt = mean_{i != j} d(y_i, y_j).
+    0 when images and texts coincide (A = B = 0)."""
+    m = stats or moments(x, y)
+    a = (1 - m.dot / m.n) / 2
+    b_img = (1 - _off_diagonal_mean(m.sum_x, m.sq_x, m.n)) / 2
+    b_txt = (1 - _off_diagonal_mean(m.sum_y, m.sq_y, m.n)) / 2
+    denom = a + (b_img + b_txt) / 2
+    return 0.0 if denom == 0 else a / denom
+
+
+def _match_non_match(cs: ClassSums, total_sum: torch.Tensor, total_sq: float, n: int, modality: str) -> tuple[float, float]:
+    """(S_match, S_non): pair-weighted mean similarity over ordered pairs i != j with equal / different labels."""
+    sums, sq = (cs.sum_x, cs.sq_x) if modality == "x" else (cs.sum_y, cs.sq_y)
+    same_sum = float(((sums * sums).sum(1) - sq).sum())
+    same_pairs = float((cs.count * (cs.count - 1)).sum())
+    all_sum = float(total_sum @ total_sum) - total_sq
+    all_pairs = float(n) * (n - 1)
+    diff_pairs = all_pairs - same_pairs
+    s_match = same_sum / same_pairs if same_pairs > 0 else float("nan")
+    s_non = (all_sum - same_sum) / diff_pairs if diff_pairs > 0 else float("nan")
+    return s_match, s_non
+
+
+def moad(z=None, labels: Optional[Mapping[str, object]] = None, object_factor: str = "object", *, stats: Optional[Moments] = None, modality: str = "x") -> dict[str, float]:
+    """MOAD (object bias) per attribute factor a:
+    (S_obj^match - S_obj^non) - (S_a^match - S_a^non), where S^match is the pair-weighted mean cosine
+    similarity of samples sharing a label and S^non that of samples with different labels (all
+    ordered pairs i != j). Returns ``{factor: value}`` and ``mean`` over factors. > 0: object-biased.
+    NaN for a factor without any same-label (or different-label) pair."""
+    if stats is None:
+        stats = moments(z, z, labels)
+    if object_factor not in stats.classes:
+        raise ValueError(f"MOAD needs labels of the object factor {object_factor!r}; have: {', '.join(stats.classes) or 'none'}")
+    total_sum, total_sq = (stats.sum_x, stats.sq_x) if modality == "x" else (stats.sum_y, stats.sq_y)
+    om, on = _match_non_match(stats.classes[object_factor], total_sum, total_sq, stats.n, modality)
+    out = {}
+    for f, cs in stats.classes.items():
+        if f == object_factor:
+            continue
+        am, an = _match_non_match(cs, total_sum, total_sq, stats.n, modality)
+        out[f] = (om - on) - (am - an)
+    out["mean"] = float(np.mean(list(out.values()))) if out else float("nan")
+    return out
+
+
+def gap_dimensions(x=None, y=None, *, stats: Optional[Moments] = None) -> torch.Tensor:
+    """Delta_k = | mean_i x_ik - mean_j y_jk | per embedding dimension (float64, (d,))."""
+    m = stats or moments(x, y)
+    return ((m.sum_x - m.sum_y) / m.n).abs()
+
+
+def gap_top_share(x=None, y=None, ns: Sequence[int] = GAP_TOP_NS, *, stats: Optional[Moments] = None) -> dict[int, float]:
+    """Share of ||mean x - mean y||^2 carried by the top-n dimensions ranked by Delta_k."""
+    delta2 = gap_dimensions(stats=stats or moments(x, y)) ** 2
+    total = float(delta2.sum())
+    ranked = torch.sort(delta2, descending=True).values.cumsum(0)
+    return {n: (float(ranked[min(n, len(ranked)) - 1]) / total if total > 0 else 0.0) for n in ns}
+
+
+def remove_gap_dims(x, y, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero the top-n gap dimensions (by Delta_k) in both modalities, then re-normalise (new tensors)."""
+    x, y = _tensor(x), _tensor(y)
+    if n <= 0:
+        return x.clone(), y.clone()
+    top = torch.sort(gap_dimensions(x, y), descending=True).indices[:n]
+    keep = torch.ones(x.shape[1], dtype=torch.bool)
+    keep[top] = False
+    return normalize(x * keep.to(x.dtype)), normalize(y * keep.to(y.dtype))
+
+
+def iimm(x, prompts, labels) -> float:
+    """Inter-Intra Modal Measure: (S_inter + S_intra) / 2 with S_inter = mean_x mean_{y' != y(x)} <x, y'>
+    (similarity to the wrong class prompts) and S_intra = mean over pairs i < j of <x_i, x_j>."""
+    x, p, lab = _tensor(x), _tensor(prompts).double(), _labels(labels)
+    c = p.shape[0]
+    if c < 2:
+        raise ValueError("IIMM needs at least two class prompts")
+    m = moments(x, x)
+    sims = torch.zeros(len(x), dtype=torch.float64)
+    total = p.sum(0)
+    for sl in _row_chunks(len(x), ROW_CHUNK):
+        xc = x[sl].double()
+        sims[sl] = (xc @ total - (xc * p[lab[sl]]).sum(1)) / (c - 1)
+    return (float(sims.mean()) + _off_diagonal_mean(m.sum_x, m.sq_x, m.n)) / 2
+
+
+def zero_shot_accuracy(x, class_embeddings, labels) -> float:
+    """Accuracy of classifying each image as the class whose embedding is most similar."""
+    x, c, lab = _tensor(x), _tensor(class_embeddings), _labels(labels)
+    correct = 0
+    for sl in _row_chunks(len(x), ROW_CHUNK):
+        correct += int(((x[sl] @ c.to(x.dtype).T).argmax(1) == lab[sl]).sum())
+    return correct / len(x)
+
+
+def neighbourhood_kendall_distance(image_class_means, class_prompts) -> float:
+    """Per class c, the Kendall-tau distance (fraction of discordant pairs) between the ranking of the
+    other classes by cosine similarity of image class means and by similarity of class prompts,
+    averaged over classes. ~0.5: unrelated neighbourhoods; 0: identical rankings."""
+    a, b = normalize(_tensor(image_class_means).double()), normalize(_tensor(class_prompts).double())
+    sa, sb = a @ a.T, b @ b.T
+    c = len(a)
+    if c < 3:
+        raise ValueError("neighbourhood agreement needs at least three classes")
+    dists = []
+    for k in range(c):
+        others = [j for j in range(c) if j != k]
+        u, v = sa[k, others], sb[k, others]
+        du, dv = u[:, None] - u[None, :], v[:, None] - v[None, :]
+        iu = torch.triu_indices(len(others), len(others), 1)
+        discordant = ((du[iu[0], iu[1]] * dv[iu[0], iu[1]]) < 0).double()
+        dists.append(float(discordant.mean()))
+    return float(np.mean(dists))
+
+
+# ---------------------------------------------------------------------------------------------
+# Pairwise metrics, streamed over row chunks.
+def _pair_chunk(n_cols: int) -> int:
+    return max(1, PAIR_BUDGET // max(1, n_cols))
+
+
+def _logaddexp(a: float, b: float) -> float:
+    return float(np.logaddexp(a, b))
+
+
+def _self_log_sum_exp(z: torch.Tensor, t: float) -> float:
+    """log sum_{i != j} exp(-t ||z_i - z_j||^2)."""
+    n = len(z)
+    sq = (z.double() ** 2).sum(1)
+    total = -math.inf
+    for sl in _row_chunks(n, _pair_chunk(n)):
+        g = (z[sl] @ z.T).double()
+        e = -t * (sq[sl, None] + sq[None, :] - 2 * g)
+        rows = torch.arange(sl.stop - sl.start)
+        e[rows, rows + sl.start] = -math.inf
+        total = _logaddexp(total, float(torch.logsumexp(e.flatten(), 0)))
+    return total
+
+
+@dataclass
+class CrossStats:
+    """From one streamed pass over s * <x_i, y_j>: entropies, retrieval ranks, and the cross term of
+    the union uniformity."""
+
+    entropy_i2t: float
+    entropy_t2i: float
+    rank_i2t: torch.Tensor  # (N,) number of texts j != i with sim(i, j) >= sim(i, i)
+    rank_t2i: torch.Tensor
+    cross_lse: float  # log sum_{i, j} exp(-t ||x_i - y_j||^2)
+
+
+def cross_stats(x, y, logit_scale: float = 100.0, t: float = 2.0) -> CrossStats:
+    """One pass over the N x N image-text similarities, in row chunks (columns accumulate online)."""
+    x, y = _tensor(x), _tensor(y)
+    n = len(x)
+    sqx, sqy = (x.double() ** 2).sum(1), (y.double() ** 2).sum(1)
+    diag = (x.double() * y.double()).sum(1)
+    h_rows = torch.zeros(n, dtype=torch.float64)
+    col_max = torch.full((n,), -math.inf, dtype=torch.float64)
+    col_sum = torch.zeros(n, dtype=torch.float64)  # sum_i exp(l_ij - col_max_j)
+    col_wsum = torch.zeros(n, dtype=torch.float64)  # sum_i exp(l_ij - col_max_j) * l_ij
+    rank_i2t = torch.zeros(n, dtype=torch.long)
+    rank_t2i = torch.zeros(n, dtype=torch.long)
+    cross = -math.inf
+    s = float(logit_scale)
+    tie = 4 * torch.finfo(x.dtype).eps  # similarities this close to the match's count as ties (against it)
+    for sl in _row_chunks(n, _pair_chunk(n)):
+        g = (x[sl] @ y.T).double()  # (m, N)
+        rows = torch.arange(sl.stop - sl.start)
+        d_rows = g[rows, rows + sl.start]
+        # retrieval: rank of the match among all candidates
+        rank_i2t[sl] = (g >= d_rows[:, None] - tie).sum(1) - 1
+        d_all = torch.empty(n, dtype=torch.float64).copy_(diag)
+        d_all[sl] = d_rows
+        ge_col = (g >= d_all[None, :] - tie).sum(0)
+        ge_col[rows + sl.start] -= 1
+        rank_t2i += ge_col
+        # image -> text entropy, row-wise
+        logits = s * g
+        lse = torch.logsumexp(logits, 1)
+        p = torch.exp(logits - lse[:, None])
+        h_rows[sl] = lse - (p * logits).sum(1)
+        # text -> image entropy, columns accumulated online
+        m_new = torch.maximum(col_max, logits.max(0).values)
+        scale = torch.exp(col_max - m_new)
+        e = torch.exp(logits - m_new[None, :])
+        col_sum = col_sum * scale + e.sum(0)
+        col_wsum = col_wsum * scale + (e * logits).sum(0)
+        col_max = m_new
+        # union uniformity cross term
+        cross = _logaddexp(cross, float(torch.logsumexp((-t * (sqx[sl, None] + sqy[None, :] - 2 * g)).flatten(), 0)))
+    h_cols = (torch.log(col_sum) + col_max) - col_wsum / col_sum
+    return CrossStats(float(h_rows.mean()), float(h_cols.mean()), rank_i2t, rank_t2i, cross)
+
+
+def logit_entropy(x, y, logit_scale: float = 100.0) -> tuple[float, float]:
+    """Logit entropy H = mean_i ( -sum_j p_ij log p_ij ), p_ij = softmax_j(s <x_i, y_j>) over all texts
+    (image -> text), and the same with the roles swapped (text -> image). ``logit_scale`` is s."""
+    c = cross_stats(x, y, logit_scale)
+    return c.entropy_i2t, c.entropy_t2i
+
+
+def uniformity(z, t: float = 2.0) -> float:
+    """Uniformity (Wang & Isola 2020) = log mean_{i != j} exp(-t ||z_i - z_j||^2), t = 2."""
+    z = _tensor(z)
+    n = len(z)
+    return _self_log_sum_exp(z, t) - math.log(n * (n - 1))
+
+
+def uniformity_union(x, y, t: float = 2.0, *, self_x: Optional[float] = None, self_y: Optional[float] = None, cross: Optional[CrossStats] = None) -> float:
+    """Uniformity of the union of image and text embeddings (2N points, all ordered pairs i != j)."""
+    x, y = _tensor(x), _tensor(y)
+    n = len(x)
+    sx = self_x if self_x is not None else _self_log_sum_exp(x, t)
+    sy = self_y if self_y is not None else _self_log_sum_exp(y, t)
+    c = (cross or cross_stats(x, y, t=t)).cross_lse
+    total = _logaddexp(_logaddexp(sx, sy), c + math.log(2))
+    return total - math.log(2 * n * (2 * n - 1))
+
+
+def retrieval_recall(x, y, ks: Sequence[int] = RECALL_KS, *, cross: Optional[CrossStats] = None) -> dict[str, float]:
+    """Recall@K both ways: the fraction of queries whose match ranks in the top K (ties count against)."""
+    c = cross or cross_stats(x, y)
+    out = {}
+    for k in ks:
+        out[f"recall_i2t@{k}"] = float((c.rank_i2t < k).double().mean())
+        out[f"recall_t2i@{k}"] = float((c.rank_t2i < k).double().mean())
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The suite: what `infogap metrics` prints and the callback logs.
+MOMENT_KEYS = ("l2m", "l2i", "rmg", "alignment") + tuple(f"gap_top{n}_share" for n in GAP_TOP_NS)
+CROSS_KEYS = ("entropy_i2t", "entropy_t2i") + tuple(f"recall_{d}@{k}" for k in RECALL_KS for d in ("i2t", "t2i"))
+UNIFORMITY_KEYS = ("uniformity_image", "uniformity_text", "uniformity_all")
+
+
+def metric_keys(factors: Sequence[str] = (), object_factor: str = "object", class_factors: Sequence[str] = ()) -> list[str]:
+    """Every key the suite can produce for these label factors and class-embedding factors."""
+    keys = list(MOMENT_KEYS) + list(UNIFORMITY_KEYS) + list(CROSS_KEYS)
+    attrs = [f for f in factors if f != object_factor]
+    if object_factor in factors and attrs:
+        for m in ("image", "text"):
+            keys += [f"moad_{m}"] + [f"moad_{m}_{f}" for f in attrs]
+    keys += [f"zeroshot_{f}_acc" for f in class_factors]
+    return keys
+
+
+def select_keys(requested: Optional[Sequence[str]], available: Sequence[str]) -> list[str]:
+    """Keys named exactly, or every key starting with a given prefix (``moad``, ``recall``, ``gap``)."""
+    if not requested:
+        return list(available)
+    out = []
+    for r in requested:
+        hits = [k for k in available if k == r] or [k for k in available if k.startswith(r)]
+        if not hits:
+            raise ValueError(f"unknown metric {r!r}; available: {', '.join(available)}")
+        out += [k for k in hits if k not in out]
+    return out
+
+
+def compute_metrics(
+    x,
+    y,
+    labels: Optional[Mapping[str, object]] = None,
+    *,
+    logit_scale: float = 100.0,
+    object_factor: str = "object",
+    class_embeddings: Optional[Mapping[str, object]] = None,
+    metrics: Optional[Sequence[str]] = None,
+) -> dict[str, float]:
+    """The metric suite on normalised ``x``, ``y``; only the passes the selected ``metrics`` need run."""
+    labels = dict(labels or {})
+    class_embeddings = dict(class_embeddings or {})
+    keys = select_keys(metrics, metric_keys(list(labels), object_factor, list(class_embeddings)))
+    out: dict[str, float] = {}
+    needs_moad = any(k.startswith("moad") for k in keys)
+    if any(k in MOMENT_KEYS for k in keys) or needs_moad:
+        m = moments(x, y, labels if needs_moad else None)
+        out.update(l2m=l2m(stats=m), l2i=l2i(stats=m), rmg=relative_modality_gap(stats=m), alignment=alignment(stats=m))
+        out.update({f"gap_top{n}_share": v for n, v in gap_top_share(stats=m).items()})
+        if needs_moad:
+            for name, modality in (("image", "x"), ("text", "y")):
+                per = moad(stats=m, object_factor=object_factor, modality=modality)
+                out[f"moad_{name}"] = per.pop("mean")
+                out.update({f"moad_{name}_{f}": v for f, v in per.items()})
+    cross = None
+    if any(k in CROSS_KEYS or k == "uniformity_all" for k in keys):
+        cross = cross_stats(x, y, logit_scale)
+        out.update(entropy_i2t=cross.entropy_i2t, entropy_t2i=cross.entropy_t2i)
+        out.update(retrieval_recall(x, y, cross=cross))
+    if any(k in UNIFORMITY_KEYS for k in keys):
+        x_t, y_t = _tensor(x), _tensor(y)
+        sx, sy = _self_log_sum_exp(x_t, 2.0), _self_log_sum_exp(y_t, 2.0)
+        n = len(x_t)
+        out["uniformity_image"] = sx - math.log(n * (n - 1))
+        out["uniformity_text"] = sy - math.log(n * (n - 1))
+        if "uniformity_all" in keys:
+            out["uniformity_all"] = uniformity_union(x_t, y_t, self_x=sx, self_y=sy, cross=cross)
+    for f, c in class_embeddings.items():
+        if f"zeroshot_{f}_acc" in keys:
+            out[f"zeroshot_{f}_acc"] = zero_shot_accuracy(x, c, labels[f])
+    return {k: out[k] for k in keys}
+
+
+def check_inputs(x, y, labels: Mapping[str, object], source: str = "input") -> None:
+    """Clear errors for shape mismatch, NaN/inf, and label arrays of the wrong length."""
+    if x.ndim != 2 or y.ndim != 2:
+        raise ValueError(f"{source}: 'image' and 'text' must be 2-D (N, d), got shapes {tuple(x.shape)} and {tuple(y.shape)}")
+    if x.shape != y.shape:
+        raise ValueError(f"{source}: 'image' {tuple(x.shape)} and 'text' {tuple(y.shape)} must have the same shape (row i of text matches row i of image)")
+    if len(x) < 2:
+        raise ValueError(f"{source}: need at least 2 rows, got {len(x)}")
+    for name, a in (("image", x), ("text", y)):
+        t = _tensor(a)
+        for sl in _row_chunks(len(t), ROW_CHUNK):
+            if not bool(torch.isfinite(t[sl]).all()):
+                raise ValueError(f"{source}: '{name}' contains NaN or infinite values")
+    for f, lab in labels.items():
+        if len(lab) != len(x):
+            raise ValueError(f"{source}: 'labels_{f}' has {len(lab)} entries, expected {len(x)} (one per row)")
+        if len(lab) and int(np.min(np.asarray(lab))) < 0:
+            raise ValueError(f"{source}: 'labels_{f}' has negative labels")

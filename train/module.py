@@ -1,0 +1,170 @@
+"""The LightningModule for contrastive training of an open_clip CLIP model."""
+from __future__ import annotations
+
+import math
+from typing import Literal, Optional
+
+import open_clip
+import pytorch_lightning as pl
+import torch
+
+from models import build_model
+
+
+def no_weight_decay(name: str, param: torch.Tensor) -> bool:
+    """open_clip's rule: gains, biases, norms and the logit scale/bias are not decayed."""
+    return param.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int):
+    """Learning-rate factor: linear warm-up to 1 over ``warmup_steps``, then cosine to 0 at ``total_steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+class ContrastiveModule(pl.LightningModule):
+    """Contrastive image-text training (CLIP or SigLIP loss) of an open_clip model.
+
+    Args:
+        model: a small config (``tiny``, ``small``) or an open_clip model name (``RN50``, ``ViT-B-16``).
+        loss: ``clip`` (``open_clip.ClipLoss``) or ``siglip`` (``open_clip.SigLipLoss``).
+        temperature: ``learnable`` (logit scale initialised at 1/init_temperature, clamped at
+            ``max_logit_scale`` after every step) or ``frozen`` at 1/init_temperature.
+        local_loss, gather_with_grad: open_clip's distributed loss options; rank and world size come
+            from the trainer, so each rank computes the loss of its rows against the global batch.
+        lr, weight_decay, betas, eps: AdamW; gains, biases and the logit scale get no weight decay.
+        warmup_steps: linear warm-up, then a cosine schedule over the run (stepped per optimizer step).
+        pretrained: a local checkpoint (open_clip, state dict, or an infogap/Lightning checkpoint) to
+            load the weights from (the optimizer starts fresh).
+        text_spec: the word vocabulary of the data (linked from the data module by the CLI).
+        grad_checkpointing: open_clip's activation checkpointing.
+    """
+
+    def __init__(
+        self,
+        model: str = "tiny",
+        loss: Literal["clip", "siglip"] = "clip",
+        temperature: Literal["learnable", "frozen"] = "learnable",
+        init_temperature: float = 0.07,
+        max_logit_scale: float = 100.0,
+        lr: float = 1e-3,
+        weight_decay: float = 0.2,
+        betas: tuple[float, float] = (0.9, 0.98),
+        eps: float = 1e-6,
+        warmup_steps: int = 100,
+        local_loss: bool = True,
+        gather_with_grad: bool = True,
+        pretrained: Optional[str] = None,
+        text_spec: Optional[dict] = None,
+        grad_checkpointing: bool = False,
+    ):
+        super().__init__()
+        if init_temperature <= 0:
+            raise ValueError(f"model.init_temperature must be positive, got {init_temperature}")
+        if max_logit_scale <= 0:
+            raise ValueError(f"model.max_logit_scale must be positive, got {max_logit_scale}")
+        self.save_hyperparameters()
+        init_scale = math.log(1.0 / init_temperature) if loss == "clip" or temperature == "frozen" else math.log(10.0)
+        self.model = build_model(
+            model,
+            **(text_spec or {}),
+            init_logit_scale=init_scale,
+            init_logit_bias=-10.0 if loss == "siglip" else None,
+            pretrained=pretrained,
+        )
+        if temperature == "frozen":
+            with torch.no_grad():
+                self.model.logit_scale.fill_(math.log(1.0 / init_temperature))
+            self.model.logit_scale.requires_grad_(False)
+        if grad_checkpointing:
+            self.model.set_grad_checkpointing(True)
+        self.loss_fn = self._make_loss(rank=0, world_size=1)
+        self.eval_loss_fn = self._make_loss(rank=0, world_size=1)
+
+    def _make_loss(self, rank: int, world_size: int) -> torch.nn.Module:
+        if self.hparams.loss == "siglip":
+            return open_clip.SigLipLoss(rank=rank, world_size=world_size)
+        return open_clip.ClipLoss(
+            local_loss=self.hparams.local_loss,
+            gather_with_grad=self.hparams.gather_with_grad,
+            cache_labels=True,
+            rank=rank,
+            world_size=world_size,
+        )
+
+    def setup(self, stage: str) -> None:
+        # The training loss sees the global batch: wire rank and world size from the trainer.
+        self.loss_fn = self._make_loss(rank=self.trainer.global_rank, world_size=self.trainer.world_size)
+
+    # --- the science ------------------------------------------------------------------------
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> dict:
+        return self.model(image, text)
+
+    def contrastive_loss(self, out: dict, loss_fn: torch.nn.Module) -> torch.Tensor:
+        if self.hparams.loss == "siglip":
+            return loss_fn(out["image_features"], out["text_features"], out["logit_scale"], out["logit_bias"])
+        return loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        out = self(batch["image"], batch["text"])
+        loss = self.contrastive_loss(out, self.loss_fn)
+        n = batch["image"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        self.log("temperature", 1.0 / out["logit_scale"].detach(), batch_size=n)
+        self.log("train/logit_scale", out["logit_scale"].detach(), batch_size=n)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        out = self(batch["image"], batch["text"])
+        loss = self.contrastive_loss(out, self.eval_loss_fn)
+        self.log("val/loss", loss, sync_dist=True, batch_size=batch["image"].shape[0])
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        out = self(batch["image"], batch["text"])
+        loss = self.contrastive_loss(out, self.eval_loss_fn)
+        self.log("test/loss", loss, sync_dist=True, batch_size=batch["image"].shape[0])
+
+    # --- optimisation -----------------------------------------------------------------------
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                (no_decay if no_weight_decay(name, p) else decay).append(p)
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.hparams.lr,
+            betas=tuple(self.hparams.betas),
+            eps=self.hparams.eps,
+        )
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(self.hparams.warmup_steps, total))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        self.clamp_logit_scale()
+
+    @torch.no_grad()
+    def clamp_logit_scale(self) -> None:
+        """CLIP clamps the learnable scale at 100 (log 100 on the stored parameter)."""
+        if self.hparams.temperature == "learnable":
+            self.model.logit_scale.clamp_(0, math.log(self.hparams.max_logit_scale))
+
+    # --- embeddings for evaluation ----------------------------------------------------------
+    @torch.no_grad()
+    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(images.to(self.device), normalize=True).float()
+
+    @torch.no_grad()
+    def embed_texts(self, texts: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_text(texts.to(self.device), normalize=True).float()
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.model.logit_scale.detach().exp())
