@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Callable, Optional
@@ -75,11 +76,20 @@ def lightning_main(argv: list[str]) -> int:
     return 0
 
 
+_BOILERPLATE = ("Does not validate", "Subtypes:", "Errors:", "Problem with given class_path", "Given value", "Parser key")
+
+
 def _first_line(message: str) -> str:
+    """One line from jsonargparse's nested error: the full key path, the first real reason, the value."""
+    key = ".".join(re.findall(r'Parser key "([^"]+)"', message))
+    message = re.sub(r'Parser key "[^"]+":\s*', "", message)
     lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
-    # jsonargparse nests causes: keep the line naming the key and the one saying why
-    keep = [line for line in lines if not line.startswith("- ") and "Given value type" not in line][:2]
-    return " ".join(keep or lines[:1])
+    reasons = [r for r in (line.lstrip("- ") for line in lines) if not r.startswith(_BOILERPLATE) and "NoneType" not in r]
+    reason = reasons[0] if reasons else (lines[0] if lines else "invalid configuration")
+    given = [line for line in lines if line.startswith("Given value:")]
+    text = f"{key}: {reason}" if key and not reason.startswith(key) else reason
+    shown = given and not any(t in given[-1] for t in ("NestedArg", "Namespace("))
+    return text + (f" ({given[-1]})" if shown else "")
 
 
 def _lightning_cli_class():
@@ -116,7 +126,7 @@ def _lightning_cli_class():
             try:
                 super().instantiate_classes()
             except (TypeError, ValueError, FileNotFoundError) as exc:
-                raise ConfigError(str(exc)) from None
+                raise ConfigError(_first_line(str(exc))) from None
 
         def _instantiate_trainer(self, config, callbacks):
             cfg = self.config[self.subcommand] if self.subcommand else self.config
@@ -130,3 +140,9 @@ def _lightning_cli_class():
 
 def InfogapCLI(args):  # noqa: N802 - a class built lazily so `infogap --help` stays fast
     return _lightning_cli_class()(args)
+
+
+if __name__ == "__main__":
+    from train.cli import main as _main  # the imported module, so its exception classes are the ones raised
+
+    sys.exit(_main())

@@ -1,0 +1,158 @@
+"""The foundation: distributed loss, exact resume, temperature handling, configuration errors."""
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from data.synthetic import SyntheticDataModule
+from tests.helpers import ROOT, cli, tiny_fit_args
+from train.module import ContrastiveModule, no_weight_decay, warmup_cosine
+
+
+def _one_step(devices: int, global_batch: int, out) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "tests/ddp_worker.py"), str(devices), str(global_batch), str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return torch.load(out)
+
+
+def test_ddp_loss_and_gradients_equal_single_process(tmp_path):
+    """2 gloo processes with local_loss + gather_with_grad see the same global batch as one process."""
+    single = _one_step(1, 32, tmp_path / "single.pt")
+    ddp = _one_step(2, 32, tmp_path / "ddp.pt")
+    assert ddp["world"] == 2 and single["world"] == 1
+    assert ddp["loss"] == pytest.approx(single["loss"], abs=1e-5)
+    assert set(ddp["grads"]) == set(single["grads"])
+    assert "model.logit_scale" in single["grads"]
+    for name, g in single["grads"].items():
+        torch.testing.assert_close(ddp["grads"][name], g, atol=1e-5, rtol=0, msg=lambda m: f"{name}: {m}")
+
+
+def _final_state(run_dir):
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    return ckpt
+
+
+def test_resume_from_last_checkpoint_equals_uninterrupted_run(tmp_path):
+    """N steps, killed, `--ckpt_path last` to 2N == 2N uninterrupted (parameters and AdamW state).
+    The epoch is 8 batches, so the resumed run also crosses an epoch boundary."""
+    n = 6
+    common = ["--log_with=none", "--checkpoint.every_n_train_steps=6", "--data.train_size=128", "--metrics.eval_every_n_steps=0"]
+    full = cli(*tiny_fit_args(tmp_path / "full", 2 * n, *common))
+    assert full.returncode == 0, full.stderr[-3000:]
+
+    kill = '--trainer.callbacks+={"class_path": "tests.helpers.KillAtStep", "init_args": {"step": 6}}'
+    killed = cli(*tiny_fit_args(tmp_path / "resumed", 2 * n, *common, kill))
+    assert killed.returncode == 0, killed.stderr[-3000:]
+    assert not (tmp_path / "resumed" / "metrics.json").exists(), "the killed run must not have finished"
+    assert torch.load(tmp_path / "resumed/checkpoints/last.ckpt", weights_only=False)["global_step"] == n
+
+    resumed = cli(*tiny_fit_args(tmp_path / "resumed", 2 * n, *common, "--ckpt_path=last"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    a, b = _final_state(tmp_path / "full"), _final_state(tmp_path / "resumed")
+    assert a["global_step"] == b["global_step"] == 2 * n
+    for key, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][key], value, atol=1e-6, rtol=0, msg=lambda m: f"{key}: {m}")
+    for sa, sb in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values()):
+        for k in ("exp_avg", "exp_avg_sq", "step"):
+            torch.testing.assert_close(sb[k], sa[k], atol=1e-6, rtol=0)
+    assert a["lr_schedulers"][0]["last_epoch"] == b["lr_schedulers"][0]["last_epoch"] == 2 * n
+
+
+class _RecordScale(pl.Callback):
+    def __init__(self):
+        self.scales = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.scales.append(float(pl_module.model.logit_scale.detach()))
+
+
+def _train(module: ContrastiveModule, data: SyntheticDataModule, steps: int) -> list[float]:
+    rec = _RecordScale()
+    pl.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+               enable_model_summary=False, limit_val_batches=0, callbacks=[rec]).fit(module, data)
+    return rec.scales
+
+
+def test_frozen_temperature_stays_frozen():
+    data = SyntheticDataModule(k=0, batch_size=32, train_size=512, val_size=64)
+    module = ContrastiveModule("tiny", temperature="frozen", init_temperature=0.05, lr=1e-2, text_spec=data.text_spec)
+    assert not module.model.logit_scale.requires_grad
+    initial = float(module.model.logit_scale)
+    assert initial == pytest.approx(math.log(20.0), abs=1e-6)
+    scales = _train(module, data, 5)
+    assert scales == [initial] * 5
+    assert module.logit_scale == pytest.approx(20.0, rel=1e-6)
+
+
+def test_learnable_temperature_moves_and_is_clamped():
+    data = SyntheticDataModule(k=0, batch_size=32, train_size=512, val_size=64)
+    module = ContrastiveModule("tiny", temperature="learnable", lr=0.01, warmup_steps=1, text_spec=data.text_spec)
+    assert module.model.logit_scale.requires_grad
+    scales = _train(module, data, 4)
+    assert len(set(scales)) == 4, "a learnable temperature must change every step"
+    # started above the clamp (scale 30 > 20): clamped after the first step and never above it
+    module = ContrastiveModule("tiny", temperature="learnable", init_temperature=1 / 30, max_logit_scale=20.0, lr=0.01,
+                               warmup_steps=1, text_spec=data.text_spec)
+    scales = _train(module, data, 4)
+    assert scales[0] == pytest.approx(math.log(20.0), abs=1e-6)
+    assert max(scales) <= math.log(20.0) + 1e-6
+
+
+def test_no_weight_decay_on_gains_biases_and_logit_scale():
+    data = SyntheticDataModule(batch_size=8)
+    module = ContrastiveModule("tiny", text_spec=data.text_spec)
+    names = {n for n, p in module.model.named_parameters() if no_weight_decay(n, p)}
+    assert "logit_scale" in names
+    assert any(n.endswith("ln_final.weight") for n in names) and any(n.endswith(".bias") for n in names)
+    assert not any(n.endswith("attn.in_proj_weight") for n in names)
+
+
+def test_schedule_warms_up_linearly_then_decays_by_cosine():
+    f = warmup_cosine(10, 110)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(60) == pytest.approx(0.5) and f(110) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["--config", "configs/missing.yaml"], "configs/missing.yaml"),
+        (["--config", "configs/synthetic.yaml", "--model.learning_rate=0.1"], "--model.learning_rate"),
+        (["--config", "configs/synthetic.yaml", "--model.lr=fast"], "model.lr"),
+        (["--config", "configs/synthetic.yaml", "--data.k=7"], "k=7"),
+        (["--config", "configs/synthetic.yaml", "--model.pretrained=/nonexistent/weights.pt"], "/nonexistent/weights.pt"),
+    ],
+)
+def test_bad_config_exits_nonzero_with_one_line(args, named):
+    proc = cli("fit", *args, "--log_with=none", "--trainer.fast_dev_run=true")
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("infogap fit: error:") and named in last
+
+
+def test_unknown_key_in_yaml_file_is_named(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text((ROOT / "configs/synthetic.yaml").read_text().replace("  lr: 0.002", "  lr: 0.002\n  lr_decay: 0.5"))
+    proc = cli("fit", "--config", str(cfg), "--log_with=none", "--trainer.fast_dev_run=true")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "lr_decay" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_help_lists_every_subcommand():
+    from train.cli import SUBCOMMANDS
+
+    proc = cli("--help")
+    assert proc.returncode == 0
+    for name in SUBCOMMANDS:
+        assert f"  {name} " in proc.stdout
+    assert cli("fit", "--help").returncode == 0
