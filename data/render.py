@@ -3,7 +3,7 @@
 Every random quantity comes from ``hash_uniform`` (a counter-based hash of a sample's key), so a
 sample is a pure function of its key and its factor labels, whatever batch it is rendered in.
 Factor semantics (reference: Morpho-MNIST):
-- glyph: a digit from a font shipped with matplotlib (DejaVu/STIX faces), with a small per-sample
+- glyph: a digit from a bold font shipped with matplotlib (DejaVu/STIX faces), with a small per-sample
   affine jitter (rotation, shear, scale, shift) so a digit is not one fixed bitmap;
 - thickness: morphological dilation ("thickening") or erosion ("thinning") of the stroke;
 - swelling: a local radial warp centred on a stroke pixel, magnifying the stroke around it;
@@ -36,7 +36,7 @@ DEPTH_BACKGROUND = 2.0
 
 FONT_FILES = (
     "DejaVuSans-Bold.ttf",
-    "DejaVuSans.ttf",
+    "DejaVuSerif-BoldItalic.ttf",
     "DejaVuSerif-Bold.ttf",
     "DejaVuSansMono-Bold.ttf",
     "DejaVuSans-BoldOblique.ttf",

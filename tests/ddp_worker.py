@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 
 from data.synthetic import SyntheticDataModule
+from train.evaluation import RepresentationMetrics
 from train.module import ContrastiveModule
 
 
@@ -23,7 +25,8 @@ class DumpGradients(pl.Callback):
     def on_train_end(self, trainer, pl_module):
         losses = pl_module.all_gather(self.loss)
         if trainer.is_global_zero:
-            torch.save({"loss": losses.mean().item(), "grads": self.grads, "world": trainer.world_size}, self.out)
+            metrics = next(c for c in trainer.callbacks if isinstance(c, RepresentationMetrics)).history
+            torch.save({"loss": losses.mean().item(), "grads": self.grads, "world": trainer.world_size, "metrics": metrics}, self.out)
 
 
 def main(devices: int, global_batch: int, out: str) -> None:
@@ -33,7 +36,8 @@ def main(devices: int, global_batch: int, out: str) -> None:
     trainer = pl.Trainer(
         accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto", max_steps=1,
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        limit_val_batches=0, callbacks=[DumpGradients(out)],
+        limit_val_batches=0, default_root_dir=str(Path(out).parent / f"run{devices}"),
+        callbacks=[DumpGradients(out), RepresentationMetrics(eval_every_n_steps=0, num_samples=51, prompts_per_value=4, save_embeddings=False)],
     )
     trainer.fit(model, data)
 

@@ -37,3 +37,38 @@ class KillAtStep(pl.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step >= self.step:
             os._exit(0)
+
+
+def read_wandb_history(run_dir: Path) -> list[dict]:
+    """History rows of the offline W&B run under ``run_dir``, read back from its ``run-*.wandb`` log.
+
+    The file is a ':W&B' header (7 bytes) then LevelDB-log records (crc32, length, type; 32 KiB blocks)
+    holding ``wandb_internal_pb2.Record`` messages.
+    """
+    import json
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    files = sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb"))
+    assert files, f"no offline W&B run under {run_dir}"
+    raw = files[-1].read_bytes()
+    assert raw[:4] == b":W&B", "not a W&B transaction log"
+    pos, block, pending, rows = 7, 32768, b"", []
+    while pos + 7 <= len(raw):
+        if block - pos % block < 7:  # block trailer too short for a header
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", raw[pos: pos + 7])
+        data = raw[pos + 7: pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 2):
+            pending = data
+        elif kind in (3, 4):
+            pending += data
+        if kind in (1, 4):
+            record = pb.Record()
+            record.ParseFromString(pending)
+            if record.WhichOneof("record_type") == "history":
+                rows.append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in record.history.item})
+    return rows

@@ -33,6 +33,11 @@ def test_ddp_loss_and_gradients_equal_single_process(tmp_path):
     assert "model.logit_scale" in single["grads"]
     for name, g in single["grads"].items():
         torch.testing.assert_close(ddp["grads"][name], g, atol=1e-5, rtol=0, msg=lambda m: f"{name}: {m}")
+    # the metrics callback gathers the ranks' slices (26 + 25 of 51 samples) and computes once
+    before_ddp, before_single = ddp["metrics"][0], single["metrics"][0]
+    assert set(before_ddp) == set(before_single) and "zeroshot_object_acc" in before_ddp
+    for key, value in before_single.items():
+        assert before_ddp[key] == pytest.approx(value, abs=1e-5), key
 
 
 def _final_state(run_dir):

@@ -46,6 +46,7 @@ class RepresentationMetrics(pl.Callback):
         prompts_per_value: captions averaged per class in ``full`` mode.
         metrics: a subset of the suite's keys or prefixes (default: everything).
         save_embeddings: write ``embeddings.npz`` at the end.
+        eval_at_start: also evaluate before the first step (the initial gap).
     """
 
     def __init__(
@@ -56,6 +57,7 @@ class RepresentationMetrics(pl.Callback):
         prompts_per_value: int = 32,
         metrics: Optional[list[str]] = None,
         save_embeddings: bool = True,
+        eval_at_start: bool = True,
         batch_size: int = 1024,
     ):
         super().__init__()
@@ -67,13 +69,19 @@ class RepresentationMetrics(pl.Callback):
         self.prompts_per_value = prompts_per_value
         self.metrics = metrics
         self.save_embeddings = save_embeddings
+        self.eval_at_start = eval_at_start
         self.batch_size = batch_size
         self._last_step = -1
         self._cache: Optional[dict] = None
         self.last: dict[str, float] = {}
+        self.history: dict[int, dict[str, float]] = {}
         self.seconds = 0.0
 
     # --- when ---------------------------------------------------------------------------------
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.eval_at_start and trainer.global_step == 0:
+            self.evaluate(trainer, pl_module)
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
         if self.every and step > 0 and step % self.every == 0 and step != self._last_step:
@@ -138,6 +146,7 @@ class RepresentationMetrics(pl.Callback):
             values["temperature"] = 1.0 / scale
             values["logit_scale"] = scale
             self.last = values
+            self.history[trainer.global_step] = values
             self._arrays = {"image": x.numpy(), "text": y.numpy(), "logit_scale": np.float64(scale), "object_factor": "object"}
             self._arrays.update({f"labels_{f}": v.numpy() for f, v in labels.items()})
             self._arrays.update({f"classes_{f}": c.numpy() for f, c in classes.items()})
