@@ -11,9 +11,11 @@ import pytorch_lightning as pl
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cli(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run ``infogap ARGS`` in a subprocess (W&B offline) and return the completed process."""
+def cli(*args: str, cwd: Path = ROOT, env: dict[str, str | None] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run ``infogap ARGS`` in a subprocess (W&B offline) and return the completed process.
+    ``env`` entries set to None are removed from the environment."""
     full_env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONPATH": str(ROOT), **(env or {})}
+    full_env = {k: v for k, v in full_env.items() if v is not None}
     return subprocess.run([sys.executable, "-m", "train.cli", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
