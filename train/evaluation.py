@@ -167,6 +167,7 @@ class RepresentationMetrics(pl.Callback):
             "num_samples": int(len(self._arrays["image"])),
             "eval_seconds": round(self.seconds, 3),
             "metrics": self.last,
+            "history": {str(step): values for step, values in sorted(self.history.items())},
         }
         (run_dir / "metrics.json").write_text(json.dumps(record, indent=2, sort_keys=True))
         if self.save_embeddings:

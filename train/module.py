@@ -36,6 +36,8 @@ class ContrastiveModule(pl.LightningModule):
         loss: ``clip`` (``open_clip.ClipLoss``) or ``siglip`` (``open_clip.SigLipLoss``).
         temperature: ``learnable`` (logit scale initialised at 1/init_temperature, clamped at
             ``max_logit_scale`` after every step) or ``frozen`` at 1/init_temperature.
+        init_temperature: None keeps the temperature of the ``pretrained`` checkpoint (a frozen
+            fine-tune then stays at the value the checkpoint learned).
         local_loss, gather_with_grad: open_clip's distributed loss options; rank and world size come
             from the trainer, so each rank computes the loss of its rows against the global batch.
         lr, weight_decay, betas, eps: AdamW; gains, biases and the logit scale get no weight decay.
@@ -44,6 +46,8 @@ class ContrastiveModule(pl.LightningModule):
             load the weights from (the optimizer starts fresh).
         text_spec: the word vocabulary of the data (linked from the data module by the CLI).
         grad_checkpointing: open_clip's activation checkpointing.
+        gap_push: weight of an extra loss term, cos(mean image, mean text) over the batch, that pushes
+            the two modalities apart: used to build a large-gap initialisation (0 = plain CLIP).
     """
 
     def __init__(
@@ -51,7 +55,7 @@ class ContrastiveModule(pl.LightningModule):
         model: str = "tiny",
         loss: Literal["clip", "siglip"] = "clip",
         temperature: Literal["learnable", "frozen"] = "learnable",
-        init_temperature: float = 0.07,
+        init_temperature: Optional[float] = 0.07,
         max_logit_scale: float = 100.0,
         lr: float = 1e-3,
         weight_decay: float = 0.2,
@@ -63,14 +67,17 @@ class ContrastiveModule(pl.LightningModule):
         pretrained: Optional[str] = None,
         text_spec: Optional[dict] = None,
         grad_checkpointing: bool = False,
+        gap_push: float = 0.0,
     ):
         super().__init__()
-        if init_temperature <= 0:
+        if init_temperature is None and not pretrained:
+            raise ValueError("model.init_temperature: null keeps a checkpoint's temperature and needs model.pretrained")
+        if init_temperature is not None and init_temperature <= 0:
             raise ValueError(f"model.init_temperature must be positive, got {init_temperature}")
         if max_logit_scale <= 0:
             raise ValueError(f"model.max_logit_scale must be positive, got {max_logit_scale}")
         self.save_hyperparameters()
-        init_scale = math.log(1.0 / init_temperature) if loss == "clip" or temperature == "frozen" else math.log(10.0)
+        init_scale = math.log(1.0 / (init_temperature or 0.07)) if loss == "clip" or temperature == "frozen" else math.log(10.0)
         self.model = build_model(
             model,
             **(text_spec or {}),
@@ -79,8 +86,9 @@ class ContrastiveModule(pl.LightningModule):
             pretrained=pretrained,
         )
         if temperature == "frozen":
-            with torch.no_grad():
-                self.model.logit_scale.fill_(math.log(1.0 / init_temperature))
+            if init_temperature is not None:
+                with torch.no_grad():
+                    self.model.logit_scale.fill_(math.log(1.0 / init_temperature))
             self.model.logit_scale.requires_grad_(False)
         if grad_checkpointing:
             self.model.set_grad_checkpointing(True)
@@ -115,6 +123,10 @@ class ContrastiveModule(pl.LightningModule):
         out = self(batch["image"], batch["text"])
         loss = self.contrastive_loss(out, self.loss_fn)
         n = batch["image"].shape[0]
+        if self.hparams.gap_push:
+            centroid_cos = torch.nn.functional.cosine_similarity(out["image_features"].mean(0), out["text_features"].mean(0), dim=0)
+            loss = loss + self.hparams.gap_push * centroid_cos
+            self.log("train/centroid_cos", centroid_cos.detach(), batch_size=n)
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         self.log("temperature", 1.0 / out["logit_scale"].detach(), batch_size=n)
         self.log("train/logit_scale", out["logit_scale"].detach(), batch_size=n)

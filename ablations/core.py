@@ -1,0 +1,399 @@
+"""Ablations: a YAML in ``configs/ablations/`` says what varies; this module expands it into runs,
+launches them, and aggregates the finished runs into ``summary.csv``, ``report.md`` and figures.
+
+An ablation YAML::
+
+    name: imbalance
+    module: ablations.imbalance        # analysis hooks (optional): rows(), figures()
+    base_config: configs/synthetic.yaml
+    seeds: [0]
+    x: k                               # the axis on the x of the figures
+    table: [rmg, l2m, moad_image, ...] # columns of the report table
+    stages:
+      - name: train
+        axes: {k: {key: data.k, values: [0, 1, 2, 3, 4, 5]}}
+        overrides: {trainer.max_steps: 600}
+    report: train                      # the stage whose runs are aggregated (default: the last)
+
+A later stage may refer to the run directory of an earlier stage of the same seed as ``{stage}``
+(e.g. ``model.pretrained: "{base}/checkpoints/last.ckpt"``). Every run gets ``seed_everything`` and
+``data.seed`` set to its seed. The training loop knows nothing of ablations: a run is an
+``infogap fit`` with overrides.
+"""
+from __future__ import annotations
+
+import csv
+import importlib
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import yaml
+
+from data.factors import ATTRIBUTE_FACTORS
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "ablations"
+DERIVED = ("attr_acc_mean",)
+
+
+@dataclass
+class Run:
+    stage: str
+    axes: dict[str, Any]
+    seed: int
+    overrides: dict[str, Any]
+    dir: Path
+
+    @property
+    def name(self) -> str:
+        parts = [f"{k}={v}" for k, v in self.axes.items()] + [f"seed={self.seed}"]
+        return "__".join([self.stage] + parts)
+
+    @property
+    def finished(self) -> bool:
+        return (self.dir / "metrics.json").is_file()
+
+    def label(self) -> str:
+        return " ".join([self.stage] + [f"{k}={v}" for k, v in self.axes.items()] + [f"seed={self.seed}"])
+
+
+@dataclass
+class Ablation:
+    name: str
+    base_config: Path
+    stages: list[dict]
+    seeds: list[int] = field(default_factory=lambda: [0])
+    x: Optional[str] = None
+    table: list[str] = field(default_factory=list)
+    figures: list[str] = field(default_factory=list)
+    report: Optional[str] = None
+    module: Optional[str] = None
+    source: Optional[Path] = None
+
+    @property
+    def report_stage(self) -> str:
+        return self.report or self.stages[-1]["name"]
+
+    def hooks(self):
+        return importlib.import_module(self.module) if self.module else None
+
+    def axes(self, stage: Optional[str] = None) -> dict[str, dict]:
+        st = next(s for s in self.stages if s["name"] == (stage or self.report_stage))
+        return dict(st.get("axes") or {})
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def load_ablation(name: str) -> Ablation:
+    """An ablation by name (``configs/ablations/NAME.yaml``) or by path to a YAML file."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else CONFIG_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"ablation {name!r} not found ({path}); available: {', '.join(available())}")
+    spec = yaml.safe_load(path.read_text()) or {}
+    known = {"name", "module", "base_config", "seeds", "x", "table", "figures", "stages", "report", "description"}
+    unknown = set(spec) - known
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
+    if not spec.get("stages"):
+        raise ValueError(f"{path}: needs at least one stage under 'stages'")
+    for st in spec["stages"]:
+        if "name" not in st:
+            raise ValueError(f"{path}: every stage needs a 'name'")
+        for axis, ax in (st.get("axes") or {}).items():
+            if not isinstance(ax, dict) or "values" not in ax or "key" not in ax:
+                raise ValueError(f"{path}: axis {axis!r} of stage {st['name']!r} needs 'key' and 'values'")
+    root = Path(__file__).resolve().parents[1]
+    base = Path(spec.get("base_config", "configs/synthetic.yaml"))
+    return Ablation(
+        name=spec.get("name", path.stem),
+        base_config=base if base.is_absolute() else root / base,
+        stages=spec["stages"],
+        seeds=list(spec.get("seeds", [0])),
+        x=spec.get("x"),
+        table=list(spec.get("table", [])),
+        figures=list(spec.get("figures", spec.get("table", []))),
+        report=spec.get("report"),
+        module=spec.get("module"),
+        source=path,
+    )
+
+
+def _parse_value(text: str) -> Any:
+    value = yaml.safe_load(text)
+    return text if isinstance(value, (dict, list)) and not text.strip().startswith(("{", "[")) else value
+
+
+def parse_only(only: list[str], ablation: Ablation) -> dict[str, list]:
+    """``--only k=0,5`` -> {"k": [0, 5]}; the axis must exist and the values must be among its values."""
+    out = {}
+    all_axes = {a: ax for st in ablation.stages for a, ax in (st.get("axes") or {}).items()}
+    for item in only:
+        if "=" not in item:
+            raise ValueError(f"--only expects AXIS=v1,v2, got {item!r}")
+        axis, values = item.split("=", 1)
+        if axis not in all_axes:
+            raise ValueError(f"--only: ablation {ablation.name!r} has no axis {axis!r}; axes: {', '.join(all_axes) or 'none'}")
+        wanted = [_parse_value(v) for v in values.split(",") if v != ""]
+        missing = [v for v in wanted if v not in all_axes[axis]["values"]]
+        if missing:
+            raise ValueError(f"--only: {axis} has no value(s) {', '.join(map(str, missing))}; values: {', '.join(map(str, all_axes[axis]['values']))}")
+        out[axis] = wanted
+    return out
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``key=value`` overrides applied to every run (``trainer.max_steps=300``)."""
+    out = {}
+    for item in items:
+        if "=" not in item or item.startswith("="):
+            raise ValueError(f"override {item!r} is not key=value")
+        key, value = item.split("=", 1)
+        out[key.lstrip("-")] = _parse_value(value)
+    return out
+
+
+def expand(ablation: Ablation, out: Path, seeds: Optional[list[int]] = None, only: Optional[dict[str, list]] = None,
+           overrides: Optional[dict[str, Any]] = None) -> list[Run]:
+    """Every run of the ablation, stage by stage, in launch order."""
+    runs: list[Run] = []
+    only = only or {}
+    for seed in seeds if seeds is not None else ablation.seeds:
+        stage_dirs: dict[str, Path] = {}
+        for st in ablation.stages:
+            axes = st.get("axes") or {}
+            names = list(axes)
+            values = [only.get(a, list(axes[a]["values"])) for a in names]
+            for combo in itertools.product(*values) if names else [()]:
+                point = dict(zip(names, combo))
+                ov = {"seed_everything": seed, "data.init_args.seed": seed}
+                ov.update(st.get("overrides") or {})
+                ov.update({axes[a]["key"]: axis_value(axes[a], v) for a, v in point.items()})
+                ov.update(overrides or {})
+                run = Run(st["name"], point, seed, ov, Path())
+                run.dir = out / ablation.name / "runs" / run.name
+                stage_dirs.setdefault(st["name"], run.dir)
+                runs.append(run)
+        for run in runs:
+            if run.seed == seed:
+                run.overrides = {k: _fill_stage_dirs(v, stage_dirs) for k, v in run.overrides.items()}
+    return runs
+
+
+def axis_value(axis: dict, label: Any) -> Any:
+    """The override value of an axis point: the value itself, or ``values[label]`` for a mapping
+    (``values: {random: null, large_gap: "{push}/checkpoints/last.ckpt"}``)."""
+    values = axis["values"]
+    return values[label] if isinstance(values, dict) else label
+
+
+def _fill_stage_dirs(value: Any, stage_dirs: dict[str, Path]) -> Any:
+    """Replace ``{stage}`` in a string override by that stage's run directory (same seed)."""
+    if not isinstance(value, str):
+        return value
+    for stage, d in stage_dirs.items():
+        value = value.replace("{" + stage + "}", str(d))
+    return value
+
+
+def _cli_value(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (dict, list)):
+        return json.dumps(v)
+    return str(v)
+
+
+def fit_command(ablation: Ablation, run: Run) -> list[str]:
+    """The ``infogap fit`` command line of one run."""
+    args = ["fit", "--config", str(ablation.base_config), f"--trainer.default_root_dir={run.dir}"]
+    args += [f"--{k.replace('data.init_args.', 'data.')}={_cli_value(v)}" for k, v in run.overrides.items()]
+    return args
+
+
+# ---------------------------------------------------------------------------------------------
+def launch_local(ablation: Ablation, runs: list[Run]) -> dict[str, str]:
+    """Run every unfinished run in turn; an interrupted run resumes from its last checkpoint.
+    Returns {run name: error} for the runs that failed (the others go on)."""
+    failed: dict[str, str] = {}
+    todo = [r for r in runs if not r.finished]
+    print(f"{ablation.name}: {len(runs)} runs, {len(runs) - len(todo)} already finished, {len(todo)} to run", flush=True)
+    dirs = {r.name: str(r.dir) for r in runs}
+    for i, run in enumerate(todo, 1):
+        dependency = next((d for d in failed if any(dirs[d] in str(v) for v in run.overrides.values())), None)
+        if dependency:
+            failed[run.name] = f"skipped: depends on failed run {dependency}"
+            print(f"[{i}/{len(todo)}] {run.label()} skipped (depends on failed {dependency})", flush=True)
+            continue
+        run.dir.mkdir(parents=True, exist_ok=True)
+        args = fit_command(ablation, run)
+        if (run.dir / "checkpoints" / "last.ckpt").is_file():
+            args.append("--ckpt_path=last")
+        start = time.perf_counter()
+        print(f"[{i}/{len(todo)}] {run.label()} ...", end=" ", flush=True)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+        with open(run.dir / "train.log", "a") as log:
+            proc = subprocess.run([sys.executable, "-m", "train.cli", *args], stdout=log, stderr=subprocess.STDOUT, env=env)
+        seconds = time.perf_counter() - start
+        if proc.returncode != 0 or not run.finished:
+            tail = (run.dir / "train.log").read_text().strip().splitlines()[-1:] or ["no output"]
+            failed[run.name] = f"exit {proc.returncode}: {tail[0]}"
+            (run.dir / "FAILED").write_text(failed[run.name] + "\n")
+            print(f"FAILED after {seconds:.0f} s (see {run.dir / 'train.log'})", flush=True)
+        else:
+            (run.dir / "FAILED").unlink(missing_ok=True)
+            m = json.loads((run.dir / "metrics.json").read_text())["metrics"]
+            print(f"done in {seconds:.0f} s (rmg={m.get('rmg', float('nan')):.3f}, moad_image={m.get('moad_image', float('nan')):.3f})", flush=True)
+    return failed
+
+
+# ---------------------------------------------------------------------------------------------
+def run_rows(ablation: Ablation, run: Run) -> list[dict]:
+    """The summary rows of a finished run: its axes, seed and final metrics. A hook module's
+    ``rows(run, record)`` may return several rows, with its ``EXTRA_AXES`` as extra keys."""
+    record = json.loads((run.dir / "metrics.json").read_text())
+    hooks = ablation.hooks()
+    if hooks is not None and hasattr(hooks, "rows"):
+        rows = hooks.rows(run, record)
+    else:
+        rows = [dict(record["metrics"])]
+    out = []
+    for metrics in rows:
+        row = {**run.axes, "seed": run.seed}
+        row.update(metrics)
+        accs = [row[f"zeroshot_{f}_acc"] for f in ATTRIBUTE_FACTORS if f"zeroshot_{f}_acc" in row]
+        if accs:
+            row["attr_acc_mean"] = float(np.mean(accs))
+        out.append(row)
+    return out
+
+
+def aggregate(ablation: Ablation, runs: list[Run], out: Path, failed: Optional[dict[str, str]] = None) -> dict:
+    """Write summary.csv, report.md and figures for the finished runs of the report stage."""
+    results = out / ablation.name
+    results.mkdir(parents=True, exist_ok=True)
+    reported = [r for r in runs if r.stage == ablation.report_stage]
+    rows = [row for r in reported if r.finished for row in run_rows(ablation, r)]
+    failed = dict(failed or {})
+    for r in runs:
+        if not r.finished and r.name not in failed and (r.dir / "FAILED").is_file():
+            failed[r.name] = (r.dir / "FAILED").read_text().strip()
+    hooks = ablation.hooks()
+    axes = list(dict.fromkeys([k for r in reported for k in r.axes] + list(getattr(hooks, "EXTRA_AXES", []))))
+    metric_cols = sorted({k for row in rows for k in row if k not in axes and k != "seed"})
+    columns = axes + ["seed"] + metric_cols
+    with open(results / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: row.get(c, "") for c in columns})
+    table_cols = [c for c in (ablation.table or metric_cols) if c in metric_cols]
+    groups = _group(rows, axes)
+    report = _report_markdown(ablation, axes, table_cols, groups, failed, len(reported))
+    figures = _figures(ablation, axes, groups, results, rows)
+    if hooks is not None and hasattr(hooks, "figures"):
+        figures += hooks.figures(ablation, runs, results)
+    claims = hooks.claims(rows) if hooks is not None and hasattr(hooks, "claims") and rows else []
+    if claims:
+        report += "\n## Claims\n\n" + "\n".join(f"- {'holds' if ok else 'does NOT hold'}: {claim} ({detail})" for claim, ok, detail in claims) + "\n"
+    if figures:
+        report += "\n## Figures\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in figures) + "\n"
+    (results / "report.md").write_text(report)
+    return {"rows": rows, "axes": axes, "table": table_cols, "groups": groups, "figures": figures, "failed": failed, "claims": claims,
+            "summary": results / "summary.csv", "report": results / "report.md"}
+
+
+def _group(rows: list[dict], axes: list[str]) -> list[tuple[tuple, list[dict]]]:
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row.get(a) for a in axes), []).append(row)
+    return sorted(groups.items(), key=lambda kv: [(str(type(v)), v) for v in kv[0]])
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    v = np.array([x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))], dtype=float)
+    if len(v) == 0:
+        return float("nan"), float("nan")
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def format_table(axes: list[str], cols: list[str], groups) -> str:
+    """A markdown table of means +- std over seeds, one row per point of the swept axes."""
+    head = "| " + " | ".join(axes + ["seeds"] + cols) + " |"
+    sep = "|" + "|".join(["---"] * (len(axes) + 1 + len(cols))) + "|"
+    lines = [head, sep]
+    for key, members in groups:
+        cells = [str(v) for v in key] + [str(len(members))]
+        for c in cols:
+            m, s = mean_std([r.get(c) for r in members])
+            cells.append(f"{m:.3f}" if len(members) == 1 else f"{m:.3f} ± {s:.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _report_markdown(ablation: Ablation, axes, cols, groups, failed, n_runs) -> str:
+    seeds = sorted({r["seed"] for _, members in groups for r in members})
+    text = [f"# Ablation `{ablation.name}`", ""]
+    if ablation.source:
+        text += [f"Config: `{ablation.source.name}`; base: `{ablation.base_config.name}`; seeds: {', '.join(map(str, seeds)) or 'none'}; "
+                 f"runs finished: {sum(len(m) for _, m in groups)} of {n_runs} (report stage `{ablation.report_stage}`).", ""]
+    text += ["Means over seeds (± sample std where there are several).", "", format_table(axes, cols, groups), ""]
+    if failed:
+        text += ["## Failed runs", ""] + [f"- `{name}`: {why}" for name, why in failed.items()] + [""]
+    return "\n".join(text)
+
+
+def _figures(ablation: Ablation, axes: list[str], groups, results: Path, rows: list[dict]) -> list[Path]:
+    """One PNG per figure metric: the metric against the x axis, one line per value of the other axes,
+    error bars = std over seeds."""
+    x = ablation.x if ablation.x in axes else (axes[0] if axes else None)
+    metrics = [m for m in ablation.figures if rows and any(m in r for r in rows)]
+    if x is None or not metrics:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    others = [a for a in axes if a != x]
+    lines: dict[tuple, list[tuple]] = {}
+    for key, members in groups:
+        point = dict(zip(axes, key))
+        lines.setdefault(tuple(point[a] for a in others), []).append((point[x], members))
+    cols = min(4, len(metrics))
+    nrows = math.ceil(len(metrics) / cols)
+    fig, axs = plt.subplots(nrows, cols, figsize=(3.6 * cols, 3.0 * nrows), squeeze=False)
+    for ax, metric in zip(axs.flat, metrics):
+        for other, pts in lines.items():
+            xs = [p[0] for p in pts]
+            stats = [mean_std([r.get(metric) for r in p[1]]) for p in pts]
+            label = ", ".join(f"{a}={v}" for a, v in zip(others, other)) or None
+            categorical = not all(isinstance(v, (int, float)) for v in xs)
+            pos = list(range(len(xs))) if categorical else xs
+            ax.errorbar(pos, [s[0] for s in stats], yerr=[s[1] for s in stats], marker="o", capsize=3, label=label)
+            if categorical:
+                ax.set_xticks(pos, [str(v) for v in xs])
+        ax.set_title(metric, fontsize=10)
+        ax.set_xlabel(x)
+        ax.grid(alpha=0.3)
+        if len(lines) > 1:
+            ax.legend(fontsize=7)
+    for ax in list(axs.flat)[len(metrics):]:
+        ax.axis("off")
+    fig.suptitle(f"{ablation.name}: metrics vs {x} (error bars: std over seeds)", fontsize=11)
+    fig.tight_layout()
+    path = results / f"{ablation.name}_metrics.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
