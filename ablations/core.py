@@ -216,8 +216,10 @@ def _cli_value(v: Any) -> str:
 
 
 def fit_command(ablation: Ablation, run: Run) -> list[str]:
-    """The ``infogap fit`` command line of one run."""
+    """The ``infogap fit`` command line of one run (no progress bar: the runner reports per run)."""
     args = ["fit", "--config", str(ablation.base_config), f"--trainer.default_root_dir={run.dir}"]
+    if "trainer.enable_progress_bar" not in run.overrides:
+        args.append("--trainer.enable_progress_bar=false")
     args += [f"--{k.replace('data.init_args.', 'data.')}={_cli_value(v)}" for k, v in run.overrides.items()]
     return args
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import math
 from typing import Literal, Optional
 
-import open_clip
 import pytorch_lightning as pl
 import torch
+from open_clip.loss import ClipLoss, SigLipLoss
 
 from models import build_model
 
@@ -33,7 +33,7 @@ class ContrastiveModule(pl.LightningModule):
 
     Args:
         model: a small config (``tiny``, ``small``) or an open_clip model name (``RN50``, ``ViT-B-16``).
-        loss: ``clip`` (``open_clip.ClipLoss``) or ``siglip`` (``open_clip.SigLipLoss``).
+        loss: ``clip`` (``open_clip.loss.ClipLoss``) or ``siglip`` (``open_clip.loss.SigLipLoss``).
         temperature: ``learnable`` (logit scale initialised at 1/init_temperature, clamped at
             ``max_logit_scale`` after every step) or ``frozen`` at 1/init_temperature.
         init_temperature: None keeps the temperature of the ``pretrained`` checkpoint (a frozen
@@ -97,8 +97,8 @@ class ContrastiveModule(pl.LightningModule):
 
     def _make_loss(self, rank: int, world_size: int) -> torch.nn.Module:
         if self.hparams.loss == "siglip":
-            return open_clip.SigLipLoss(rank=rank, world_size=world_size)
-        return open_clip.ClipLoss(
+            return SigLipLoss(rank=rank, world_size=world_size)
+        return ClipLoss(
             local_loss=self.hparams.local_loss,
             gather_with_grad=self.hparams.gather_with_grad,
             cache_labels=True,

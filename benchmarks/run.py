@@ -1,0 +1,127 @@
+"""Benchmarks behind BENCHMARKS.md: ``make bench`` or ``python benchmarks/run.py [NAME ...]``.
+
+  data          synthetic samples/s of one loader worker (one thread), word and BPE captions
+  metrics_1m    all O(N d) metrics at N = 1,000,000, d = 512, float32: time and peak memory
+  metrics_100k  the full suite (entropy, uniformity, retrieval included) at N = 100,000, d = 512
+  callback      wall time of the default synthetic run with and without the metrics callback
+
+Each benchmark runs in its own process (so peak memory is its own) and prints one JSON line; the
+results are also written to benchmarks/results.json.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ORDER = ["data", "metrics_1m", "metrics_100k", "callback"]
+
+
+def _rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def bench_data() -> dict:
+    out = {}
+    for name, extra in (("word_k5", []), ("word_k0", ["--k", "0"]), ("bpe_k5", ["--tokenizer", "ViT-B-32"]), ("word_k5_dense", ["--dense"])):
+        proc = subprocess.run([sys.executable, "-m", "train.cli", "data", "bench", "--n", "40960", *extra],
+                              cwd=ROOT, capture_output=True, text=True, check=True)
+        out[name] = json.loads(proc.stdout)["samples_per_s"]
+    return out
+
+
+def _embeddings(n: int, d: int, seed: int = 0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d), dtype=np.float32)
+    y = rng.standard_normal((n, d), dtype=np.float32)
+    y += 0.5 * x + 0.3
+    for a in (x, y):
+        for s in range(0, n, 65536):
+            c = a[s: s + 65536]
+            c /= np.linalg.norm(c, axis=1, keepdims=True)
+    labels = {"object": rng.integers(0, 10, n), "colour": rng.integers(0, 7, n), "thickness": rng.integers(0, 3, n)}
+    return x, y, labels
+
+
+def bench_metrics_1m() -> dict:
+    import torch
+
+    from train.metrics import compute_metrics
+
+    n, d = 1_000_000, 512
+    x, y, labels = _embeddings(n, d)
+    input_gib = (x.nbytes + y.nbytes) / 2**30
+    before = _rss_gib()
+    keys = ["l2m", "l2i", "rmg", "alignment", "gap", "moad"]
+    start = time.perf_counter()
+    out = compute_metrics(torch.from_numpy(x), torch.from_numpy(y), labels, metrics=keys)
+    seconds = time.perf_counter() - start
+    peak = _rss_gib()
+    return {"n": n, "d": d, "metrics": sorted(out), "seconds": round(seconds, 2), "input_gib": round(input_gib, 2),
+            "peak_rss_gib": round(peak, 2), "rss_before_gib": round(before, 2), "peak_over_input": round(peak / input_gib, 2),
+            "torch_threads": torch.get_num_threads()}
+
+
+def bench_metrics_100k() -> dict:
+    import torch
+
+    from train.metrics import compute_metrics
+
+    n, d = 100_000, 512
+    x, y, labels = _embeddings(n, d)
+    start = time.perf_counter()
+    out = compute_metrics(torch.from_numpy(x), torch.from_numpy(y), labels, logit_scale=100.0)
+    seconds = time.perf_counter() - start
+    return {"n": n, "d": d, "n_metrics": len(out), "seconds": round(seconds, 1), "peak_rss_gib": round(_rss_gib(), 2)}
+
+
+def bench_callback() -> dict:
+    import tempfile
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, extra in (("with_callback", []), ("end_only", ["--metrics.eval_every_n_steps=0", "--metrics.eval_at_start=false"])):
+            run = Path(tmp) / name
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "train.cli", "fit", "--config", "configs/synthetic.yaml", "--log_with=none",
+                            f"--trainer.default_root_dir={run}", "--trainer.enable_progress_bar=false", *extra],
+                           cwd=ROOT, capture_output=True, text=True, check=True)
+            out[f"{name}_s"] = round(time.perf_counter() - start, 1)
+            out[f"{name}_eval_s"] = json.loads((run / "metrics.json").read_text())["eval_seconds"]
+    out["overhead_pct"] = round(100 * (out["with_callback_s"] - out["end_only_s"]) / out["end_only_s"], 1)
+    out["eval_share_pct"] = round(100 * out["with_callback_eval_s"] / out["with_callback_s"], 1)
+    return out
+
+
+def main(names: list[str]) -> None:
+    if len(names) == 1 and names[0] in ORDER and os.environ.get("INFOGAP_BENCH_CHILD"):
+        print(json.dumps(globals()[f"bench_{names[0]}"]()))
+        return
+    results = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}}
+    for name in names or ORDER:
+        if name not in ORDER:
+            raise SystemExit(f"unknown benchmark {name!r}; choose from {', '.join(ORDER)}")
+        proc = subprocess.run([sys.executable, __file__, name], cwd=ROOT, capture_output=True, text=True,
+                              env={**os.environ, "INFOGAP_BENCH_CHILD": "1", "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline"})
+        if proc.returncode != 0:
+            raise SystemExit(f"benchmark {name} failed:\n{proc.stderr[-3000:]}")
+        results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(name, json.dumps(results[name]), flush=True)
+    path = ROOT / "benchmarks" / "results.json"
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    previous.update(results)
+    path.write_text(json.dumps(previous, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    main(sys.argv[1:])

@@ -1,0 +1,150 @@
+"""Ablations: expansion (--dry-run), tiny end-to-end runs of each, failure isolation, re-runs, and the
+reduced imbalance experiment whose direction must reproduce (slow)."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ablations.core import available, expand, load_ablation, parse_only, parse_overrides
+from tests.helpers import ROOT, cli
+
+TINY = ["log_with=none", "trainer.max_steps=4", "data.batch_size=16", "data.val_size=64", "metrics.num_samples=64",
+        "metrics.prompts_per_value=2", "trainer.limit_val_batches=0", "metrics.eval_every_n_steps=2"]
+
+# name -> (--only restriction for a tiny run, number of runs it then launches, axes of summary.csv)
+TINY_RUNS = {
+    "imbalance": (["k=0,5"], 2, ["k"]),
+    "presence": (["always_present=object,colour"], 2, ["always_present"]),
+    "gap_dims": (["k=5"], 1, ["k", "n"]),
+    "posthoc": (["k=0"], 1, ["k", "shift"]),
+    "temperature": ([], 3, ["temperature"]),
+    "init_gap": ([], 3, ["init"]),
+}
+
+
+def test_every_ablation_config_is_covered():
+    assert set(available()) == set(TINY_RUNS)
+
+
+@pytest.mark.parametrize("name", sorted(TINY_RUNS))
+def test_dry_run_lists_every_run(name, tmp_path):
+    ablation = load_ablation(name)
+    runs = expand(ablation, tmp_path, seeds=[0, 1])
+    n_stage_runs = sum(_stage_size(st) for st in ablation.stages)
+    assert len(runs) == 2 * n_stage_runs
+    proc = cli("ablate", name, "--dry-run", "--seeds", "0,1", "--out", str(tmp_path), "trainer.max_steps=7")
+    assert proc.returncode == 0, proc.stderr
+    assert f"{2 * n_stage_runs} runs" in proc.stdout
+    assert proc.stdout.count("--trainer.max_steps=7") == 2 * n_stage_runs
+    assert not (tmp_path / name).exists(), "a dry run launches nothing"
+
+
+def _stage_size(stage):
+    size = 1
+    for ax in (stage.get("axes") or {}).values():
+        size *= len(ax["values"])
+    return size
+
+
+def test_imbalance_expands_k_seeds_and_overrides(tmp_path):
+    ablation = load_ablation("imbalance")
+    runs = expand(ablation, tmp_path, seeds=[0, 1], only=parse_only(["k=0,5"], ablation), overrides=parse_overrides(["trainer.max_steps=300"]))
+    assert [(r.axes["k"], r.seed) for r in runs] == [(0, 0), (5, 0), (0, 1), (5, 1)]
+    assert all(r.overrides["trainer.max_steps"] == 300 and r.overrides["data.k"] == r.axes["k"] for r in runs)
+    assert all(r.overrides["seed_everything"] == r.seed == r.overrides["data.init_args.seed"] for r in runs)
+
+
+def test_later_stages_point_at_the_same_seeds_checkpoint(tmp_path):
+    runs = expand(load_ablation("temperature"), tmp_path, seeds=[3])
+    base = next(r for r in runs if r.stage == "base")
+    for r in runs:
+        if r.stage == "finetune":
+            assert r.overrides["model.pretrained"] == f"{base.dir}/checkpoints/last.ckpt"
+            assert r.overrides["model.init_temperature"] is None
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["--only", "k=9"], "k has no value(s) 9"),
+    (["--only", "temperature=frozen"], "no axis 'temperature'"),
+    (["oops"], "not key=value"),
+])
+def test_bad_ablation_arguments_are_named(bad, message, tmp_path):
+    proc = cli("ablate", "imbalance", "--dry-run", "--out", str(tmp_path), *bad)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _summary(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("name", sorted(TINY_RUNS))
+def test_tiny_end_to_end(name, tmp_path):
+    only, n_runs, axes = TINY_RUNS[name]
+    args = ["ablate", name, "--seeds", "0", "--out", str(tmp_path)] + [a for o in only for a in ("--only", o)] + TINY
+    proc = cli(*args)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    results = tmp_path / name
+    assert len(list((results / "runs").iterdir())) == n_runs
+    rows = _summary(results / "summary.csv")
+    assert rows and list(rows[0])[: len(axes) + 1] == axes + ["seed"]
+    for key in ("rmg", "l2m", "moad_image", "zeroshot_object_acc", "attr_acc_mean"):
+        assert key in rows[0] and rows[0][key] != ""
+    report = (results / "report.md").read_text()
+    assert f"# Ablation `{name}`" in report and "## Claims" in report and "## Figures" in report
+    for fig in results.glob("*.png"):
+        assert fig.stat().st_size > 10_000
+    assert any(results.glob("*.png"))
+    if name == "gap_dims":
+        assert sorted({int(r["n"]) for r in rows}) == list(range(21))
+    if name == "posthoc":
+        by_shift = {r["shift"]: float(r["l2m"]) for r in rows}
+        assert by_shift["text"] < by_shift["none"]
+
+
+def test_failed_run_is_reported_and_the_others_aggregate_and_reruns_skip(tmp_path):
+    spec = yaml.safe_load((ROOT / "configs/ablations/imbalance.yaml").read_text())
+    spec["stages"][0]["axes"]["k"]["values"] = [0, 9]  # k=9 is rejected by the data module
+    spec["module"] = None
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "out"
+    proc = cli("ablate", str(path), "--seeds", "0", "--out", str(out), *TINY)
+    assert proc.returncode == 1
+    assert "1 run(s) failed: train__k=9__seed=0" in proc.stdout
+    rows = _summary(out / "imbalance" / "summary.csv")
+    assert [r["k"] for r in rows] == ["0"]
+    report = (out / "imbalance" / "report.md").read_text()
+    assert "## Failed runs" in report and "k=9 is out of range" in report
+
+    again = cli("ablate", str(path), "--seeds", "0", "--out", str(out), *TINY)
+    assert "1 already finished, 1 to run" in again.stdout
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path):
+    out = tmp_path / "out"
+    first = cli("ablate", "imbalance", "--only", "k=0", "--seeds", "0", "--out", str(out), *TINY, "checkpoint.every_n_train_steps=2")
+    assert first.returncode == 0, first.stderr
+    run_dir = out / "imbalance" / "runs" / "train__k=0__seed=0"
+    (run_dir / "metrics.json").unlink()  # as if the job died after its last checkpoint
+    again = cli("ablate", "imbalance", "--only", "k=0", "--seeds", "0", "--out", str(out), *TINY, "checkpoint.every_n_train_steps=2")
+    assert again.returncode == 0, again.stderr
+    log = (run_dir / "train.log").read_text()
+    assert "Restoring states from the checkpoint path" in log
+    assert json.loads((run_dir / "metrics.json").read_text())["step"] == 4
+
+
+@pytest.mark.slow
+def test_reduced_imbalance_reproduces_the_direction_of_gap_and_bias(tmp_path):
+    """k = 0 vs k = 5, one seed, the default CPU size: RMG, L2M and MOAD (image) are smaller at k = 5."""
+    proc = cli("ablate", "imbalance", "--only", "k=0,5", "--seeds", "0", "--out", str(tmp_path), "log_with=none", timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = {int(r["k"]): {k: float(v) for k, v in r.items() if k != "k"} for r in _summary(tmp_path / "imbalance" / "summary.csv")}
+    assert rows[5]["rmg"] < rows[0]["rmg"]
+    assert rows[5]["l2m"] < rows[0]["l2m"]
+    assert rows[5]["moad_image"] < rows[0]["moad_image"]
+    assert rows[5]["attr_acc_mean"] > rows[0]["attr_acc_mean"]
