@@ -62,7 +62,7 @@ def preview(argv: list[str]) -> int:
     batch, _ = next(_batches(dm, args.split, args.n, args.epoch, args.n))
     captions = caption_strings(batch["text"].numpy(), dm.source.vocab)
     rows = int(np.ceil(args.n / args.cols))
-    fig, axes = plt.subplots(rows, args.cols, figsize=(args.cols * 1.9, rows * 2.2), squeeze=False)
+    fig, axes = plt.subplots(rows, args.cols, figsize=(args.cols * 1.9, rows * 2.5), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i in range(args.n):
@@ -70,7 +70,7 @@ def preview(argv: list[str]) -> int:
         ax.imshow(batch["image"][i].permute(1, 2, 0).numpy(), interpolation="nearest")
         ax.set_title(textwrap.fill(captions[i], 22), fontsize=6.5)
     fig.suptitle(f"synthetic data, {args.split} split, k = {args.k} (always present: {args.always_present})", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(h_pad=1.5)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
