@@ -1,6 +1,7 @@
 """Build open_clip ``CLIP`` models from named configs.
 
-Small configs (``tiny``, ``small``) are for the 28x28 synthetic images with a word-level text tower:
+Small configs (``tiny``, ``small``) are for the 28x28 synthetic images with a word-level text tower
+(``tiny-bpe`` is a CPU-sized model for real images with open_clip's BPE tokenizer):
 the vision tower is an open_clip ViT, the text tower an open_clip text transformer over the data's
 word vocabulary (one token per factor value), pooled at the end-of-text token. Any other name is a
 stock open_clip model (``RN50``, ``ViT-B-16``, ...), built with ``open_clip.create_model``; weights
@@ -38,6 +39,12 @@ SMALL_CONFIGS: dict[str, SmallClipConfig] = {
         vision=dict(image_size=28, patch_size=4, width=128, layers=4, head_width=32, mlp_ratio=4.0),
         text=dict(width=128, heads=4, layers=4, mlp_ratio=4.0),
     ),
+    # A CPU-sized model for real images: 64-px ViT and a small text tower over open_clip's BPE vocabulary.
+    "tiny-bpe": SmallClipConfig(
+        embed_dim=64,
+        vision=dict(image_size=64, patch_size=8, width=64, layers=2, head_width=32, mlp_ratio=2.0),
+        text=dict(width=64, heads=2, layers=2, mlp_ratio=2.0, vocab_size=49408, context_length=77),
+    ),
 }
 
 
@@ -63,19 +70,15 @@ def build_model(
     tokenizer of the data (``data.synthetic.Vocabulary``). ``pretrained`` is a local checkpoint path.
     """
     if name in SMALL_CONFIGS:
-        missing = [k for k, v in dict(vocab_size=vocab_size, context_length=context_length, eos_id=eos_id).items() if v is None]
-        if missing:
-            raise ValueError(f"model {name!r} is a word-level model and needs {', '.join(missing)} from the data's vocabulary")
         cfg = SMALL_CONFIGS[name]
         vision_cfg = CLIPVisionCfg(**cfg.vision)
-        text_cfg = CLIPTextCfg(
-            context_length=context_length,
-            vocab_size=vocab_size,
-            pad_id=pad_id,
-            eos_id=eos_id,
-            pool_type="eos",
-            **cfg.text,
-        )
+        if "vocab_size" in cfg.text:  # BPE text tower: open_clip's tokenizer, pooled at EOT (the largest id)
+            text_cfg = CLIPTextCfg(**cfg.text)
+        else:
+            missing = [k for k, v in dict(vocab_size=vocab_size, context_length=context_length, eos_id=eos_id).items() if v is None]
+            if missing:
+                raise ValueError(f"model {name!r} is a word-level model and needs {', '.join(missing)} from the data's vocabulary")
+            text_cfg = CLIPTextCfg(context_length=context_length, vocab_size=vocab_size, pad_id=pad_id, eos_id=eos_id, pool_type="eos", **cfg.text)
         model = CLIP(
             cfg.embed_dim,
             vision_cfg,

@@ -130,6 +130,8 @@ class ContrastiveModule(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         self.log("temperature", 1.0 / out["logit_scale"].detach(), batch_size=n)
         self.log("train/logit_scale", out["logit_scale"].detach(), batch_size=n)
+        if "skipped" in batch:  # corrupt samples the data module skipped so far (real data)
+            self.log("data/skipped", batch["skipped"], reduce_fx="max", batch_size=n)
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
