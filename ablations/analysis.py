@@ -16,17 +16,14 @@ RESCORED = ["l2m", "rmg", "moad_image", "moad_text", "zeroshot"]
 
 def rescore(run_dir: Path, transform: Optional[Callable] = None, metrics=RESCORED) -> dict[str, float]:
     """Metrics of a finished run's ``embeddings.npz`` after ``transform(x, y, classes) -> (x, y, classes)``
-    (class embeddings are text embeddings and are transformed with the texts)."""
+    (class embeddings are text embeddings and are transformed with the texts). ``attr_acc_mean`` is
+    added by the aggregation, like for every row."""
     emb = load_embeddings(Path(run_dir) / "embeddings.npz")
     x, y = torch.from_numpy(emb["image"]).double(), torch.from_numpy(emb["text"]).double()
     classes = {f: torch.from_numpy(c).double() for f, c in emb["classes"].items()}
     if transform is not None:
         x, y, classes = transform(x, y, classes)
-    out = compute_metrics(x, y, emb["labels"], logit_scale=emb["logit_scale"], class_embeddings=classes, metrics=metrics)
-    accs = [v for k, v in out.items() if k.startswith("zeroshot_") and k != "zeroshot_object_acc"]
-    if accs:
-        out["attr_acc_mean"] = float(np.mean(accs))
-    return out
+    return compute_metrics(x, y, emb["labels"], logit_scale=emb["logit_scale"], class_embeddings=classes, metrics=metrics)
 
 
 def shift(z: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:

@@ -249,8 +249,7 @@ def launch_local(ablation: Ablation, runs: list[Run]) -> dict[str, str]:
             proc = subprocess.run([sys.executable, "-m", "train.cli", *args], stdout=log, stderr=subprocess.STDOUT, env=env)
         seconds = time.perf_counter() - start
         if proc.returncode != 0 or not run.finished:
-            tail = (run.dir / "train.log").read_text().strip().splitlines()[-1:] or ["no output"]
-            failed[run.name] = f"exit {proc.returncode}: {tail[0]}"
+            failed[run.name] = f"exit {proc.returncode}: {_failure_reason(run.dir / 'train.log')}"
             (run.dir / "FAILED").write_text(failed[run.name] + "\n")
             print(f"FAILED after {seconds:.0f} s (see {run.dir / 'train.log'})", flush=True)
         else:
@@ -258,6 +257,13 @@ def launch_local(ablation: Ablation, runs: list[Run]) -> dict[str, str]:
             m = json.loads((run.dir / "metrics.json").read_text())["metrics"]
             print(f"done in {seconds:.0f} s (rmg={m.get('rmg', float('nan')):.3f}, moad_image={m.get('moad_image', float('nan')):.3f})", flush=True)
     return failed
+
+
+def _failure_reason(log: Path) -> str:
+    """The last line of a run's log that reports an error (else its last line)."""
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower() and not line.startswith("wandb")]
+    return (errors or lines or ["no output"])[-1]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,7 +29,8 @@ def _rss_gib() -> float:
 
 def bench_data() -> dict:
     out = {}
-    for name, extra in (("word_k5", []), ("word_k0", ["--k", "0"]), ("bpe_k5", ["--tokenizer", "ViT-B-32"]), ("word_k5_dense", ["--dense"])):
+    for name, extra in (("word_k5", []), ("word_k0", ["--k", "0"]), ("bpe_k5", ["--tokenizer", "ViT-B-32"]),
+                        ("word_k5_dense", ["--dense"]), ("word_k5_all_on", ["--all-on"])):
         proc = subprocess.run([sys.executable, "-m", "train.cli", "data", "bench", "--n", "40960", *extra],
                               cwd=ROOT, capture_output=True, text=True, check=True)
         out[name] = json.loads(proc.stdout)["samples_per_s"]

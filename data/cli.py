@@ -85,9 +85,12 @@ def bench(argv: list[str]) -> int:
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--tokenizer", default="word", help="word, or an open_clip model name (BPE strings)")
     p.add_argument("--dense", action="store_true", help="also render the mask and depth targets")
+    p.add_argument("--all-on", action="store_true", help="worst case: every sample thickened, swollen, fractured and small")
     args = p.parse_args(argv)
     torch.set_num_threads(1)  # what a DataLoader worker gets
     dm = _module(args, batch_size=args.batch_size, tokenizer=args.tokenizer, dense_targets=args.dense, train_size=max(args.n, args.batch_size))
+    if args.all_on:
+        dm.source.force = {"thickness": 1, "swelling": 1, "fracture": 1, "scaling": 1}
     ds = dm.train_dataloader().dataset
     ds.make_batch(0)  # glyph templates, allocator warm-up
     n_batches = max(1, args.n // args.batch_size)
@@ -98,7 +101,7 @@ def bench(argv: list[str]) -> int:
     n = n_batches * args.batch_size
     print(json.dumps({
         "samples_per_s": round(n / seconds, 1), "samples": n, "seconds": round(seconds, 3), "batch_size": args.batch_size,
-        "k": args.k, "tokenizer": args.tokenizer, "dense": args.dense, "threads": 1,
+        "k": args.k, "tokenizer": args.tokenizer, "dense": args.dense, "all_on": args.all_on, "threads": 1,
         "text_shape": list(batch["text"].shape),
     }))
     return 0

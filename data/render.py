@@ -156,11 +156,6 @@ def load_mnist_idx(directory: str | Path, train: bool) -> tuple[torch.Tensor, np
 _COORDS = torch.stack(torch.meshgrid(torch.arange(SIZE, dtype=torch.float32), torch.arange(SIZE, dtype=torch.float32), indexing="ij"), -1)  # (H, W, 2) as (row, col)
 
 
-def _to_norm(px: torch.Tensor) -> torch.Tensor:
-    """Pixel coordinate (centre of pixel i is i) to grid_sample's [-1, 1] with align_corners=False."""
-    return (2 * px + 1) / SIZE - 1
-
-
 def _affine(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
@@ -168,17 +163,23 @@ def _affine(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
 
 def _plus_shifts(x: torch.Tensor) -> list[torch.Tensor]:
     p = F.pad(x, (1, 1, 1, 1))
-    return [x, p[..., :-2, 1:-1], p[..., 2:, 1:-1], p[..., 1:-1, :-2], p[..., 1:-1, 2:]]
+    return [p[..., :-2, 1:-1], p[..., 2:, 1:-1], p[..., 1:-1, :-2], p[..., 1:-1, 2:]]
 
 
 def dilate(x: torch.Tensor) -> torch.Tensor:
     """Grayscale dilation with a 3x3 plus-shaped element: thickens every stroke by ~2 px."""
-    return torch.stack(_plus_shifts(x)).amax(0)
+    out = x.clone()
+    for shifted in _plus_shifts(x):
+        torch.maximum(out, shifted, out=out)
+    return out
 
 
 def erode(x: torch.Tensor) -> torch.Tensor:
     """Grayscale erosion with a 3x3 plus-shaped element: thins every stroke by ~2 px."""
-    return torch.stack(_plus_shifts(x)).amin(0)
+    out = x.clone()
+    for shifted in _plus_shifts(x):
+        torch.minimum(out, shifted, out=out)
+    return out
 
 
 def pick_stroke_pixel(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -201,8 +202,15 @@ def swell(x: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
     cr, cc = centre[:, 0, None, None], centre[:, 1, None, None]
     dr, dc = _COORDS[None, ..., 0] - cr, _COORDS[None, ..., 1] - cc  # (B, H, W)
     dist = torch.sqrt(dr * dr + dc * dc)
-    factor = torch.where(dist < SWELL_RADIUS_PX, (dist / SWELL_RADIUS_PX) ** SWELL_POWER, torch.ones_like(dist))
-    grid = torch.stack([_to_norm(cc + dc * factor), _to_norm(cr + dr * factor)], -1)  # grid_sample wants (x=col, y=row)
+    factor = dist / SWELL_RADIUS_PX
+    if SWELL_POWER != 1.0:
+        factor = factor**SWELL_POWER
+    factor = torch.where(dist < SWELL_RADIUS_PX, factor, torch.ones_like(dist))
+    grid = torch.empty(dist.shape + (2,))  # grid_sample wants (x=col, y=row), in [-1, 1]
+    for i, (c, d) in enumerate(((cc, dc), (cr, dr))):
+        g = grid[..., i]
+        torch.mul(d, factor, out=g)
+        g.add_(c).mul_(2).add_(1).div_(SIZE).sub_(1)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
@@ -214,11 +222,13 @@ _AR5 = torch.arange(5)
 
 
 def _gradient_at(x: torch.Tensor, r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """(B, 2) smoothed intensity gradient (d/drow, d/dcol) at pixel (r, c) of each image."""
+    """(..., 2) smoothed intensity gradient (d/drow, d/dcol) at pixels (r, c) of shape (B, ...) of each image."""
     xp = F.pad(x[:, 0], (2, 2, 2, 2))
-    b = torch.arange(x.shape[0])[:, None, None]
-    patch = xp[b, (r[:, None] + _AR5)[:, :, None], (c[:, None] + _AR5)[:, None, :]]  # (B, 5, 5) centred on (r, c)
-    return torch.stack([(patch * _GRAD_ROW).sum((1, 2)), (patch * _GRAD_COL).sum((1, 2))], 1)
+    b = torch.arange(x.shape[0]).view(-1, *([1] * (r.dim() + 1)))
+    rows = (r[..., None] + _AR5)[..., :, None]
+    cols = (c[..., None] + _AR5)[..., None, :]
+    patch = xp[b, rows, cols]  # (B, ..., 5, 5) centred on (r, c)
+    return torch.stack([(patch * _GRAD_ROW).sum((-2, -1)), (patch * _GRAD_COL).sum((-2, -1))], -1)
 
 
 _WIN = torch.arange(-int(BREAK_HALF_LENGTH_PX) - 1, int(BREAK_HALF_LENGTH_PX) + 2)  # window offsets around a break
@@ -227,27 +237,27 @@ _PADW = int(_WIN[-1])
 
 def fracture(x: torch.Tensor, u_pos: torch.Tensor, u_dir: torch.Tensor) -> torch.Tensor:
     """Cut ``BREAKS`` short gaps across the stroke, each perpendicular to the local stroke direction
-    (along the intensity gradient at a random stroke pixel; a random direction where it vanishes)."""
-    n = x.shape[0]
-    cut = torch.zeros((n, SIZE + 2 * _PADW, SIZE + 2 * _PADW), dtype=torch.bool)
-    centres = pick_stroke_pixel(x, u_pos).long()  # (B, BREAKS, 2)
-    b = torch.arange(n)[:, None, None]
-    dr, dc = _WIN[None, :, None].float(), _WIN[None, None, :].float()
-    for j in range(u_pos.shape[1]):
-        r, col = centres[:, j, 0], centres[:, j, 1]
-        g = _gradient_at(x, r, col)
-        angle = 2 * torch.pi * u_dir[:, j]
-        fallback = torch.stack([torch.cos(angle), torch.sin(angle)], 1)
-        norm = g.norm(dim=1, keepdim=True)
-        g = torch.where(norm > 1e-3, g / norm.clamp(min=1e-12), fallback)
-        g0, g1 = g[:, 0, None, None], g[:, 1, None, None]
-        along = dr * g0 + dc * g1
-        across = dc * g0 - dr * g1
-        hit = (along.abs() <= BREAK_HALF_LENGTH_PX) & (across.abs() <= BREAK_HALF_WIDTH_PX)  # (B, w, w)
-        rows = (r[:, None, None] + _PADW + _WIN[None, :, None]).expand_as(hit)
-        cols = (col[:, None, None] + _PADW + _WIN[None, None, :]).expand_as(hit)
-        cut[b.expand_as(hit), rows, cols] |= hit
-    cut = cut[:, _PADW:_PADW + SIZE, _PADW:_PADW + SIZE]
+    (along the intensity gradient at a random stroke pixel; a random direction where it vanishes).
+    All breaks are cut at once: each is a window of offsets around its centre."""
+    n, k = x.shape[0], u_pos.shape[1]
+    side = SIZE + 2 * _PADW
+    centres = pick_stroke_pixel(x, u_pos).long()  # (B, k, 2)
+    r, col = centres[..., 0], centres[..., 1]
+    g = _gradient_at(x, r, col)  # (B, k, 2)
+    angle = 2 * torch.pi * u_dir
+    fallback = torch.stack([torch.cos(angle), torch.sin(angle)], -1)
+    norm = g.norm(dim=-1, keepdim=True)
+    g = torch.where(norm > 1e-3, g / norm.clamp(min=1e-12), fallback)
+    g0, g1 = g[..., 0, None, None], g[..., 1, None, None]  # (B, k, 1, 1)
+    dr, dc = _WIN[:, None].float(), _WIN[None, :].float()
+    along = dr * g0 + dc * g1
+    across = dc * g0 - dr * g1
+    hit = (along.abs() <= BREAK_HALF_LENGTH_PX) & (across.abs() <= BREAK_HALF_WIDTH_PX)  # (B, k, w, w)
+    flat = (torch.arange(n)[:, None, None, None] * side * side
+            + (r[..., None, None] + _PADW + _WIN[:, None]) * side + (col[..., None, None] + _PADW + _WIN[None, :]))
+    cut = torch.zeros(n * side * side, dtype=torch.bool)
+    cut[flat[hit]] = True
+    cut = cut.view(n, side, side)[:, _PADW:_PADW + SIZE, _PADW:_PADW + SIZE]
     return x.masked_fill(cut[:, None], 0.0)
 
 

@@ -114,6 +114,7 @@ class SyntheticSource:
     mnist_dir: Optional[str] = None
     tokenizer: Optional[Callable[[list[str]], torch.Tensor]] = None  # None: the word-level vocabulary
     vocab: Vocabulary = field(default_factory=Vocabulary)
+    force: Optional[dict[str, int]] = None  # training labels fixed to these values (benchmarks, previews)
 
     def __post_init__(self):
         self._glyphs: dict[bool, GlyphSource] = {}
@@ -137,6 +138,8 @@ class SyntheticSource:
     def train_batch(self, epoch: int, index: np.ndarray) -> dict:
         keys = sample_keys(self.seed, epoch, index)
         labels = draw_factors(keys, self.cooccurrence)
+        for f, v in (self.force or {}).items():
+            labels[f] = np.full(len(keys), v, dtype=np.int64)
         return self._assemble(keys, keys, labels, train=True, full_captions=False)
 
     def val_batch(self, index: np.ndarray) -> dict:
@@ -347,6 +350,10 @@ class SyntheticDataModule(pl.LightningDataModule):
         return self._loader("test", self.test_size, lambda: (0, 0))
 
     # --- what the metrics callback needs -------------------------------------------------------
+    def eval_size(self, n: int) -> int:
+        """How many of the first ``n`` validation samples the evaluation set can have."""
+        return min(n, self.val_size)
+
     def eval_samples(self, index: np.ndarray) -> dict:
         """Validation samples by index (full captions in ``text_full``), for the metrics callback."""
         index = np.asarray(index)

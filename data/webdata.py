@@ -293,6 +293,32 @@ class WebDataModule(pl.LightningDataModule):
             return []
         return DataLoader(self._stream(self.val_urls, train=False), batch_size=None, num_workers=self.hparams.num_workers)
 
+    # --- what the metrics callback needs: the first validation samples, with full captions ----------
+    def _eval_cache(self, n: int) -> dict:
+        if getattr(self, "_eval", None) is None or (len(self._eval["image"]) < n and not self._eval["complete"]):
+            if not self.val_urls:
+                raise ValueError("the metrics callback needs data.val_shards (validation with full captions)")
+            images, texts, complete = [], [], True
+            stream = self._stream(self.val_urls, train=False)
+            stream.rank, stream.world_size = 0, 1  # every rank reads the same set, then keeps its slice
+            for batch in stream:
+                images.append(batch["image"])
+                texts.append(batch["text"])
+                if sum(len(b) for b in images) >= n:
+                    complete = False
+                    break
+            self._eval = {"image": torch.cat(images)[:n] if images else torch.empty(0),
+                          "text": torch.cat(texts)[:n] if texts else torch.empty(0), "complete": complete}
+        return self._eval
+
+    def eval_size(self, n: int) -> int:
+        return min(n, len(self._eval_cache(n)["image"]))
+
+    def eval_samples(self, index) -> dict:
+        cache = self._eval_cache(int(max(index)) + 1 if len(index) else 0)
+        index = torch.as_tensor(index, dtype=torch.long)
+        return {"image": cache["image"][index], "text_full": cache["text"][index], "labels": {}}
+
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         """Each batch carries (worker, that worker's cumulative skip count); replace it by the total over
         workers, which the training step logs as ``data/skipped``."""

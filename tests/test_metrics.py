@@ -204,6 +204,16 @@ def test_suite_keys_and_selection(data):
         M.compute_metrics(x, y, metrics=["gapp"])
 
 
+def test_suite_neighbourhood_agreement_uses_image_class_means(data):
+    x, y, labels = data
+    rng = np.random.default_rng(9)
+    prompts = _unit(rng, 5, x.shape[1])
+    out = M.compute_metrics(x, y, labels, class_embeddings={"object": prompts})
+    means = np.stack([x[labels["object"] == c].mean(0) for c in range(5)])
+    assert out["neighbourhood_object"] == pytest.approx(M.neighbourhood_kendall_distance(means, prompts), abs=TOL)
+    assert out["zeroshot_object_acc"] == pytest.approx(M.zero_shot_accuracy(x, prompts, labels["object"]), abs=TOL)
+
+
 def test_float32_inputs_agree_with_float64(data):
     x, y, labels = data
     a = M.compute_metrics(x.astype(np.float32), y.astype(np.float32), labels)

@@ -84,15 +84,23 @@ def test_caption_from_a_json_field_and_transform_is_train_only(shards):
 def test_a_few_training_steps_with_two_workers_log_skipped_samples(shards, tmp_path):
     from pytorch_lightning.loggers import CSVLogger
 
+    from train.evaluation import RepresentationMetrics
+
     pl.seed_everything(0)
     dm = _module(shards)
     model = ContrastiveModule("tiny-bpe", warmup_steps=1)
+    metrics = RepresentationMetrics(eval_every_n_steps=2, num_samples=50)
     trainer = pl.Trainer(accelerator="cpu", max_steps=4, logger=CSVLogger(tmp_path, name="", version=""), log_every_n_steps=1,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=2)
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=2,
+                         default_root_dir=str(tmp_path), callbacks=[metrics])
     trainer.fit(model, dm)
     assert trainer.global_step == 4
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
     assert any(r.get("data/skipped") not in (None, "") for r in rows)
+    # the metrics callback on the validation shards (full captions, no labels): gap, entropy, retrieval
+    assert sorted(metrics.history) == [0, 2, 4]
+    assert {"rmg", "l2m", "entropy_i2t", "recall_i2t@1"} <= set(metrics.last) and not any(k.startswith("moad") for k in metrics.last)
+    assert (tmp_path / "embeddings.npz").is_file()
 
 
 def test_caption_table_source(tmp_path):

@@ -16,7 +16,8 @@ from train.metrics import compute_metrics
 
 def curve_name(key: str) -> str:
     """Metric key of the suite -> the name of its logged curve."""
-    for prefix, group in (("uniformity_", "uniformity/"), ("entropy_", "entropy/"), ("recall_", "retrieval/"), ("zeroshot_", "zeroshot/")):
+    for prefix, group in (("uniformity_", "uniformity/"), ("entropy_", "entropy/"), ("recall_", "retrieval/"), ("zeroshot_", "zeroshot/"),
+                          ("neighbourhood_", "neighbourhood/")):
         if key.startswith(prefix):
             return group + key[len(prefix):]
     if key.startswith("moad"):
@@ -30,7 +31,8 @@ def curve_name(key: str) -> str:
 
 class RepresentationMetrics(pl.Callback):
     """Every ``eval_every_n_steps`` optimizer steps (and at the end of fit) embed a fixed evaluation set
-    of the data module, compute the metric suite and log it as curves (``gap/rmg``, ``bias/moad_image``,
+    of the data module (its ``eval_size(n)`` and ``eval_samples(index)``: images, full captions,
+    labels per factor if any; ``class_prompts`` for zero-shot accuracy), compute the metric suite and log it as curves (``gap/rmg``, ``bias/moad_image``,
     ``zeroshot/object_acc``, ``temperature``, ...). At the end it writes ``embeddings.npz`` (the format
     ``infogap metrics`` reads) and ``metrics.json`` into the run directory.
 
@@ -97,7 +99,9 @@ class RepresentationMetrics(pl.Callback):
     def _eval_set(self, datamodule, rank: int, world: int) -> dict:
         """This rank's contiguous slice of the evaluation set, rendered once and cached."""
         if self._cache is None:
-            n = min(self.num_samples, datamodule.val_size)
+            n = datamodule.eval_size(self.num_samples)
+            if n < 2:
+                raise ValueError(f"the evaluation set has {n} sample(s); the metrics need at least 2 (validation data?)")
             index = np.array_split(np.arange(n), world)[rank]
             parts = [datamodule.eval_samples(index[i: i + self.batch_size]) for i in range(0, len(index), self.batch_size)]
             self._cache = {

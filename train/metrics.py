@@ -14,6 +14,7 @@ Speed and exactness:
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional, Sequence
 
@@ -24,6 +25,7 @@ RECALL_KS = (1, 5, 10)
 GAP_TOP_NS = (1, 2, 5, 10)
 ROW_CHUNK = 65_536  # rows per chunk of the O(N d) pass
 PAIR_BUDGET = 2**24  # entries of one chunk of a pairwise matrix (~128 MiB in float64)
+PROGRESS_MIN_ROWS = 100_000  # show a progress bar (stderr) for passes over at least this many rows
 
 
 def _tensor(a) -> torch.Tensor:
@@ -35,8 +37,14 @@ def _labels(a) -> torch.Tensor:
     return (a if isinstance(a, torch.Tensor) else torch.from_numpy(np.asarray(a))).long()
 
 
-def _row_chunks(n: int, size: int) -> Iterable[slice]:
-    for start in range(0, n, max(1, size)):
+def _row_chunks(n: int, size: int, desc: Optional[str] = None) -> Iterable[slice]:
+    """Row slices of at most ``size``; with ``desc``, a progress bar when ``n >= PROGRESS_MIN_ROWS``."""
+    starts = range(0, n, max(1, size))
+    if desc is not None and n >= PROGRESS_MIN_ROWS:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc=desc, unit="chunk", leave=False, file=sys.stderr)
+    for start in starts:
         yield slice(start, min(n, start + size))
 
 
@@ -94,7 +102,7 @@ def moments(x, y, labels: Optional[Mapping[str, object]] = None, chunk: int = RO
             sum_x=torch.zeros(c, d, dtype=torch.float64), sq_x=torch.zeros(c, dtype=torch.float64),
             sum_y=torch.zeros(c, d, dtype=torch.float64), sq_y=torch.zeros(c, dtype=torch.float64),
         )
-    for sl in _row_chunks(n, chunk):
+    for sl in _row_chunks(n, chunk, desc="metrics: sums"):
         xc, yc = x[sl].double(), y[sl].double()
         acc["sum_x"] += xc.sum(0)
         acc["sum_y"] += yc.sum(0)
@@ -271,7 +279,7 @@ def _self_log_sum_exp(z: torch.Tensor, t: float) -> float:
     n = len(z)
     sq = (z.double() ** 2).sum(1)
     total = -math.inf
-    for sl in _row_chunks(n, _pair_chunk(n)):
+    for sl in _row_chunks(n, _pair_chunk(n), desc="metrics: uniformity"):
         g = (z[sl] @ z.T).double()
         e = -t * (sq[sl, None] + sq[None, :] - 2 * g)
         rows = torch.arange(sl.stop - sl.start)
@@ -307,7 +315,7 @@ def cross_stats(x, y, logit_scale: float = 100.0, t: float = 2.0) -> CrossStats:
     cross = -math.inf
     s = float(logit_scale)
     tie = 4 * torch.finfo(x.dtype).eps  # similarities this close to the match's count as ties (against it)
-    for sl in _row_chunks(n, _pair_chunk(n)):
+    for sl in _row_chunks(n, _pair_chunk(n), desc="metrics: image-text pairs"):
         g = (x[sl] @ y.T).double()  # (m, N)
         rows = torch.arange(sl.stop - sl.start)
         d_rows = g[rows, rows + sl.start]
@@ -386,6 +394,7 @@ def metric_keys(factors: Sequence[str] = (), object_factor: str = "object", clas
         for m in ("image", "text"):
             keys += [f"moad_{m}"] + [f"moad_{m}_{f}" for f in attrs]
     keys += [f"zeroshot_{f}_acc" for f in class_factors]
+    keys += [f"neighbourhood_{f}" for f in class_factors]
     return keys
 
 
@@ -417,9 +426,10 @@ def compute_metrics(
     class_embeddings = dict(class_embeddings or {})
     keys = select_keys(metrics, metric_keys(list(labels), object_factor, list(class_embeddings)))
     out: dict[str, float] = {}
+    needs_classes = any(k.startswith(("moad", "neighbourhood")) for k in keys)
     needs_moad = any(k.startswith("moad") for k in keys)
-    if any(k in MOMENT_KEYS for k in keys) or needs_moad:
-        m = moments(x, y, labels if needs_moad else None)
+    if any(k in MOMENT_KEYS for k in keys) or needs_classes:
+        m = moments(x, y, labels if needs_classes else None)
         out.update(l2m=l2m(stats=m), l2i=l2i(stats=m), rmg=relative_modality_gap(stats=m), alignment=alignment(stats=m))
         out.update({f"gap_top{n}_share": v for n, v in gap_top_share(stats=m).items()})
         if needs_moad:
@@ -443,6 +453,12 @@ def compute_metrics(
     for f, c in class_embeddings.items():
         if f"zeroshot_{f}_acc" in keys:
             out[f"zeroshot_{f}_acc"] = zero_shot_accuracy(x, c, labels[f])
+        if f"neighbourhood_{f}" in keys:
+            cs = m.classes[f]
+            present = cs.count > 0
+            c = _tensor(c)
+            ok = int(present.sum()) >= 3 and len(c) == len(cs.count)
+            out[f"neighbourhood_{f}"] = neighbourhood_kendall_distance(cs.sum_x[present], c[present]) if ok else float("nan")
     return {k: out[k] for k in keys}
 
 
