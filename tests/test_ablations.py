@@ -11,6 +11,7 @@ import yaml
 
 from ablations.core import available, expand, load_ablation, parse_only, parse_overrides
 from tests.helpers import ROOT, cli
+from train.cli import main as infogap
 
 TINY = ["log_with=none", "trainer.max_steps=4", "data.batch_size=16", "data.val_size=64", "metrics.num_samples=64",
         "metrics.prompts_per_value=2", "trainer.limit_val_batches=0", "metrics.eval_every_n_steps=2"]
@@ -31,15 +32,15 @@ def test_every_ablation_config_is_covered():
 
 
 @pytest.mark.parametrize("name", sorted(TINY_RUNS))
-def test_dry_run_lists_every_run(name, tmp_path):
+def test_dry_run_lists_every_run(name, tmp_path, capsys):
     ablation = load_ablation(name)
     runs = expand(ablation, tmp_path, seeds=[0, 1])
     n_stage_runs = sum(_stage_size(st) for st in ablation.stages)
     assert len(runs) == 2 * n_stage_runs
-    proc = cli("ablate", name, "--dry-run", "--seeds", "0,1", "--out", str(tmp_path), "trainer.max_steps=7")
-    assert proc.returncode == 0, proc.stderr
-    assert f"{2 * n_stage_runs} runs" in proc.stdout
-    assert proc.stdout.count("--trainer.max_steps=7") == 2 * n_stage_runs
+    assert infogap(["ablate", name, "--dry-run", "--seeds", "0,1", "--out", str(tmp_path), "trainer.max_steps=7"]) == 0
+    out = capsys.readouterr().out
+    assert f"{2 * n_stage_runs} runs" in out
+    assert out.count("--trainer.max_steps=7") == 2 * n_stage_runs
     assert not (tmp_path / name).exists(), "a dry run launches nothing"
 
 
@@ -72,9 +73,10 @@ def test_later_stages_point_at_the_same_seeds_checkpoint(tmp_path):
     (["--only", "temperature=frozen"], "no axis 'temperature'"),
     (["oops"], "not key=value"),
 ])
-def test_bad_ablation_arguments_are_named(bad, message, tmp_path):
-    proc = cli("ablate", "imbalance", "--dry-run", "--out", str(tmp_path), *bad)
-    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+def test_bad_ablation_arguments_are_named(bad, message, tmp_path, capsys):
+    assert infogap(["ablate", "imbalance", "--dry-run", "--out", str(tmp_path), *bad]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
 
 
 def _summary(path: Path) -> list[dict]:

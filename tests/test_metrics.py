@@ -212,6 +212,8 @@ def test_suite_neighbourhood_agreement_uses_image_class_means(data):
     means = np.stack([x[labels["object"] == c].mean(0) for c in range(5)])
     assert out["neighbourhood_object"] == pytest.approx(M.neighbourhood_kendall_distance(means, prompts), abs=TOL)
     assert out["zeroshot_object_acc"] == pytest.approx(M.zero_shot_accuracy(x, prompts, labels["object"]), abs=TOL)
+    two = M.compute_metrics(x, y, labels, class_embeddings={"size": _unit(rng, 2, x.shape[1])})
+    assert "zeroshot_size_acc" in two and "neighbourhood_size" not in two  # no ranking with two classes
 
 
 def test_float32_inputs_agree_with_float64(data):

@@ -388,15 +388,17 @@ CROSS_KEYS = ("entropy_i2t", "entropy_t2i") + tuple(f"recall_{d}@{k}" for k in R
 UNIFORMITY_KEYS = ("uniformity_image", "uniformity_text", "uniformity_all")
 
 
-def metric_keys(factors: Sequence[str] = (), object_factor: str = "object", class_factors: Sequence[str] = ()) -> list[str]:
-    """Every key the suite can produce for these label factors and class-embedding factors."""
+def metric_keys(factors: Sequence[str] = (), object_factor: str = "object", class_factors: Sequence[str] = (),
+                neighbourhood_factors: Optional[Sequence[str]] = None) -> list[str]:
+    """Every key the suite can produce for these label factors and class-embedding factors
+    (neighbourhood agreement only for factors with at least three classes: default all class factors)."""
     keys = list(MOMENT_KEYS) + list(UNIFORMITY_KEYS) + list(CROSS_KEYS)
     attrs = [f for f in factors if f != object_factor]
     if object_factor in factors and attrs:
         for m in ("image", "text"):
             keys += [f"moad_{m}"] + [f"moad_{m}_{f}" for f in attrs]
     keys += [f"zeroshot_{f}_acc" for f in class_factors]
-    keys += [f"neighbourhood_{f}" for f in class_factors]
+    keys += [f"neighbourhood_{f}" for f in (class_factors if neighbourhood_factors is None else neighbourhood_factors)]
     return keys
 
 
@@ -426,7 +428,8 @@ def compute_metrics(
     """The metric suite on normalised ``x``, ``y``; only the passes the selected ``metrics`` need run."""
     labels = dict(labels or {})
     class_embeddings = dict(class_embeddings or {})
-    keys = select_keys(metrics, metric_keys(list(labels), object_factor, list(class_embeddings)))
+    ranked = [f for f, c in class_embeddings.items() if len(c) >= 3]  # a ranking of the other classes needs two of them
+    keys = select_keys(metrics, metric_keys(list(labels), object_factor, list(class_embeddings), ranked))
     out: dict[str, float] = {}
     needs_classes = any(k.startswith(("moad", "neighbourhood")) for k in keys)
     needs_moad = any(k.startswith("moad") for k in keys)
@@ -457,10 +460,14 @@ def compute_metrics(
             out[f"zeroshot_{f}_acc"] = zero_shot_accuracy(x, c, labels[f])
         if f"neighbourhood_{f}" in keys:
             cs = m.classes[f]
-            present = cs.count > 0
-            c = _tensor(c)
-            ok = int(present.sum()) >= 3 and len(c) == len(cs.count)
-            out[f"neighbourhood_{f}"] = neighbourhood_kendall_distance(cs.sum_x[present], c[present]) if ok else float("nan")
+            present = torch.zeros(len(c), dtype=torch.bool)
+            present[: len(cs.count)] = cs.count > 0
+            if int(present.sum()) >= 3:
+                sums = torch.zeros(len(c), cs.sum_x.shape[1], dtype=torch.float64)
+                sums[: len(cs.count)] = cs.sum_x
+                out[f"neighbourhood_{f}"] = neighbourhood_kendall_distance(sums[present], _tensor(c)[present])
+            else:  # fewer than three classes present in the evaluation set
+                out[f"neighbourhood_{f}"] = float("nan")
     return {k: out[k] for k in keys}
 
 
