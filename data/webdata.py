@@ -1,7 +1,8 @@
 """Real image-text pairs from webdataset shards (or a CSV/TSV of file paths and captions).
 
 Training draws shards with replacement (``ResampledShards``) and cuts the stream into epochs of a
-fixed number of batches (``with_epoch``), the webdataset maintainers' recipe for many nodes: each
+fixed number of batches (what ``with_epoch`` does, split here across loader workers), the webdataset
+maintainers' recipe for many nodes: each
 rank and worker gets its own seeded shard stream and restarts need no loader state. Validation reads
 the shards in order, split by rank then by worker. Corrupt samples (undecodable image, missing
 caption) are skipped with one warning per shard and counted; the count is logged as ``data/skipped``.
@@ -87,7 +88,6 @@ class _Decoder:
         try:
             caption = self._field(sample, self.caption_field or self.caption_key)
         except (ValueError, UnicodeDecodeError) as exc:
-            caption = None
             self.counter.skip(url, key, f"unreadable caption ({exc})")
             return None
         if not caption:
@@ -106,7 +106,7 @@ class _Decoder:
 
 
 class ShardStream(IterableDataset):
-    """Batches of ``image`` (B, 3, H, W), ``text`` (B, context) and ``skipped`` (this worker's count)."""
+    """Batches of ``image`` (B, 3, H, W), ``text`` (B, context) and ``skipped`` (see ``skip_report``)."""
 
     def __init__(self, urls: list[str], *, train: bool, batch_size: int, tokenizer: Callable, preprocess: Callable,
                  image_keys: list[str], caption_key: str, caption_field: Optional[str], enriched_field: Optional[str],
@@ -143,16 +143,14 @@ class ShardStream(IterableDataset):
         for example in samples:
             batch.append(example)
             if len(batch) == self.batch_size:
-                yield self._collate(batch, counter)
+                yield self._collate(batch, worker, counter)
                 batch = []
         if batch and not self.train:
-            yield self._collate(batch, counter)
+            yield self._collate(batch, worker, counter)
 
-    def _collate(self, batch: list, counter: SkipCounter) -> dict:
+    def _collate(self, batch: list, worker: int, counter: SkipCounter) -> dict:
         images, captions = zip(*batch)
-        info = get_worker_info()
-        return {"image": torch.stack(images), "text": self.tokenizer(list(captions)),
-                "skipped": torch.tensor([info.id if info else 0, counter.count])}
+        return {"image": torch.stack(images), "text": self.tokenizer(list(captions)), "skipped": skip_report(worker, counter)}
 
     def __iter__(self) -> Iterator[dict]:
         it = self._pipeline()
@@ -165,6 +163,14 @@ class ShardStream(IterableDataset):
         share = len(range(worker, self.batches_per_epoch, workers))  # batches this worker contributes
         for _, b in zip(range(share), it):
             yield b
+
+
+def skip_report(worker: Optional[int], counter: SkipCounter) -> torch.Tensor:
+    """(loader worker, its cumulative count of skipped samples), carried by every batch."""
+    if worker is None:
+        info = get_worker_info()
+        worker = info.id if info else 0
+    return torch.tensor([worker, counter.count])
 
 
 def read_pairs(path: str | Path) -> list[tuple[str, str]]:
@@ -210,9 +216,8 @@ class PairTable(torch.utils.data.Dataset):
     def collate(self, batch: list) -> dict:
         kept = [b for b in batch if b is not None]
         images, captions = zip(*kept) if kept else ((), ())
-        info = get_worker_info()
         return {"image": torch.stack(images) if kept else torch.empty(0), "text": self.tokenizer(list(captions)),
-                "skipped": torch.tensor([info.id if info else 0, self.counter.count])}
+                "skipped": skip_report(None, self.counter)}
 
 
 class WebDataModule(pl.LightningDataModule):
@@ -227,7 +232,7 @@ class WebDataModule(pl.LightningDataModule):
         enriched_field: the enriched caption (a sample key or a json field) for the enrichment transforms.
         caption_transform: ``{kind, p, fraction, n, p_drop}`` (see ``data.captions.CaptionTransform``),
             applied to training captions only; validation always sees the full caption.
-        samples_per_epoch: training samples per epoch (per the whole job), as ``with_epoch``.
+        samples_per_epoch: training samples per epoch (per the whole job), the length of a resampled epoch.
     """
 
     def __init__(
