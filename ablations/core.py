@@ -85,10 +85,6 @@ class Ablation:
     def hooks(self):
         return importlib.import_module(self.module) if self.module else None
 
-    def axes(self, stage: Optional[str] = None) -> dict[str, dict]:
-        st = next(s for s in self.stages if s["name"] == (stage or self.report_stage))
-        return dict(st.get("axes") or {})
-
 
 def available() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))

@@ -306,10 +306,6 @@ class SyntheticDataModule(pl.LightningDataModule):
         """The word vocabulary the text tower must use, or None for a BPE tokenizer."""
         return self.source.vocab.text_spec() if self.source.tokenizer is None else None
 
-    @property
-    def factors(self) -> dict[str, tuple[str, ...]]:
-        return dict(FACTORS)
-
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
@@ -319,7 +315,7 @@ class SyntheticDataModule(pl.LightningDataModule):
         on a restart mid-epoch, skip the batches the checkpoint already trained on."""
         trainer = self.trainer
         if trainer is None:
-            return self._manual_epoch, 0
+            return 0, 0
         loop = trainer.fit_loop
         epoch = loop.epoch_progress.current.processed
         start = 0
@@ -328,12 +324,6 @@ class SyntheticDataModule(pl.LightningDataModule):
             if start >= trainer.num_training_batches:
                 epoch, start = epoch + 1, 0
         return epoch, start
-
-    _manual_epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Epoch to draw when used outside a Trainer."""
-        self._manual_epoch = epoch
 
     def _loader(self, split: str, size: int, position: Callable[[], tuple[int, int]]) -> DataLoader:
         rank, world = self._rank_world()

@@ -10,7 +10,7 @@ come only from a local file, never from a hub.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -117,7 +117,3 @@ def load_checkpoint(model: torch.nn.Module, path: str | Path, strict: bool = Tru
         state = {k[len("module."):]: v for k, v in state.items()}
     return model.load_state_dict(state, strict=strict)
 
-
-def describe(name: str) -> dict:
-    """The config of a small model as plain data (logged with every run)."""
-    return asdict(SMALL_CONFIGS[name]) if name in SMALL_CONFIGS else {"open_clip": name}
