@@ -36,7 +36,7 @@ def data(request):
 def small_chunks(monkeypatch):
     """Force several chunks so the streaming code paths are the ones tested."""
     monkeypatch.setattr(M, "ROW_CHUNK", 10)
-    monkeypatch.setattr(M, "PAIR_BUDGET", 300)
+    monkeypatch.setattr(M, "PAIR_TILE", 10)
 
 
 # --- brute-force references -------------------------------------------------------------------

@@ -24,7 +24,7 @@ import torch
 RECALL_KS = (1, 5, 10)
 GAP_TOP_NS = (1, 2, 5, 10)
 ROW_CHUNK = 65_536  # rows per chunk of the O(N d) pass
-PAIR_BUDGET = 2**24  # entries of one chunk of a pairwise matrix (~128 MiB in float64)
+PAIR_TILE = 1024  # rows and columns of one tile of a pairwise matrix (4 MiB in float32)
 PROGRESS_MIN_ROWS = 100_000  # show a progress bar (stderr) for passes over at least this many rows
 
 
@@ -267,27 +267,89 @@ def neighbourhood_kendall_distance(image_class_means, class_prompts) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
-# Pairwise metrics, streamed over row chunks.
-def _pair_chunk(n_cols: int) -> int:
-    return max(1, PAIR_BUDGET // max(1, n_cols))
-
-
+# Pairwise metrics, streamed over square tiles of the N x N matrix (small enough to stay in cache).
 def _logaddexp(a: float, b: float) -> float:
     return float(np.logaddexp(a, b))
 
 
+class _OnlineSoftmax:
+    """Per index j: a running max m_j of logits l_ij over the tiles seen so far, sum_i e^(l_ij - m_j) and
+    sum_i e^(l_ij - m_j) (l_ij - m_j), so the softmax entropy log sum - wsum / sum needs one pass."""
+
+    def __init__(self, n: int):
+        self.max = torch.full((n,), -math.inf, dtype=torch.float64)
+        self.sum = torch.zeros(n, dtype=torch.float64)
+        self.wsum = torch.zeros(n, dtype=torch.float64)
+
+    def update(self, idx: slice, logits: torch.Tensor, dim: int, u: torch.Tensor, e: torch.Tensor) -> None:
+        """Fold in one tile of logits, reducing over ``dim`` (1: along rows, 0: along columns).
+        ``u`` and ``e`` are scratch tensors of the tile's shape; one exponential per entry."""
+        old = self.max[idx]
+        new = torch.maximum(old, logits.amax(dim).double())
+        torch.sub(logits, new.to(logits.dtype).view((-1, 1) if dim == 1 else (1, -1)), out=u)  # u = l - m <= 0
+        torch.exp(u, out=e)
+        finite = torch.isfinite(old)
+        shift = torch.where(finite, old - new, 0.0)
+        scale = torch.exp(shift) * finite
+        self.wsum[idx] = scale * (self.wsum[idx] + shift * self.sum[idx]) + u.mul_(e).sum(dim).double()
+        self.sum[idx] = scale * self.sum[idx] + e.sum(dim).double()
+        self.max[idx] = new
+
+    def entropy(self) -> torch.Tensor:
+        return torch.log(self.sum) - self.wsum / self.sum
+
+
+class _GaussianSum:
+    """sum_{i, j} exp(-t ||a_i - b_j||^2) over tiles of the Gram matrix g_ij = a_i . b_j, factored as
+    exp(-t|a_i|^2) exp(-t|b_j|^2) exp(2t g_ij): one exponential per entry, shifted by the Cauchy-Schwarz
+    bound G >= g_ij, and two matrix-vector products per tile; tiles add up in float64. Tiles may come
+    pre-scaled (``scale`` * g)."""
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor, t: float, scale: float = 1.0):
+        self.t, self.scale = t, scale
+        self.wa, ca = self._weights(a, t)
+        self.wb, cb = self._weights(b, t)
+        self.bound = float(a.double().norm(dim=1).max() * b.double().norm(dim=1).max())
+        self.offset = ca + cb + 2 * t * self.bound
+        self.total = 0.0
+
+    @staticmethod
+    def _weights(z: torch.Tensor, t: float) -> tuple[torch.Tensor, float]:
+        """exp(-t |z_i|^2 - c) in z's dtype, with c = max_i (-t |z_i|^2), so that each entry is <= 1."""
+        lw = -t * (z.double() ** 2).sum(1)
+        c = float(lw.max())
+        return torch.exp(lw - c).to(z.dtype), c
+
+    def update(self, ri: slice, cj: slice, g: torch.Tensor, out: torch.Tensor, weight: float = 1.0,
+               zero_diagonal: bool = False) -> None:
+        """Fold in the tile g = scale * a[ri] b[cj]^T, using ``out`` as scratch."""
+        torch.sub(g, self.scale * self.bound, out=out).mul_(2 * self.t / self.scale).exp_()
+        if zero_diagonal:
+            out.fill_diagonal_(0)
+        self.total += weight * float(self.wa[ri].double() @ (out @ self.wb[cj]).double())
+
+    def log_total(self) -> float:
+        return math.log(self.total) + self.offset if self.total > 0 else -math.inf
+
+
+def _tile_buffers(rows: int, cols: int, dtype: torch.dtype, count: int) -> list[torch.Tensor]:
+    return [torch.empty(rows, cols, dtype=dtype) for _ in range(count)]
+
+
 def _self_log_sum_exp(z: torch.Tensor, t: float) -> float:
-    """log sum_{i != j} exp(-t ||z_i - z_j||^2)."""
+    """log sum_{i != j} exp(-t ||z_i - z_j||^2): the upper triangle of tiles, off-diagonal ones twice."""
     n = len(z)
-    sq = (z.double() ** 2).sum(1)
-    total = -math.inf
-    for sl in _row_chunks(n, _pair_chunk(n), desc="metrics: uniformity"):
-        g = (z[sl] @ z.T).double()
-        e = -t * (sq[sl, None] + sq[None, :] - 2 * g)
-        rows = torch.arange(sl.stop - sl.start)
-        e[rows, rows + sl.start] = -math.inf
-        total = _logaddexp(total, float(torch.logsumexp(e.flatten(), 0)))
-    return total
+    acc = _GaussianSum(z, z, t)
+    g_buf, out_buf = _tile_buffers(min(n, PAIR_TILE), min(n, PAIR_TILE), z.dtype, 2)
+    for ri in _row_chunks(n, PAIR_TILE, desc="metrics: uniformity"):
+        for cj in _row_chunks(n, PAIR_TILE):
+            if cj.start >= ri.start:
+                shape = (ri.stop - ri.start, cj.stop - cj.start)
+                g = torch.mm(z[ri], z[cj].T, out=g_buf[: shape[0], : shape[1]])
+                diagonal = cj.start == ri.start
+                acc.update(ri, cj, g, out_buf[: shape[0], : shape[1]], weight=1.0 if diagonal else 2.0,
+                           zero_diagonal=diagonal)
+    return acc.log_total()
 
 
 @dataclass
@@ -303,47 +365,40 @@ class CrossStats:
 
 
 def cross_stats(x, y, logit_scale: float = 100.0, t: float = 2.0) -> CrossStats:
-    """One pass over the N x N image-text similarities, in row chunks (columns accumulate online)."""
+    """One pass over the N x N image-text logits s <x_i, y_j> in square tiles; rows and columns both
+    accumulate online. Entry-wise work stays in the inputs' dtype (float32 embeddings: float32
+    exponentials, every exponent shifted to <= 0); per-row and per-column sums combine in float64.
+    Matches are counted as float masks times a ones vector (exact below 2^24 per tile)."""
     x, y = _tensor(x), _tensor(y)
-    n = len(x)
-    sqx, sqy = (x.double() ** 2).sum(1), (y.double() ** 2).sum(1)
-    diag = (x.double() * y.double()).sum(1)
-    h_rows = torch.zeros(n, dtype=torch.float64)
-    col_max = torch.full((n,), -math.inf, dtype=torch.float64)
-    col_sum = torch.zeros(n, dtype=torch.float64)  # sum_i exp(l_ij - col_max_j)
-    col_wsum = torch.zeros(n, dtype=torch.float64)  # sum_i exp(l_ij - col_max_j) * l_ij
-    rank_i2t = torch.zeros(n, dtype=torch.long)
-    rank_t2i = torch.zeros(n, dtype=torch.long)
-    cross = -math.inf
+    n, dt = len(x), x.dtype
     s = float(logit_scale)
-    tie = 4 * torch.finfo(x.dtype).eps  # similarities this close to the match's count as ties (against it)
-    for sl in _row_chunks(n, _pair_chunk(n), desc="metrics: image-text pairs"):
-        g = (x[sl] @ y.T).double()  # (m, N)
-        rows = torch.arange(sl.stop - sl.start)
-        d_rows = g[rows, rows + sl.start]
-        # retrieval: rank of the match among all candidates
-        rank_i2t[sl] = (g >= d_rows[:, None] - tie).sum(1) - 1
-        d_all = torch.empty(n, dtype=torch.float64).copy_(diag)
-        d_all[sl] = d_rows
-        ge_col = (g >= d_all[None, :] - tie).sum(0)
-        ge_col[rows + sl.start] -= 1
-        rank_t2i += ge_col
-        # image -> text entropy, row-wise
-        logits = s * g
-        lse = torch.logsumexp(logits, 1)
-        p = torch.exp(logits - lse[:, None])
-        h_rows[sl] = lse - (p * logits).sum(1)
-        # text -> image entropy, columns accumulated online
-        m_new = torch.maximum(col_max, logits.max(0).values)
-        scale = torch.exp(col_max - m_new)
-        e = torch.exp(logits - m_new[None, :])
-        col_sum = col_sum * scale + e.sum(0)
-        col_wsum = col_wsum * scale + (e * logits).sum(0)
-        col_max = m_new
-        # union uniformity cross term
-        cross = _logaddexp(cross, float(torch.logsumexp((-t * (sqx[sl, None] + sqy[None, :] - 2 * g)).flatten(), 0)))
-    h_cols = (torch.log(col_sum) + col_max) - col_wsum / col_sum
-    return CrossStats(float(h_rows.mean()), float(h_cols.mean()), rank_i2t, rank_t2i, cross)
+    xs = x * s
+    tie = 4 * torch.finfo(dt).eps * s  # logits this close to the match's count as ties (against it)
+    threshold = (xs * y).sum(1) - tie
+    rows_sm, cols_sm = _OnlineSoftmax(n), _OnlineSoftmax(n)
+    rank_i2t = torch.zeros(n, dtype=torch.float64)
+    rank_t2i = torch.zeros(n, dtype=torch.float64)
+    gauss = _GaussianSum(x, y, t, scale=s)
+    m = min(n, PAIR_TILE)
+    buffers = _tile_buffers(m, m, dt, 4)
+    ones = torch.ones(m, dtype=dt)
+    for ri in _row_chunks(n, PAIR_TILE, desc="metrics: image-text pairs"):
+        for cj in _row_chunks(n, PAIR_TILE):
+            r, c = ri.stop - ri.start, cj.stop - cj.start
+            logits, a, b, mask = (buf[:r, :c] for buf in buffers)
+            torch.mm(xs[ri], y[cj].T, out=logits)
+            # retrieval: how many candidates j != i score at least the match (i, i)
+            rank_i2t[ri] += (torch.ge(logits, threshold[ri, None], out=mask) @ ones[:c]).double()
+            rank_t2i[cj] += (ones[:r] @ torch.ge(logits, threshold[None, cj], out=mask)).double()
+            if ri == cj:
+                hit = (torch.diagonal(logits) >= threshold[ri]).double()
+                rank_i2t[ri] -= hit
+                rank_t2i[cj] -= hit
+            rows_sm.update(ri, logits, 1, a, b)  # image -> text
+            cols_sm.update(cj, logits, 0, a, b)  # text -> image
+            gauss.update(ri, cj, logits, a)  # union uniformity cross term
+    return CrossStats(float(rows_sm.entropy().mean()), float(cols_sm.entropy().mean()), rank_i2t.long(),
+                      rank_t2i.long(), gauss.log_total())
 
 
 def logit_entropy(x, y, logit_scale: float = 100.0) -> tuple[float, float]:
