@@ -15,6 +15,7 @@ from ablations.core import (
     parse_only,
     parse_overrides,
 )
+from ablations.launchers import SlurmOptions, ablate_args, launch_slurm, launch_wandb, run_task, sweep_config
 
 DEMO_COLUMNS = ["rmg", "l2m", "moad_image", "moad_text", "entropy_i2t", "zeroshot_object_acc", "attr_acc_mean"]
 
@@ -30,15 +31,45 @@ def main(argv: list[str]) -> int:
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the ablation's)")
     p.add_argument("--out", default="results", help="results directory (default: results)")
     p.add_argument("--only", action="append", default=[], metavar="AXIS=v1,v2", help="restrict a swept axis to some of its values")
-    p.add_argument("--launcher", choices=["local"], default="local", help="local: one run after another on this machine")
-    p.add_argument("--dry-run", action="store_true", help="list the runs and their commands, launch nothing")
+    p.add_argument("--launcher", choices=["local", "slurm", "wandb"], default="local",
+                   help="local: one run after another here; slurm: one array job per stage, then an aggregation job; "
+                        "wandb: create a W&B grid sweep (one-stage ablations)")
+    p.add_argument("--dry-run", action="store_true", help="print the runs (local), the sbatch lines (slurm) or the sweep (wandb); launch nothing")
     p.add_argument("--aggregate-only", action="store_true", help="aggregate the finished runs, launch nothing")
+    g = p.add_argument_group("one run (what a SLURM array task executes)")
+    g.add_argument("--stage", default=None, help="stage of --task (default: the first)")
+    g.add_argument("--task", type=int, default=None, metavar="INDEX", help="run only run INDEX of --stage, in this process")
+    g = p.add_argument_group("SLURM resources (override the ablation's `slurm:` section)")
+    g.add_argument("--partition")
+    g.add_argument("--account")
+    g.add_argument("--time", help="time limit per run, e.g. 04:00:00")
+    g.add_argument("--nodes", type=int)
+    g.add_argument("--gpus-per-node", type=int, help="GPUs (= tasks) per node; 0 runs one CPU task")
+    g.add_argument("--cpus-per-task", type=int)
+    g.add_argument("--mem")
+    g.add_argument("--qos")
+    g.add_argument("--sbatch-arg", action="append", default=None, dest="extra", help="a further sbatch argument, verbatim (repeatable)")
+    g = p.add_argument_group("W&B")
+    g.add_argument("--project", default="infogap", help="W&B project of the sweep (default: infogap)")
+    g.add_argument("--entity", default=None, help="W&B entity (default: yours)")
     args = p.parse_intermixed_args(argv)
 
     ablation = load_ablation(args.name)
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     out = Path(args.out).resolve()
-    runs = expand(ablation, out, seeds, parse_only(args.only, ablation), parse_overrides(args.overrides))
+    only, overrides = parse_only(args.only, ablation), parse_overrides(args.overrides)
+    runs = expand(ablation, out, seeds, only, overrides)
+    if args.task is not None:
+        return run_task(ablation, runs, args.stage or ablation.stages[0]["name"], args.task)
+    if args.launcher == "slurm" and not args.aggregate_only:
+        flags = {k: getattr(args, k) for k in ("partition", "account", "time", "nodes", "gpus_per_node", "cpus_per_task", "mem", "qos", "extra")}
+        options = SlurmOptions.from_sources(ablation.slurm, flags)
+        launch_slurm(ablation, runs, ablate_args(args.name, out, seeds, args.only, args.overrides), options, out, args.dry_run)
+        return 0
+    if args.launcher == "wandb" and not args.aggregate_only:
+        config = sweep_config(ablation, seeds if seeds is not None else ablation.seeds, only, overrides)
+        launch_wandb(config, args.project, args.entity, args.dry_run, SlurmOptions.from_sources(ablation.slurm, {}))
+        return 0
     if args.dry_run:
         for run in runs:
             state = "finished" if run.finished else "to run"

@@ -77,6 +77,7 @@ class Ablation:
     report: Optional[str] = None
     module: Optional[str] = None
     source: Optional[Path] = None
+    slurm: dict = field(default_factory=dict)  # sbatch resources: partition, account, time, nodes, gpus_per_node, ...
 
     @property
     def report_stage(self) -> str:
@@ -96,7 +97,7 @@ def load_ablation(name: str) -> Ablation:
     if not path.is_file():
         raise FileNotFoundError(f"ablation {name!r} not found ({path}); available: {', '.join(available())}")
     spec = yaml.safe_load(path.read_text()) or {}
-    known = {"name", "module", "base_config", "seeds", "x", "table", "figures", "stages", "report", "description"}
+    known = {"name", "module", "base_config", "seeds", "x", "table", "figures", "stages", "report", "description", "slurm"}
     unknown = set(spec) - known
     if unknown:
         raise ValueError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
@@ -121,6 +122,7 @@ def load_ablation(name: str) -> Ablation:
         report=spec.get("report"),
         module=spec.get("module"),
         source=path,
+        slurm=dict(spec.get("slurm") or {}),
     )
 
 
@@ -235,9 +237,7 @@ def launch_local(ablation: Ablation, runs: list[Run]) -> dict[str, str]:
             print(f"[{i}/{len(todo)}] {run.label()} skipped (depends on failed {dependency})", flush=True)
             continue
         run.dir.mkdir(parents=True, exist_ok=True)
-        args = fit_command(ablation, run)
-        if (run.dir / "checkpoints" / "last.ckpt").is_file():
-            args.append("--ckpt_path=last")
+        args = fit_command(ablation, run) + resume_args(run.dir)
         start = time.perf_counter()
         print(f"[{i}/{len(todo)}] {run.label()} ...", end=" ", flush=True)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
@@ -253,6 +253,18 @@ def launch_local(ablation: Ablation, runs: list[Run]) -> dict[str, str]:
             m = json.loads((run.dir / "metrics.json").read_text())["metrics"]
             print(f"done in {seconds:.0f} s (rmg={m.get('rmg', float('nan')):.3f}, moad_image={m.get('moad_image', float('nan')):.3f})", flush=True)
     return failed
+
+
+def resume_checkpoint(run_dir: Path) -> Optional[Path]:
+    """The checkpoint an interrupted run resumes from: the newest of ``checkpoints/last.ckpt`` and the
+    ``hpc_ckpt_N.ckpt`` that Lightning writes when SLURM pre-empts it (SIGUSR1), or None."""
+    candidates = [p for p in [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
+    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+
+
+def resume_args(run_dir: Path) -> list[str]:
+    ckpt = resume_checkpoint(run_dir)
+    return [f"--ckpt_path={ckpt}"] if ckpt else []
 
 
 def _failure_reason(log: Path) -> str:

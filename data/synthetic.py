@@ -57,6 +57,15 @@ class CaptionSpec:
         return tuple(f for f in FACTOR_NAMES if f != self.always_present)
 
 
+def run_seed(seed: Optional[int]) -> int:
+    """A data module's seed: the given one, or (None) the run's seed, which ``seed_everything`` puts in
+    ``PL_GLOBAL_SEED`` before the data module is built (so a sweep over ``seed_everything`` varies the
+    data too); 0 outside a seeded run."""
+    import os
+
+    return int(seed if seed is not None else os.environ.get("PL_GLOBAL_SEED", 0))
+
+
 def draw_factors(keys: np.ndarray, cooccurrence: Optional[Cooccurrence] = None) -> dict[str, np.ndarray]:
     """Uniform factor labels per sample; with ``cooccurrence``, P(factor=value | object) = p."""
     u = hash_uniform(keys, STREAM["factors"], len(FACTOR_NAMES))
@@ -258,7 +267,8 @@ class SyntheticDataModule(pl.LightningDataModule):
         train_size: samples per training epoch (reference: 60,000).
         val_size: fixed validation samples (loss and the metrics callback's evaluation set).
         test_base: base test objects, each in all 24 morphological variants (reference: 10,000).
-        seed: the data seed; every sample is a function of (seed, epoch, index).
+        seed: the data seed; every sample is a function of (seed, epoch, index). None (default): the
+            run's ``seed_everything``.
         tokenizer: ``word`` (one token per factor value) or an open_clip model name whose tokenizer
             encodes the captions as plain strings (BPE).
         cooccurrence: ``{object, factor, value, p}``: P(factor = value | object) = p in training data.
@@ -275,7 +285,7 @@ class SyntheticDataModule(pl.LightningDataModule):
         train_size: int = 60_000,
         val_size: int = 2_048,
         test_base: int = 10_000,
-        seed: int = 0,
+        seed: Optional[int] = None,
         tokenizer: str = "word",
         cooccurrence: Optional[dict] = None,
         dense_targets: bool = False,
@@ -289,7 +299,7 @@ class SyntheticDataModule(pl.LightningDataModule):
         if num_workers < 0:
             raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
         self.source = SyntheticSource(
-            seed=seed,
+            seed=run_seed(seed),
             caption=CaptionSpec(k, always_present),
             cooccurrence=parse_cooccurrence(cooccurrence),
             dense=dense_targets,

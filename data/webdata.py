@@ -25,6 +25,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from data.captions import CaptionTransform
+from data.synthetic import run_seed
 
 log = logging.getLogger(__name__)
 _REMOTE = ("pipe:", "http://", "https://", "gs://", "s3://", "ais://")
@@ -250,10 +251,11 @@ class WebDataModule(pl.LightningDataModule):
         num_workers: int = 4,
         samples_per_epoch: int = 100_000,
         shuffle_buffer: int = 1000,
-        seed: int = 0,
+        seed: Optional[int] = None,
     ):
         super().__init__()
         self.save_hyperparameters()
+        self.seed = run_seed(seed)
         if not train_shards and not train_table:
             raise ValueError("set data.train_shards (webdataset shards) or data.train_table (CSV/TSV of filepath,caption)")
         self.train_urls = expand_shards(train_shards, "data.train_shards") if train_shards else None
@@ -279,14 +281,14 @@ class WebDataModule(pl.LightningDataModule):
             urls, train=train, batch_size=h.batch_size, tokenizer=self.tokenizer,
             preprocess=self.preprocess_train if train else self.preprocess_val,
             image_keys=h.image_keys.split(";"), caption_key=h.caption_key, caption_field=h.caption_field,
-            enriched_field=h.enriched_field, transform=self.transform, seed=h.seed, rank=rank, world_size=world,
+            enriched_field=h.enriched_field, transform=self.transform, seed=self.seed, rank=rank, world_size=world,
             batches_per_epoch=per_epoch, shuffle_buffer=h.shuffle_buffer,
         )
 
     def train_dataloader(self) -> DataLoader:
         h = self.hparams
         if self.train_rows is not None:
-            table = PairTable(self.train_rows, self.preprocess_train, self.tokenizer, self.transform, h.seed)
+            table = PairTable(self.train_rows, self.preprocess_train, self.tokenizer, self.transform, self.seed)
             return DataLoader(table, batch_size=h.batch_size, shuffle=True, num_workers=h.num_workers,
                               collate_fn=table.collate, drop_last=True)
         stream = self._stream(self.train_urls, train=True)

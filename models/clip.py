@@ -102,18 +102,40 @@ def build_model(
     return model
 
 
-def load_checkpoint(model: torch.nn.Module, path: str | Path, strict: bool = True) -> Any:
-    """Load weights from a local file: an open_clip checkpoint, a plain state dict, or a Lightning/infogap
-    checkpoint (keys under ``state_dict`` prefixed with ``model.``)."""
+def is_deepspeed_checkpoint(path: str | Path) -> bool:
+    """A DeepSpeed checkpoint is a directory (Lightning names it like a file, ``last.ckpt/``) holding a
+    ``latest`` file and the per-rank ZeRO shards."""
+    return Path(path).is_dir() and (Path(path) / "latest").is_file()
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """A checkpoint as a dict with ``state_dict``: a file (open_clip, plain state dict, Lightning), or a
+    DeepSpeed ZeRO directory consolidated into one fp32 state dict (DeepSpeed's zero_to_fp32)."""
     path = Path(path)
+    if is_deepspeed_checkpoint(path):
+        from pytorch_lightning.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            return convert_zero_checkpoint_to_fp32_state_dict(path, Path(tmp) / "consolidated.ckpt")
+    if path.is_dir():
+        raise FileNotFoundError(f"checkpoint {path} is a directory without a DeepSpeed 'latest' file")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     state = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    if any(k.startswith("model.") for k in state):
-        state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
-    if any(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    return model.load_state_dict(state, strict=strict)
+    return state if isinstance(state, dict) and "state_dict" in state else {"state_dict": state}
+
+
+def model_state_dict(checkpoint: dict) -> dict:
+    """The CLIP model's own keys: without Lightning's ``model.`` or DDP's ``module.`` prefix."""
+    state = checkpoint["state_dict"]
+    for prefix in ("_forward_module.", "model.", "module."):
+        if any(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return state
+
+
+def load_checkpoint(model: torch.nn.Module, path: str | Path, strict: bool = True) -> Any:
+    """Load weights from a local checkpoint (any that ``read_checkpoint`` reads) into ``model``."""
+    return model.load_state_dict(model_state_dict(read_checkpoint(path)), strict=strict)
 

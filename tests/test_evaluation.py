@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.helpers import cli, read_wandb_history, tiny_fit_args
+from tests.helpers import cli, read_wandb_config, read_wandb_history, tiny_fit_args
 from train.evaluation import curve_name
 from train.metrics_cli import load_embeddings
 
@@ -29,6 +29,10 @@ def test_curves_logged_to_offline_wandb_at_several_steps(tmp_path):
     steps = sorted({r["trainer/global_step"] for r in rows if "gap/rmg" in r})
     assert steps == [0, 4, 8, 12]
     assert any("train/loss" in r for r in rows)
+    # the whole config, keyed as on the command line (what a sweep varies), so runs group by it
+    config = read_wandb_config(run)
+    assert config["data.k"] == 5 and config["seed_everything"] == 0 and config["model.loss"] == "clip"
+    assert config["data.class_path"] == "data.synthetic.SyntheticDataModule" and config["trainer.max_steps"] == 12
 
     record = json.loads((run / "metrics.json").read_text())
     assert record["step"] == 12 and record["prompt_mode"] == "full"

@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "data": ("data.cli:main", "synthetic data: preview grid, throughput benchmark, webdataset export"),
     "metrics": ("train.metrics_cli:main", "metric suite of an embeddings .npz as one JSON object"),
     "ablate": ("ablations.cli:main", "expand, launch and aggregate an ablation from configs/ablations/"),
+    "export-ckpt": ("models.export:main", "one plain state dict from a Lightning or DeepSpeed checkpoint"),
 }
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test")
 
@@ -68,12 +69,26 @@ def lightning_main(argv: list[str]) -> int:
     """fit / validate / test through LightningCLI, with the project's defaults."""
     from jsonargparse import ArgumentError
 
-    sys.argv = ["infogap"] + list(argv)  # LightningCLI reads its arguments from sys.argv
+    # LightningCLI reads its arguments from sys.argv; argv[0] stays the program, which Lightning's DDP
+    # launcher re-executes for the other ranks
+    sys.argv = [sys.argv[0] if sys.argv and sys.argv[0] else "infogap"] + [_expand_run_dir(a) for a in argv]
     try:
         InfogapCLI(args=None)
     except ArgumentError as exc:
         raise ConfigError(_first_line(str(exc))) from None
     return 0
+
+
+def _expand_run_dir(arg: str) -> str:
+    """``--trainer.default_root_dir=runs/sweeps/x/$WANDB_RUN_ID``: environment variables in the run
+    directory are expanded (a W&B agent runs the sweep command without a shell and sets WANDB_RUN_ID)."""
+    if arg.startswith("--trainer.default_root_dir=") and "$" in arg:
+        key, value = arg.split("=", 1)
+        expanded = os.path.expandvars(value)
+        if "$" in expanded:
+            raise ConfigError(f"trainer.default_root_dir: unset environment variable in {value!r}")
+        return f"{key}={expanded}"
+    return arg
 
 
 _BOILERPLATE = ("Does not validate", "Subtypes:", "Errors:", "Problem with given class_path", "Given value", "Parser key")
@@ -92,10 +107,33 @@ def _first_line(message: str) -> str:
     return text + (f" ({given[-1]})" if shown else "")
 
 
+def flat_config(config: dict, prefix: str = "") -> dict:
+    """{"data": {"class_path": C, "init_args": {"k": 5}}} -> {"data.class_path": C, "data.k": 5}: the keys
+    as the command line and a W&B sweep spell them. Lists and other non-scalars become strings."""
+    out: dict = {}
+    for key, value in config.items():
+        if key == "init_args" and isinstance(value, dict):
+            out.update(flat_config(value, prefix))
+        elif isinstance(value, dict):
+            out.update(flat_config(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
+    return out
+
+
 def _lightning_cli_class():
     from pytorch_lightning import LightningDataModule
     from pytorch_lightning.callbacks import ModelCheckpoint
-    from pytorch_lightning.cli import LightningCLI
+    from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
+
+    class LoggedConfig(SaveConfigCallback):
+        """config.yaml in the run directory, and the whole config logged as flat hyper-parameters
+        (``data.k``, ``model.lr``, ``seed_everything``) so W&B groups and filters runs by the keys a
+        sweep varies."""
+
+        def save_config(self, trainer, pl_module, stage) -> None:
+            if trainer.logger is not None:
+                trainer.logger.log_hyperparams(flat_config(self.config.as_dict()))
 
     from train.evaluation import RepresentationMetrics
     from train.loggers import make_logger
@@ -109,6 +147,7 @@ def _lightning_cli_class():
                 subclass_mode_data=True,
                 args=args,
                 parser_kwargs={"exit_on_error": False, "default_env": False},
+                save_config_callback=LoggedConfig,
                 save_config_kwargs={"overwrite": True},
                 seed_everything_default=0,
             )

@@ -166,9 +166,21 @@ class ContrastiveModule(pl.LightningModule):
 
     @torch.no_grad()
     def clamp_logit_scale(self) -> None:
-        """CLIP clamps the learnable scale at 100 (log 100 on the stored parameter)."""
-        if self.hparams.temperature == "learnable":
-            self.model.logit_scale.clamp_(0, math.log(self.hparams.max_logit_scale))
+        """CLIP clamps the learnable scale at 100 (log 100 on the stored parameter). Under DeepSpeed ZeRO
+        the optimizer updates its own fp32 master copy, so the clamp goes there too (else the next step
+        would undo it)."""
+        if self.hparams.temperature != "learnable":
+            return
+        param, hi = self.model.logit_scale, math.log(self.hparams.max_logit_scale)
+        if param.numel():  # a ZeRO-3 partitioned parameter is empty outside a gather
+            param.clamp_(0, hi)
+        engine = getattr(self._trainer.strategy, "deepspeed_engine", None) if self._trainer is not None else None
+        if engine is not None and engine.zero_optimization_stage() > 0:
+            from deepspeed.utils import safe_get_full_fp32_param, safe_set_full_fp32_param
+
+            master = safe_get_full_fp32_param(param)
+            if master is not None and bool((master > hi).any() or (master < 0).any()):
+                safe_set_full_fp32_param(param, master.clamp(0, hi))
 
     # --- embeddings for evaluation ----------------------------------------------------------
     @torch.no_grad()
