@@ -10,6 +10,9 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	# DeepSpeed is an sdist whose setup imports torch: build it against the torch just installed
+	# (no JIT ops; the CPU tests only build strategies, configs and checkpoints)
+	DS_BUILD_OPS=0 $(PY) -m pip install --quiet --no-build-isolation -c constraints.txt deepspeed
 	@touch $(STAMP)
 
 ## The main job: the information-imbalance sweep (k = 0..5) at CPU size, one seed.

@@ -56,7 +56,8 @@ def test_grad_checkpointing_gives_the_same_loss_and_gradients():
     from data.factors import Vocabulary
     from train.module import ContrastiveModule
 
-    batch = {"image": torch.rand(8, 3, 28, 28), "text": torch.randint(1, 30, (8, 8))}
+    spec = Vocabulary().text_spec()
+    batch = {"image": torch.rand(8, 3, 28, 28), "text": torch.randint(1, spec["eos_id"], (8, spec["context_length"]))}
     results = []
     for ckpt in (False, True):
         torch.manual_seed(0)
@@ -211,3 +212,38 @@ def test_sweep_command_runs_one_configuration_offline(name, tmp_path):
     for key, value in point.items():
         if key not in ("data.batch_size",):  # the tiny run overrides the batch size
             assert logged[key] == value, key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [2, 3])
+def test_export_and_load_a_real_deepspeed_zero_checkpoint(stage, tmp_path):
+    """ZeRO shards written by a real DeepSpeed engine (CPU, gloo) in Lightning's layout consolidate into
+    the engine's fp32 parameters, clamped temperature included; model.pretrained reads the directory too."""
+    pytest.importorskip("deepspeed")
+    import math
+    import subprocess
+
+    from data.factors import Vocabulary
+    from train.module import ContrastiveModule
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MASTER_PORT": str(29550 + stage)}
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "deepspeed_worker.py"), str(tmp_path), str(stage)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shards = tmp_path / "last.ckpt"
+    assert (shards / "latest").read_text().strip() == "checkpoint"
+    expected = torch.load(tmp_path / "expected.pt", map_location="cpu")
+    assert float(expected["model.logit_scale"]) == pytest.approx(math.log(100.0))  # the clamp reached the fp32 master
+
+    out = tmp_path / "model.pt"
+    proc = cli("export-ckpt", str(shards), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "DeepSpeed ZeRO directory" in proc.stdout and "step 2" in proc.stdout
+    state = torch.load(out, map_location="cpu", weights_only=False)["state_dict"]
+    assert set(state) == {k[len("model."):] for k in expected}
+    for k, v in expected.items():
+        assert torch.allclose(state[k[len("model."):]].reshape(v.shape), v), k
+
+    loaded = ContrastiveModule(model="tiny", text_spec=Vocabulary().text_spec(), pretrained=str(shards), init_temperature=None)
+    for k, v in expected.items():
+        assert torch.allclose(loaded.state_dict()[k].reshape(v.shape), v), k

@@ -1,0 +1,58 @@
+"""A real DeepSpeed ZeRO engine on CPU (one process, gloo) around the ContrastiveModule, saving its
+checkpoint the way Lightning's DeepSpeedStrategy does (``engine.save_checkpoint(path, client_state=
+checkpoint without state_dict and optimizer states, tag="checkpoint")``). Lightning itself refuses
+DeepSpeed without CUDA; this writes the same directory layout so the export and loading code are
+tested on real ZeRO shards.
+
+    python tests/deepspeed_worker.py OUT_DIR STAGE
+
+writes OUT_DIR/last.ckpt/ (the DeepSpeed checkpoint) and OUT_DIR/expected.pt (the fp32 parameters
+and the logit scale after the clamp)."""
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+
+def main(out: str, stage: int) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ.get("MASTER_PORT", "29541"), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+    import deepspeed
+    from deepspeed.utils import safe_get_full_fp32_param, safe_set_full_fp32_param
+
+    from data.factors import Vocabulary
+    from train.module import ContrastiveModule
+
+    deepspeed.init_distributed(dist_backend="gloo")
+    torch.manual_seed(0)
+    spec = Vocabulary().text_spec()
+    module = ContrastiveModule(model="tiny", text_spec=spec, lr=0.01)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=0.01)
+    config = {"train_micro_batch_size_per_gpu": 8, "zero_optimization": {"stage": stage}, "zero_allow_untested_optimizer": True}
+    engine, *_ = deepspeed.initialize(model=module, optimizer=optimizer, config=config)
+    loss_fn = module._make_loss(rank=0, world_size=1)
+    for _ in range(2):
+        out_ = engine(torch.rand(8, 3, 28, 28), torch.randint(1, spec["eos_id"], (8, spec["context_length"])))
+        loss = module.contrastive_loss(out_, loss_fn)
+        engine.backward(loss)
+        engine.step()
+    # the temperature clamp reaches DeepSpeed's fp32 master copy
+    scale = module.model.logit_scale
+    safe_set_full_fp32_param(scale, torch.full_like(safe_get_full_fp32_param(scale), 7.0))
+    module._trainer = SimpleNamespace(strategy=SimpleNamespace(deepspeed_engine=engine))
+    module.clamp_logit_scale()
+    clamped = float(safe_get_full_fp32_param(scale))
+    assert abs(clamped - math.log(100.0)) < 1e-6, clamped
+    expected = {n: safe_get_full_fp32_param(p).detach().clone() for n, p in module.named_parameters()}
+    checkpoint = {"global_step": 2, "epoch": 0, "hyper_parameters": dict(module.hparams), "pytorch-lightning_version": "2.6.6"}
+    engine.save_checkpoint(str(Path(out) / "last.ckpt"), client_state=checkpoint, tag="checkpoint")
+    torch.save(expected, Path(out) / "expected.pt")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    main(sys.argv[1], int(sys.argv[2]))
