@@ -153,14 +153,21 @@ def export(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"preview": preview, "bench": bench, "export": export}
+def enrich(argv: list[str]) -> int:
+    from data.enrich import main as enrich_main
+
+    return enrich_main(argv)
+
+
+COMMANDS = {"preview": preview, "bench": bench, "export": export, "enrich": enrich}
 
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print("usage: infogap data {preview,bench,export} [options]\n\n"
+        print("usage: infogap data {preview,bench,export,enrich} [options]\n\n"
               "  preview  grid of samples with their captions (PNG)\n"
               "  bench    samples/s of one loader worker, as JSON\n"
-              "  export   webdataset shards: png, txt (caption), json (all labels)")
+              "  export   webdataset shards: png, txt (caption), json (all labels)\n"
+              "  enrich   new shards with an enriched caption (local captioning model or JSONL annotations)")
         return 0 if (not argv or argv[0] in ("-h", "--help")) else 2
     return COMMANDS[argv[0]](argv[1:])
