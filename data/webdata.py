@@ -234,6 +234,12 @@ class WebDataModule(pl.LightningDataModule):
         caption_transform: ``{kind, p, fraction, n, p_drop}`` (see ``data.captions.CaptionTransform``),
             applied to training captions only; validation always sees the full caption.
         samples_per_epoch: training samples per epoch (per the whole job), the length of a resampled epoch.
+        seed: None (default) follows the run's ``seed_everything``.
+        zeroshot_folder: a local labelled image folder (``ROOT/<class>/<image>``, ImageFolder layout)
+            on which the metrics callback also measures zero-shot accuracy (``zeroshot/<name>_acc``,
+            name = the folder's name); class names are the sub-folder names, ``_`` read as a space.
+        zeroshot_templates: prompt templates with ``{}`` for the class name, separated by ``|``; the class
+            embedding is the normalised mean over templates.
     """
 
     def __init__(
@@ -252,6 +258,8 @@ class WebDataModule(pl.LightningDataModule):
         samples_per_epoch: int = 100_000,
         shuffle_buffer: int = 1000,
         seed: Optional[int] = None,
+        zeroshot_folder: Optional[str] = None,
+        zeroshot_templates: str = "a photo of a {}.",
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -265,6 +273,10 @@ class WebDataModule(pl.LightningDataModule):
         if self.transform is not None and self.transform.needs_enriched and not enriched_field:
             raise ValueError(f"caption_transform {self.transform.kind!r} needs data.enriched_field")
         self.preprocess_train, self.preprocess_val, self.tokenizer = transforms_for(model)
+        if zeroshot_folder and not Path(zeroshot_folder).is_dir():
+            raise FileNotFoundError(f"data.zeroshot_folder: no such directory: {zeroshot_folder}")
+        if "{}" not in zeroshot_templates:
+            raise ValueError(f"data.zeroshot_templates needs '{{}}' for the class name, got {zeroshot_templates!r}")
         self.skipped: dict[int, int] = {}  # loader worker -> its cumulative count of skipped samples
 
     text_spec = None  # BPE tokenizer: the model keeps its own vocabulary
@@ -325,6 +337,26 @@ class WebDataModule(pl.LightningDataModule):
         cache = self._eval_cache(int(max(index)) + 1 if len(index) else 0)
         index = torch.as_tensor(index, dtype=torch.long)
         return {"image": cache["image"][index], "text_full": cache["text"][index], "labels": {}}
+
+    def zeroshot_sets(self) -> dict[str, dict]:
+        """{name: {image (N, 3, H, W), labels (N,), prompts (classes, templates, context)}} for the metrics
+        callback: the labelled folder of ``data.zeroshot_folder``, read once."""
+        folder = self.hparams.zeroshot_folder
+        if not folder:
+            return {}
+        if getattr(self, "_zeroshot", None) is None:
+            from torchvision.datasets import ImageFolder
+
+            data = ImageFolder(folder, transform=self.preprocess_val)
+            if len(data) == 0:
+                raise ValueError(f"data.zeroshot_folder {folder}: no images in its class sub-folders")
+            images, labels = zip(*(data[i] for i in range(len(data))))
+            templates = [t.strip() for t in self.hparams.zeroshot_templates.split("|") if t.strip()]
+            names = [c.replace("_", " ") for c in data.classes]
+            prompts = torch.stack([self.tokenizer([t.format(c) for t in templates]) for c in names])
+            self._zeroshot = {Path(folder).name: {"image": torch.stack(images), "labels": torch.tensor(labels), "prompts": prompts,
+                                                  "classes": names}}
+        return self._zeroshot
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         """Each batch carries (worker, that worker's cumulative skip count); replace it by the total over

@@ -11,12 +11,14 @@ from PIL import Image
 
 from data.cli import export
 from data.webdata import WebDataModule, expand_shards, read_pairs
+from tests.helpers import photo_image, write_photo_shards
 from train.module import ContrastiveModule
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    """Two shards of 40 synthetic samples (via `infogap data export`) and one with 6 good and 2 corrupt members."""
+    """Two shards of 40 synthetic samples (via `infogap data export`), one with 6 good and 2 corrupt
+    members, and one of scikit-image photographs (6 good, one undecodable, one without caption)."""
     d = tmp_path_factory.mktemp("shards")
     export(["--out", str(d), "--n", "80", "--shard-size", "40", "--k", "5"])
     with wds.TarWriter(str(d / "broken-000000.tar")) as sink:
@@ -28,11 +30,12 @@ def shards(tmp_path_factory):
         buf = io.BytesIO()
         Image.new("RGB", (8, 8)).save(buf, format="JPEG")
         sink.write({"__key__": "nocaption", "jpg": buf.getvalue()})
+    write_photo_shards(d, n_shards=1, per_shard=6, corrupt=True)
     return d
 
 
 def _module(shards, **kw):
-    args = dict(train_shards=f"{shards}/synthetic-train-{{000000..000001}}.tar::{shards}/broken-000000.tar",
+    args = dict(train_shards=f"{shards}/synthetic-train-{{000000..000001}}.tar::{shards}/broken-000000.tar::{shards}/photos-000000.tar",
                 val_shards=f"{shards}/synthetic-train-{{000000..000001}}.tar", model="tiny-bpe", batch_size=8,
                 num_workers=2, samples_per_epoch=64, shuffle_buffer=16)
     args.update(kw)
@@ -87,7 +90,13 @@ def test_a_few_training_steps_with_two_workers_log_skipped_samples(shards, tmp_p
     from train.evaluation import RepresentationMetrics
 
     pl.seed_everything(0)
-    dm = _module(shards)
+    folder = tmp_path / "labelled"
+    for cls, names in {"tabby_cat": ["chelsea", "cat"], "rocket": ["rocket"], "coffee_cup": ["coffee"]}.items():
+        (folder / cls).mkdir(parents=True)
+        for name in names:
+            photo_image(name).save(folder / cls / f"{name}.jpg")
+    dm = _module(shards, train_shards=f"{shards}/photos-000000.tar::{shards}/broken-000000.tar", samples_per_epoch=16,
+                 zeroshot_folder=str(folder), zeroshot_templates="a photo of a {}.|a picture of a {}.")
     model = ContrastiveModule("tiny-bpe", warmup_steps=1)
     metrics = RepresentationMetrics(eval_every_n_steps=2, num_samples=50)
     trainer = pl.Trainer(accelerator="cpu", max_steps=4, logger=CSVLogger(tmp_path, name="", version=""), log_every_n_steps=1,
@@ -96,11 +105,22 @@ def test_a_few_training_steps_with_two_workers_log_skipped_samples(shards, tmp_p
     trainer.fit(model, dm)
     assert trainer.global_step == 4
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
-    assert any(r.get("data/skipped") not in (None, "") for r in rows)
+    skipped = [float(r["data/skipped"]) for r in rows if r.get("data/skipped") not in (None, "")]
+    assert skipped and max(skipped) >= 2  # the photo shard's and the broken shard's bad members, counted
     # the metrics callback on the validation shards (full captions, no labels): gap, entropy, retrieval
     assert sorted(metrics.history) == [0, 2, 4]
     assert {"rmg", "l2m", "entropy_i2t", "recall_i2t@1"} <= set(metrics.last) and not any(k.startswith("moad") for k in metrics.last)
     assert (tmp_path / "embeddings.npz").is_file()
+    # zero-shot on the labelled folder, logged as zeroshot/labelled_acc: recomputed by hand
+    zs = dm.zeroshot_sets()["labelled"]
+    assert zs["classes"] == ["coffee cup", "rocket", "tabby cat"] and zs["prompts"].shape[:2] == (3, 2)
+    model.eval()
+    x = model.embed_images(zs["image"])
+    t = model.embed_texts(zs["prompts"].reshape(6, -1)).reshape(3, 2, -1).mean(1)
+    t = t / t.norm(dim=1, keepdim=True)
+    expected = float(((x @ t.T).argmax(1) == zs["labels"]).float().mean())
+    assert metrics.last["zeroshot_labelled_acc"] == pytest.approx(expected)
+    assert any(r.get("zeroshot/labelled_acc") not in (None, "") for r in rows)
 
 
 def test_caption_table_source(tmp_path):
@@ -125,3 +145,7 @@ def test_configuration_errors_are_named(shards):
         _module(shards, caption_transform={"kind": "choose_enriched"})
     with pytest.raises(ValueError, match="unknown model 'ViT-Z'"):
         _module(shards, model="ViT-Z")
+    with pytest.raises(FileNotFoundError, match="data.zeroshot_folder: no such directory: /nonexistent/folder"):
+        _module(shards, zeroshot_folder="/nonexistent/folder")
+    with pytest.raises(ValueError, match="zeroshot_templates needs"):
+        _module(shards, zeroshot_templates="a photo")

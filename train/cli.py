@@ -140,12 +140,13 @@ def _lightning_cli_class():
     from train.module import ContrastiveModule
 
     class _CLI(LightningCLI):
-        def __init__(self, args):
+        def __init__(self, args, run: bool = True):
             super().__init__(
                 ContrastiveModule,
                 LightningDataModule,
                 subclass_mode_data=True,
                 args=args,
+                run=run,
                 parser_kwargs={"exit_on_error": False, "default_env": False},
                 save_config_callback=LoggedConfig,
                 save_config_kwargs={"overwrite": True},
@@ -177,8 +178,10 @@ def _lightning_cli_class():
     return _CLI
 
 
-def InfogapCLI(args):  # noqa: N802 - a class built lazily so `infogap --help` stays fast
-    return _lightning_cli_class()(args)
+def InfogapCLI(args, run: bool = True):  # noqa: N802 - a class built lazily so `infogap --help` stays fast
+    """The LightningCLI of ``infogap fit``; ``run=False`` (no subcommand in ``args``) only builds the
+    trainer, model and data module from the config, as a test or a notebook wants."""
+    return _lightning_cli_class()(args, run)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 
-from train.metrics import compute_metrics
+from train.metrics import compute_metrics, zero_shot_accuracy
 
 
 def curve_name(key: str) -> str:
@@ -138,6 +138,7 @@ class RepresentationMetrics(pl.Callback):
         x = self._gather(pl_module, self._embed(pl_module.embed_images, data["image"]), n, world).cpu()
         y = self._gather(pl_module, self._embed(pl_module.embed_texts, data["text"]), n, world).cpu()
         labels = {f: self._gather(pl_module, v.to(pl_module.device), n, world).cpu() for f, v in data["labels"].items()}
+        folders = self._zeroshot_folders(datamodule, pl_module)  # every rank: ZeRO-3 forwards are collective
         if trainer.is_global_zero:
             classes = {}
             for f in labels:
@@ -154,6 +155,7 @@ class RepresentationMetrics(pl.Callback):
             self._arrays = {"image": x.numpy(), "text": y.numpy(), "logit_scale": np.float64(scale), "object_factor": "object"}
             self._arrays.update({f"labels_{f}": v.numpy() for f, v in labels.items()})
             self._arrays.update({f"classes_{f}": c.numpy() for f, c in classes.items()})
+            values.update(folders)
             curves = {curve_name(k): v for k, v in values.items()}
             for logger in trainer.loggers:
                 logger.log_metrics(curves, step=trainer.global_step)
@@ -161,6 +163,17 @@ class RepresentationMetrics(pl.Callback):
             pl_module.train()
         self.seconds += time.perf_counter() - start
         return self.last
+
+    def _zeroshot_folders(self, datamodule, pl_module) -> dict[str, float]:
+        """Zero-shot accuracy on the data module's labelled image folders (``zeroshot_sets``), if any:
+        each image against the mean text embedding of the templated prompts of every class."""
+        out = {}
+        for name, zs in (getattr(datamodule, "zeroshot_sets", lambda: {})() or {}).items():
+            x = self._embed(pl_module.embed_images, zs["image"]).cpu()
+            v, m, ctx = zs["prompts"].shape
+            emb = self._embed(pl_module.embed_texts, zs["prompts"].reshape(v * m, ctx)).reshape(v, m, -1).mean(1).cpu()
+            out[f"zeroshot_{name}_acc"] = zero_shot_accuracy(x, emb / emb.norm(dim=1, keepdim=True), zs["labels"])
+        return out
 
     def _write_outputs(self, trainer: pl.Trainer) -> None:
         run_dir = Path(trainer.default_root_dir)
