@@ -1,6 +1,7 @@
 """Benchmarks behind BENCHMARKS.md: ``make bench`` or ``python benchmarks/run.py [NAME ...]``.
 
   data          synthetic samples/s of one loader worker (one thread), word and BPE captions
+  jpeg          webdataset JPEG (224 px) decode + open_clip RN50 transforms + BPE tokens, samples/s of one worker
   metrics_1m    all O(N d) metrics at N = 1,000,000, d = 512, float32: time and peak memory
   metrics_100k  the full suite (entropy, uniformity, retrieval included) at N = 100,000, d = 512
   callback      wall time of the default synthetic run with and without the metrics callback
@@ -20,7 +21,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["data", "metrics_1m", "metrics_100k", "callback"]
+ORDER = ["data", "jpeg", "metrics_1m", "metrics_100k", "callback"]
 
 
 def _rss_gib() -> float:
@@ -34,6 +35,49 @@ def bench_data() -> dict:
         proc = subprocess.run([sys.executable, "-m", "train.cli", "data", "bench", "--n", "40960", *extra],
                               cwd=ROOT, capture_output=True, text=True, check=True)
         out[name] = json.loads(proc.stdout)["samples_per_s"]
+    return out
+
+
+def bench_jpeg() -> dict:
+    """Local shards of 224 x 224 JPEGs (scikit-image's photographs, q 90, ~20 KB each) with captions,
+    read by WebDataModule in the main process (one loader worker, one thread): decode, RN50 training
+    transform (RandomResizedCrop 224, normalise) and tokenisation, in batches of 64."""
+    import io
+    import tempfile
+
+    import numpy as np
+    import skimage.data
+    import torch
+    import webdataset as wds
+    from PIL import Image
+
+    from data.webdata import WebDataModule
+
+    torch.set_num_threads(1)
+    names = ["astronaut", "coffee", "chelsea", "rocket", "cat", "hubble_deep_field", "immunohistochemistry", "colorwheel"]
+    jpegs = []
+    for name in names:
+        a = getattr(skimage.data, name)()[..., :3]
+        buf = io.BytesIO()
+        Image.fromarray(a.astype(np.uint8)).resize((224, 224)).save(buf, format="JPEG", quality=90)
+        jpegs.append(buf.getvalue())
+    out = {"jpeg_kib": round(float(np.mean([len(j) for j in jpegs])) / 1024, 1)}
+    with tempfile.TemporaryDirectory() as tmp:
+        for s in range(4):
+            with wds.TarWriter(f"{tmp}/jpeg-{s:06d}.tar") as sink:
+                for i in range(500):
+                    sink.write({"__key__": f"{s}_{i:05d}", "jpg": jpegs[i % len(jpegs)],
+                                "txt": f"a photograph of {names[i % len(names)]} number {i}, taken outdoors on a sunny day."})
+        for split in ("train", "val"):
+            dm = WebDataModule(train_shards=f"{tmp}/jpeg-{{000000..000003}}.tar", val_shards=f"{tmp}/jpeg-{{000000..000003}}.tar",
+                               model="RN50", batch_size=64, num_workers=0, samples_per_epoch=2000, shuffle_buffer=500)
+            loader = dm.train_dataloader() if split == "train" else dm.val_dataloader()
+            next(iter(loader))  # warm-up: imports, first shard open
+            start, n = time.perf_counter(), 0
+            for batch in loader:
+                n += len(batch["image"])
+            out[f"{split}_samples_per_s"] = round(n / (time.perf_counter() - start))
+            out[f"{split}_samples"] = n
     return out
 
 
