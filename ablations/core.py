@@ -223,35 +223,62 @@ def fit_command(ablation: Ablation, run: Run) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-def launch_local(ablation: Ablation, runs: list[Run]) -> dict[str, str]:
-    """Run every unfinished run in turn; an interrupted run resumes from its last checkpoint.
-    Returns {run name: error} for the runs that failed (the others go on)."""
+def launch_local(ablation: Ablation, runs: list[Run], jobs: int = 1) -> dict[str, str]:
+    """Run every unfinished run on this machine, up to ``jobs`` at a time (each with its share of the
+    cores as torch threads), a run only after the runs it depends on (``{stage}`` overrides); an
+    interrupted run resumes from its last checkpoint. Returns {run name: error} for the runs that
+    failed or were skipped because a run they depend on failed (the others go on)."""
+    if jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {jobs}")
     failed: dict[str, str] = {}
     todo = [r for r in runs if not r.finished]
-    print(f"{ablation.name}: {len(runs)} runs, {len(runs) - len(todo)} already finished, {len(todo)} to run", flush=True)
+    print(f"{ablation.name}: {len(runs)} runs, {len(runs) - len(todo)} already finished, {len(todo)} to run"
+          + (f", {jobs} at a time" if jobs > 1 and len(todo) > 1 else ""), flush=True)
     dirs = {r.name: str(r.dir) for r in runs}
-    for i, run in enumerate(todo, 1):
-        dependency = next((d for d in failed if any(dirs[d] in str(v) for v in run.overrides.values())), None)
-        if dependency:
-            failed[run.name] = f"skipped: depends on failed run {dependency}"
-            print(f"[{i}/{len(todo)}] {run.label()} skipped (depends on failed {dependency})", flush=True)
+    depends = {r.name: [o.name for o in todo if o is not r and any(dirs[o.name] in str(v) for v in r.overrides.values())] for r in todo}
+    number = {r.name: i for i, r in enumerate(todo, 1)}
+    threads = str(max(1, (os.cpu_count() or 1) // min(jobs, max(1, len(todo)))))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    if jobs > 1:
+        env["OMP_NUM_THREADS"] = threads
+    pending, running = list(todo), {}
+    while pending or running:
+        for run in list(pending):
+            if len(running) >= jobs:
+                break
+            tag = f"[{number[run.name]}/{len(todo)}] {run.label()}"
+            dependency = next((d for d in depends[run.name] if d in failed), None)
+            if dependency:
+                pending.remove(run)
+                failed[run.name] = f"skipped: depends on failed run {dependency}"
+                print(f"{tag} skipped (depends on failed {dependency})", flush=True)
+                continue
+            if any(d in running or any(p.name == d for p in pending) for d in depends[run.name]):
+                continue
+            pending.remove(run)
+            run.dir.mkdir(parents=True, exist_ok=True)
+            log = open(run.dir / "train.log", "a")
+            proc = subprocess.Popen([sys.executable, "-m", "train.cli", *fit_command(ablation, run), *resume_args(run.dir)],
+                                    stdout=log, stderr=subprocess.STDOUT, env=env)
+            running[run.name] = (run, proc, log, time.perf_counter())
+            print(f"{tag} ..." if jobs == 1 else f"{tag} started", end=" " if jobs == 1 else "\n", flush=True)
+        done = [name for name, (_, proc, _, _) in running.items() if proc.poll() is not None]
+        if not done:
+            time.sleep(0.2)
             continue
-        run.dir.mkdir(parents=True, exist_ok=True)
-        args = fit_command(ablation, run) + resume_args(run.dir)
-        start = time.perf_counter()
-        print(f"[{i}/{len(todo)}] {run.label()} ...", end=" ", flush=True)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
-        with open(run.dir / "train.log", "a") as log:
-            proc = subprocess.run([sys.executable, "-m", "train.cli", *args], stdout=log, stderr=subprocess.STDOUT, env=env)
-        seconds = time.perf_counter() - start
-        if proc.returncode != 0 or not run.finished:
-            failed[run.name] = f"exit {proc.returncode}: {_failure_reason(run.dir / 'train.log')}"
-            (run.dir / "FAILED").write_text(failed[run.name] + "\n")
-            print(f"FAILED after {seconds:.0f} s (see {run.dir / 'train.log'})", flush=True)
-        else:
-            (run.dir / "FAILED").unlink(missing_ok=True)
-            m = json.loads((run.dir / "metrics.json").read_text())["metrics"]
-            print(f"done in {seconds:.0f} s (rmg={m.get('rmg', float('nan')):.3f}, moad_image={m.get('moad_image', float('nan')):.3f})", flush=True)
+        for name in done:
+            run, proc, log, start = running.pop(name)
+            log.close()
+            seconds = time.perf_counter() - start
+            tag = "" if jobs == 1 else f"[{number[name]}/{len(todo)}] {run.label()} "
+            if proc.returncode != 0 or not run.finished:
+                failed[name] = f"exit {proc.returncode}: {_failure_reason(run.dir / 'train.log')}"
+                (run.dir / "FAILED").write_text(failed[name] + "\n")
+                print(f"{tag}FAILED after {seconds:.0f} s (see {run.dir / 'train.log'})", flush=True)
+            else:
+                (run.dir / "FAILED").unlink(missing_ok=True)
+                m = json.loads((run.dir / "metrics.json").read_text())["metrics"]
+                print(f"{tag}done in {seconds:.0f} s (rmg={m.get('rmg', float('nan')):.3f}, moad_image={m.get('moad_image', float('nan')):.3f})", flush=True)
     return failed
 
 

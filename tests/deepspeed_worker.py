@@ -4,10 +4,10 @@ checkpoint without state_dict and optimizer states, tag="checkpoint")``). Lightn
 DeepSpeed without CUDA; this writes the same directory layout so the export and loading code are
 tested on real ZeRO shards.
 
-    python tests/deepspeed_worker.py OUT_DIR STAGE
+    python tests/deepspeed_worker.py OUT_DIR STAGE[,STAGE...]
 
-writes OUT_DIR/last.ckpt/ (the DeepSpeed checkpoint) and OUT_DIR/expected.pt (the fp32 parameters
-and the logit scale after the clamp)."""
+writes OUT_DIR/zeroS/last.ckpt/ (the DeepSpeed checkpoint) and OUT_DIR/zeroS/expected.pt (the fp32
+parameters, the logit scale after the clamp) for each stage S."""
 from __future__ import annotations
 
 import math
@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import torch
 
 
-def main(out: str, stage: int) -> None:
+def main(out: str, stages: list[int]) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ.get("MASTER_PORT", "29541"), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
     import deepspeed
     from deepspeed.utils import safe_get_full_fp32_param, safe_set_full_fp32_param
@@ -28,6 +28,18 @@ def main(out: str, stage: int) -> None:
     from train.module import ContrastiveModule
 
     deepspeed.init_distributed(dist_backend="gloo")
+    for stage in stages:
+        run_stage(Path(out) / f"zero{stage}", stage)
+
+
+def run_stage(out: Path, stage: int) -> None:
+    import deepspeed
+    from deepspeed.utils import safe_get_full_fp32_param, safe_set_full_fp32_param
+
+    from data.factors import Vocabulary
+    from train.module import ContrastiveModule
+
+    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     spec = Vocabulary().text_spec()
     module = ContrastiveModule(model="tiny", text_spec=spec, lr=0.01)
@@ -55,4 +67,4 @@ def main(out: str, stage: int) -> None:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    main(sys.argv[1], int(sys.argv[2]))
+    main(sys.argv[1], [int(v) for v in sys.argv[2].split(",")])

@@ -87,7 +87,7 @@ def _summary(path: Path) -> list[dict]:
 @pytest.mark.parametrize("name", sorted(TINY_RUNS))
 def test_tiny_end_to_end(name, tmp_path):
     only, n_runs, axes = TINY_RUNS[name]
-    args = ["ablate", name, "--seeds", "0", "--out", str(tmp_path)] + [a for o in only for a in ("--only", o)] + TINY
+    args = ["ablate", name, "--seeds", "0", "--out", str(tmp_path), "--jobs", "2"] + [a for o in only for a in ("--only", o)] + TINY
     proc = cli(*args)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     results = tmp_path / name
@@ -115,8 +115,9 @@ def test_failed_run_is_reported_and_the_others_aggregate_and_reruns_skip(tmp_pat
     path = tmp_path / "broken.yaml"
     path.write_text(yaml.safe_dump(spec))
     out = tmp_path / "out"
-    proc = cli("ablate", str(path), "--seeds", "0", "--out", str(out), *TINY)
+    proc = cli("ablate", str(path), "--seeds", "0", "--out", str(out), "--jobs", "2", *TINY)
     assert proc.returncode == 1
+    assert "2 to run, 2 at a time" in proc.stdout and "k=9 seed=0 FAILED" in proc.stdout
     assert "1 run(s) failed: train__k=9__seed=0" in proc.stdout
     rows = _summary(out / "imbalance" / "summary.csv")
     assert [r["k"] for r in rows] == ["0"]
@@ -143,7 +144,7 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path):
 @pytest.mark.slow
 def test_reduced_imbalance_reproduces_the_direction_of_gap_and_bias(tmp_path):
     """k = 0 vs k = 5, one seed, the default CPU size: RMG, L2M and MOAD (image) are smaller at k = 5."""
-    proc = cli("ablate", "imbalance", "--only", "k=0,5", "--seeds", "0", "--out", str(tmp_path), "log_with=none", timeout=900)
+    proc = cli("ablate", "imbalance", "--only", "k=0,5", "--seeds", "0", "--out", str(tmp_path), "--jobs", "2", "log_with=none", timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     rows = {int(r["k"]): {k: float(v) for k, v in r.items() if k != "k"} for r in _summary(tmp_path / "imbalance" / "summary.csv")}
     assert rows[5]["rmg"] < rows[0]["rmg"]

@@ -36,7 +36,15 @@ def captioner(tmp_path_factory):
     return make_tiny_captioner(tmp_path_factory.mktemp("captioner"))
 
 
-def test_annotations_joined_by_key(photos, tmp_path):
+def _enrich_in_process(capsys, *args) -> tuple[int, str, str]:
+    from train.cli import main as infogap
+
+    code = infogap(["data", "enrich", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_annotations_joined_by_key(photos, tmp_path, capsys):
     d, shards = photos
     before = _digest(shards)
     keys = [s["__key__"] for p in shards for s in _samples(p)]
@@ -61,16 +69,17 @@ def test_annotations_joined_by_key(photos, tmp_path):
     assert got[k]["jpg"] == src[k]["jpg"] and got[k]["txt"] == src[k]["txt"]
     assert _digest(shards) == before  # the input is untouched
 
-    again = cli("data", "enrich", "--in", f"{d}/photos-{{000000..000001}}.tar", "--out", str(out), "--annotations", str(notes))
-    assert again.returncode == 0 and "2 already done, 0 to do" in again.stderr
-    bad = cli("data", "enrich", "--in", f"{d}/photos-000000.tar", "--out", str(d), "--annotations", str(notes))
-    assert bad.returncode == 2 and "would overwrite the input shard" in bad.stderr
+    capsys.readouterr()
+    code, _, err = _enrich_in_process(capsys, "--in", f"{d}/photos-{{000000..000001}}.tar", "--out", str(out), "--annotations", str(notes))
+    assert code == 0 and "2 already done, 0 to do" in err
+    code, _, err = _enrich_in_process(capsys, "--in", f"{d}/photos-000000.tar", "--out", str(d), "--annotations", str(notes))
+    assert code == 2 and "would overwrite the input shard" in err
     notes.write_text('{"key": "x", "short_caption": "ok"}\n{not json\n')
-    bad = cli("data", "enrich", "--in", f"{d}/photos-000000.tar", "--out", str(tmp_path / "o2"), "--annotations", str(notes))
-    assert bad.returncode == 2 and "dci.jsonl:2" in bad.stderr
+    code, _, err = _enrich_in_process(capsys, "--in", f"{d}/photos-000000.tar", "--out", str(tmp_path / "o2"), "--annotations", str(notes))
+    assert code == 2 and "dci.jsonl:2" in err
 
 
-def test_enriched_field_feeds_the_caption_transform(photos, tmp_path):
+def test_enriched_field_feeds_the_caption_transform(photos, tmp_path, capsys):
     """The enriched shards feed WebDataModule's decoder: concat_enriched gives original + enriched."""
     from data.captions import CaptionTransform
     from data.webdata import SkipCounter, _Decoder
@@ -80,7 +89,7 @@ def test_enriched_field_feeds_the_caption_transform(photos, tmp_path):
     notes.write_text("".join(json.dumps({"key": s["__key__"], "short_caption": "LONG " + s["__key__"]}) + "\n"
                              for p in shards for s in _samples(p)))
     out = tmp_path / "out"
-    assert cli("data", "enrich", "--in", f"{d}/photos-000001.tar", "--out", str(out), "--annotations", str(notes)).returncode == 0
+    assert _enrich_in_process(capsys, "--in", f"{d}/photos-000001.tar", "--out", str(out), "--annotations", str(notes))[0] == 0
     decode = _Decoder(["jpg"], "txt", None, "enriched", preprocess=lambda im: im.size, transform=CaptionTransform("concat_enriched"),
                       counter=SkipCounter(), seed=0)
     for sample in _samples(out / "photos-000001.tar"):
@@ -115,7 +124,7 @@ def test_local_captioner_end_to_end(photos, captioner, tmp_path):
 def test_killed_enrichment_resumes_without_duplicates_or_losses(captioner, tmp_path):
     d = tmp_path / "in"
     d.mkdir()
-    shards = write_photo_shards(d, n_shards=3, per_shard=24, corrupt=False, prefix="big")
+    shards = write_photo_shards(d, n_shards=3, per_shard=12, corrupt=False, prefix="big")
     out = tmp_path / "out"
     argv = [sys.executable, "-m", "train.cli", "data", "enrich", "--in", f"{d}/big-{{000000..000002}}.tar", "--out", str(out),
             "--captioner", str(captioner), "--batch-size", "1", "--max-new-tokens", "6"]
@@ -145,7 +154,7 @@ def test_killed_enrichment_resumes_without_duplicates_or_losses(captioner, tmp_p
     assert sorted(report["done"]) == sorted(p.name for p in shards) and not report["failed"]
 
 
-def test_a_failing_shard_is_reported_and_retried_alone(photos, tmp_path):
+def test_a_failing_shard_is_reported_and_retried_alone(photos, tmp_path, capsys):
     d, shards = photos
     broken = tmp_path / "in"
     broken.mkdir()
@@ -154,15 +163,15 @@ def test_a_failing_shard_is_reported_and_retried_alone(photos, tmp_path):
     notes = tmp_path / "n.jsonl"
     notes.write_text(json.dumps({"key": "none", "short_caption": "x"}) + "\n")
     out = tmp_path / "out"
-    proc = cli("data", "enrich", "--in", f"{broken}/photos-{{000000..000001}}.tar", "--out", str(out), "--annotations", str(notes))
-    assert proc.returncode == 1
-    assert "photos-000001.tar FAILED" in proc.stderr and "--only photos-000001.tar" in proc.stderr
+    code, _, err = _enrich_in_process(capsys, "--in", f"{broken}/photos-{{000000..000001}}.tar", "--out", str(out), "--annotations", str(notes))
+    assert code == 1
+    assert "photos-000001.tar FAILED" in err and "--only photos-000001.tar" in err
     assert (out / "photos-000000.tar").is_file() and not (out / "photos-000001.tar").exists()
     report = json.loads((out / "enrich-report.json").read_text())
     assert "photos-000001.tar" in report["failed"] and "photos-000000.tar" in report["done"]
     (broken / "photos-000001.tar").write_bytes(shards[1].read_bytes())  # fixed: retry that one alone
-    retry = cli("data", "enrich", "--in", f"{broken}/photos-{{000000..000001}}.tar", "--out", str(out), "--annotations", str(notes),
-                "--only", "photos-000001.tar")
-    assert retry.returncode == 0, retry.stderr
+    code, _, err = _enrich_in_process(capsys, "--in", f"{broken}/photos-{{000000..000001}}.tar", "--out", str(out), "--annotations",
+                                      str(notes), "--only", "photos-000001.tar")
+    assert code == 0, err
     report = json.loads((out / "enrich-report.json").read_text())
     assert not report["failed"] and sorted(report["done"]) == ["photos-000000.tar", "photos-000001.tar"]

@@ -88,7 +88,7 @@ def test_ddp_two_cpu_processes_through_the_config_path(tmp_path):
 
 
 # --- checkpoint export --------------------------------------------------------------------------
-def test_export_ckpt_from_a_lightning_checkpoint(tmp_path):
+def test_export_ckpt_from_a_lightning_checkpoint(tmp_path, capsys):
     from data.factors import Vocabulary
     from models.clip import load_checkpoint
     from train.module import ContrastiveModule
@@ -107,8 +107,10 @@ def test_export_ckpt_from_a_lightning_checkpoint(tmp_path):
     load_checkpoint(fresh, out)
     for k, v in module.model.state_dict().items():
         assert torch.equal(fresh.state_dict()[k], v), k
-    bad = cli("export-ckpt", str(tmp_path / "nope.ckpt"), "--out", str(out))
-    assert bad.returncode == 2 and "nope.ckpt" in bad.stderr
+    from train.cli import main as infogap
+
+    assert infogap(["export-ckpt", str(tmp_path / "nope.ckpt"), "--out", str(out)]) == 2
+    assert "nope.ckpt" in capsys.readouterr().err
 
 
 # --- SLURM plan ----------------------------------------------------------------------------------
@@ -138,12 +140,14 @@ def test_slurm_plan_chains_stages_and_skips_finished_runs(tmp_path):
         SlurmOptions.from_sources({"gpus": 4}, {})
 
 
-def test_slurm_dry_run_prints_scripts_and_sbatch_lines(tmp_path):
-    proc = cli("ablate", "imbalance", "--launcher", "slurm", "--dry-run", "--out", str(tmp_path), "--seeds", "0",
-               "--partition", "gpu", "--gpus-per-node", "4", "trainer.max_steps=10")
-    assert proc.returncode == 0, proc.stderr
-    assert "#SBATCH --signal=SIGUSR1@90" in proc.stdout and "#SBATCH --requeue" in proc.stdout
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("sbatch ")]
+def test_slurm_dry_run_prints_scripts_and_sbatch_lines(tmp_path, capsys):
+    from train.cli import main as infogap
+
+    assert infogap(["ablate", "imbalance", "--launcher", "slurm", "--dry-run", "--out", str(tmp_path), "--seeds", "0",
+                    "--partition", "gpu", "--gpus-per-node", "4", "trainer.max_steps=10"]) == 0
+    out = capsys.readouterr().out
+    assert "#SBATCH --signal=SIGUSR1@90" in out and "#SBATCH --requeue" in out
+    lines = [line for line in out.splitlines() if line.startswith("sbatch ")]
     assert len(lines) == 2 and "--array=0-5" in lines[0] and "--partition=gpu" in lines[0]
 
 
@@ -174,11 +178,15 @@ def test_sweep_files_match_their_ablations(name):
     assert yaml.safe_load((SWEEPS / f"{name}.yaml").read_text()) == sweep_config(ablation, ablation.seeds, {}, {})
 
 
-def test_wandb_launcher_refuses_multi_stage_ablations_and_needs_a_key(tmp_path):
-    proc = cli("ablate", "temperature", "--launcher", "wandb", "--dry-run")
-    assert proc.returncode == 2 and "stages" in proc.stderr
-    proc = cli("ablate", "imbalance", "--launcher", "wandb", env={"WANDB_API_KEY": None, "NETRC": "/nonexistent"})
-    assert proc.returncode == 2 and "API key" in proc.stderr
+def test_wandb_launcher_refuses_multi_stage_ablations_and_needs_a_key(capsys, monkeypatch):
+    from train.cli import main as infogap
+
+    assert infogap(["ablate", "temperature", "--launcher", "wandb", "--dry-run"]) == 2
+    assert "stages" in capsys.readouterr().err
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", "/nonexistent")
+    assert infogap(["ablate", "imbalance", "--launcher", "wandb"]) == 2
+    assert "API key" in capsys.readouterr().err
 
 
 def _first_point(config: dict) -> dict:
@@ -189,61 +197,89 @@ def _first_point(config: dict) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(p.stem for p in SWEEPS.glob("*.yaml")))
-def test_sweep_command_runs_one_configuration_offline(name, tmp_path):
-    """The command a W&B agent would run for the sweep's first point, with W&B offline; the run logs
-    the swept keys in its config, under the run directory named by WANDB_RUN_ID."""
-    config = yaml.safe_load((SWEEPS / f"{name}.yaml").read_text())
-    point = _first_point(config)
-    command = sweep_command(config, point)
-    assert command[0] == "infogap"
+def test_sweep_commands_run_one_configuration_each_offline(tmp_path):
+    """For every sweep file, the command a W&B agent would run for its first point (W&B offline, the
+    four at once); each run writes under the directory named by WANDB_RUN_ID and logs the swept keys."""
+    import subprocess
+
     (tmp_path / "configs").symlink_to(ROOT / "configs")
     tiny = [a for a in tiny_fit_args(tmp_path / "ignored", 2, "--data.val_size=32", "--metrics.num_samples=32")
             if a.startswith(("--data.", "--metrics.", "--trainer.max_steps", "--trainer.val_check", "--trainer.limit_val"))]
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_RUN_ID": f"test{name[:4]}", "PYTHONPATH": str(ROOT),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    import subprocess
-
-    proc = subprocess.run(command + tiny, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    run = tmp_path / "runs" / "sweeps" / name / f"test{name[:4]}"
-    assert (run / "metrics.json").is_file()
-    logged = read_wandb_config(run)
-    for key, value in point.items():
-        if key not in ("data.batch_size",):  # the tiny run overrides the batch size
-            assert logged[key] == value, key
+    procs = {}
+    for path in sorted(SWEEPS.glob("*.yaml")):
+        config = yaml.safe_load(path.read_text())
+        point = _first_point(config)
+        command = sweep_command(config, point)
+        assert command[0] == "infogap"
+        env = {**os.environ, "WANDB_MODE": "offline", "WANDB_RUN_ID": f"test{path.stem[:4]}", "PYTHONPATH": str(ROOT),
+               "OMP_NUM_THREADS": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+        procs[path.stem] = (point, subprocess.Popen(command + tiny, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                                                    stderr=subprocess.PIPE, text=True))
+    assert len(procs) == 4
+    for name, (point, proc) in procs.items():
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, f"{name}: {err[-3000:]}"
+        run = tmp_path / "runs" / "sweeps" / name / f"test{name[:4]}"
+        assert (run / "metrics.json").is_file(), name
+        logged = read_wandb_config(run)
+        for key, value in point.items():
+            if key != "data.batch_size":  # the tiny run overrides the batch size
+                assert logged[key] == value, (name, key)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", [2, 3])
-def test_export_and_load_a_real_deepspeed_zero_checkpoint(stage, tmp_path):
-    """ZeRO shards written by a real DeepSpeed engine (CPU, gloo) in Lightning's layout consolidate into
-    the engine's fp32 parameters, clamped temperature included; model.pretrained reads the directory too."""
+def test_export_and_load_real_deepspeed_zero_checkpoints(tmp_path, capsys):
+    """ZeRO-2 and ZeRO-3 shards written by a real DeepSpeed engine (CPU, gloo) in Lightning's layout
+    consolidate into the engine's fp32 parameters, clamped temperature included (through the command
+    line for stage 2, the function for stage 3); model.pretrained reads the shard directory too."""
     pytest.importorskip("deepspeed")
     import math
     import subprocess
 
     from data.factors import Vocabulary
+    from models.export import export_checkpoint
     from train.module import ContrastiveModule
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MASTER_PORT": str(29550 + stage)}
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "deepspeed_worker.py"), str(tmp_path), str(stage)],
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MASTER_PORT": "29552"}
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "deepspeed_worker.py"), str(tmp_path), "2,3"],
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    shards = tmp_path / "last.ckpt"
-    assert (shards / "latest").read_text().strip() == "checkpoint"
-    expected = torch.load(tmp_path / "expected.pt", map_location="cpu")
-    assert float(expected["model.logit_scale"]) == pytest.approx(math.log(100.0))  # the clamp reached the fp32 master
+    for stage in (2, 3):
+        shards = tmp_path / f"zero{stage}" / "last.ckpt"
+        assert (shards / "latest").read_text().strip() == "checkpoint"
+        expected = torch.load(tmp_path / f"zero{stage}" / "expected.pt", map_location="cpu")
+        assert float(expected["model.logit_scale"]) == pytest.approx(math.log(100.0))  # the clamp reached the fp32 master
+        out = tmp_path / f"zero{stage}" / "model.pt"
+        if stage == 2:
+            cli_proc = cli("export-ckpt", str(shards), "--out", str(out))
+            assert cli_proc.returncode == 0, cli_proc.stderr[-3000:]
+            assert "DeepSpeed ZeRO directory" in cli_proc.stdout and "step 2" in cli_proc.stdout
+        else:
+            info = export_checkpoint(shards, out)
+            assert info["deepspeed"] and info["global_step"] == 2
+        state = torch.load(out, map_location="cpu", weights_only=False)["state_dict"]
+        assert set(state) == {k[len("model."):] for k in expected}
+        for k, v in expected.items():
+            assert torch.allclose(state[k[len("model."):]].reshape(v.shape), v), (stage, k)
+        loaded = ContrastiveModule(model="tiny", text_spec=Vocabulary().text_spec(), pretrained=str(shards), init_temperature=None)
+        for k, v in expected.items():
+            assert torch.allclose(loaded.state_dict()[k].reshape(v.shape), v), (stage, k)
 
-    out = tmp_path / "model.pt"
-    proc = cli("export-ckpt", str(shards), "--out", str(out))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "DeepSpeed ZeRO directory" in proc.stdout and "step 2" in proc.stdout
-    state = torch.load(out, map_location="cpu", weights_only=False)["state_dict"]
-    assert set(state) == {k[len("model."):] for k in expected}
-    for k, v in expected.items():
-        assert torch.allclose(state[k[len("model."):]].reshape(v.shape), v), k
 
-    loaded = ContrastiveModule(model="tiny", text_spec=Vocabulary().text_spec(), pretrained=str(shards), init_temperature=None)
-    for k, v in expected.items():
-        assert torch.allclose(loaded.state_dict()[k].reshape(v.shape), v), k
+def test_wandb_launcher_creates_the_sweep_and_prints_agent_commands(monkeypatch, capsys):
+    """With a key configured, the sweep goes to wandb.sweep as rendered (the server call is replaced)."""
+    import wandb
+
+    from ablations import launchers
+
+    calls = {}
+    monkeypatch.setattr(wandb, "sweep", lambda config, project=None, entity=None: calls.update(config=config, project=project, entity=entity) or "abc123")
+    monkeypatch.setattr("train.loggers.wandb_api_key_configured", lambda: True)
+    ablation = load_ablation("imbalance")
+    config = sweep_config(ablation, [0, 1], {"k": [0, 5]}, {"trainer.max_steps": 300})
+    assert launchers.launch_wandb(config, "infogap", "me", dry_run=False, array=SlurmOptions(partition="gpu")) == "abc123"
+    assert calls["project"] == "infogap" and calls["entity"] == "me"
+    assert calls["config"]["parameters"]["data.k"] == {"values": [0, 5]}
+    assert calls["config"]["parameters"]["trainer.max_steps"] == {"value": 300}
+    out = capsys.readouterr().out
+    assert "wandb agent me/infogap/abc123" in out and "--array=0-3" in out and "--partition=gpu" in out

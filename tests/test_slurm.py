@@ -61,7 +61,7 @@ def test_ablation_as_slurm_array_jobs_aggregates(slurm, tmp_path):
 
 def test_sigusr1_requeues_and_resumes_without_losing_steps(slurm, tmp_path):
     run = tmp_path / "run"
-    steps = 300
+    steps = 150
     argv = ["sbatch", "--parsable", "--job-name=infogap-requeue", f"--output={tmp_path}/%x-%j.out", f"--export=ALL,INFOGAP_ROOT={ROOT}",
             "--ntasks-per-node=1", "--gpus-per-node=0", "--cpus-per-task=1", "--time=00:20:00",
             str(ROOT / "slurm" / "train.sbatch"), "--config", str(ROOT / "configs" / "synthetic.yaml"),

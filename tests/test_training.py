@@ -127,6 +127,16 @@ def test_schedule_warms_up_linearly_then_decays_by_cosine():
     assert f(60) == pytest.approx(0.5) and f(110) == pytest.approx(0.0)
 
 
+def _fit_in_process(args, capsys, monkeypatch) -> tuple[int, str]:
+    """``infogap fit ARGS`` in this process (exit code, stderr): the error path without the import cost
+    of a subprocess; one case below also runs as a real process."""
+    from train.cli import main as infogap
+
+    monkeypatch.setattr(sys, "argv", ["infogap"])
+    code = infogap(["fit", *args, "--log_with=none", "--trainer.fast_dev_run=true"])
+    return code, capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "args, named",
     [
@@ -137,27 +147,37 @@ def test_schedule_warms_up_linearly_then_decays_by_cosine():
         (["--config", "configs/synthetic.yaml", "--model.pretrained=/nonexistent/weights.pt"], "/nonexistent/weights.pt"),
     ],
 )
-def test_bad_config_exits_nonzero_with_one_line(args, named):
-    proc = cli("fit", *args, "--log_with=none", "--trainer.fast_dev_run=true")
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr
-    last = proc.stderr.strip().splitlines()[-1]
+def test_bad_config_exits_nonzero_with_one_line(args, named, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    code, err = _fit_in_process(args, capsys, monkeypatch)
+    assert code == 2 and "Traceback" not in err
+    last = err.strip().splitlines()[-1]
     assert last.startswith("infogap fit: error:") and named in last
 
 
-def test_unknown_key_in_yaml_file_is_named(tmp_path):
+def test_bad_config_as_a_real_process():
+    proc = cli("fit", "--config", "configs/synthetic.yaml", "--model.learning_rate=0.1", "--log_with=none")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("infogap fit: error:")
+
+
+def test_unknown_key_in_yaml_file_is_named(tmp_path, capsys, monkeypatch):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text((ROOT / "configs/synthetic.yaml").read_text().replace("  lr: 0.002", "  lr: 0.002\n  lr_decay: 0.5"))
-    proc = cli("fit", "--config", str(cfg), "--log_with=none", "--trainer.fast_dev_run=true")
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert "lr_decay" in proc.stderr.strip().splitlines()[-1]
+    code, err = _fit_in_process(["--config", str(cfg)], capsys, monkeypatch)
+    assert code == 2 and "Traceback" not in err
+    assert "lr_decay" in err.strip().splitlines()[-1]
 
 
-def test_help_lists_every_subcommand():
+def test_help_lists_every_subcommand(capsys, monkeypatch):
     from train.cli import SUBCOMMANDS
+    from train.cli import main as infogap
 
-    proc = cli("--help")
-    assert proc.returncode == 0
+    assert infogap(["--help"]) == 0
+    out = capsys.readouterr().out
     for name in SUBCOMMANDS:
-        assert f"  {name} " in proc.stdout
-    assert cli("fit", "--help").returncode == 0
+        assert f"  {name} " in out
+    monkeypatch.setattr(sys, "argv", ["infogap"])
+    with pytest.raises(SystemExit) as exc:
+        infogap(["fit", "--help"])
+    assert exc.value.code == 0 and "--model.temperature" in capsys.readouterr().out

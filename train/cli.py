@@ -126,6 +126,10 @@ def _lightning_cli_class():
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
+    from train.evaluation import RepresentationMetrics
+    from train.loggers import make_logger
+    from train.module import ContrastiveModule
+
     class LoggedConfig(SaveConfigCallback):
         """config.yaml in the run directory, and the whole config logged as flat hyper-parameters
         (``data.k``, ``model.lr``, ``seed_everything``) so W&B groups and filters runs by the keys a
@@ -134,10 +138,6 @@ def _lightning_cli_class():
         def save_config(self, trainer, pl_module, stage) -> None:
             if trainer.logger is not None:
                 trainer.logger.log_hyperparams(flat_config(self.config.as_dict()))
-
-    from train.evaluation import RepresentationMetrics
-    from train.loggers import make_logger
-    from train.module import ContrastiveModule
 
     class _CLI(LightningCLI):
         def __init__(self, args, run: bool = True):
