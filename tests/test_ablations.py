@@ -79,16 +79,31 @@ def test_bad_ablation_arguments_are_named(bad, message, tmp_path, capsys):
     assert message in err and "Traceback" not in err
 
 
+class _Proc:
+    """What a subprocess would return, from an in-process ``infogap ablate`` (the runs themselves are
+    still separate processes; this saves only the runner's own start-up)."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def ablate(capsys, *args) -> _Proc:
+    capsys.readouterr()
+    code = infogap(["ablate", *args])
+    captured = capsys.readouterr()
+    return _Proc(code, captured.out, captured.err)
+
+
 def _summary(path: Path) -> list[dict]:
     with open(path) as f:
         return list(csv.DictReader(f))
 
 
 @pytest.mark.parametrize("name", sorted(TINY_RUNS))
-def test_tiny_end_to_end(name, tmp_path):
+def test_tiny_end_to_end(name, tmp_path, capsys):
     only, n_runs, axes = TINY_RUNS[name]
-    args = ["ablate", name, "--seeds", "0", "--out", str(tmp_path), "--jobs", "2"] + [a for o in only for a in ("--only", o)] + TINY
-    proc = cli(*args)
+    args = [name, "--seeds", "0", "--out", str(tmp_path), "--jobs", "2"] + [a for o in only for a in ("--only", o)] + TINY
+    proc = ablate(capsys, *args)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     results = tmp_path / name
     assert len(list((results / "runs").iterdir())) == n_runs
@@ -108,14 +123,14 @@ def test_tiny_end_to_end(name, tmp_path):
         assert by_shift["text"] < by_shift["none"]
 
 
-def test_failed_run_is_reported_and_the_others_aggregate_and_reruns_skip(tmp_path):
+def test_failed_run_is_reported_and_the_others_aggregate_and_reruns_skip(tmp_path, capsys):
     spec = yaml.safe_load((ROOT / "configs/ablations/imbalance.yaml").read_text())
     spec["stages"][0]["axes"]["k"]["values"] = [0, 9]  # k=9 is rejected by the data module
     spec["module"] = None
     path = tmp_path / "broken.yaml"
     path.write_text(yaml.safe_dump(spec))
     out = tmp_path / "out"
-    proc = cli("ablate", str(path), "--seeds", "0", "--out", str(out), "--jobs", "2", *TINY)
+    proc = ablate(capsys, str(path), "--seeds", "0", "--out", str(out), "--jobs", "2", *TINY)
     assert proc.returncode == 1
     assert "2 to run, 2 at a time" in proc.stdout and "k=9 seed=0 FAILED" in proc.stdout
     assert "1 run(s) failed: train__k=9__seed=0" in proc.stdout
@@ -124,17 +139,17 @@ def test_failed_run_is_reported_and_the_others_aggregate_and_reruns_skip(tmp_pat
     report = (out / "imbalance" / "report.md").read_text()
     assert "## Failed runs" in report and "k=9 is out of range" in report
 
-    again = cli("ablate", str(path), "--seeds", "0", "--out", str(out), *TINY)
+    again = ablate(capsys, str(path), "--seeds", "0", "--out", str(out), *TINY)
     assert "1 already finished, 1 to run" in again.stdout
 
 
-def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path):
+def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path, capsys):
     out = tmp_path / "out"
-    first = cli("ablate", "imbalance", "--only", "k=0", "--seeds", "0", "--out", str(out), *TINY, "checkpoint.every_n_train_steps=2")
+    first = ablate(capsys, "imbalance", "--only", "k=0", "--seeds", "0", "--out", str(out), *TINY, "checkpoint.every_n_train_steps=2")
     assert first.returncode == 0, first.stderr
     run_dir = out / "imbalance" / "runs" / "train__k=0__seed=0"
     (run_dir / "metrics.json").unlink()  # as if the job died after its last checkpoint
-    again = cli("ablate", "imbalance", "--only", "k=0", "--seeds", "0", "--out", str(out), *TINY, "checkpoint.every_n_train_steps=2")
+    again = ablate(capsys, "imbalance", "--only", "k=0", "--seeds", "0", "--out", str(out), *TINY, "checkpoint.every_n_train_steps=2")
     assert again.returncode == 0, again.stderr
     log = (run_dir / "train.log").read_text()
     assert "Restoring states from the checkpoint path" in log
