@@ -19,13 +19,17 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	WANDB_MODE=$${WANDB_MODE:-offline} $(VENV)/bin/infogap ablate imbalance --seeds 0 --out results
 
+# pytest workers; a test file stays on one worker (module fixtures such as the SLURM cluster start once)
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
 ## The whole test suite, slow end-to-end tests included.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 ## Everything but the slow end-to-end tests.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 ## Throughput and memory benchmarks; results go to BENCHMARKS.md by hand with the machine.
 bench: $(STAMP)
