@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 ## The main job: the information-imbalance sweep (k = 0..5) at CPU size, one seed.
 demo: $(STAMP)
-	WANDB_MODE=$${WANDB_MODE:-offline} $(VENV)/bin/infogap ablate imbalance --seeds 0 --out results
+	WANDB_MODE=$${WANDB_MODE:-offline} $(VENV)/bin/infogap ablate imbalance --seeds 0 --out results --jobs 2
 
 # pytest workers; a test file stays on one worker (module fixtures such as the SLURM cluster start once)
 TEST_WORKERS ?= 2

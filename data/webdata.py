@@ -240,6 +240,8 @@ class WebDataModule(pl.LightningDataModule):
             name = the folder's name); class names are the sub-folder names, ``_`` read as a space.
         zeroshot_templates: prompt templates with ``{}`` for the class name, separated by ``|``; the class
             embedding is the normalised mean over templates.
+        zeroshot_max_images: at most this many images of the folder (a fixed random subset, seeded by
+            ``seed``), held in memory for every evaluation.
     """
 
     def __init__(
@@ -260,6 +262,7 @@ class WebDataModule(pl.LightningDataModule):
         seed: Optional[int] = None,
         zeroshot_folder: Optional[str] = None,
         zeroshot_templates: str = "a photo of a {}.",
+        zeroshot_max_images: int = 2000,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -275,6 +278,8 @@ class WebDataModule(pl.LightningDataModule):
         self.preprocess_train, self.preprocess_val, self.tokenizer = transforms_for(model)
         if zeroshot_folder and not Path(zeroshot_folder).is_dir():
             raise FileNotFoundError(f"data.zeroshot_folder: no such directory: {zeroshot_folder}")
+        if zeroshot_max_images < 1:
+            raise ValueError(f"data.zeroshot_max_images must be positive, got {zeroshot_max_images}")
         if "{}" not in zeroshot_templates:
             raise ValueError(f"data.zeroshot_templates needs '{{}}' for the class name, got {zeroshot_templates!r}")
         self.skipped: dict[int, int] = {}  # loader worker -> its cumulative count of skipped samples
@@ -350,7 +355,8 @@ class WebDataModule(pl.LightningDataModule):
             data = ImageFolder(folder, transform=self.preprocess_val)
             if len(data) == 0:
                 raise ValueError(f"data.zeroshot_folder {folder}: no images in its class sub-folders")
-            images, labels = zip(*(data[i] for i in range(len(data))))
+            index = sorted(random.Random(self.seed).sample(range(len(data)), min(len(data), self.hparams.zeroshot_max_images)))
+            images, labels = zip(*(data[i] for i in index))
             templates = [t.strip() for t in self.hparams.zeroshot_templates.split("|") if t.strip()]
             names = [c.replace("_", " ") for c in data.classes]
             prompts = torch.stack([self.tokenizer([t.format(c) for t in templates]) for c in names])

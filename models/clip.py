@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -114,7 +115,6 @@ def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if is_deepspeed_checkpoint(path):
         from pytorch_lightning.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
-        import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:
             return convert_zero_checkpoint_to_fp32_state_dict(path, Path(tmp) / "consolidated.ckpt")

@@ -121,6 +121,8 @@ def test_a_few_training_steps_with_two_workers_log_skipped_samples(shards, tmp_p
     expected = float(((x @ t.T).argmax(1) == zs["labels"]).float().mean())
     assert metrics.last["zeroshot_labelled_acc"] == pytest.approx(expected)
     assert any(r.get("zeroshot/labelled_acc") not in (None, "") for r in rows)
+    few = _module(shards, zeroshot_folder=str(folder), zeroshot_max_images=2).zeroshot_sets()["labelled"]
+    assert len(few["image"]) == len(few["labels"]) == 2  # a fixed random subset
 
 
 def test_caption_table_source(tmp_path):
