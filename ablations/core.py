@@ -40,7 +40,8 @@ import yaml
 
 from data.factors import ATTRIBUTE_FACTORS
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "ablations"
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = ROOT / "configs" / "ablations"
 DERIVED = ("attr_acc_mean",)
 
 
@@ -63,6 +64,21 @@ class Run:
 
     def label(self) -> str:
         return " ".join([self.stage] + [f"{k}={v}" for k, v in self.axes.items()] + [f"seed={self.seed}"])
+
+    @property
+    def failure(self) -> Optional[str]:
+        """Why the last attempt failed (its ``FAILED`` file, which the aggregation reports), or None."""
+        path = self.dir / "FAILED"
+        return path.read_text().strip() if path.is_file() else None
+
+    def record_failure(self, why: Optional[str]) -> None:
+        """Write ``FAILED`` with ``why``, or (None: the run succeeded) remove it."""
+        path = self.dir / "FAILED"
+        if why is None:
+            path.unlink(missing_ok=True)
+        else:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(why + "\n")
 
 
 @dataclass
@@ -109,11 +125,10 @@ def load_ablation(name: str) -> Ablation:
         for axis, ax in (st.get("axes") or {}).items():
             if not isinstance(ax, dict) or "values" not in ax or "key" not in ax:
                 raise ValueError(f"{path}: axis {axis!r} of stage {st['name']!r} needs 'key' and 'values'")
-    root = Path(__file__).resolve().parents[1]
     base = Path(spec.get("base_config", "configs/synthetic.yaml"))
     return Ablation(
         name=spec.get("name", path.stem),
-        base_config=base if base.is_absolute() else root / base,
+        base_config=base if base.is_absolute() else ROOT / base,
         stages=spec["stages"],
         seeds=list(spec.get("seeds", [0])),
         x=spec.get("x"),
@@ -213,12 +228,17 @@ def _cli_value(v: Any) -> str:
     return str(v)
 
 
+def cli_key(key: str) -> str:
+    """An override key as the command line spells it: ``data.init_args.k`` -> ``data.k``."""
+    return key.replace("data.init_args.", "data.")
+
+
 def fit_command(ablation: Ablation, run: Run) -> list[str]:
     """The ``infogap fit`` command line of one run (no progress bar: the runner reports per run)."""
     args = ["fit", "--config", str(ablation.base_config), f"--trainer.default_root_dir={run.dir}"]
     if "trainer.enable_progress_bar" not in run.overrides:
         args.append("--trainer.enable_progress_bar=false")
-    args += [f"--{k.replace('data.init_args.', 'data.')}={_cli_value(v)}" for k, v in run.overrides.items()]
+    args += [f"--{cli_key(k)}={_cli_value(v)}" for k, v in run.overrides.items()]
     return args
 
 
@@ -238,7 +258,7 @@ def launch_local(ablation: Ablation, runs: list[Run], jobs: int = 1) -> dict[str
     depends = {r.name: [o.name for o in todo if o is not r and any(dirs[o.name] in str(v) for v in r.overrides.values())] for r in todo}
     number = {r.name: i for i, r in enumerate(todo, 1)}
     threads = str(max(1, (os.cpu_count() or 1) // min(jobs, max(1, len(todo)))))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     if jobs > 1:
         env["OMP_NUM_THREADS"] = threads
     pending, running = list(todo), {}
@@ -273,10 +293,10 @@ def launch_local(ablation: Ablation, runs: list[Run], jobs: int = 1) -> dict[str
             tag = "" if jobs == 1 else f"[{number[name]}/{len(todo)}] {run.label()} "
             if proc.returncode != 0 or not run.finished:
                 failed[name] = f"exit {proc.returncode}: {_failure_reason(run.dir / 'train.log')}"
-                (run.dir / "FAILED").write_text(failed[name] + "\n")
+                run.record_failure(failed[name])
                 print(f"{tag}FAILED after {seconds:.0f} s (see {run.dir / 'train.log'})", flush=True)
             else:
-                (run.dir / "FAILED").unlink(missing_ok=True)
+                run.record_failure(None)
                 m = json.loads((run.dir / "metrics.json").read_text())["metrics"]
                 print(f"{tag}done in {seconds:.0f} s (rmg={m.get('rmg', float('nan')):.3f}, moad_image={m.get('moad_image', float('nan')):.3f})", flush=True)
     return failed
@@ -330,8 +350,8 @@ def aggregate(ablation: Ablation, runs: list[Run], out: Path, failed: Optional[d
     rows = [row for r in reported if r.finished for row in run_rows(ablation, r)]
     failed = dict(failed or {})
     for r in runs:
-        if not r.finished and r.name not in failed and (r.dir / "FAILED").is_file():
-            failed[r.name] = (r.dir / "FAILED").read_text().strip()
+        if not r.finished and r.name not in failed and r.failure:
+            failed[r.name] = r.failure
     hooks = ablation.hooks()
     axes = list(dict.fromkeys([k for r in reported for k in r.axes] + list(getattr(hooks, "EXTRA_AXES", []))))
     metric_cols = sorted({k for row in rows for k in row if k not in axes and k != "seed"})

@@ -16,9 +16,8 @@ from typing import Any, Optional
 
 import yaml
 
-from ablations.core import Ablation, Run, _cli_value, fit_command, resume_args
+from ablations.core import ROOT, Ablation, Run, _cli_value, cli_key, fit_command, resume_args
 
-ROOT = Path(__file__).resolve().parents[1]
 SLURM_DIR = ROOT / "slurm"
 
 
@@ -58,13 +57,12 @@ def run_task(ablation: Ablation, runs: list[Run], stage: str, index: int) -> int
         raise
     if code != 0 or not run.finished:
         return _fail(run, f"exit {code}: no metrics.json written")
-    (run.dir / "FAILED").unlink(missing_ok=True)
+    run.record_failure(None)
     return 0
 
 
 def _fail(run: Run, why: str) -> int:
-    run.dir.mkdir(parents=True, exist_ok=True)
-    (run.dir / "FAILED").write_text(why + "\n")
+    run.record_failure(why)
     print(f"FAILED: {why}", file=sys.stderr, flush=True)
     return 1
 
@@ -214,10 +212,10 @@ def sweep_config(ablation: Ablation, seeds: list[int], only: dict[str, list], ov
     for axis, ax in (st.get("axes") or {}).items():
         if isinstance(ax["values"], dict):
             raise ValueError(f"axis {axis!r} maps labels to values; a sweep needs plain values")
-        params[_sweep_key(ax["key"])] = {"values": list(only.get(axis, ax["values"]))}
+        params[cli_key(ax["key"])] = {"values": list(only.get(axis, ax["values"]))}
     params["seed_everything"] = {"values": list(seeds)}
     for key, value in {**(st.get("overrides") or {}), **overrides}.items():
-        params[_sweep_key(key)] = {"value": value}
+        params[cli_key(key)] = {"value": value}
     from train.evaluation import curve_name
 
     root = SWEEP_ROOT_DIR.format(name=ablation.name)
@@ -229,10 +227,6 @@ def sweep_config(ablation: Ablation, seeds: list[int], only: dict[str, list], ov
         "command": ["${env}", "infogap", "fit", "--config", _relative(ablation.base_config),
                     f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false", "${args}"],
     }
-
-
-def _sweep_key(key: str) -> str:
-    return key.replace("data.init_args.", "data.")
 
 
 def _relative(path: Path) -> str:

@@ -39,27 +39,25 @@ def bench_data() -> dict:
 
 
 def bench_jpeg() -> dict:
-    """Local shards of 224 x 224 JPEGs (scikit-image's photographs, q 90, ~20 KB each) with captions,
+    """Local shards of 224 x 224 JPEGs (scikit-image's photographs via the tests' ``photo_image``, q 90, ~15 KiB each) with captions,
     read by WebDataModule in the main process (one loader worker, one thread): decode, RN50 training
     transform (RandomResizedCrop 224, normalise) and tokenisation, in batches of 64."""
     import io
     import tempfile
 
     import numpy as np
-    import skimage.data
     import torch
     import webdataset as wds
-    from PIL import Image
 
     from data.webdata import WebDataModule
+    from tests.helpers import photo_image
 
     torch.set_num_threads(1)
     names = ["astronaut", "coffee", "chelsea", "rocket", "cat", "hubble_deep_field", "immunohistochemistry", "colorwheel"]
     jpegs = []
     for name in names:
-        a = getattr(skimage.data, name)()[..., :3]
         buf = io.BytesIO()
-        Image.fromarray(a.astype(np.uint8)).resize((224, 224)).save(buf, format="JPEG", quality=90)
+        photo_image(name, 224).save(buf, format="JPEG", quality=90)
         jpegs.append(buf.getvalue())
     out = {"jpeg_kib": round(float(np.mean([len(j) for j in jpegs])) / 1024, 1)}
     with tempfile.TemporaryDirectory() as tmp:

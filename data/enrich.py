@@ -21,7 +21,6 @@ annotation are kept without the field and counted.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import sys
@@ -31,7 +30,7 @@ from typing import Callable, Optional
 
 import webdataset as wds
 
-from data.webdata import expand_shards
+from data.webdata import decode_image, expand_shards, image_bytes
 
 REPORT = "enrich-report.json"
 
@@ -95,20 +94,22 @@ def _record(sample: dict) -> dict:
 
 
 def _image(sample: dict, image_keys: list[str]):
-    from PIL import Image
-
-    raw = next((sample[k] for k in image_keys if k in sample), None)
+    raw = image_bytes(sample, image_keys)
     if raw is None:
         raise ValueError(f"no image under {'/'.join(image_keys)}")
-    with Image.open(io.BytesIO(raw)) as im:
-        return im.convert("RGB")
+    return decode_image(raw)
+
+
+def _tmp(dest: Path) -> Path:
+    """Where a shard is written until it is complete."""
+    return dest.with_name(dest.name + ".tmp")
 
 
 def enrich_shard(url: str, dest: Path, *, field: str, image_keys: list[str], batch_size: int,
                  captioner: Optional[Callable] = None, annotations: Optional[dict[str, str]] = None,
                  progress: Optional[Callable[[int], None]] = None) -> dict:
     """One shard -> ``dest`` (through ``dest.tmp``, renamed at the end). Returns its counts."""
-    tmp = dest.with_name(dest.name + ".tmp")
+    tmp = _tmp(dest)
     counts = {"samples": 0, "enriched": 0, "dropped_corrupt": 0, "no_annotation": 0}
     pending: list[tuple[dict, object]] = []
 
@@ -190,7 +191,7 @@ def run(inputs: list[str], out: Path, *, field: str, image_keys: list[str], batc
                                   annotations=annotations, progress=bar.update)
         except Exception as exc:  # noqa: BLE001 - one shard failing must not stop the others
             report["failed"][name] = f"{type(exc).__name__}: {exc}"
-            dest.with_name(dest.name + ".tmp").unlink(missing_ok=True)
+            _tmp(dest).unlink(missing_ok=True)
             print(f"enrich: {name} FAILED: {report['failed'][name]} (retry: --only {name})", file=sys.stderr)
         else:
             report["failed"].pop(name, None)

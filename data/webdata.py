@@ -60,6 +60,17 @@ class SkipCounter:
             log.warning("skipping sample %s of %s: %s (further skips in this shard are only counted)", key, url, reason)
 
 
+def image_bytes(sample: dict, image_keys: list[str]) -> Optional[bytes]:
+    """The encoded image of a webdataset sample: the first of ``image_keys`` it has, or None."""
+    return next((sample[k] for k in image_keys if k in sample), None)
+
+
+def decode_image(raw: bytes) -> Image.Image:
+    """Encoded image bytes -> an RGB PIL image (PIL's own errors for a corrupt file)."""
+    with Image.open(io.BytesIO(raw)) as im:
+        return im.convert("RGB")
+
+
 class _Decoder:
     """A raw webdataset sample -> (image tensor, caption) or None (skipped and counted)."""
 
@@ -82,7 +93,7 @@ class _Decoder:
 
     def __call__(self, sample: dict) -> Optional[tuple[torch.Tensor, str]]:
         url, key = sample.get("__url__", "?"), sample.get("__key__", "?")
-        raw = next((sample[k] for k in self.image_keys if k in sample), None)
+        raw = image_bytes(sample, self.image_keys)
         if raw is None:
             self.counter.skip(url, key, f"no image under {'/'.join(self.image_keys)}")
             return None
@@ -95,8 +106,7 @@ class _Decoder:
             self.counter.skip(url, key, f"no caption under {self.caption_field or self.caption_key!r}")
             return None
         try:
-            with Image.open(io.BytesIO(raw)) as im:
-                image = self.preprocess(im.convert("RGB"))
+            image = self.preprocess(decode_image(raw))
         except Exception as exc:  # PIL raises many types for a corrupt file
             self.counter.skip(url, key, f"corrupt image ({type(exc).__name__}: {exc})")
             return None

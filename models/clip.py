@@ -10,8 +10,8 @@ come only from a local file, never from a hub.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -138,4 +138,3 @@ def model_state_dict(checkpoint: dict) -> dict:
 def load_checkpoint(model: torch.nn.Module, path: str | Path, strict: bool = True) -> Any:
     """Load weights from a local checkpoint (any that ``read_checkpoint`` reads) into ``model``."""
     return model.load_state_dict(model_state_dict(read_checkpoint(path)), strict=strict)
-

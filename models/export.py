@@ -17,13 +17,13 @@ from models.clip import is_deepspeed_checkpoint, model_state_dict, read_checkpoi
 
 
 def export_checkpoint(src: str | Path, out: str | Path) -> dict:
+    out = Path(out)
+    if out.exists() and out.resolve() == Path(src).resolve():
+        raise ValueError(f"--out {out} is the input checkpoint; choose another path")
     checkpoint = read_checkpoint(src)
     state = {k: v.float() if v.is_floating_point() else v for k, v in model_state_dict(checkpoint).items()}
     meta = {"source": str(src), "deepspeed": is_deepspeed_checkpoint(src), "global_step": checkpoint.get("global_step"),
             "hyper_parameters": dict(checkpoint.get("hyper_parameters") or {})}
-    out = Path(out)
-    if out.exists() and out.resolve() == Path(src).resolve():
-        raise ValueError(f"--out {out} is the input checkpoint; choose another path")
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": state, "infogap": meta}, out)
     return {"out": str(out), "tensors": len(state), "parameters": sum(v.numel() for v in state.values()), **meta}

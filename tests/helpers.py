@@ -19,6 +19,11 @@ def cli(*args: str, cwd: Path = ROOT, env: dict[str, str | None] | None = None, 
     return subprocess.run([sys.executable, "-m", "train.cli", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
+# key=value overrides that make every run of an ablation a few-second one (4 steps, small batches)
+TINY_OVERRIDES = ["log_with=none", "trainer.max_steps=4", "data.batch_size=16", "data.val_size=64", "metrics.num_samples=64",
+                  "metrics.prompts_per_value=2", "trainer.limit_val_batches=0", "metrics.eval_every_n_steps=2"]
+
+
 def tiny_fit_args(run_dir: Path, steps: int, *extra: str) -> list[str]:
     """A few-second synthetic run through the user's config path."""
     return [

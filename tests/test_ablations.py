@@ -10,11 +10,9 @@ import pytest
 import yaml
 
 from ablations.core import available, expand, load_ablation, parse_only, parse_overrides
-from tests.helpers import ROOT, cli
+from tests.helpers import ROOT, TINY_OVERRIDES, cli
 from train.cli import main as infogap
 
-TINY = ["log_with=none", "trainer.max_steps=4", "data.batch_size=16", "data.val_size=64", "metrics.num_samples=64",
-        "metrics.prompts_per_value=2", "trainer.limit_val_batches=0", "metrics.eval_every_n_steps=2"]
 
 # name -> (--only restriction for a tiny run, number of runs it then launches, axes of summary.csv)
 TINY_RUNS = {
@@ -102,7 +100,7 @@ def _summary(path: Path) -> list[dict]:
 @pytest.mark.parametrize("name", sorted(TINY_RUNS))
 def test_tiny_end_to_end(name, tmp_path, capsys):
     only, n_runs, axes = TINY_RUNS[name]
-    args = [name, "--seeds", "0", "--out", str(tmp_path), "--jobs", "2"] + [a for o in only for a in ("--only", o)] + TINY
+    args = [name, "--seeds", "0", "--out", str(tmp_path), "--jobs", "2"] + [a for o in only for a in ("--only", o)] + TINY_OVERRIDES
     proc = ablate(capsys, *args)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     results = tmp_path / name
@@ -130,7 +128,7 @@ def test_failed_run_is_reported_and_the_others_aggregate_and_reruns_skip(tmp_pat
     path = tmp_path / "broken.yaml"
     path.write_text(yaml.safe_dump(spec))
     out = tmp_path / "out"
-    proc = ablate(capsys, str(path), "--seeds", "0", "--out", str(out), "--jobs", "2", *TINY)
+    proc = ablate(capsys, str(path), "--seeds", "0", "--out", str(out), "--jobs", "2", *TINY_OVERRIDES)
     assert proc.returncode == 1
     assert "2 to run, 2 at a time" in proc.stdout and "k=9 seed=0 FAILED" in proc.stdout
     assert "1 run(s) failed: train__k=9__seed=0" in proc.stdout
@@ -139,17 +137,17 @@ def test_failed_run_is_reported_and_the_others_aggregate_and_reruns_skip(tmp_pat
     report = (out / "imbalance" / "report.md").read_text()
     assert "## Failed runs" in report and "k=9 is out of range" in report
 
-    again = ablate(capsys, str(path), "--seeds", "0", "--out", str(out), *TINY)
+    again = ablate(capsys, str(path), "--seeds", "0", "--out", str(out), *TINY_OVERRIDES)
     assert "1 already finished, 1 to run" in again.stdout
 
 
 def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path, capsys):
     out = tmp_path / "out"
-    first = ablate(capsys, "imbalance", "--only", "k=0", "--seeds", "0", "--out", str(out), *TINY, "checkpoint.every_n_train_steps=2")
+    first = ablate(capsys, "imbalance", "--only", "k=0", "--seeds", "0", "--out", str(out), *TINY_OVERRIDES, "checkpoint.every_n_train_steps=2")
     assert first.returncode == 0, first.stderr
     run_dir = out / "imbalance" / "runs" / "train__k=0__seed=0"
     (run_dir / "metrics.json").unlink()  # as if the job died after its last checkpoint
-    again = ablate(capsys, "imbalance", "--only", "k=0", "--seeds", "0", "--out", str(out), *TINY, "checkpoint.every_n_train_steps=2")
+    again = ablate(capsys, "imbalance", "--only", "k=0", "--seeds", "0", "--out", str(out), *TINY_OVERRIDES, "checkpoint.every_n_train_steps=2")
     assert again.returncode == 0, again.stderr
     log = (run_dir / "train.log").read_text()
     assert "Restoring states from the checkpoint path" in log

@@ -25,10 +25,11 @@ def _strategy_from_config(path: Path):
     from jsonargparse import ArgumentParser
     from pytorch_lightning import Trainer
 
+    trainer_cfg = yaml.safe_load(path.read_text())["trainer"]
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(Trainer, "trainer", fail_untyped=False, sub_configs=True)
-    cfg = parser.parse_object({"trainer": yaml.safe_load(path.read_text())["trainer"]})
-    return parser.instantiate_classes(cfg).trainer.strategy, yaml.safe_load(path.read_text())["trainer"]
+    cfg = parser.parse_object({"trainer": trainer_cfg})
+    return parser.instantiate_classes(cfg).trainer.strategy, trainer_cfg
 
 
 @pytest.mark.parametrize("name,stage,offload", [("deepspeed_zero1", 1, False), ("deepspeed_zero2", 2, False),

@@ -15,13 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import ROOT, cli
+from tests.helpers import ROOT, TINY_OVERRIDES, cli
 from tests.slurm_cluster import ClusterUnavailable, LocalCluster, squeue_state, wait_for_jobs
 
 pytestmark = pytest.mark.slow
 
-TINY = ["log_with=none", "trainer.max_steps=4", "data.batch_size=16", "data.val_size=64", "metrics.num_samples=64",
-        "metrics.prompts_per_value=2", "trainer.val_check_interval=1000000", "trainer.limit_val_batches=0"]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +40,7 @@ def slurm():
 def test_ablation_as_slurm_array_jobs_aggregates(slurm, tmp_path):
     out = tmp_path / "results"
     proc = cli("ablate", "imbalance", "--launcher", "slurm", "--only", "k=0,5", "--seeds", "0", "--out", str(out),
-               "--cpus-per-task", "1", "--time", "00:20:00", *TINY, env=slurm)
+               "--cpus-per-task", "1", "--time", "00:20:00", *TINY_OVERRIDES, env=slurm)
     assert proc.returncode == 0, proc.stderr
     jobs = [line.split("job ")[-1].strip() for line in proc.stdout.splitlines() if line.startswith("submitted")]
     assert len(jobs) == 2, proc.stdout  # the array of the one stage, then the aggregation

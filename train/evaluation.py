@@ -142,10 +142,7 @@ class RepresentationMetrics(pl.Callback):
         if trainer.is_global_zero:
             classes = {}
             for f in labels:
-                prompts = datamodule.class_prompts(f, self.prompts_per_value, self.prompt_mode)
-                v, m, ctx = prompts.shape
-                emb = self._embed(pl_module.embed_texts, prompts.reshape(v * m, ctx)).reshape(v, m, -1).mean(1)
-                classes[f] = (emb / emb.norm(dim=1, keepdim=True)).cpu()
+                classes[f] = self._class_embeddings(pl_module, datamodule.class_prompts(f, self.prompts_per_value, self.prompt_mode))
             scale = pl_module.logit_scale
             values = compute_metrics(x, y, labels, logit_scale=scale, class_embeddings=classes, metrics=self.metrics)
             values["temperature"] = 1.0 / scale
@@ -170,10 +167,15 @@ class RepresentationMetrics(pl.Callback):
         out = {}
         for name, zs in (getattr(datamodule, "zeroshot_sets", lambda: {})() or {}).items():
             x = self._embed(pl_module.embed_images, zs["image"]).cpu()
-            v, m, ctx = zs["prompts"].shape
-            emb = self._embed(pl_module.embed_texts, zs["prompts"].reshape(v * m, ctx)).reshape(v, m, -1).mean(1).cpu()
-            out[f"zeroshot_{name}_acc"] = zero_shot_accuracy(x, emb / emb.norm(dim=1, keepdim=True), zs["labels"])
+            out[f"zeroshot_{name}_acc"] = zero_shot_accuracy(x, self._class_embeddings(pl_module, zs["prompts"]), zs["labels"])
         return out
+
+    def _class_embeddings(self, pl_module, prompts: torch.Tensor) -> torch.Tensor:
+        """(classes, prompts per class, context) tokens -> one unit-norm class embedding each: the mean
+        text embedding of its prompts, normalised."""
+        v, m, ctx = prompts.shape
+        emb = self._embed(pl_module.embed_texts, prompts.reshape(v * m, ctx)).reshape(v, m, -1).mean(1)
+        return (emb / emb.norm(dim=1, keepdim=True)).cpu()
 
     def _write_outputs(self, trainer: pl.Trainer) -> None:
         run_dir = Path(trainer.default_root_dir)
