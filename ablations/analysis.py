@@ -8,8 +8,8 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from train.metrics import compute_metrics, normalize
-from train.metrics_cli import load_embeddings
+from infogap.train.metrics import compute_metrics, normalize
+from infogap.train.metrics_cli import load_embeddings
 
 RESCORED = ["l2m", "rmg", "moad_image", "moad_text", "zeroshot"]
 

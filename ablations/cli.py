@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ablations.core import (
+from infogap.ablations.core import (
     aggregate,
     available,
     expand,
@@ -15,7 +15,7 @@ from ablations.core import (
     parse_only,
     parse_overrides,
 )
-from ablations.launchers import SlurmOptions, ablate_args, launch_slurm, launch_wandb, run_task, sweep_config
+from infogap.ablations.launchers import SlurmOptions, ablate_args, launch_slurm, launch_wandb, run_task, sweep_config
 
 DEMO_COLUMNS = ["rmg", "l2m", "moad_image", "moad_text", "entropy_i2t", "zeroshot_object_acc", "attr_acc_mean"]
 

@@ -4,7 +4,7 @@ launches them, and aggregates the finished runs into ``summary.csv``, ``report.m
 An ablation YAML::
 
     name: imbalance
-    module: ablations.imbalance        # analysis hooks (optional): rows(), figures()
+    module: infogap.ablations.imbalance        # analysis hooks (optional): rows(), figures()
     base_config: configs/synthetic.yaml
     seeds: [0]
     x: k                               # the axis on the x of the figures
@@ -38,8 +38,10 @@ from typing import Any, Optional
 import numpy as np
 import yaml
 
-from data.factors import ATTRIBUTE_FACTORS
+from infogap.data.factors import ATTRIBUTE_FACTORS
 
+# configs/ and slurm/ sit beside the code folders: in the repository (an editable install) and inside
+# the installed package (a wheel ships them as infogap/configs and infogap/slurm)
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "configs" / "ablations"
 DERIVED = ("attr_acc_mean",)
@@ -258,7 +260,7 @@ def launch_local(ablation: Ablation, runs: list[Run], jobs: int = 1) -> dict[str
     depends = {r.name: [o.name for o in todo if o is not r and any(dirs[o.name] in str(v) for v in r.overrides.values())] for r in todo}
     number = {r.name: i for i, r in enumerate(todo, 1)}
     threads = str(max(1, (os.cpu_count() or 1) // min(jobs, max(1, len(todo)))))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = dict(os.environ)
     if jobs > 1:
         env["OMP_NUM_THREADS"] = threads
     pending, running = list(todo), {}
@@ -278,7 +280,7 @@ def launch_local(ablation: Ablation, runs: list[Run], jobs: int = 1) -> dict[str
             pending.remove(run)
             run.dir.mkdir(parents=True, exist_ok=True)
             log = open(run.dir / "train.log", "a")
-            proc = subprocess.Popen([sys.executable, "-m", "train.cli", *fit_command(ablation, run), *resume_args(run.dir)],
+            proc = subprocess.Popen([sys.executable, "-m", "infogap", *fit_command(ablation, run), *resume_args(run.dir)],
                                     stdout=log, stderr=subprocess.STDOUT, env=env)
             running[run.name] = (run, proc, log, time.perf_counter())
             print(f"{tag} ..." if jobs == 1 else f"{tag} started", end=" " if jobs == 1 else "\n", flush=True)

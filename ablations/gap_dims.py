@@ -1,7 +1,7 @@
 """Claim 3: only a few embedding dimensions carry the gap. Rank dimensions by
 Delta_k = |mean image - mean text|_k; remove the top n (n = 0..20), re-normalise, recompute."""
-from ablations.analysis import rescore
-from train.metrics import normalize, gap_dimensions
+from infogap.ablations.analysis import rescore
+from infogap.train.metrics import normalize, gap_dimensions
 
 EXTRA_AXES = ["n"]
 N_VALUES = list(range(21))

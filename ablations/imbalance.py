@@ -1,6 +1,6 @@
 """Claim 1: fewer attributes in the captions (larger information imbalance) gives a larger modality gap
 and a larger object bias; describing every factor (k = 5) shrinks both and raises attribute accuracy."""
-from ablations.analysis import direction
+from infogap.ablations.analysis import direction
 
 
 def claims(rows):

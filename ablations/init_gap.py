@@ -1,7 +1,7 @@
 """Claim 1, second half: with full information the contrastive loss closes even a large initial gap.
 A first stage trains with an extra loss that pushes the modality centroids apart (``model.gap_push``);
 then k = 5 training starts either from that large-gap checkpoint or from a random initialisation."""
-from ablations.analysis import curve_figure, history, per_seed
+from infogap.ablations.analysis import curve_figure, history, per_seed
 
 CURVES = ["rmg", "l2m", "zeroshot_object_acc"]
 

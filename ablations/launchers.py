@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import yaml
 
-from ablations.core import ROOT, Ablation, Run, _cli_value, cli_key, fit_command, resume_args
+from infogap.ablations.core import ROOT, Ablation, Run, _cli_value, cli_key, fit_command, resume_args
 
 SLURM_DIR = ROOT / "slurm"
 
@@ -30,7 +30,7 @@ def stage_runs(runs: list[Run], stage: str) -> list[Run]:
 def run_task(ablation: Ablation, runs: list[Run], stage: str, index: int) -> int:
     """Run ``index`` of ``stage`` here, in this process (so SLURM's SIGUSR1 reaches Lightning), resuming
     from its newest checkpoint. Under SLURM the trainer gets the job's nodes and tasks per node."""
-    from train.cli import main as infogap_main
+    from infogap.train.cli import main as infogap_main
 
     todo = stage_runs(runs, stage)
     if not todo:
@@ -148,7 +148,7 @@ def slurm_plan(ablation: Ablation, runs: list[Run], args: list[str], options: Sl
     if plan:
         aggregate.append("--dependency=afterany:{all}")
     python = shlex.quote(sys.executable)
-    aggregate.append("--wrap=" + f"cd {shlex.quote(str(ROOT))} && {python} -m train.cli ablate " + " ".join(shlex.quote(a) for a in args) + " --aggregate-only")
+    aggregate.append("--wrap=" + f"cd {shlex.quote(str(ROOT))} && {python} -m infogap ablate " + " ".join(shlex.quote(a) for a in args) + " --aggregate-only")
     plan.append(Submission("aggregate", aggregate))
     return plan
 
@@ -216,7 +216,7 @@ def sweep_config(ablation: Ablation, seeds: list[int], only: dict[str, list], ov
     params["seed_everything"] = {"values": list(seeds)}
     for key, value in {**(st.get("overrides") or {}), **overrides}.items():
         params[cli_key(key)] = {"value": value}
-    from train.evaluation import curve_name
+    from infogap.train.evaluation import curve_name
 
     root = SWEEP_ROOT_DIR.format(name=ablation.name)
     return {
@@ -254,7 +254,7 @@ def sweep_command(config: dict, values: dict[str, Any]) -> list[str]:
 
 def launch_wandb(config: dict, project: str, entity: Optional[str], dry_run: bool, array: SlurmOptions) -> Optional[str]:
     """Create the sweep (needs a W&B API key) and print the agent commands."""
-    from train.loggers import wandb_api_key_configured
+    from infogap.train.loggers import wandb_api_key_configured
 
     n = _grid_size(config)
     if dry_run:

@@ -1,6 +1,6 @@
 """Claim 5: closing the gap post hoc (shifting one modality by the mean difference) does not by itself
 improve accuracy. shift=text: y + (mean x - mean y); shift=image: x - (mean x - mean y); re-normalised."""
-from ablations.analysis import rescore, shift
+from infogap.ablations.analysis import rescore, shift
 
 EXTRA_AXES = ["shift"]
 

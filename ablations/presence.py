@@ -1,6 +1,6 @@
 """Claim 2 (caption presence bias): whichever factor is always present in the caption becomes the one
 the model is biased towards. MOAD_f = (object term) - (f term): negative when f dominates the object."""
-from ablations.analysis import per_seed
+from infogap.ablations.analysis import per_seed
 
 
 def claims(rows):

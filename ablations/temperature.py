@@ -1,7 +1,7 @@
 """Claim 4: modality gap and logit entropy are linked. From a balanced (k = 5) checkpoint, fine-tune on
 k = 0 captions with a learnable or a frozen temperature (frozen at the checkpoint's value): entropy
 rises, and the gap grows more with the frozen temperature."""
-from ablations.analysis import curve_figure, history
+from infogap.ablations.analysis import curve_figure, history
 
 CURVES = ["entropy_i2t", "rmg", "l2m", "temperature"]
 

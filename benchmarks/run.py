@@ -32,7 +32,7 @@ def bench_data() -> dict:
     out = {}
     for name, extra in (("word_k5", []), ("word_k0", ["--k", "0"]), ("bpe_k5", ["--tokenizer", "ViT-B-32"]),
                         ("word_k5_dense", ["--dense"]), ("word_k5_all_on", ["--all-on"])):
-        proc = subprocess.run([sys.executable, "-m", "train.cli", "data", "bench", "--n", "40960", *extra],
+        proc = subprocess.run([sys.executable, "-m", "infogap", "data", "bench", "--n", "40960", *extra],
                               cwd=ROOT, capture_output=True, text=True, check=True)
         out[name] = json.loads(proc.stdout)["samples_per_s"]
     return out
@@ -49,7 +49,7 @@ def bench_jpeg() -> dict:
     import torch
     import webdataset as wds
 
-    from data.webdata import WebDataModule
+    from infogap.data.webdata import WebDataModule
     from tests.helpers import photo_image
 
     torch.set_num_threads(1)
@@ -99,7 +99,7 @@ def _embeddings(n: int, d: int, seed: int = 0):
 def bench_metrics_1m() -> dict:
     import torch
 
-    from train.metrics import compute_metrics
+    from infogap.train.metrics import compute_metrics
 
     n, d = 1_000_000, 512
     x, y, labels = _embeddings(n, d)
@@ -118,7 +118,7 @@ def bench_metrics_1m() -> dict:
 def bench_metrics_100k() -> dict:
     import torch
 
-    from train.metrics import compute_metrics
+    from infogap.train.metrics import compute_metrics
 
     n, d = 100_000, 512
     x, y, labels = _embeddings(n, d)
@@ -136,7 +136,7 @@ def bench_callback() -> dict:
         for name, extra in (("with_callback", []), ("end_only", ["--metrics.eval_every_n_steps=0", "--metrics.eval_at_start=false"])):
             run = Path(tmp) / name
             start = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "train.cli", "fit", "--config", "configs/synthetic.yaml", "--log_with=none",
+            subprocess.run([sys.executable, "-m", "infogap", "fit", "--config", "configs/synthetic.yaml", "--log_with=none",
                             f"--trainer.default_root_dir={run}", "--trainer.enable_progress_bar=false", *extra],
                            cwd=ROOT, capture_output=True, text=True, check=True)
             out[f"{name}_s"] = round(time.perf_counter() - start, 1)

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data.factors import FACTOR_NAMES, FACTORS, OBJECT
-from data.synthetic import CaptionSpec, SyntheticBatches, SyntheticDataModule, caption_strings
+from infogap.data.factors import FACTOR_NAMES, FACTORS, OBJECT
+from infogap.data.synthetic import CaptionSpec, SyntheticBatches, SyntheticDataModule, caption_strings
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -154,7 +154,7 @@ def export(argv: list[str]) -> int:
 
 
 def enrich(argv: list[str]) -> int:
-    from data.enrich import main as enrich_main
+    from infogap.data.enrich import main as enrich_main
 
     return enrich_main(argv)
 

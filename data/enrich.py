@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -30,9 +31,18 @@ from typing import Callable, Optional
 
 import webdataset as wds
 
-from data.webdata import decode_image, expand_shards, image_bytes
+from infogap.data.webdata import decode_image, expand_shards, image_bytes
 
 REPORT = "enrich-report.json"
+# Test-only fault injection, for deterministic kill/resume tests: "NAME:N" makes the process SIGKILL
+# itself right after it has written sample N of shard NAME (to NAME.tmp). Never set in normal use.
+KILL_AFTER_ENV = "INFOGAP_ENRICH_KILL_AFTER"
+
+
+def _kill_after(shard: str) -> Optional[int]:
+    """The sample count of ``KILL_AFTER_ENV`` if it names this shard, else None."""
+    name, _, n = os.environ.get(KILL_AFTER_ENV, "").rpartition(":")
+    return int(n) if name == shard and n.isdigit() else None
 
 
 class Captioner:
@@ -112,11 +122,19 @@ def enrich_shard(url: str, dest: Path, *, field: str, image_keys: list[str], bat
     tmp = _tmp(dest)
     counts = {"samples": 0, "enriched": 0, "dropped_corrupt": 0, "no_annotation": 0}
     pending: list[tuple[dict, object]] = []
+    kill_at, written = _kill_after(dest.name), 0
+
+    def write(sink, sample: dict, text: Optional[str]) -> None:
+        nonlocal written
+        _write(sink, sample, field, text)
+        written += 1
+        if written == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def flush(sink) -> None:
         captions = captioner([im for _, im in pending]) if pending else []
         for (sample, _), caption in zip(pending, captions):
-            _write(sink, sample, field, caption)
+            write(sink, sample, caption)
             counts["enriched"] += 1
         if progress:
             progress(len(pending))
@@ -129,7 +147,7 @@ def enrich_shard(url: str, dest: Path, *, field: str, image_keys: list[str], bat
             if annotations is not None:
                 text = annotations.get(sample["__key__"])
                 counts["no_annotation" if text is None else "enriched"] += 1
-                _write(sink, sample, field, text)
+                write(sink, sample, text)
                 if progress:
                     progress(1)
                 continue

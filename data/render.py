@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from data.factors import COLOUR_RGB
+from infogap.data.factors import COLOUR_RGB
 
 SIZE = 28
 SMALL_SCALE = 0.75

@@ -18,7 +18,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from data.factors import (
+from infogap.data.factors import (
     ATTRIBUTE_FACTORS,
     FACTOR_NAMES,
     FACTORS,
@@ -30,7 +30,7 @@ from data.factors import (
     parse_cooccurrence,
     value_index,
 )
-from data.render import STREAM, GlyphSource, hash_uniform, render, sample_keys
+from infogap.data.render import SIZE, STREAM, GlyphSource, hash_uniform, render, sample_keys
 
 # Reserved "epochs" for the fixed splits (training epochs count up from 0).
 VAL_EPOCH = 2**62
@@ -310,6 +310,8 @@ class SyntheticDataModule(pl.LightningDataModule):
             self.source.glyphs(True)  # fail now, naming the file, if the directory is wrong
         self.batch_size, self.num_workers = batch_size, num_workers
         self.train_size, self.val_size, self.test_size = train_size, val_size, test_base * N_MORPH
+
+    image_size = SIZE  # pixels per side of every rendered image
 
     @property
     def text_spec(self) -> Optional[dict]:

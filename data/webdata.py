@@ -24,8 +24,8 @@ import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from data.captions import CaptionTransform
-from data.synthetic import run_seed
+from infogap.data.captions import CaptionTransform
+from infogap.data.synthetic import run_seed
 
 log = logging.getLogger(__name__)
 _REMOTE = ("pipe:", "http://", "https://", "gs://", "s3://", "ais://")
@@ -241,7 +241,7 @@ class WebDataModule(pl.LightningDataModule):
         image_keys: ';'-separated sample keys tried in turn for the image.
         caption_key / caption_field: the caption is ``sample[caption_key]``, or ``json[caption_field]``.
         enriched_field: the enriched caption (a sample key or a json field) for the enrichment transforms.
-        caption_transform: ``{kind, p, fraction, n, p_drop}`` (see ``data.captions.CaptionTransform``),
+        caption_transform: ``{kind, p, fraction, n, p_drop}`` (see ``infogap.data.captions.CaptionTransform``),
             applied to training captions only; validation always sees the full caption.
         samples_per_epoch: training samples per epoch (per the whole job), the length of a resampled epoch.
         seed: None (default) follows the run's ``seed_everything``.
@@ -285,9 +285,9 @@ class WebDataModule(pl.LightningDataModule):
         self.transform = CaptionTransform(**caption_transform) if caption_transform else None
         if self.transform is not None and self.transform.needs_enriched and not enriched_field:
             raise ValueError(f"caption_transform {self.transform.kind!r} needs data.enriched_field")
-        self.preprocess_train, self.preprocess_val, self.tokenizer = transforms_for(model)
-        if zeroshot_folder and not Path(zeroshot_folder).is_dir():
-            raise FileNotFoundError(f"data.zeroshot_folder: no such directory: {zeroshot_folder}")
+        self.image_size, self.preprocess_train, self.preprocess_val, self.tokenizer = transforms_for(model)
+        if zeroshot_folder:
+            image_folder_classes(zeroshot_folder, "data.zeroshot_folder")
         if zeroshot_max_images < 1:
             raise ValueError(f"data.zeroshot_max_images must be positive, got {zeroshot_max_images}")
         if "{}" not in zeroshot_templates:
@@ -330,8 +330,6 @@ class WebDataModule(pl.LightningDataModule):
     # --- what the metrics callback needs: the first validation samples, with full captions ----------
     def _eval_cache(self, n: int) -> dict:
         if getattr(self, "_eval", None) is None or (len(self._eval["image"]) < n and not self._eval["complete"]):
-            if not self.val_urls:
-                raise ValueError("the metrics callback needs data.val_shards (validation with full captions)")
             images, texts, complete = [], [], True
             stream = self._stream(self.val_urls, train=False)
             stream.rank, stream.world_size = 0, 1  # every rank reads the same set, then keeps its slice
@@ -346,7 +344,8 @@ class WebDataModule(pl.LightningDataModule):
         return self._eval
 
     def eval_size(self, n: int) -> int:
-        return min(n, len(self._eval_cache(n)["image"]))
+        """Samples in the evaluation set (the first ``n`` of ``data.val_shards``; 0 without them)."""
+        return min(n, len(self._eval_cache(n)["image"])) if self.val_urls else 0
 
     def eval_samples(self, index) -> dict:
         cache = self._eval_cache(int(max(index)) + 1 if len(index) else 0)
@@ -362,9 +361,7 @@ class WebDataModule(pl.LightningDataModule):
         if getattr(self, "_zeroshot", None) is None:
             from torchvision.datasets import ImageFolder
 
-            data = ImageFolder(folder, transform=self.preprocess_val)
-            if len(data) == 0:
-                raise ValueError(f"data.zeroshot_folder {folder}: no images in its class sub-folders")
+            data = ImageFolder(folder, transform=self.preprocess_val)  # checked when the module was built
             index = sorted(random.Random(self.seed).sample(range(len(data)), min(len(data), self.hparams.zeroshot_max_images)))
             images, labels = zip(*(data[i] for i in index))
             templates = [t.strip() for t in self.hparams.zeroshot_templates.split("|") if t.strip()]
@@ -385,12 +382,31 @@ class WebDataModule(pl.LightningDataModule):
         return batch
 
 
+def image_folder_classes(folder: str, what: str) -> list[str]:
+    """The class names of a labelled image folder (ImageFolder layout: one sub-folder per class), with
+    one-line errors naming ``what`` and the folder or class when it is missing, has no class
+    sub-folders, or a class has no image."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{what}: no such directory: {folder}")
+    try:
+        classes, _ = find_classes(str(root))
+    except FileNotFoundError:
+        raise ValueError(f"{what} {folder}: no class sub-folders (ImageFolder layout: {folder}/<class>/<image>)") from None
+    for name in classes:
+        if not any(p.suffix.lower() in IMG_EXTENSIONS for p in (root / name).rglob("*") if p.is_file()):
+            raise ValueError(f"{what} {folder}: class {name!r} has no images ({', '.join(IMG_EXTENSIONS)})")
+    return classes
+
+
 def transforms_for(model: str):
-    """(train transform, eval transform, tokenizer) of an open_clip model or a small config, built
-    from its config (no model, no download)."""
+    """(image size, train transform, eval transform, tokenizer) of an open_clip model or a small config,
+    built from its config (no model, no download)."""
     import open_clip
 
-    from models.clip import SMALL_CONFIGS
+    from infogap.models.clip import SMALL_CONFIGS
 
     if model in SMALL_CONFIGS:
         cfg = SMALL_CONFIGS[model]
@@ -401,4 +417,4 @@ def transforms_for(model: str):
         size, tokenizer = open_clip.get_model_config(model)["vision_cfg"]["image_size"], open_clip.get_tokenizer(model)
     else:
         raise ValueError(f"data.model: unknown model {model!r}")
-    return open_clip.image_transform(size, is_train=True), open_clip.image_transform(size, is_train=False), tokenizer
+    return size, open_clip.image_transform(size, is_train=True), open_clip.image_transform(size, is_train=False), tokenizer

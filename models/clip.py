@@ -49,6 +49,11 @@ SMALL_CONFIGS: dict[str, SmallClipConfig] = {
 }
 
 
+def is_word_level(name: str) -> bool:
+    """A small config whose text tower reads the synthetic data's word vocabulary (not BPE)."""
+    return name in SMALL_CONFIGS and "vocab_size" not in SMALL_CONFIGS[name].text
+
+
 def model_names() -> list[str]:
     """Every name ``build_model`` accepts: the small configs, then open_clip's stock models."""
     return sorted(SMALL_CONFIGS) + open_clip.list_models()
@@ -68,7 +73,7 @@ def build_model(
     """Build a CLIP model with ``output_dict=True``.
 
     For the small configs ``vocab_size``, ``context_length`` and ``eos_id`` describe the word-level
-    tokenizer of the data (``data.synthetic.Vocabulary``). ``pretrained`` is a local checkpoint path.
+    tokenizer of the data (``infogap.data.synthetic.Vocabulary``). ``pretrained`` is a local checkpoint path.
     """
     if name in SMALL_CONFIGS:
         cfg = SMALL_CONFIGS[name]
@@ -78,7 +83,9 @@ def build_model(
         else:
             missing = [k for k, v in dict(vocab_size=vocab_size, context_length=context_length, eos_id=eos_id).items() if v is None]
             if missing:
-                raise ValueError(f"model {name!r} is a word-level model and needs {', '.join(missing)} from the data's vocabulary")
+                raise ValueError(f"model {name!r} is a word-level model and needs {', '.join(missing)} from the data's word vocabulary, "
+                                 "which BPE-tokenised data (real shards, data.tokenizer=<open_clip name>) does not have: "
+                                 "use a BPE model (tiny-bpe, RN50, ViT-B-16, ...)")
             text_cfg = CLIPTextCfg(context_length=context_length, vocab_size=vocab_size, pad_id=pad_id, eos_id=eos_id, pool_type="eos", **cfg.text)
         model = CLIP(
             cfg.embed_dim,

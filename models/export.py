@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from models.clip import is_deepspeed_checkpoint, model_state_dict, read_checkpoint
+from infogap.models.clip import is_deepspeed_checkpoint, model_state_dict, read_checkpoint
 
 
 def export_checkpoint(src: str | Path, out: str | Path) -> dict:

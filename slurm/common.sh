@@ -8,6 +8,6 @@ infogap_env() {
         if [ -x .venv/bin/python ]; then PYTHON="$PWD/.venv/bin/python"; else PYTHON="$(command -v python3)"; fi
     fi
     export PYTHONUNBUFFERED=1
-    INFOGAP=("$PYTHON" -m train.cli)
+    INFOGAP=("$PYTHON" -m infogap)
     echo "[$(date -Is)] job ${SLURM_JOB_ID:-?} (array ${SLURM_ARRAY_JOB_ID:--}_${SLURM_ARRAY_TASK_ID:--}, restart ${SLURM_RESTART_COUNT:-0}) on $(hostname) in $PWD"
 }

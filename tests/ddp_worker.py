@@ -7,9 +7,9 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from data.synthetic import SyntheticDataModule
-from train.evaluation import RepresentationMetrics
-from train.module import ContrastiveModule
+from infogap.data.synthetic import SyntheticDataModule
+from infogap.train.evaluation import RepresentationMetrics
+from infogap.train.module import ContrastiveModule
 
 
 class DumpGradients(pl.Callback):

@@ -24,8 +24,8 @@ def main(out: str, stages: list[int]) -> None:
     import deepspeed
     from deepspeed.utils import safe_get_full_fp32_param, safe_set_full_fp32_param
 
-    from data.factors import Vocabulary
-    from train.module import ContrastiveModule
+    from infogap.data.factors import Vocabulary
+    from infogap.train.module import ContrastiveModule
 
     deepspeed.init_distributed(dist_backend="gloo")
     for stage in stages:
@@ -36,8 +36,8 @@ def run_stage(out: Path, stage: int) -> None:
     import deepspeed
     from deepspeed.utils import safe_get_full_fp32_param, safe_set_full_fp32_param
 
-    from data.factors import Vocabulary
-    from train.module import ContrastiveModule
+    from infogap.data.factors import Vocabulary
+    from infogap.train.module import ContrastiveModule
 
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)

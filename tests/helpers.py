@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -16,7 +18,7 @@ def cli(*args: str, cwd: Path = ROOT, env: dict[str, str | None] | None = None, 
     ``env`` entries set to None are removed from the environment."""
     full_env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONPATH": str(ROOT), **(env or {})}
     full_env = {k: v for k, v in full_env.items() if v is not None}
-    return subprocess.run([sys.executable, "-m", "train.cli", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "infogap", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
 # key=value overrides that make every run of an ablation a few-second one (4 steps, small batches)
@@ -44,6 +46,43 @@ class KillAtStep(pl.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step >= self.step:
             os._exit(0)
+
+
+class ParkAtStep(pl.Callback):
+    """Parks the run at optimizer step ``step`` until the SLURM requeue signal has been handled (Lightning
+    has written ``hpc_ckpt_*.ckpt``), so a test can signal the job mid-run without racing it: the test
+    waits for the ``parked-at-step-N`` file, then signals. A run that starts with an HPC checkpoint (the
+    requeued one) passes. The deadline is only a hang guard."""
+
+    def __init__(self, step: int, timeout: float = 300.0):
+        self.step, self.timeout = step, timeout
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        root = Path(trainer.default_root_dir)
+        if trainer.global_step != self.step or list(root.glob("hpc_ckpt_*.ckpt")):
+            return
+        (root / f"parked-at-step-{self.step}").write_text(str(os.getpid()))
+        deadline = time.monotonic() + self.timeout
+        while not list(root.glob("hpc_ckpt_*.ckpt")):  # SIGUSR1's handler runs in this thread, during the sleep
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"parked at step {self.step} for {self.timeout:.0f} s and no requeue signal came")
+            time.sleep(0.05)
+
+
+def free_port() -> str:
+    """A TCP port nothing listens on now (for a test's own rendezvous, instead of a fixed one)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
+def wait_for(condition, what: str, timeout: float = 300.0, interval: float = 0.2, detail=lambda: "") -> None:
+    """Until ``condition()`` holds; the deadline is only a hang guard (the state is reached by what the
+    test does, never by waiting long enough)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"hang guard: {what} not within {timeout:.0f} s. {detail()}"
+        time.sleep(interval)
 
 
 def wandb_records(run_dir: Path) -> list:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ablations.core import available, expand, load_ablation, parse_only, parse_overrides
+from infogap.ablations.core import available, expand, load_ablation, parse_only, parse_overrides
 from tests.helpers import ROOT, TINY_OVERRIDES, cli
-from train.cli import main as infogap
+from infogap.train.cli import main as infogap
 
 
 # name -> (--only restriction for a tiny run, number of runs it then launches, axes of summary.csv)

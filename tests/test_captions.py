@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from data.captions import CaptionTransform, drop_sentences, first_sentences, keep_fraction, split_sentences
+from infogap.data.captions import CaptionTransform, drop_sentences, first_sentences, keep_fraction, split_sentences
 
 CAPTION = "a b c d e f g h"
 LONG = "A red car. It is parked on a street! Is the sky blue? Trees line the road."

@@ -8,13 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import webdataset as wds
 
-from tests.helpers import ROOT, cli, make_tiny_captioner, write_photo_shards
+from tests.helpers import cli, make_tiny_captioner, write_photo_shards
 
 
 def _samples(path: Path) -> list[dict]:
@@ -37,7 +36,7 @@ def captioner(tmp_path_factory):
 
 
 def _enrich_in_process(capsys, *args) -> tuple[int, str, str]:
-    from train.cli import main as infogap
+    from infogap.train.cli import main as infogap
 
     code = infogap(["data", "enrich", *args])
     captured = capsys.readouterr()
@@ -81,8 +80,8 @@ def test_annotations_joined_by_key(photos, tmp_path, capsys):
 
 def test_enriched_field_feeds_the_caption_transform(photos, tmp_path, capsys):
     """The enriched shards feed WebDataModule's decoder: concat_enriched gives original + enriched."""
-    from data.captions import CaptionTransform
-    from data.webdata import SkipCounter, _Decoder
+    from infogap.data.captions import CaptionTransform
+    from infogap.data.webdata import SkipCounter, _Decoder
 
     d, shards = photos
     notes = tmp_path / "n.jsonl"
@@ -100,7 +99,7 @@ def test_enriched_field_feeds_the_caption_transform(photos, tmp_path, capsys):
 def test_local_captioner_end_to_end(photos, captioner, tmp_path):
     from PIL import Image  # noqa: F401 - the captioner reads PIL images
 
-    from data.enrich import Captioner, _image
+    from infogap.data.enrich import Captioner, _image
 
     d, shards = photos
     out = tmp_path / "out"
@@ -122,26 +121,23 @@ def test_local_captioner_end_to_end(photos, captioner, tmp_path):
 
 @pytest.mark.slow
 def test_killed_enrichment_resumes_without_duplicates_or_losses(captioner, tmp_path):
+    """Killed (SIGKILL, injected deterministically right after sample 5 of the second shard was
+    written), then restarted: the finished shard is kept, the half-written one redone, none duplicated."""
+    from infogap.data.enrich import KILL_AFTER_ENV
+
     d = tmp_path / "in"
     d.mkdir()
     shards = write_photo_shards(d, n_shards=3, per_shard=12, corrupt=False, prefix="big")
     out = tmp_path / "out"
-    argv = [sys.executable, "-m", "train.cli", "data", "enrich", "--in", f"{d}/big-{{000000..000002}}.tar", "--out", str(out),
-            "--captioner", str(captioner), "--batch-size", "1", "--max-new-tokens", "6"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 300
-    # kill it in the middle of the second shard: the first is finished, the second half written
-    while not ((out / shards[0].name).is_file() and (out / (shards[1].name + ".tmp")).is_file()):
-        assert proc.poll() is None and time.time() < deadline, "enrichment finished or stalled before it could be killed"
-        time.sleep(0.01)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    argv = [sys.executable, "-m", "infogap", "data", "enrich", "--in", f"{d}/big-{{000000..000002}}.tar", "--out", str(out),
+            "--captioner", str(captioner), "--batch-size", "2", "--max-new-tokens", "6"]
+    killed = subprocess.run(argv, env={**os.environ, KILL_AFTER_ENV: f"{shards[1].name}:5"}, capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert (out / shards[0].name).is_file() and (out / (shards[1].name + ".tmp")).is_file()  # killed mid-shard
     assert not (out / shards[1].name).exists() and not (out / shards[2].name).exists()
     first = _digest([out / shards[0].name])
 
-    again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "1 already done, 2 to do" in again.stderr
     assert _digest([out / shards[0].name]) == first  # the finished shard was not redone

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from tests.helpers import cli, read_wandb_config, read_wandb_history, tiny_fit_args
-from train.evaluation import curve_name
-from train.metrics_cli import load_embeddings
+from infogap.train.evaluation import curve_name
+from infogap.train.metrics_cli import load_embeddings
 
 CURVES = [
     "gap/l2m", "gap/rmg", "gap/l2i", "uniformity/image", "uniformity/text", "uniformity/all", "alignment",
@@ -32,7 +32,7 @@ def test_curves_logged_to_offline_wandb_at_several_steps(tmp_path):
     # the whole config, keyed as on the command line (what a sweep varies), so runs group by it
     config = read_wandb_config(run)
     assert config["data.k"] == 5 and config["seed_everything"] == 0 and config["model.loss"] == "clip"
-    assert config["data.class_path"] == "data.synthetic.SyntheticDataModule" and config["trainer.max_steps"] == 12
+    assert config["data.class_path"] == "infogap.data.synthetic.SyntheticDataModule" and config["trainer.max_steps"] == 12
 
     record = json.loads((run / "metrics.json").read_text())
     assert record["step"] == 12 and record["prompt_mode"] == "full"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.helpers import cli
-from train import metrics as M
+from infogap.train import metrics as M
 
 TOL = 1e-6
 

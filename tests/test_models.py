@@ -8,10 +8,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from data.factors import Vocabulary
-from data.synthetic import SyntheticDataModule
-from models import build_model, load_checkpoint, model_names
-from train.module import ContrastiveModule
+from infogap.data.factors import Vocabulary
+from infogap.data.synthetic import SyntheticDataModule
+from infogap.models import build_model, load_checkpoint, model_names
+from infogap.train.module import ContrastiveModule
 
 SPEC = Vocabulary().text_spec()
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tests.helpers import ROOT, write_photo_shards
-from train.cli import InfogapCLI
+from infogap.train.cli import InfogapCLI
 
 REAL = ROOT / "configs" / "real"
 
@@ -20,7 +20,7 @@ def shards(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     """A tiny-bpe checkpoint standing in for the configs' pretrained open_clip / full-caption weights."""
-    from train.module import ContrastiveModule
+    from infogap.train.module import ContrastiveModule
 
     module = ContrastiveModule(model="tiny-bpe", init_temperature=0.02)
     path = tmp_path_factory.mktemp("ckpt") / "base.ckpt"

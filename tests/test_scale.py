@@ -11,8 +11,8 @@ import pytest
 import torch
 import yaml
 
-from ablations.core import expand, load_ablation, resume_checkpoint
-from ablations.launchers import SlurmOptions, _ranges, ablate_args, slurm_plan, sweep_command, sweep_config
+from infogap.ablations.core import expand, load_ablation, resume_checkpoint
+from infogap.ablations.launchers import SlurmOptions, _ranges, ablate_args, slurm_plan, sweep_command, sweep_config
 from tests.helpers import ROOT, cli, read_wandb_config, tiny_fit_args
 
 STRATEGIES = ROOT / "configs" / "strategies"
@@ -54,8 +54,8 @@ def test_ddp_config_fragment():
 
 
 def test_grad_checkpointing_gives_the_same_loss_and_gradients():
-    from data.factors import Vocabulary
-    from train.module import ContrastiveModule
+    from infogap.data.factors import Vocabulary
+    from infogap.train.module import ContrastiveModule
 
     spec = Vocabulary().text_spec()
     batch = {"image": torch.rand(8, 3, 28, 28), "text": torch.randint(1, spec["eos_id"], (8, spec["context_length"]))}
@@ -90,9 +90,9 @@ def test_ddp_two_cpu_processes_through_the_config_path(tmp_path):
 
 # --- checkpoint export --------------------------------------------------------------------------
 def test_export_ckpt_from_a_lightning_checkpoint(tmp_path, capsys):
-    from data.factors import Vocabulary
-    from models.clip import load_checkpoint
-    from train.module import ContrastiveModule
+    from infogap.data.factors import Vocabulary
+    from infogap.models.clip import load_checkpoint
+    from infogap.train.module import ContrastiveModule
 
     module = ContrastiveModule(model="tiny", text_spec=Vocabulary().text_spec())
     ckpt = tmp_path / "last.ckpt"
@@ -108,7 +108,7 @@ def test_export_ckpt_from_a_lightning_checkpoint(tmp_path, capsys):
     load_checkpoint(fresh, out)
     for k, v in module.model.state_dict().items():
         assert torch.equal(fresh.state_dict()[k], v), k
-    from train.cli import main as infogap
+    from infogap.train.cli import main as infogap
 
     assert infogap(["export-ckpt", str(tmp_path / "nope.ckpt"), "--out", str(out)]) == 2
     assert "nope.ckpt" in capsys.readouterr().err
@@ -142,7 +142,7 @@ def test_slurm_plan_chains_stages_and_skips_finished_runs(tmp_path):
 
 
 def test_slurm_dry_run_prints_scripts_and_sbatch_lines(tmp_path, capsys):
-    from train.cli import main as infogap
+    from infogap.train.cli import main as infogap
 
     assert infogap(["ablate", "imbalance", "--launcher", "slurm", "--dry-run", "--out", str(tmp_path), "--seeds", "0",
                     "--partition", "gpu", "--gpus-per-node", "4", "trainer.max_steps=10"]) == 0
@@ -180,7 +180,7 @@ def test_sweep_files_match_their_ablations(name):
 
 
 def test_wandb_launcher_refuses_multi_stage_ablations_and_needs_a_key(capsys, monkeypatch):
-    from train.cli import main as infogap
+    from infogap.train.cli import main as infogap
 
     assert infogap(["ablate", "temperature", "--launcher", "wandb", "--dry-run"]) == 2
     assert "stages" in capsys.readouterr().err
@@ -237,9 +237,9 @@ def test_export_and_load_real_deepspeed_zero_checkpoints(tmp_path, capsys):
     import math
     import subprocess
 
-    from data.factors import Vocabulary
-    from models.export import export_checkpoint
-    from train.module import ContrastiveModule
+    from infogap.data.factors import Vocabulary
+    from infogap.models.export import export_checkpoint
+    from infogap.train.module import ContrastiveModule
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MASTER_PORT": "29552"}
     proc = subprocess.run([sys.executable, str(ROOT / "tests" / "deepspeed_worker.py"), str(tmp_path), "2,3"],
@@ -271,11 +271,11 @@ def test_wandb_launcher_creates_the_sweep_and_prints_agent_commands(monkeypatch,
     """With a key configured, the sweep goes to wandb.sweep as rendered (the server call is replaced)."""
     import wandb
 
-    from ablations import launchers
+    from infogap.ablations import launchers
 
     calls = {}
     monkeypatch.setattr(wandb, "sweep", lambda config, project=None, entity=None: calls.update(config=config, project=project, entity=entity) or "abc123")
-    monkeypatch.setattr("train.loggers.wandb_api_key_configured", lambda: True)
+    monkeypatch.setattr("infogap.train.loggers.wandb_api_key_configured", lambda: True)
     ablation = load_ablation("imbalance")
     config = sweep_config(ablation, [0, 1], {"k": [0, 5]}, {"trainer.max_steps": 300})
     assert launchers.launch_wandb(config, "infogap", "me", dry_run=False, array=SlurmOptions(partition="gpu")) == "abc123"

@@ -9,13 +9,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.helpers import ROOT, TINY_OVERRIDES, cli
+from tests.helpers import ROOT, TINY_OVERRIDES, cli, wait_for
 from tests.slurm_cluster import ClusterUnavailable, LocalCluster, squeue_state, wait_for_jobs
 
 pytestmark = pytest.mark.slow
@@ -58,42 +57,40 @@ def test_ablation_as_slurm_array_jobs_aggregates(slurm, tmp_path):
 
 
 def test_sigusr1_requeues_and_resumes_without_losing_steps(slurm, tmp_path):
+    """The run parks itself at step 30 (tests.helpers.ParkAtStep) until the signal is handled, so the
+    signal always lands mid-run, whatever the machine's speed."""
     run = tmp_path / "run"
-    steps = 150
+    steps, park = 150, 30
     argv = ["sbatch", "--parsable", "--job-name=infogap-requeue", f"--output={tmp_path}/%x-%j.out", f"--export=ALL,INFOGAP_ROOT={ROOT}",
             "--ntasks-per-node=1", "--gpus-per-node=0", "--cpus-per-task=1", "--time=00:20:00",
             str(ROOT / "slurm" / "train.sbatch"), "--config", str(ROOT / "configs" / "synthetic.yaml"),
             f"--trainer.default_root_dir={run}", f"--trainer.max_steps={steps}", "--trainer.enable_progress_bar=false",
             "--trainer.limit_val_batches=0", "--trainer.val_check_interval=1000000", "--log_with=none",
             "--checkpoint.every_n_train_steps=25", "--metrics.eval_every_n_steps=0", "--metrics.eval_at_start=false",
-            "--metrics.num_samples=64", "--metrics.prompts_per_value=2", "--data.val_size=64"]
+            "--metrics.num_samples=64", "--metrics.prompts_per_value=2", "--data.val_size=64",
+            '--trainer.callbacks+={"class_path": "tests.helpers.ParkAtStep", "init_args": {"step": %d}}' % park]
     proc = subprocess.run(argv, env=slurm, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     job = proc.stdout.strip()
     log = tmp_path / f"infogap-requeue-{job}.out"
+    tail = lambda: log.read_text()[-3000:] if log.exists() else "no log"  # noqa: E731
 
-    last = run / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 300
-    while not last.is_file():  # training is under way: the first periodic checkpoint exists
-        assert time.time() < deadline and squeue_state(slurm, job) in ("PENDING", "RUNNING"), log.read_text()[-3000:] if log.exists() else "no log"
-        time.sleep(0.5)
+    wait_for(lambda: (run / f"parked-at-step-{park}").is_file() or squeue_state(slurm, job) not in ("PENDING", "RUNNING"),
+             "the run parked at its step", detail=tail)
+    assert (run / f"parked-at-step-{park}").is_file(), tail()
     subprocess.run(["scancel", "--signal=USR1", job], env=slurm, check=True)
 
     hpc = run / "hpc_ckpt_1.ckpt"
-    deadline = time.time() + 120
-    while squeue_state(slurm, job) not in ("PENDING", "REQUEUED") or not hpc.is_file():
-        assert time.time() < deadline, log.read_text()[-3000:]
-        time.sleep(0.5)
+    wait_for(lambda: squeue_state(slurm, job) in ("PENDING", "REQUEUED") and hpc.is_file(), "the requeue", detail=tail)
     # SLURM holds a requeued job back (BeginTime) for a while; release it now to keep the test short
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=slurm, check=True)
     wait_for_jobs(slurm, [job], timeout=400)
 
     text = log.read_text()
-    saved = torch.load(hpc, map_location="cpu", weights_only=False)["global_step"]
-    assert 0 < saved < steps, text[-3000:]
+    assert torch.load(hpc, map_location="cpu", weights_only=False)["global_step"] == park, text[-3000:]
     assert "Handling auto-requeue signal" in text and "requeued" in text.lower()
     assert "restart 1" in text  # the second start of the same job (slurm/common.sh prints SLURM_RESTART_COUNT)
     assert f"Restoring states from the checkpoint path at {hpc}" in text, text[-3000:]
-    final = torch.load(last, map_location="cpu", weights_only=False)
+    final = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert final["global_step"] == steps
     assert (run / "metrics.json").is_file()

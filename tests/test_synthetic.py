@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from data.factors import ATTRIBUTE_FACTORS, COLOUR_RGB, FACTOR_NAMES, FACTORS, OBJECT, Vocabulary
-from data.render import GlyphSource, render, sample_keys
-from data.synthetic import (
+from infogap.data.factors import ATTRIBUTE_FACTORS, COLOUR_RGB, FACTOR_NAMES, FACTORS, OBJECT, Vocabulary
+from infogap.data.render import GlyphSource, render, sample_keys
+from infogap.data.synthetic import (
     N_MORPH,
     CaptionSpec,
     SyntheticBatches,
@@ -182,7 +182,7 @@ def test_bpe_captions_are_plain_strings_through_open_clip_tokenizer():
 @pytest.mark.parametrize("p", [0.0, 0.5, 0.9])
 def test_cooccurrence_rate_matches_p(p):
     keys = sample_keys(0, 0, np.arange(60_000))
-    from data.factors import parse_cooccurrence
+    from infogap.data.factors import parse_cooccurrence
 
     labels = draw_factors(keys, parse_cooccurrence({"object": "3", "factor": "colour", "value": "red", "p": p}))
     red = FACTORS["colour"].index("red")
@@ -300,7 +300,7 @@ def test_real_mnist_idx_files_from_a_local_directory(tmp_path):
 def test_data_cli_preview_bench_export(tmp_path, capsys):
     import webdataset as wds
 
-    from train.cli import main as infogap
+    from infogap.train.cli import main as infogap
 
     grid = tmp_path / "grid.png"
     assert infogap(["data", "preview", "--k", "2", "--n", "8", "--out", str(grid)]) == 0

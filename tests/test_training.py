@@ -10,9 +10,9 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from data.synthetic import SyntheticDataModule
+from infogap.data.synthetic import SyntheticDataModule
 from tests.helpers import ROOT, cli, tiny_fit_args
-from train.module import ContrastiveModule, no_weight_decay, warmup_cosine
+from infogap.train.module import ContrastiveModule, no_weight_decay, warmup_cosine
 
 
 def _one_step(devices: int, global_batch: int, out) -> dict:
@@ -130,7 +130,7 @@ def test_schedule_warms_up_linearly_then_decays_by_cosine():
 def _fit_in_process(args, capsys, monkeypatch) -> tuple[int, str]:
     """``infogap fit ARGS`` in this process (exit code, stderr): the error path without the import cost
     of a subprocess; one case below also runs as a real process."""
-    from train.cli import main as infogap
+    from infogap.train.cli import main as infogap
 
     monkeypatch.setattr(sys, "argv", ["infogap"])
     code = infogap(["fit", *args, "--log_with=none", "--trainer.fast_dev_run=true"])
@@ -170,8 +170,8 @@ def test_unknown_key_in_yaml_file_is_named(tmp_path, capsys, monkeypatch):
 
 
 def test_help_lists_every_subcommand(capsys, monkeypatch):
-    from train.cli import SUBCOMMANDS
-    from train.cli import main as infogap
+    from infogap.train.cli import SUBCOMMANDS
+    from infogap.train.cli import main as infogap
 
     assert infogap(["--help"]) == 0
     out = capsys.readouterr().out

@@ -9,10 +9,10 @@ import pytorch_lightning as pl
 import webdataset as wds
 from PIL import Image
 
-from data.cli import export
-from data.webdata import WebDataModule, expand_shards, read_pairs
+from infogap.data.cli import export
+from infogap.data.webdata import WebDataModule, expand_shards, read_pairs
 from tests.helpers import photo_image, write_photo_shards
-from train.module import ContrastiveModule
+from infogap.train.module import ContrastiveModule
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def test_caption_from_a_json_field_and_transform_is_train_only(shards):
 def test_a_few_training_steps_with_two_workers_log_skipped_samples(shards, tmp_path):
     from pytorch_lightning.loggers import CSVLogger
 
-    from train.evaluation import RepresentationMetrics
+    from infogap.train.evaluation import RepresentationMetrics
 
     pl.seed_everything(0)
     folder = tmp_path / "labelled"

@@ -15,13 +15,13 @@ from typing import Callable, Optional
 
 # name -> ("module:function", one-line help). The function takes the arguments after the name.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "fit": ("train.cli:lightning_main", "train a model from a YAML config (LightningCLI; --help for every key)"),
-    "validate": ("train.cli:lightning_main", "validation loss and metrics of a checkpoint"),
-    "test": ("train.cli:lightning_main", "test loss of a checkpoint"),
-    "data": ("data.cli:main", "synthetic data: preview grid, throughput benchmark, webdataset export"),
-    "metrics": ("train.metrics_cli:main", "metric suite of an embeddings .npz as one JSON object"),
-    "ablate": ("ablations.cli:main", "expand, launch and aggregate an ablation from configs/ablations/"),
-    "export-ckpt": ("models.export:main", "one plain state dict from a Lightning or DeepSpeed checkpoint"),
+    "fit": ("infogap.train.cli:lightning_main", "train a model from a YAML config (LightningCLI; --help for every key)"),
+    "validate": ("infogap.train.cli:lightning_main", "validation loss and metrics of a checkpoint"),
+    "test": ("infogap.train.cli:lightning_main", "test loss of a checkpoint"),
+    "data": ("infogap.data.cli:main", "synthetic data: preview grid, throughput benchmark, webdataset export"),
+    "metrics": ("infogap.train.metrics_cli:main", "metric suite of an embeddings .npz as one JSON object"),
+    "ablate": ("infogap.ablations.cli:main", "expand, launch and aggregate an ablation from configs/ablations/"),
+    "export-ckpt": ("infogap.models.export:main", "one plain state dict from a Lightning or DeepSpeed checkpoint"),
 }
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test")
 
@@ -126,9 +126,9 @@ def _lightning_cli_class():
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
-    from train.evaluation import RepresentationMetrics
-    from train.loggers import make_logger
-    from train.module import ContrastiveModule
+    from infogap.train.evaluation import RepresentationMetrics
+    from infogap.train.loggers import make_logger
+    from infogap.train.module import ContrastiveModule
 
     class LoggedConfig(SaveConfigCallback):
         """config.yaml in the run directory, and the whole config logged as flat hyper-parameters
@@ -167,6 +167,7 @@ def _lightning_cli_class():
                 super().instantiate_classes()
             except (TypeError, ValueError, FileNotFoundError) as exc:
                 raise ConfigError(_first_line(str(exc))) from None
+            check_strategy(self.trainer)
 
         def _instantiate_trainer(self, config, callbacks):
             cfg = self.config[self.subcommand] if self.subcommand else self.config
@@ -178,6 +179,19 @@ def _lightning_cli_class():
     return _CLI
 
 
+def check_strategy(trainer) -> None:
+    """A strategy the accelerator cannot run is a configuration error before anything starts (Lightning
+    itself refuses DeepSpeed without CUDA only once fit has begun, with a traceback)."""
+    from pytorch_lightning.accelerators import CUDAAccelerator
+    from pytorch_lightning.strategies import DeepSpeedStrategy
+
+    strategy = trainer.strategy
+    if isinstance(strategy, DeepSpeedStrategy) and not isinstance(trainer.accelerator, CUDAAccelerator):
+        stage = strategy.config.get("zero_optimization", {}).get("stage", "?")
+        raise ConfigError(f"trainer.strategy: DeepSpeedStrategy (ZeRO stage {stage}) runs only on CUDA GPUs and this run's accelerator is "
+                          f"{type(trainer.accelerator).__name__}; on CPU use trainer.strategy=ddp (configs/strategies/ddp.yaml)")
+
+
 def InfogapCLI(args, run: bool = True):  # noqa: N802 - a class built lazily so `infogap --help` stays fast
     """The LightningCLI of ``infogap fit``; ``run=False`` (no subcommand in ``args``) only builds the
     trainer, model and data module from the config, as a test or a notebook wants."""
@@ -185,6 +199,6 @@ def InfogapCLI(args, run: bool = True):  # noqa: N802 - a class built lazily so 
 
 
 if __name__ == "__main__":
-    from train.cli import main as _main  # the imported module, so its exception classes are the ones raised
+    from infogap.train.cli import main as _main  # the imported module, so its exception classes are the ones raised
 
     sys.exit(_main())

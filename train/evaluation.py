@@ -9,9 +9,9 @@ from typing import Literal, Optional
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
-from train.metrics import compute_metrics, zero_shot_accuracy
+from infogap.train.metrics import compute_metrics, zero_shot_accuracy
 
 
 def curve_name(key: str) -> str:
@@ -37,7 +37,9 @@ class RepresentationMetrics(pl.Callback):
     ``infogap metrics`` reads) and ``metrics.json`` into the run directory.
 
     Under DDP each rank embeds a slice of the set, the slices are gathered, and rank 0 computes once:
-    the numbers equal the single-process ones.
+    the numbers equal the single-process ones. A data module without an evaluation set (real data
+    without ``data.val_shards``) turns the callback off for the run, with one warning line before the
+    first step.
 
     Args:
         eval_every_n_steps: 0 evaluates only at the end.
@@ -78,18 +80,29 @@ class RepresentationMetrics(pl.Callback):
         self.last: dict[str, float] = {}
         self.history: dict[int, dict[str, float]] = {}
         self.seconds = 0.0
+        self.enabled = True
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        datamodule = trainer.datamodule
+        n = datamodule.eval_size(self.num_samples) if hasattr(datamodule, "eval_size") else 0
+        self.enabled = n >= 2
+        if not self.enabled:
+            why = "data.val_shards is not set" if hasattr(datamodule, "val_urls") else f"{type(datamodule).__name__} has {n} evaluation samples"
+            rank_zero_warn(f"metrics: off for this run ({why}): no metric curves, no metrics.json", category=UserWarning)
 
     # --- when ---------------------------------------------------------------------------------
     def on_train_start(self, trainer, pl_module) -> None:
-        if self.eval_at_start and trainer.global_step == 0:
+        if self.enabled and self.eval_at_start and trainer.global_step == 0:
             self.evaluate(trainer, pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if self.every and step > 0 and step % self.every == 0 and step != self._last_step:
+        if self.enabled and self.every and step > 0 and step % self.every == 0 and step != self._last_step:
             self.evaluate(trainer, pl_module)
 
     def on_fit_end(self, trainer, pl_module) -> None:
+        if not self.enabled:
+            return
         if trainer.global_step != self._last_step:
             self.evaluate(trainer, pl_module)
         if trainer.is_global_zero and self.last:
@@ -100,8 +113,6 @@ class RepresentationMetrics(pl.Callback):
         """This rank's contiguous slice of the evaluation set, rendered once and cached."""
         if self._cache is None:
             n = datamodule.eval_size(self.num_samples)
-            if n < 2:
-                raise ValueError(f"the evaluation set has {n} sample(s); the metrics need at least 2 (validation data?)")
             index = np.array_split(np.arange(n), world)[rank]
             parts = [datamodule.eval_samples(index[i: i + self.batch_size]) for i in range(0, len(index), self.batch_size)]
             self._cache = {

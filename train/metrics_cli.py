@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from train.metrics import ROW_CHUNK, check_inputs, compute_metrics, is_normalized
+from infogap.train.metrics import ROW_CHUNK, check_inputs, compute_metrics, is_normalized
 
 
 def load_embeddings(path: str | Path) -> dict:

@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 import torch
 from open_clip.loss import ClipLoss, SigLipLoss
 
-from models import build_model
+from infogap.models import build_model, is_word_level
 
 
 def no_weight_decay(name: str, param: torch.Tensor) -> bool:
@@ -26,6 +26,11 @@ def warmup_cosine(warmup_steps: int, total_steps: int):
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
+
+
+def _side(size) -> Optional[int]:
+    """An image size as pixels per side (open_clip keeps an int or an (h, w) pair)."""
+    return None if size is None else int(size[0] if isinstance(size, (tuple, list)) else size)
 
 
 class ContrastiveModule(pl.LightningModule):
@@ -107,8 +112,24 @@ class ContrastiveModule(pl.LightningModule):
         )
 
     def setup(self, stage: str) -> None:
+        self.check_data(self.trainer.datamodule)
         # The training loss sees the global batch: wire rank and world size from the trainer.
         self.loss_fn = self._make_loss(rank=self.trainer.global_rank, world_size=self.trainer.world_size)
+
+    def check_data(self, datamodule) -> None:
+        """Refuse, before the first step, data this model cannot train on: word-level captions for a
+        BPE text tower, or images of another size than the vision tower takes. A data module says what
+        it gives by ``text_spec`` (its word vocabulary, None for BPE) and ``image_size``."""
+        if datamodule is None:
+            return
+        name, data = self.hparams.model, type(datamodule).__name__
+        if getattr(datamodule, "text_spec", None) is not None and not is_word_level(name):
+            raise ValueError(f"model.model={name!r} has a BPE text tower but {data} gives word-level captions "
+                             "(data.tokenizer=word): use a word-level model (tiny, small) or a BPE tokenizer (data.tokenizer=ViT-B-32)")
+        data_size, size = _side(getattr(datamodule, "image_size", None)), _side(getattr(self.model.visual, "image_size", None))
+        if data_size is not None and size is not None and data_size != size:
+            raise ValueError(f"model.model={name!r} takes {size} px images but {data} gives {data_size} px images: "
+                             "choose a model and data of one size (synthetic data: tiny or small; real data: data.model names the model)")
 
     # --- the science ------------------------------------------------------------------------
     def forward(self, image: torch.Tensor, text: torch.Tensor) -> dict:
