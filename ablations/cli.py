@@ -35,6 +35,8 @@ def main(argv: list[str]) -> int:
                    help="local: one run after another here; slurm: one array job per stage, then an aggregation job; "
                         "wandb: create a W&B grid sweep (one-stage ablations)")
     p.add_argument("--jobs", type=int, default=1, help="local: runs at a time (each gets its share of the cores; default 1)")
+    p.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
+                   help="local, output not a terminal: a progress line every SECONDS (on a terminal the display is live)")
     p.add_argument("--dry-run", action="store_true", help="print the runs (local), the sbatch lines (slurm) or the sweep (wandb); launch nothing")
     p.add_argument("--aggregate-only", action="store_true", help="aggregate the finished runs, launch nothing")
     g = p.add_argument_group("one run (what a SLURM array task executes)")
@@ -77,7 +79,7 @@ def main(argv: list[str]) -> int:
             print(f"{run.name}  [{state}]\n    infogap {' '.join(fit_command(ablation, run))}")
         print(f"{len(runs)} runs")
         return 0
-    failed = {} if args.aggregate_only else launch_local(ablation, runs, args.jobs)
+    failed = {} if args.aggregate_only else launch_local(ablation, runs, args.jobs, args.progress_every)
     result = aggregate(ablation, runs, out, failed)
     cols = [c for c in (ablation.table or DEMO_COLUMNS) if c in result["table"]]
     print()

@@ -245,11 +245,15 @@ def fit_command(ablation: Ablation, run: Run) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-def launch_local(ablation: Ablation, runs: list[Run], jobs: int = 1) -> dict[str, str]:
+def launch_local(ablation: Ablation, runs: list[Run], jobs: int = 1, progress_every: float = 30.0) -> dict[str, str]:
     """Run every unfinished run on this machine, up to ``jobs`` at a time (each with its share of the
     cores as torch threads), a run only after the runs it depends on (``{stage}`` overrides); an
-    interrupted run resumes from its last checkpoint. Returns {run name: error} for the runs that
-    failed or were skipped because a run they depend on failed (the others go on)."""
+    interrupted run resumes from its last checkpoint. While they train, each running run's step and
+    rate, runs done and an ETA are shown (``ablations.progress``: live on a terminal, else a line every
+    ``progress_every`` seconds). Returns {run name: error} for the runs that failed or were skipped
+    because a run they depend on failed (the others go on)."""
+    from infogap.ablations.progress import ProgressDisplay
+
     if jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {jobs}")
     failed: dict[str, str] = {}
@@ -263,45 +267,64 @@ def launch_local(ablation: Ablation, runs: list[Run], jobs: int = 1) -> dict[str
     env = dict(os.environ)
     if jobs > 1:
         env["OMP_NUM_THREADS"] = threads
+    steps = planned_steps(ablation)
+    display = ProgressDisplay(ablation.name, len(todo), jobs, every=progress_every)
     pending, running = list(todo), {}
-    while pending or running:
-        for run in list(pending):
-            if len(running) >= jobs:
-                break
-            tag = f"[{number[run.name]}/{len(todo)}] {run.label()}"
-            dependency = next((d for d in depends[run.name] if d in failed), None)
-            if dependency:
+    try:
+        while pending or running:
+            for run in list(pending):
+                if len(running) >= jobs:
+                    break
+                tag = f"[{number[run.name]}/{len(todo)}] {run.label()}"
+                dependency = next((d for d in depends[run.name] if d in failed), None)
+                if dependency:
+                    pending.remove(run)
+                    failed[run.name] = f"skipped: depends on failed run {dependency}"
+                    display.finished(run.name, f"{tag} skipped (depends on failed {dependency})")
+                    continue
+                if any(d in running or any(p.name == d for p in pending) for d in depends[run.name]):
+                    continue
                 pending.remove(run)
-                failed[run.name] = f"skipped: depends on failed run {dependency}"
-                print(f"{tag} skipped (depends on failed {dependency})", flush=True)
+                run.dir.mkdir(parents=True, exist_ok=True)
+                log = open(run.dir / "train.log", "a")
+                proc = subprocess.Popen([sys.executable, "-m", "infogap", *fit_command(ablation, run), *resume_args(run.dir)],
+                                        stdout=log, stderr=subprocess.STDOUT, env=env)
+                running[run.name] = (run, proc, log, time.perf_counter())
+                display.say(f"{tag} started")
+                display.started(run.name, run.label(), run.dir)
+            done = [name for name, (_, proc, _, _) in running.items() if proc.poll() is not None]
+            if not done:
+                display.update([steps(r) for r in pending])
+                time.sleep(0.2)
                 continue
-            if any(d in running or any(p.name == d for p in pending) for d in depends[run.name]):
-                continue
-            pending.remove(run)
-            run.dir.mkdir(parents=True, exist_ok=True)
-            log = open(run.dir / "train.log", "a")
-            proc = subprocess.Popen([sys.executable, "-m", "infogap", *fit_command(ablation, run), *resume_args(run.dir)],
-                                    stdout=log, stderr=subprocess.STDOUT, env=env)
-            running[run.name] = (run, proc, log, time.perf_counter())
-            print(f"{tag} ..." if jobs == 1 else f"{tag} started", end=" " if jobs == 1 else "\n", flush=True)
-        done = [name for name, (_, proc, _, _) in running.items() if proc.poll() is not None]
-        if not done:
-            time.sleep(0.2)
-            continue
-        for name in done:
-            run, proc, log, start = running.pop(name)
-            log.close()
-            seconds = time.perf_counter() - start
-            tag = "" if jobs == 1 else f"[{number[name]}/{len(todo)}] {run.label()} "
-            if proc.returncode != 0 or not run.finished:
-                failed[name] = f"exit {proc.returncode}: {_failure_reason(run.dir / 'train.log')}"
-                run.record_failure(failed[name])
-                print(f"{tag}FAILED after {seconds:.0f} s (see {run.dir / 'train.log'})", flush=True)
-            else:
-                run.record_failure(None)
-                m = json.loads((run.dir / "metrics.json").read_text())["metrics"]
-                print(f"{tag}done in {seconds:.0f} s (rmg={m.get('rmg', float('nan')):.3f}, moad_image={m.get('moad_image', float('nan')):.3f})", flush=True)
+            for name in done:
+                run, proc, log, start = running.pop(name)
+                log.close()
+                seconds = time.perf_counter() - start
+                tag = f"[{number[name]}/{len(todo)}] {run.label()}"
+                if proc.returncode != 0 or not run.finished:
+                    failed[name] = f"exit {proc.returncode}: {_failure_reason(run.dir / 'train.log')}"
+                    run.record_failure(failed[name])
+                    display.finished(name, f"{tag} FAILED after {seconds:.0f} s (see {run.dir / 'train.log'})")
+                else:
+                    run.record_failure(None)
+                    m = json.loads((run.dir / "metrics.json").read_text())["metrics"]
+                    display.finished(name, f"{tag} done in {seconds:.0f} s (rmg={m.get('rmg', float('nan')):.3f}, "
+                                           f"moad_image={m.get('moad_image', float('nan')):.3f})")
+    finally:
+        display.close()
     return failed
+
+
+def planned_steps(ablation: Ablation):
+    """``run -> its trainer.max_steps`` (its override, else the base config's; None if neither says)."""
+    base = (yaml.safe_load(ablation.base_config.read_text()) or {}).get("trainer", {}).get("max_steps")
+
+    def steps(run: Run) -> Optional[int]:
+        value = run.overrides.get("trainer.max_steps", base)
+        return int(value) if isinstance(value, (int, float)) and value > 0 else None
+
+    return steps
 
 
 def resume_checkpoint(run_dir: Path) -> Optional[Path]:

@@ -164,3 +164,69 @@ def test_reduced_imbalance_reproduces_the_direction_of_gap_and_bias(tmp_path):
     assert rows[5]["l2m"] < rows[0]["l2m"]
     assert rows[5]["moad_image"] < rows[0]["moad_image"]
     assert rows[5]["attr_acc_mean"] > rows[0]["attr_acc_mean"]
+
+
+# --- progress while runs train -------------------------------------------------------------------
+def test_eta_and_status_line_against_hand_numbers():
+    from infogap.ablations.progress import eta_seconds, format_seconds, status_line
+
+    a = {"step": 100, "max_steps": 600, "steps_per_second": 5.0}
+    b = {"step": 300, "max_steps": 600, "steps_per_second": 3.0}
+    # running: 500 + 300 steps left at 8 steps/s = 100 s; pending: 2 runs x 600 steps at 4 steps/s per run, 2 slots = 150 s
+    assert eta_seconds([a, b], [600, 600], jobs=2) == pytest.approx(250.0)
+    assert eta_seconds([a, None], [], jobs=1) == pytest.approx(100.0)  # a run that has not reported yet adds nothing
+    assert eta_seconds([None], [600], jobs=1) is None  # no rate yet
+    assert eta_seconds([a], [None], jobs=1) is None  # a pending run of unknown length
+    assert format_seconds(250) == "4m10s" and format_seconds(3725) == "1h02m" and format_seconds(None) == "?"
+    line = status_line("imbalance", 2, 6, {"k=2 seed=0": a, "k=3 seed=0": None}, 250.0)
+    assert line == "imbalance: 2/6 runs done; running: k=2 seed=0 step 100/600 (5.0 it/s), k=3 seed=0 starting; ETA 4m10s"
+
+
+def _write_progress(run_dir: Path, **record) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "progress.json").write_text(json.dumps(record))
+
+
+def test_display_reads_what_the_runs_write(tmp_path):
+    """Plain lines (not a terminal) every `every` seconds, from the runs' own progress files; live tqdm
+    bars take their step counts from the same files."""
+    import io
+
+    from infogap.ablations.progress import ProgressDisplay
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    _write_progress(a, step=120, max_steps=600, steps_per_second=4.0, status="training")
+    out = io.StringIO()
+    display = ProgressDisplay("imbalance", total=3, jobs=2, every=0, stream=out)
+    display.started("a", "k=0 seed=0", a)
+    display.started("b", "k=1 seed=0", b)
+    display.update([600])
+    # 480 left at 4/s = 120 s; one pending run of 600 steps at 4/s (one slot needed) = 150 s
+    assert out.getvalue().splitlines()[-1] == ("imbalance: 0/3 runs done; running: k=0 seed=0 step 120/600 (4.0 it/s), "
+                                               "k=1 seed=0 starting; ETA 4m30s")
+    _write_progress(a, step=600, max_steps=600, steps_per_second=4.0, status="done")
+    display.finished("a", "[1/3] k=0 seed=0 done in 150 s")
+    _write_progress(b, step=60, max_steps=600, steps_per_second=6.0, status="training")
+    display.update([600])  # 540 left at 6/s = 90 s, then 600 steps at 6/s = 100 s
+    assert out.getvalue().splitlines()[-2:] == ["[1/3] k=0 seed=0 done in 150 s",
+                                                "imbalance: 1/3 runs done; running: k=1 seed=0 step 60/600 (6.0 it/s); ETA 3m10s"]
+    quiet = ProgressDisplay("imbalance", total=1, jobs=1, every=3600, stream=io.StringIO())
+    quiet.started("a", "k=0 seed=0", a)
+    quiet.update([])
+    assert quiet.stream.getvalue() == ""  # not before `every` seconds
+
+    live = ProgressDisplay("imbalance", total=2, jobs=1, stream=io.StringIO(), live=True)
+    live.started("b", "k=1 seed=0", b)
+    live.update([600])
+    bar = live._bars["b"]
+    assert (bar.n, bar.total) == (60, 600) and "6.0 it/s" in str(bar)
+    live.close()
+
+
+def test_a_run_reports_its_own_progress_and_ablate_shows_it(tmp_path, capsys):
+    out = tmp_path / "out"
+    proc = ablate(capsys, "imbalance", "--only", "k=0", "--seeds", "0", "--out", str(out), "--progress-every", "0", *TINY_OVERRIDES)
+    assert proc.returncode == 0, proc.stderr
+    assert "[1/1] train k=0 seed=0 started" in proc.stdout and "[1/1] train k=0 seed=0 done in" in proc.stdout
+    record = json.loads((out / "imbalance" / "runs" / "train__k=0__seed=0" / "progress.json").read_text())
+    assert record["step"] == record["max_steps"] == 4 and record["status"] == "done" and record["steps_per_second"] > 0

@@ -127,7 +127,7 @@ def _lightning_cli_class():
     from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
     from infogap.train.evaluation import RepresentationMetrics
-    from infogap.train.loggers import make_logger
+    from infogap.train.loggers import ProgressFile, make_logger
     from infogap.train.module import ContrastiveModule
 
     class LoggedConfig(SaveConfigCallback):
@@ -160,6 +160,7 @@ def _lightning_cli_class():
             parser.set_defaults({"checkpoint.save_last": True, "checkpoint.filename": "step{step:07d}", "checkpoint.auto_insert_metric_name": False})
             parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath", compute_fn=lambda d: str(Path(d or ".") / "checkpoints"))
             parser.add_lightning_class_args(RepresentationMetrics, "metrics")
+            parser.add_lightning_class_args(ProgressFile, "progress")
             parser.link_arguments("data.text_spec", "model.text_spec", apply_on="instantiate")
 
         def instantiate_classes(self) -> None:

@@ -1,15 +1,20 @@
-"""Logger defaults: W&B, offline when no API key is configured; CSV one line away (``log_with: csv``)."""
+"""Logger defaults: W&B, offline when no API key is configured; CSV one line away (``log_with: csv``);
+and every run's ``progress.json``."""
 from __future__ import annotations
 
+import json
 import netrc
 import os
+import time
 from pathlib import Path
 from typing import Optional
 from urllib.parse import urlparse
 
+from pytorch_lightning import Callback
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 
+PROGRESS = "progress.json"
 _said_offline = False
 
 
@@ -52,3 +57,54 @@ def make_logger(kind: str, run_dir: str | Path, name: Optional[str] = None, proj
     if kind == "none":
         return False
     raise ValueError(f"log_with={kind!r}: choose wandb, csv or none")
+
+
+class ProgressFile(Callback):
+    """``progress.json`` in the run directory: ``step``, ``max_steps``, ``steps_per_second`` (since
+    this process began training; a resumed run counts from its restart), ``status`` (training, done)
+    and ``updated`` (Unix time). Written by rank 0 at the start, at most every ``every_n_seconds``
+    while training, and at the end, atomically (temporary file, then rename), so a reader never sees
+    half a file. ``infogap ablate`` shows each running run's progress from it: the run reports itself.
+    """
+
+    def __init__(self, every_n_seconds: float = 2.0):
+        if every_n_seconds < 0:
+            raise ValueError(f"progress.every_n_seconds must be >= 0, got {every_n_seconds}")
+        self.every = every_n_seconds
+        self._start: Optional[tuple[float, int]] = None
+        self._written = 0.0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._start = (time.monotonic(), trainer.global_step)
+        self._write(trainer, "training")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if time.monotonic() - self._written >= self.every:
+            self._write(trainer, "training")
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._write(trainer, "done")
+
+    def _write(self, trainer, status: str) -> None:
+        self._written = time.monotonic()
+        if not trainer.is_global_zero:
+            return
+        started, first = self._start or (self._written, trainer.global_step)
+        elapsed = self._written - started
+        max_steps = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else int(trainer.estimated_stepping_batches)
+        record = {"step": trainer.global_step, "max_steps": max_steps, "status": status, "updated": time.time(),
+                  "steps_per_second": (trainer.global_step - first) / elapsed if elapsed > 0 else None}
+        path = Path(trainer.default_root_dir) / PROGRESS
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, path)
+
+
+def read_progress(run_dir: str | Path) -> Optional[dict]:
+    """A run's ``progress.json``, or None before it has written one."""
+    path = Path(run_dir) / PROGRESS
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
