@@ -4,6 +4,7 @@ SLURM scripts."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -50,8 +51,9 @@ def test_regular_wheel_in_a_fresh_venv(tmp_path):
     """``pip wheel`` builds a regular wheel; a new venv gets it with ``pip install --no-deps`` (its
     dependencies are the dev environment's, reached through a .pth path line, so nothing is downloaded;
     the editable install's import hook is not: infogap comes from the wheel alone)."""
-    dist = tmp_path / "dist"
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-w", str(dist), "-q"],
+    src, dist = tmp_path / "src", tmp_path / "dist"  # a copy: setuptools writes build/ beside the sources
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "runs", "results", "wandb", "__pycache__"))
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation", "-w", str(dist), "-q"],
                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, build.stderr[-3000:]
     wheel = next(dist.glob("infogap-*.whl"))

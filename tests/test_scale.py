@@ -13,7 +13,7 @@ import yaml
 
 from infogap.ablations.core import expand, load_ablation, resume_checkpoint
 from infogap.ablations.launchers import SlurmOptions, _ranges, ablate_args, slurm_plan, sweep_command, sweep_config
-from tests.helpers import ROOT, cli, read_wandb_config, tiny_fit_args
+from tests.helpers import ROOT, cli, free_port, read_wandb_config, tiny_fit_args
 
 STRATEGIES = ROOT / "configs" / "strategies"
 SWEEPS = ROOT / "configs" / "sweeps"
@@ -241,7 +241,7 @@ def test_export_and_load_real_deepspeed_zero_checkpoints(tmp_path, capsys):
     from infogap.models.export import export_checkpoint
     from infogap.train.module import ContrastiveModule
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MASTER_PORT": "29552"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MASTER_PORT": free_port()}
     proc = subprocess.run([sys.executable, str(ROOT / "tests" / "deepspeed_worker.py"), str(tmp_path), "2,3"],
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
