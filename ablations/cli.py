@@ -14,6 +14,7 @@ from infogap.ablations.core import (
     load_ablation,
     parse_only,
     parse_overrides,
+    untested,
 )
 from infogap.ablations.launchers import SlurmOptions, ablate_args, launch_slurm, launch_wandb, run_task, sweep_config
 
@@ -85,13 +86,17 @@ def main(argv: list[str]) -> int:
     print()
     print(format_table(result["axes"], cols, result["groups"]))
     print()
-    for claim, ok, detail in result["claims"]:
-        print(f"{'holds' if ok else 'does NOT hold'}: {claim} ({detail})")
+    for claim in result["claims"]:
+        print(claim.line())
     print(f"summary: {result['summary']}")
     print(f"report:  {result['report']}")
     for fig in result["figures"]:
         print(f"figure:  {fig}")
+    code = 0
     if result["failed"]:
         print(f"{len(result['failed'])} run(s) failed: " + ", ".join(result["failed"]))
-        return 1
-    return 0
+        code = 1
+    if untested(result["claims"]):
+        print(f"{len(untested(result['claims']))} claim(s) not tested: a run they compare is missing (see report.md)")
+        code = 1
+    return code

@@ -38,13 +38,24 @@ from typing import Any, Optional
 import numpy as np
 import yaml
 
-from infogap.data.factors import ATTRIBUTE_FACTORS
+from infogap.ablations.analysis import NOT_TESTED, mean_ci
+from infogap.data.factors import ATTRIBUTE_FACTORS, FACTOR_NAMES
 
 # configs/ and slurm/ sit beside the code folders: in the repository (an editable install) and inside
 # the installed package (a wheel ships them as infogap/configs and infogap/slurm)
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "configs" / "ablations"
 DERIVED = ("attr_acc_mean",)
+
+
+def metric_names() -> set[str]:
+    """Names a run's metrics take in ``summary.csv``: every key of the metric suite for the synthetic
+    factors, what the evaluation callback adds (temperature, logit scale) and the derived columns. An
+    axis may not take one of them (its values would be overwritten)."""
+    from infogap.train.evaluation import CALLBACK_KEYS
+    from infogap.train.metrics import metric_keys
+
+    return set(metric_keys(FACTOR_NAMES, class_factors=FACTOR_NAMES)) | set(CALLBACK_KEYS) | set(DERIVED) | {"seed"}
 
 
 @dataclass
@@ -121,12 +132,16 @@ def load_ablation(name: str) -> Ablation:
         raise ValueError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
     if not spec.get("stages"):
         raise ValueError(f"{path}: needs at least one stage under 'stages'")
+    reserved = metric_names()
     for st in spec["stages"]:
         if "name" not in st:
             raise ValueError(f"{path}: every stage needs a 'name'")
         for axis, ax in (st.get("axes") or {}).items():
             if not isinstance(ax, dict) or "values" not in ax or "key" not in ax:
                 raise ValueError(f"{path}: axis {axis!r} of stage {st['name']!r} needs 'key' and 'values'")
+            if axis in reserved or axis.startswith("zeroshot_"):
+                raise ValueError(f"{path}: axis {axis!r} of stage {st['name']!r} is also the name of a metric in summary.csv; "
+                                 f"rename the axis (e.g. {axis}_mode)")
     base = Path(spec.get("base_config", "configs/synthetic.yaml"))
     return Ablation(
         name=spec.get("name", path.stem),
@@ -358,6 +373,9 @@ def run_rows(ablation: Ablation, run: Run) -> list[dict]:
         rows = [dict(record["metrics"])]
     out = []
     for metrics in rows:
+        clash = sorted(set(metrics) & (set(run.axes) | {"seed"}))
+        if clash:  # a hook's own metric named like an axis: never let it overwrite the axis value
+            raise ValueError(f"{run.name}: metric(s) {', '.join(clash)} have the name of an axis; rename the axis")
         row = {**run.axes, "seed": run.seed}
         row.update(metrics)
         accs = [row[f"zeroshot_{f}_acc"] for f in ATTRIBUTE_FACTORS if f"zeroshot_{f}_acc" in row]
@@ -392,14 +410,31 @@ def aggregate(ablation: Ablation, runs: list[Run], out: Path, failed: Optional[d
     figures = _figures(ablation, axes, groups, results, rows)
     if hooks is not None and hasattr(hooks, "figures"):
         figures += hooks.figures(ablation, runs, results)
-    claims = hooks.claims(rows) if hooks is not None and hasattr(hooks, "claims") and rows else []
+    claims = hooks.claims(rows, design(ablation)) if hooks is not None and hasattr(hooks, "claims") else []
     if claims:
-        report += "\n## Claims\n\n" + "\n".join(f"- {'holds' if ok else 'does NOT hold'}: {claim} ({detail})" for claim, ok, detail in claims) + "\n"
+        report += ("\n## Claims\n\n" + CLAIMS_NOTE + "\n\n" + "\n".join(f"- {c.line()}" for c in claims) + "\n")
     if figures:
         report += "\n## Figures\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in figures) + "\n"
     (results / "report.md").write_text(report)
     return {"rows": rows, "axes": axes, "table": table_cols, "groups": groups, "figures": figures, "failed": failed, "claims": claims,
             "summary": results / "summary.csv", "report": results / "report.md"}
+
+
+CLAIMS_NOTE = ("Each claim is tested over seeds: the per-seed difference it predicts, its mean with a 95 % t-interval, "
+               "a one-sided paired t-test (scipy.stats.ttest_1samp) and the effect size d_z. It holds when the mean "
+               "has the claimed sign and p < 0.05; one seed gives the direction only; a claim with no seed "
+               "that has every arm it compares is not tested.")
+
+
+def design(ablation: Ablation) -> dict[str, list]:
+    """The values of the report stage's axes as the ablation YAML sets them (labels, for a mapping):
+    what the claims compare, whether or not every run finished."""
+    stage = next(st for st in ablation.stages if st["name"] == ablation.report_stage)
+    return {a: list(ax["values"]) for a, ax in (stage.get("axes") or {}).items()}
+
+
+def untested(claims) -> list:
+    return [c for c in claims if c.verdict == NOT_TESTED]
 
 
 def _group(rows: list[dict], axes: list[str]) -> list[tuple[tuple, list[dict]]]:
@@ -409,23 +444,19 @@ def _group(rows: list[dict], axes: list[str]) -> list[tuple[tuple, list[dict]]]:
     return sorted(groups.items(), key=lambda kv: [(str(type(v)), v) for v in kv[0]])
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    v = np.array([x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))], dtype=float)
-    if len(v) == 0:
-        return float("nan"), float("nan")
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+def format_cell(values: list) -> str:
+    """The mean over seeds, and its 95 % t-interval when there are several (``analysis.mean_ci``)."""
+    m, (lo, hi) = mean_ci(values)
+    return f"{m:.3f}" if math.isnan(lo) else f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
 def format_table(axes: list[str], cols: list[str], groups) -> str:
-    """A markdown table of means +- std over seeds, one row per point of the swept axes."""
+    """A markdown table of means over seeds with 95 % t-intervals, one row per point of the swept axes."""
     head = "| " + " | ".join(axes + ["seeds"] + cols) + " |"
     sep = "|" + "|".join(["---"] * (len(axes) + 1 + len(cols))) + "|"
     lines = [head, sep]
     for key, members in groups:
-        cells = [str(v) for v in key] + [str(len(members))]
-        for c in cols:
-            m, s = mean_std([r.get(c) for r in members])
-            cells.append(f"{m:.3f}" if len(members) == 1 else f"{m:.3f} ± {s:.3f}")
+        cells = [str(v) for v in key] + [str(len(members))] + [format_cell([r.get(c) for r in members]) for c in cols]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -436,7 +467,8 @@ def _report_markdown(ablation: Ablation, axes, cols, groups, failed, n_runs) -> 
     if ablation.source:
         text += [f"Config: `{ablation.source.name}`; base: `{ablation.base_config.name}`; seeds: {', '.join(map(str, seeds)) or 'none'}; "
                  f"runs finished: {sum(len(m) for _, m in groups)} of {n_runs} (report stage `{ablation.report_stage}`).", ""]
-    text += ["Means over seeds (± sample std where there are several).", "", format_table(axes, cols, groups), ""]
+    text += ["Means over seeds, with 95 % t-intervals [low, high] (scipy.stats.t, n - 1 degrees of freedom) where there are "
+             "several seeds.", "", format_table(axes, cols, groups), ""]
     if failed:
         text += ["## Failed runs", ""] + [f"- `{name}`: {why}" for name, why in failed.items()] + [""]
     return "\n".join(text)
@@ -444,7 +476,7 @@ def _report_markdown(ablation: Ablation, axes, cols, groups, failed, n_runs) -> 
 
 def _figures(ablation: Ablation, axes: list[str], groups, results: Path, rows: list[dict]) -> list[Path]:
     """One PNG per figure metric: the metric against the x axis, one line per value of the other axes,
-    error bars = std over seeds."""
+    error bars = 95 % t-interval over seeds."""
     x = ablation.x if ablation.x in axes else (axes[0] if axes else None)
     metrics = [m for m in ablation.figures if rows and any(m in r for r in rows)]
     if x is None or not metrics:
@@ -465,11 +497,12 @@ def _figures(ablation: Ablation, axes: list[str], groups, results: Path, rows: l
     for ax, metric in zip(axs.flat, metrics):
         for other, pts in lines.items():
             xs = [p[0] for p in pts]
-            stats = [mean_std([r.get(metric) for r in p[1]]) for p in pts]
+            stats = [mean_ci([r.get(metric) for r in p[1]]) for p in pts]
             label = ", ".join(f"{a}={v}" for a, v in zip(others, other)) or None
             categorical = not all(isinstance(v, (int, float)) for v in xs)
             pos = list(range(len(xs))) if categorical else xs
-            ax.errorbar(pos, [s[0] for s in stats], yerr=[s[1] for s in stats], marker="o", capsize=3, label=label)
+            half = [0.0 if math.isnan(hi) else hi - m for m, (_, hi) in stats]
+            ax.errorbar(pos, [m for m, _ in stats], yerr=half, marker="o", capsize=3, label=label)
             if categorical:
                 ax.set_xticks(pos, [str(v) for v in xs])
         ax.set_title(metric, fontsize=10)
@@ -479,7 +512,7 @@ def _figures(ablation: Ablation, axes: list[str], groups, results: Path, rows: l
             ax.legend(fontsize=7)
     for ax in list(axs.flat)[len(metrics):]:
         ax.axis("off")
-    fig.suptitle(f"{ablation.name}: metrics vs {x} (error bars: std over seeds)", fontsize=11)
+    fig.suptitle(f"{ablation.name}: metrics vs {x} (error bars: 95 % t-interval over seeds)", fontsize=11)
     fig.tight_layout()
     path = results / f"{ablation.name}_metrics.png"
     fig.savefig(path, dpi=110)

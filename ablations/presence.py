@@ -1,18 +1,13 @@
 """Claim 2 (caption presence bias): whichever factor is always present in the caption becomes the one
 the model is biased towards. MOAD_f = (object term) - (f term): negative when f dominates the object."""
-from infogap.ablations.analysis import per_seed
+from infogap.ablations.analysis import compare
 
 
-def claims(rows):
+def claims(rows, design):
+    """For each factor made the always-present word: its MOAD term drops against object-always-present."""
     out = []
-    base = per_seed(rows, "always_present", "object")
-    for factor in ("colour", "thickness", "scaling"):
-        moved = per_seed(rows, "always_present", factor)
-        seeds = sorted(set(base) & set(moved))
-        if not seeds:
-            continue
-        key = f"moad_image_{factor}"
-        ok = all(moved[s][key] < base[s][key] for s in seeds)
-        detail = "; ".join(f"seed {s}: {base[s][key]:.3f} (object always present) -> {moved[s][key]:.3f} ({factor} always present)" for s in seeds)
-        out.append((f"{key} drops when {factor} is the always-present word (the bias moves to {factor})", ok, detail))
+    for factor in [f for f in design["always_present"] if f != "object"]:
+        claim = compare(rows, "always_present", "object", factor, f"moad_image_{factor}", "negative")
+        claim.claim = f"moad_image_{factor} drops when {factor} is the always-present word (the bias moves to {factor})"
+        out.append(claim)
     return out

@@ -13,6 +13,8 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from infogap.train.metrics import compute_metrics, zero_shot_accuracy
 
+CALLBACK_KEYS = ("temperature", "logit_scale")  # what the callback logs beside the metric suite
+
 
 def curve_name(key: str) -> str:
     """Metric key of the suite -> the name of its logged curve."""
