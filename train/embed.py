@@ -1,0 +1,65 @@
+"""``infogap embed``: image and text embeddings of any local open_clip checkpoint on local webdataset
+shards, written in the ``.npz`` format of the metrics callback (``infogap metrics`` and
+``infogap analyze gap-performance`` read it).
+
+    infogap embed --model ViT-B-16 --pretrained /models/vit_b16_laion400m.pt \\
+        --shards '/data/cc3m/val-{000000..000003}.tar' --out emb/vit_b16_laion400m.npz --group laion400m
+
+The shards are read as the validation split (ordered, full captions, open_clip's eval transform and
+tokenizer for ``--model``); the first ``--n`` good samples are embedded. ``--group`` names the
+model's training data, for the within-data comparisons of ``analyze gap-performance``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def embed(model_name: str, pretrained: str | None, shards: str, n: int, batch_size: int = 256, device: str = "auto") -> dict:
+    """{image, text (unit-norm float32, row i of text matches image i), logit_scale} of ``n`` samples."""
+    from infogap.data.webdata import WebDataModule
+    from infogap.models import build_model
+
+    data = WebDataModule(train_shards=shards, val_shards=shards, model=model_name, batch_size=batch_size, num_workers=0)
+    count = data.eval_size(n)
+    if count < 2:
+        raise ValueError(f"--shards {shards}: {count} readable sample(s); the metrics need at least 2")
+    samples = data.eval_samples(np.arange(count))
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    model = build_model(model_name, pretrained=pretrained).to(device).eval()
+    with torch.no_grad():
+        image = torch.cat([model.encode_image(samples["image"][i: i + batch_size].to(device), normalize=True).float().cpu()
+                           for i in range(0, count, batch_size)])
+        text = torch.cat([model.encode_text(samples["text_full"][i: i + batch_size].to(device), normalize=True).float().cpu()
+                          for i in range(0, count, batch_size)])
+        scale = float(model.logit_scale.detach().exp())
+    return {"image": image.numpy(), "text": text.numpy(), "logit_scale": scale}
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="infogap embed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="open_clip model name (RN50, ViT-B-16, ...) or tiny-bpe")
+    p.add_argument("--pretrained", default=None, help="local checkpoint (open_clip, state dict, infogap/Lightning, DeepSpeed); "
+                                                      "none: random initialisation")
+    p.add_argument("--shards", required=True, help="webdataset shards, brace notation")
+    p.add_argument("--out", required=True, help="the .npz to write")
+    p.add_argument("--n", type=int, default=10_000, help="samples to embed (the first N of the shards; default 10000)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--group", default="", help="the model's training data (e.g. laion400m): models sharing it form a group")
+    p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, ...")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    if out.suffix != ".npz":
+        raise ValueError(f"--out {out}: the file name must end in .npz")
+    if args.n < 2 or args.batch_size < 1:
+        raise ValueError(f"--n must be >= 2 and --batch-size >= 1, got {args.n} and {args.batch_size}")
+    result = embed(args.model, args.pretrained, args.shards, args.n, args.batch_size, args.device)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, image=result["image"], text=result["text"], logit_scale=np.float64(result["logit_scale"]),
+             group=args.group, model=args.model, pretrained=args.pretrained or "")
+    print(f"infogap embed: {len(result['image'])} pairs of {args.model} -> {out}", file=sys.stderr)
+    return 0
