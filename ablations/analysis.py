@@ -36,7 +36,24 @@ def shift(z: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
 def per_seed(rows: list[dict], axis: str, value, where: Optional[dict] = None) -> dict[int, dict]:
     """{seed: row} of the rows at ``axis = value`` (and every ``where`` key = value)."""
     where = where or {}
-    return {r["seed"]: r for r in rows if r.get(axis) == value and all(r.get(k) == v for k, v in where.items())}
+    out: dict[int, dict] = {}
+    for r in rows:
+        if r.get(axis) == value and all(r.get(k) == v for k, v in where.items()):
+            if r["seed"] in out:
+                raise ValueError(f"two rows of seed {r['seed']} at {axis}={value}"
+                                 + (f" ({', '.join(f'{k}={v}' for k, v in where.items())})" if where else "")
+                                 + ": another axis varies too; pass its value in `where`")
+            out[r["seed"]] = r
+    return out
+
+
+def other_points(design: dict[str, list], axis: str) -> list[dict]:
+    """Every point of the design's axes other than ``axis`` ({} when there is none): the ``where`` of a
+    claim made along ``axis`` at each of them (e.g. k = 0 vs 5 at each training length)."""
+    import itertools
+
+    names = [a for a in design if a != axis]
+    return [dict(zip(names, combo)) for combo in itertools.product(*(design[a] for a in names))]
 
 
 # --- claims and their statistics ------------------------------------------------------------------
@@ -86,7 +103,7 @@ def paired_claim(claim: str, differences: dict[int, float], expect: str, detail:
       t-test of the mean difference against 0 in the claimed direction
       (``scipy.stats.ttest_1samp(d, 0, alternative="less"|"greater")``, df = n - 1) and the effect size
       d_z = mean(d) / sd(d) (ddof 1). It **holds** when the mean has the claimed sign and p < 0.05.
-      Identical differences on every seed (sd = 0) have p = 0 when their sign is the claimed one, else 1.
+      Identical differences on every seed (sd = 0 up to rounding) have p = 0 when their sign is the claimed one, else 1.
     """
     from scipy import stats
 
@@ -103,7 +120,7 @@ def paired_claim(claim: str, differences: dict[int, float], expect: str, detail:
     if len(d) == 1:
         return Claim(claim, f"direction only ({'right' if right else 'wrong'})", text + "; 1 seed: no test", seeds=1, mean=mean)
     sd = float(d.std(ddof=1))
-    if sd == 0:
+    if sd <= 1e-12 * max(1.0, abs(mean)):  # equal up to rounding: no spread to test against
         p, effect = (0.0 if right else 1.0), math.copysign(math.inf, mean) if mean else math.nan
     else:
         p = float(stats.ttest_1samp(d, 0.0, alternative="less" if expect == "negative" else "greater").pvalue)

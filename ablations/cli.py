@@ -31,6 +31,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("overrides", nargs="*", help="key=value applied to every run, e.g. trainer.max_steps=300")
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the ablation's)")
     p.add_argument("--out", default="results", help="results directory (default: results)")
+    p.add_argument("--sweep", action="append", default=[], metavar="KEY=v1,v2",
+                   help="one more axis on the reported stage, crossed with its axes, named by the key's last part, "
+                        "e.g. --sweep trainer.max_steps=600,2400,9600 (repeatable)")
     p.add_argument("--only", action="append", default=[], metavar="AXIS=v1,v2", help="restrict a swept axis to some of its values")
     p.add_argument("--launcher", choices=["local", "slurm", "wandb"], default="local",
                    help="local: one run after another here; slurm: one array job per stage, then an aggregation job; "
@@ -58,7 +61,7 @@ def main(argv: list[str]) -> int:
     g.add_argument("--entity", default=None, help="W&B entity (default: yours)")
     args = p.parse_intermixed_args(argv)
 
-    ablation = load_ablation(args.name)
+    ablation = load_ablation(args.name, args.sweep)
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     out = Path(args.out).resolve()
     only, overrides = parse_only(args.only, ablation), parse_overrides(args.overrides)
@@ -68,7 +71,7 @@ def main(argv: list[str]) -> int:
     if args.launcher == "slurm" and not args.aggregate_only:
         flags = {k: getattr(args, k) for k in ("partition", "account", "time", "nodes", "gpus_per_node", "cpus_per_task", "mem", "qos", "extra")}
         options = SlurmOptions.from_sources(ablation.slurm, flags)
-        launch_slurm(ablation, runs, ablate_args(args.name, out, seeds, args.only, args.overrides), options, out, args.dry_run)
+        launch_slurm(ablation, runs, ablate_args(args.name, out, seeds, args.only, args.overrides, args.sweep), options, out, args.dry_run)
         return 0
     if args.launcher == "wandb" and not args.aggregate_only:
         config = sweep_config(ablation, seeds if seeds is not None else ablation.seeds, only, overrides)

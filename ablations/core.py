@@ -22,7 +22,9 @@ A later stage may refer to the run directory of an earlier stage of the same see
 """
 from __future__ import annotations
 
+import copy
 import csv
+import dataclasses
 import importlib
 import itertools
 import json
@@ -107,6 +109,7 @@ class Ablation:
     module: Optional[str] = None
     source: Optional[Path] = None
     slurm: dict = field(default_factory=dict)  # sbatch resources: partition, account, time, nodes, gpus_per_node, ...
+    swept: tuple[str, ...] = ()  # axes added by --sweep (add_sweep)
 
     @property
     def report_stage(self) -> str:
@@ -120,8 +123,9 @@ def available() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
-def load_ablation(name: str) -> Ablation:
-    """An ablation by name (``configs/ablations/NAME.yaml``) or by path to a YAML file."""
+def load_ablation(name: str, sweep: tuple[str, ...] = ()) -> Ablation:
+    """An ablation by name (``configs/ablations/NAME.yaml``) or by path to a YAML file, with the extra
+    axes of ``sweep`` (see ``add_sweep``)."""
     path = Path(name) if name.endswith((".yaml", ".yml")) else CONFIG_DIR / f"{name}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"ablation {name!r} not found ({path}); available: {', '.join(available())}")
@@ -132,18 +136,15 @@ def load_ablation(name: str) -> Ablation:
         raise ValueError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
     if not spec.get("stages"):
         raise ValueError(f"{path}: needs at least one stage under 'stages'")
-    reserved = metric_names()
     for st in spec["stages"]:
         if "name" not in st:
             raise ValueError(f"{path}: every stage needs a 'name'")
         for axis, ax in (st.get("axes") or {}).items():
             if not isinstance(ax, dict) or "values" not in ax or "key" not in ax:
                 raise ValueError(f"{path}: axis {axis!r} of stage {st['name']!r} needs 'key' and 'values'")
-            if axis in reserved or axis.startswith("zeroshot_"):
-                raise ValueError(f"{path}: axis {axis!r} of stage {st['name']!r} is also the name of a metric in summary.csv; "
-                                 f"rename the axis (e.g. {axis}_mode)")
+            check_axis_name(axis, f"{path}: stage {st['name']!r}")
     base = Path(spec.get("base_config", "configs/synthetic.yaml"))
-    return Ablation(
+    ablation = Ablation(
         name=spec.get("name", path.stem),
         base_config=base if base.is_absolute() else ROOT / base,
         stages=spec["stages"],
@@ -156,6 +157,37 @@ def load_ablation(name: str) -> Ablation:
         source=path,
         slurm=dict(spec.get("slurm") or {}),
     )
+    return add_sweep(ablation, sweep)
+
+
+def check_axis_name(axis: str, where: str) -> None:
+    """An axis may not be named like a metric of ``summary.csv`` (its values would be overwritten)."""
+    if axis in metric_names() or axis.startswith("zeroshot_"):
+        raise ValueError(f"{where}: axis {axis!r} is also the name of a metric in summary.csv; rename the axis (e.g. {axis}_mode)")
+
+
+def add_sweep(ablation: Ablation, items) -> Ablation:
+    """``--sweep trainer.max_steps=600,2400,9600``: one more axis on the report stage, named by the key's
+    last part (``max_steps``), crossed with the stage's own axes (e.g. training length x k). Its runs
+    have their own directories (``train__k=0__max_steps=600__seed=0``), so they never mix with the
+    ablation's default runs."""
+    if not items:
+        return ablation
+    stages = copy.deepcopy(ablation.stages)
+    stage = next(st for st in stages if st["name"] == ablation.report_stage)
+    axes = stage.setdefault("axes", {}) or {}
+    stage["axes"] = axes
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not key or not values:
+            raise ValueError(f"--sweep expects KEY=v1,v2,..., got {item!r}")
+        key = key.lstrip("-")
+        axis = key.rsplit(".", 1)[-1]
+        check_axis_name(axis, f"--sweep {item}")
+        if axis in axes or any(ax["key"] == key for ax in axes.values()):
+            raise ValueError(f"--sweep {item}: stage {stage['name']!r} of {ablation.name!r} already sweeps {axis!r}")
+        axes[axis] = {"key": key, "values": [_parse_value(v) for v in values.split(",") if v != ""]}
+    return dataclasses.replace(ablation, stages=stages, swept=ablation.swept + tuple(a for a in axes if a not in design(ablation)))
 
 
 def _parse_value(text: str) -> Any:
@@ -197,6 +229,10 @@ def expand(ablation: Ablation, out: Path, seeds: Optional[list[int]] = None, onl
     """Every run of the ablation, stage by stage, in launch order."""
     runs: list[Run] = []
     only = only or {}
+    swept = {ax["key"] for st in ablation.stages for ax in (st.get("axes") or {}).values()}
+    clash = sorted(swept & set(overrides or {}))
+    if clash:
+        raise ValueError(f"override {clash[0]}=... would overwrite a swept axis of {ablation.name!r}: use --only to restrict the axis")
     for seed in seeds if seeds is not None else ablation.seeds:
         stage_dirs: dict[str, Path] = {}
         for st in ablation.stages:
@@ -410,7 +446,7 @@ def aggregate(ablation: Ablation, runs: list[Run], out: Path, failed: Optional[d
     figures = _figures(ablation, axes, groups, results, rows)
     if hooks is not None and hasattr(hooks, "figures"):
         figures += hooks.figures(ablation, runs, results)
-    claims = hooks.claims(rows, design(ablation)) if hooks is not None and hasattr(hooks, "claims") else []
+    claims = run_claims(ablation, hooks, rows)
     if claims:
         report += ("\n## Claims\n\n" + CLAIMS_NOTE + "\n\n" + "\n".join(f"- {c.line()}" for c in claims) + "\n")
     if figures:
@@ -424,6 +460,25 @@ CLAIMS_NOTE = ("Each claim is tested over seeds: the per-seed difference it pred
                "a one-sided paired t-test (scipy.stats.ttest_1samp) and the effect size d_z. It holds when the mean "
                "has the claimed sign and p < 0.05; one seed gives the direction only; a claim with no seed "
                "that has every arm it compares is not tested.")
+
+
+def run_claims(ablation: Ablation, hooks, rows: list[dict]) -> list:
+    """The hook module's ``claims(rows, design)``; with ``--sweep`` axes, once per point of them, on
+    that point's rows (the claim names the point), then its ``sweep_claims`` over the whole design."""
+    if hooks is None or not hasattr(hooks, "claims"):
+        return []
+    full = design(ablation)
+    own = {a: v for a, v in full.items() if a not in ablation.swept}
+    out = []
+    for combo in itertools.product(*(full[a] for a in ablation.swept)):
+        point = dict(zip(ablation.swept, combo))
+        for claim in hooks.claims([r for r in rows if all(r.get(a) == v for a, v in point.items())], own):
+            if point:
+                claim.claim += " [" + ", ".join(f"{a}={v}" for a, v in point.items()) + "]"
+            out.append(claim)
+    if ablation.swept and hasattr(hooks, "sweep_claims"):
+        out += hooks.sweep_claims(rows, full)
+    return out
 
 
 def design(ablation: Ablation) -> dict[str, list]:

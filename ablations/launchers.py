@@ -116,11 +116,14 @@ class Submission:
         return " ".join(shlex.quote(a) for a in self.argv)
 
 
-def ablate_args(name: str, out: Path, seeds: Optional[list[int]], only: list[str], overrides: list[str]) -> list[str]:
+def ablate_args(name: str, out: Path, seeds: Optional[list[int]], only: list[str], overrides: list[str],
+                sweep: tuple[str, ...] = ()) -> list[str]:
     """The ``infogap ablate`` arguments that re-create this exact set of runs in another process."""
     args = [str(Path(name).resolve()) if name.endswith((".yaml", ".yml")) else name, "--out", str(out)]
     if seeds is not None:
         args += ["--seeds", ",".join(map(str, seeds))]
+    for item in sweep:
+        args += ["--sweep", item]
     for item in only:
         args += ["--only", item]
     return args + list(overrides)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import yaml
 
 from infogap.ablations import imbalance, presence, temperature
-from infogap.ablations.analysis import HOLDS, NOT_TESTED, compare, mean_ci, paired_claim
-from infogap.ablations.core import format_table, load_ablation
+from infogap.ablations.analysis import HOLDS, NOT_TESTED, compare, mean_ci, other_points, paired_claim, per_seed
+from infogap.ablations.core import add_sweep, format_table, load_ablation, run_claims
 from tests.helpers import ROOT
 
 
@@ -79,7 +80,59 @@ def test_ablation_claims_on_tiny_tables():
     trow = [{"temperature_mode": "frozen", "seed": s, "entropy_growth": 0.5 + s / 10, "entropy_i2t_start": 2.0, "entropy_i2t": 2.5,
              "rmg_growth": 0.3} for s in (0, 1, 2)]
     tv = [c.verdict for c in temperature.claims(trow, {"temperature_mode": ["learnable", "frozen"]})]
-    assert tv == [NOT_TESTED, HOLDS, NOT_TESTED]
+    assert tv == [NOT_TESTED, NOT_TESTED, HOLDS, NOT_TESTED]  # learnable temperature moved, entropy x2, gap
+    lrow = [{"temperature_mode": "learnable", "seed": s, "temperature_start": 0.04, "temperature": 0.05 + s / 100,
+             "temperature_change": (0.05 + s / 100) / 0.04 - 1, "entropy_growth": 0.1 + s / 50, "entropy_i2t_start": 2.0,
+             "entropy_i2t": 2.1 + s / 50, "rmg_growth": 0.1 - s / 20} for s in (0, 1, 2)]
+    moved = temperature.claims(lrow + trow, {"temperature_mode": ["learnable", "frozen"]})
+    assert moved[0].verdict == HOLDS and moved[0].mean == pytest.approx(0.02) and "0.0400 -> 0.0600 (+50%)" in moved[0].detail
+    assert moved[3].verdict == HOLDS and moved[3].mean == pytest.approx(0.25)  # frozen 0.3 vs learnable 0.1, 0.05, 0.0
+
+
+def test_two_rows_of_one_seed_are_an_error_not_a_silent_overwrite():
+    rows = [{"k": 0, "max_steps": m, "seed": 0, "rmg": 0.4} for m in (600, 2400)]
+    with pytest.raises(ValueError, match="two rows of seed 0 at k=0"):
+        per_seed(rows, "k", 0)
+    assert per_seed(rows, "k", 0, {"max_steps": 2400}) == {0: rows[1]}
+    assert other_points({"k": [0, 5], "max_steps": [600, 2400]}, "k") == [{"max_steps": 600}, {"max_steps": 2400}]
+    assert other_points({"k": [0, 5]}, "k") == [{}]
+
+
+def _steps_rows():
+    """Hand-made imbalance rows over k x training length, 3 seeds: the gap falls with k at every length;
+    object accuracy at k = 5 rises with training, at k = 0 it does not."""
+    acc = {(0, 600): 0.85, (0, 9600): 0.84, (5, 600): 0.48, (5, 9600): 0.80}
+    return [{"k": k, "max_steps": m, "seed": s, "rmg": 0.4 - 0.06 * k + 0.01 * s, "l2m": 0.5 - 0.05 * k,
+             "moad_image": 0.6 - 0.1 * k, "moad_text": 0.3 - 0.03 * k + 0.001 * s, "attr_acc_mean": 0.4 + 0.06 * k,
+             "entropy_i2t": 5 - 0.4 * k + 0.1 * s, "zeroshot_object_acc": acc[k, m] + 0.01 * s * (k == 5) - 0.002 * s}
+            for k in (0, 5) for m in (600, 9600) for s in (0, 1, 2)]
+
+
+def test_a_sweep_axis_gets_every_claim_at_each_of_its_points():
+    ablation = add_sweep(load_ablation("imbalance"), ["trainer.max_steps=600,9600"])
+    assert ablation.swept == ("max_steps",)
+    claims = run_claims(ablation, ablation.hooks(), [r for r in _steps_rows()])
+    own = [c for c in claims if "[max_steps=" in c.claim]
+    assert len(own) == 12 and {c.verdict for c in own} == {HOLDS}
+    assert [c.claim for c in own[:6]] == [c.claim + " [max_steps=600]" for c in imbalance.claims(_steps_rows()[:1], {"k": [0, 5]})]
+    recovery = {c.claim: c for c in claims if "training steps" in c.claim}
+    assert recovery["object accuracy at k=5 rises from 600 to 9600 training steps"].verdict == HOLDS
+    assert recovery["object accuracy at k=5 rises from 600 to 9600 training steps"].mean == pytest.approx(0.32)
+    assert recovery["object accuracy at k=0 rises from 600 to 9600 training steps"].verdict == "does NOT hold"
+    # one training length missing: its claims and the recovery claims are "not tested"
+    short_only = [r for r in _steps_rows() if r["max_steps"] == 600]
+    verdicts = {c.claim: c.verdict for c in run_claims(ablation, ablation.hooks(), short_only)}
+    assert {v for c, v in verdicts.items() if "max_steps=9600" in c or "training steps" in c} == {NOT_TESTED}
+
+
+@pytest.mark.parametrize("item, message", [
+    ("trainer.max_steps", "--sweep expects KEY=v1,v2"),
+    ("data.k=0,5", "already sweeps 'k'"),
+    ("model.temperature=learnable,frozen", "axis 'temperature' is also the name of a metric"),
+])
+def test_bad_sweeps_are_named(item, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_ablation("imbalance", [item])
 
 
 def test_table_cells_carry_the_t_interval():
@@ -95,7 +148,7 @@ def test_an_axis_named_like_a_metric_is_refused_at_load(tmp_path):
     spec["stages"][1]["axes"] = {"temperature": spec["stages"][1]["axes"]["temperature_mode"]}
     path = tmp_path / "clash.yaml"
     path.write_text(yaml.safe_dump(spec))
-    with pytest.raises(ValueError, match="axis 'temperature' of stage 'finetune' is also the name of a metric"):
+    with pytest.raises(ValueError, match="stage 'finetune': axis 'temperature' is also the name of a metric"):
         load_ablation(str(path))
     for name in ("rmg", "zeroshot_object_acc", "logit_scale", "attr_acc_mean", "seed"):
         spec["stages"][1]["axes"] = {name: {"key": "model.temperature", "values": ["learnable"]}}

@@ -112,6 +112,28 @@ def test_learnable_temperature_moves_and_is_clamped():
     assert max(scales) <= math.log(20.0) + 1e-6
 
 
+def test_logit_scale_lr_gives_the_temperature_its_own_rate():
+    """Same data, same start: only the logit scale's rate differs, so only it moves differently. Adam's
+    first steps move a parameter by about its learning rate, so 4 steps at 100x the rate move the
+    logit scale far more; the other weights get the plain rate (the group's lr)."""
+    data = SyntheticDataModule(k=0, batch_size=32, train_size=512, val_size=64)
+    moves = {}
+    for own in (None, 0.1):
+        torch.manual_seed(0)
+        module = ContrastiveModule("tiny", lr=1e-3, logit_scale_lr=own, warmup_steps=1, text_spec=data.text_spec)
+        start = module.model.logit_scale.item()
+        scales = _train(module, data, 4)
+        moves[own] = abs(scales[-1] - start)
+        groups = module.trainer.optimizers[0].param_groups
+        assert len(groups) == (2 if own is None else 3)
+        if own is not None:
+            assert groups[2]["params"][0] is module.model.logit_scale and groups[2]["initial_lr"] == own
+            assert groups[2]["weight_decay"] == 0.0 and all(g["initial_lr"] == 1e-3 for g in groups[:2])
+    assert moves[0.1] > 20 * moves[None] and moves[0.1] > 0.1
+    with pytest.raises(ValueError, match="logit_scale_lr must be positive"):
+        ContrastiveModule("tiny", logit_scale_lr=0.0, text_spec=data.text_spec)
+
+
 def test_no_weight_decay_on_gains_biases_and_logit_scale():
     data = SyntheticDataModule(batch_size=8)
     module = ContrastiveModule("tiny", text_spec=data.text_spec)

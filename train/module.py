@@ -46,6 +46,8 @@ class ContrastiveModule(pl.LightningModule):
         local_loss, gather_with_grad: open_clip's distributed loss options; rank and world size come
             from the trainer, so each rank computes the loss of its rows against the global batch.
         lr, weight_decay, betas, eps: AdamW; gains, biases and the logit scale get no weight decay.
+        logit_scale_lr: a learning rate of its own for a learnable logit scale (None: ``lr``), on the
+            same warm-up and cosine schedule: lets the temperature move within a short fine-tune.
         warmup_steps: linear warm-up, then a cosine schedule over the run (stepped per optimizer step).
         pretrained: a local checkpoint (open_clip, state dict, or an infogap/Lightning checkpoint) to
             load the weights from (the optimizer starts fresh).
@@ -63,6 +65,7 @@ class ContrastiveModule(pl.LightningModule):
         init_temperature: Optional[float] = 0.07,
         max_logit_scale: float = 100.0,
         lr: float = 1e-3,
+        logit_scale_lr: Optional[float] = None,
         weight_decay: float = 0.2,
         betas: tuple[float, float] = (0.9, 0.98),
         eps: float = 1e-6,
@@ -81,6 +84,8 @@ class ContrastiveModule(pl.LightningModule):
             raise ValueError(f"model.init_temperature must be positive, got {init_temperature}")
         if max_logit_scale <= 0:
             raise ValueError(f"model.max_logit_scale must be positive, got {max_logit_scale}")
+        if logit_scale_lr is not None and logit_scale_lr <= 0:
+            raise ValueError(f"model.logit_scale_lr must be positive, got {logit_scale_lr}")
         self.save_hyperparameters()
         init_scale = math.log(1.0 / (init_temperature or 0.07)) if loss == "clip" or temperature == "frozen" else math.log(10.0)
         self.model = build_model(
@@ -167,12 +172,16 @@ class ContrastiveModule(pl.LightningModule):
 
     # --- optimisation -----------------------------------------------------------------------
     def configure_optimizers(self):
-        decay, no_decay = [], []
+        decay, no_decay, scale = [], [], []
+        own_lr = self.hparams.get("logit_scale_lr") is not None
         for name, p in self.model.named_parameters():
             if p.requires_grad:
-                (no_decay if no_weight_decay(name, p) else decay).append(p)
+                (scale if own_lr and name == "logit_scale" else no_decay if no_weight_decay(name, p) else decay).append(p)
+        groups = [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if scale:
+            groups.append({"params": scale, "weight_decay": 0.0, "lr": self.hparams.logit_scale_lr})
         optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            groups,
             lr=self.hparams.lr,
             betas=tuple(self.hparams.betas),
             eps=self.hparams.eps,
