@@ -1,5 +1,8 @@
 """``infogap analyze``: analyses across finished models.
 
+``eat`` (seed 001): embedding association tests, effect size and permutation p-value, of one model
+on a tests YAML, or of four embedding sets in an ``.npz`` (see ``infogap analyze eat --help``).
+
 ``gap-performance RUN_DIR_OR_NPZ ...`` (the reference's off-the-shelf analysis, its Tables 1 and 3):
 Kendall's τ_b between each gap measure (RMG, L2M, L2I) and each performance measure (zero-shot
 accuracy per factor, retrieval R@1 both ways) across models, with a two-sided permutation p-value,
@@ -186,7 +189,13 @@ def gap_performance_main(argv: list[str]) -> int:
     return 0
 
 
-ANALYSES = {"gap-performance": gap_performance_main}
+def eat_main(argv: list[str]) -> int:
+    from infogap.ablations.eat import main as eat
+
+    return eat(argv)
+
+
+ANALYSES = {"gap-performance": gap_performance_main, "eat": eat_main}
 
 
 def main(argv: list[str]) -> int:

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["data", "jpeg", "metrics_1m", "metrics_100k", "callback"]
+ORDER = ["data", "jpeg", "metrics_1m", "metrics_100k", "callback", "eat"]
 
 
 def _rss_gib() -> float:
@@ -144,6 +144,21 @@ def bench_callback() -> dict:
     out["overhead_pct"] = round(100 * (out["with_callback_s"] - out["end_only_s"]) / out["end_only_s"], 1)
     out["eval_share_pct"] = round(100 * out["with_callback_eval_s"] / out["with_callback_s"], 1)
     return out
+
+
+def bench_eat() -> dict:
+    """1,000,000 sampled permutations of an embedding association test with |X| = |Y| = 100 (target: <= 5 s)."""
+    import numpy as np
+
+    from infogap.train.metrics import eat_test
+
+    rng = np.random.default_rng(0)
+    x, y, a, b = (rng.standard_normal((n, 512)) for n in (100, 100, 20, 20))
+    start = time.perf_counter()
+    result = eat_test(x, y, a, b, permutations=1_000_000, seed=0)
+    seconds = time.perf_counter() - start
+    return {"targets": "100 + 100", "attributes": "20 + 20", "d": 512, "permutations": result.permutations,
+            "exact": result.exact, "seconds": round(seconds, 2), "p_value": round(result.p_value, 4)}
 
 
 def main(names: list[str]) -> None:

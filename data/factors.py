@@ -103,6 +103,21 @@ class Vocabulary:
         words = self.words()
         return ", ".join(words[t] for t in tokens if t not in (self.pad_id, self.sot_id, self.eot_id))
 
+    def encode(self, text: str) -> np.ndarray:
+        """A caption in the caption format (factor values joined by ', ', e.g. "3, red, small") as word
+        tokens (context_length,); a one-line error names a word that is no factor value."""
+        words = [w.strip() for w in text.split(",") if w.strip()]
+        index = {w: i for i, w in enumerate(self.words())}
+        unknown = [w for w in words if w not in index or w.startswith("<")]
+        if unknown:
+            raise ValueError(f"text {text!r}: {unknown[0]!r} is not a word of the synthetic captions (factor values joined by ', ')")
+        if not 1 <= len(words) <= self.context_length - 2:
+            raise ValueError(f"text {text!r}: a caption holds 1..{self.context_length - 2} words, got {len(words)}")
+        tokens = np.zeros(self.context_length, dtype=np.int64)
+        tokens[0], tokens[len(words) + 1] = self.sot_id, self.eot_id
+        tokens[1: len(words) + 1] = [index[w] for w in words]
+        return tokens
+
     def text_spec(self) -> dict:
         """What the word-level text tower needs to know (see ``models.build_model``)."""
         return {"vocab_size": self.size, "context_length": self.context_length, "eos_id": self.eot_id, "pad_id": self.pad_id}
@@ -110,34 +125,61 @@ class Vocabulary:
 
 @dataclass(frozen=True)
 class Cooccurrence:
-    """Make ``factor = value`` co-occur with ``object`` with probability ``p`` in the training data.
+    """Make ``factor`` take one of ``values`` with probability ``p`` for the objects ``objects``.
 
-    For training samples of that object, P(factor = value | object) = p exactly; the other values
-    share the rest uniformly. Other objects keep uniform factors.
+    For training samples of those objects, P(factor in values | object) = p exactly, the value then
+    uniform among ``values``; the other values share the rest uniformly. Other objects keep uniform
+    factors. One object and one value is the plain P(factor = value | object) = p.
     """
 
-    object: str
+    objects: tuple[str, ...]
     factor: str
-    value: str
+    values: tuple[str, ...]
     p: float
 
     def __post_init__(self):
-        value_index(OBJECT, self.object)
         check_factor(self.factor)
         if self.factor == OBJECT:
             raise ValueError("cooccurrence.factor must be an attribute factor, not 'object'")
-        value_index(self.factor, self.value)
-        if not (isinstance(self.p, (int, float)) and 0.0 <= float(self.p) <= 1.0):
+        if not self.objects or not self.values:
+            raise ValueError("cooccurrence needs at least one object and one value")
+        for o in self.objects:
+            value_index(OBJECT, o)
+        for v in self.values:
+            value_index(self.factor, v)
+        if not (isinstance(self.p, (int, float)) and not isinstance(self.p, bool) and 0.0 <= float(self.p) <= 1.0):
             raise ValueError(f"cooccurrence.p must be in [0, 1], got {self.p!r}")
 
 
-def parse_cooccurrence(c: Optional[dict | Cooccurrence]) -> Optional[Cooccurrence]:
-    if c is None or isinstance(c, Cooccurrence):
-        return c
-    missing = {"object", "factor", "value", "p"} - set(c)
-    if missing:
-        raise ValueError(f"cooccurrence needs the fields object, factor, value, p; missing {', '.join(sorted(missing))}")
-    extra = set(c) - {"object", "factor", "value", "p"}
-    if extra:
-        raise ValueError(f"unknown cooccurrence field(s): {', '.join(sorted(extra))}")
-    return Cooccurrence(object=str(c["object"]), factor=str(c["factor"]), value=str(c["value"]), p=c["p"])
+def _names(v) -> tuple[str, ...]:
+    return tuple(str(x) for x in (v if isinstance(v, (list, tuple)) else [v]))
+
+
+def parse_cooccurrence(c) -> Optional[tuple[Cooccurrence, ...]]:
+    """``data.cooccurrence``: one ``{object, factor, value, p}`` or a list of them; ``object`` and
+    ``value`` may be lists (``{object: [0, 1, 2], factor: colour, value: [red, yellow], p: 0.9}``). Two
+    entries may not set the same factor of the same object."""
+    if c is None:
+        return None
+    entries = c if isinstance(c, (list, tuple)) else [c]
+    out = []
+    for e in entries:
+        if isinstance(e, Cooccurrence):
+            out.append(e)
+            continue
+        if not isinstance(e, dict):
+            raise ValueError(f"cooccurrence entries are mappings {{object, factor, value, p}}, got {e!r}")
+        missing = {"object", "factor", "value", "p"} - set(e)
+        if missing:
+            raise ValueError(f"cooccurrence needs the fields object, factor, value, p; missing {', '.join(sorted(missing))}")
+        extra = set(e) - {"object", "factor", "value", "p"}
+        if extra:
+            raise ValueError(f"unknown cooccurrence field(s): {', '.join(sorted(extra))}")
+        out.append(Cooccurrence(objects=_names(e["object"]), factor=str(e["factor"]), values=_names(e["value"]), p=e["p"]))
+    seen = set()
+    for e in out:
+        for o in e.objects:
+            if (o, e.factor) in seen:
+                raise ValueError(f"cooccurrence: two entries set {e.factor!r} of object {o}")
+            seen.add((o, e.factor))
+    return tuple(out) or None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Union
 
 import numpy as np
 import pytorch_lightning as pl
@@ -36,6 +36,7 @@ from infogap.data.render import SIZE, STREAM, GlyphSource, hash_uniform, render,
 VAL_EPOCH = 2**62
 TEST_EPOCH = 2**62 + 1
 PROMPT_EPOCH = 2**62 + 2
+CONCEPT_EPOCH = 2**62 + 3
 N_MORPH = int(np.prod([len(FACTORS[f]) for f in MORPHOLOGICAL_FACTORS]))  # 24
 
 
@@ -66,19 +67,19 @@ def run_seed(seed: Optional[int]) -> int:
     return int(seed if seed is not None else os.environ.get("PL_GLOBAL_SEED", 0))
 
 
-def draw_factors(keys: np.ndarray, cooccurrence: Optional[Cooccurrence] = None) -> dict[str, np.ndarray]:
-    """Uniform factor labels per sample; with ``cooccurrence``, P(factor=value | object) = p."""
+def draw_factors(keys: np.ndarray, cooccurrence: Optional[tuple[Cooccurrence, ...]] = None) -> dict[str, np.ndarray]:
+    """Uniform factor labels per sample; with ``cooccurrence`` entries, P(factor in values | object) = p
+    for each entry's objects (two uniforms per sample and entry, from slots of their own)."""
     u = hash_uniform(keys, STREAM["factors"], len(FACTOR_NAMES))
     labels = {f: np.minimum((u[:, i] * len(FACTORS[f])).astype(np.int64), len(FACTORS[f]) - 1) for i, f in enumerate(FACTOR_NAMES)}
-    if cooccurrence is not None:
-        obj = value_index(OBJECT, cooccurrence.object)
-        target = value_index(cooccurrence.factor, cooccurrence.value)
-        n_values = len(FACTORS[cooccurrence.factor])
-        rows = labels[OBJECT] == obj
-        v = hash_uniform(keys[rows], STREAM["cooccurrence"], 2)
-        others = np.array([i for i in range(n_values) if i != target], dtype=np.int64)
+    for j, c in enumerate(cooccurrence or ()):
+        targets = np.array([value_index(c.factor, v) for v in c.values], dtype=np.int64)
+        others = np.array([i for i in range(len(FACTORS[c.factor])) if i not in targets], dtype=np.int64)
+        rows = np.isin(labels[OBJECT], [value_index(OBJECT, o) for o in c.objects])
+        v = hash_uniform(keys[rows], STREAM["cooccurrence"], 2 * j + 2)[:, 2 * j:]
+        target = targets[np.minimum((v[:, 1] * len(targets)).astype(np.int64), len(targets) - 1)]
         other = others[np.minimum((v[:, 1] * len(others)).astype(np.int64), len(others) - 1)] if len(others) else target
-        labels[cooccurrence.factor][rows] = np.where(v[:, 0] < cooccurrence.p, target, other)
+        labels[c.factor][rows] = np.where(v[:, 0] < c.p, target, other)
     return labels
 
 
@@ -118,7 +119,7 @@ class SyntheticSource:
 
     seed: int = 0
     caption: CaptionSpec = field(default_factory=CaptionSpec)
-    cooccurrence: Optional[Cooccurrence] = None
+    cooccurrence: Optional[tuple[Cooccurrence, ...]] = None
     dense: bool = False
     mnist_dir: Optional[str] = None
     tokenizer: Optional[Callable[[list[str]], torch.Tensor]] = None  # None: the word-level vocabulary
@@ -178,6 +179,26 @@ class SyntheticSource:
         batch.update(out)
         batch["labels"] = {f: torch.from_numpy(np.ascontiguousarray(labels[f])) for f in FACTOR_NAMES}
         return batch
+
+    def concept_samples(self, factor: str, values, n: int) -> dict:
+        """``n`` samples of a concept ("objects 0, 1, 2", "colours red, yellow"): ``factor`` cycles through
+        ``values`` and every other factor is balanced: value i mod (its number of values), in a random
+        order (so two concepts of n = 42 = 2 x 3 x 7 samples hold every colour, thickness, ... equally
+        often and differ only in their own factor); rendered images and full captions (every factor
+        named) of the same samples, from keys of their own (not training, validation or prompt
+        samples), one stream per (factor, values)."""
+        import zlib
+
+        check_factor(factor)
+        idx = np.array([value_index(factor, v) for v in values], dtype=np.int64)
+        if len(idx) == 0 or n < 1:
+            raise ValueError(f"a concept of {factor!r} needs at least one value and one sample")
+        salt = zlib.crc32(f"{factor}:{','.join(map(str, idx))}".encode()) << 20
+        keys = sample_keys(self.seed, CONCEPT_EPOCH, np.arange(n, dtype=np.int64) + salt)
+        order = np.argsort(hash_uniform(keys, STREAM["factors"], len(FACTOR_NAMES)), axis=0)  # a random order per factor
+        labels = {f: (order[:, i] % len(FACTORS[f])).astype(np.int64) for i, f in enumerate(FACTOR_NAMES)}
+        labels[factor] = idx[np.arange(n) % len(idx)]
+        return self._assemble(keys, keys, labels, train=True, full_captions=True)
 
     def class_prompts(self, factor: str, n_per_value: int = 32, mode: str = "full") -> torch.Tensor:
         """Texts standing for each value of ``factor``: (n_values, n, context) tokens.
@@ -271,7 +292,9 @@ class SyntheticDataModule(pl.LightningDataModule):
             run's ``seed_everything``.
         tokenizer: ``word`` (one token per factor value) or an open_clip model name whose tokenizer
             encodes the captions as plain strings (BPE).
-        cooccurrence: ``{object, factor, value, p}``: P(factor = value | object) = p in training data.
+        cooccurrence: ``{object, factor, value, p}``: P(factor = value | object) = p in training data;
+            ``object`` and ``value`` may be lists (P(factor in values | object in objects) = p), and
+            ``cooccurrence`` a list of such entries (see ``infogap.data.factors.parse_cooccurrence``).
         dense_targets: also yield a per-pixel object ``mask`` and ``depth`` map.
         mnist_dir: render real MNIST digits from IDX files in this local directory instead of font glyphs.
     """
@@ -287,7 +310,7 @@ class SyntheticDataModule(pl.LightningDataModule):
         test_base: int = 10_000,
         seed: Optional[int] = None,
         tokenizer: str = "word",
-        cooccurrence: Optional[dict] = None,
+        cooccurrence: Optional[Union[dict, list[dict]]] = None,
         dense_targets: bool = False,
         mnist_dir: Optional[str] = None,
     ):

@@ -23,6 +23,7 @@ TINY_RUNS = {
     "posthoc": (["k=0"], 1, ["k", "shift"], 2),
     "temperature": ([], 3, ["temperature_mode"], 0),
     "init_gap": ([], 3, ["init"], 0),
+    "bias": (["model_size=tiny", "cooccurrence_p=0.0,0.9"], 2, ["model_size", "cooccurrence_p", "test", "modality"], 2),
 }
 
 
@@ -123,9 +124,38 @@ def test_tiny_end_to_end(name, tmp_path, capsys):
     assert any(results.glob("*.png"))
     if name == "gap_dims":
         assert sorted({int(r["n"]) for r in rows}) == list(range(21))
+    if name == "bias":  # 4 tests x 4 modality combinations per run, scored once and kept beside the run
+        assert len(rows) == 2 * 16 and {r["modality"] for r in rows} == {"image-image", "text-text", "image-text", "text-image"}
+        assert all(json.loads((run / "eat.json").read_text())["results"] for run in (results / "runs").iterdir())
+        assert {p.name for p in results.glob("*.png")} == {"bias_effect_vs_p.png", "bias_effect_vs_accuracy.png"}
     if name == "posthoc":
         by_shift = {r["shift"]: float(r["l2m"]) for r in rows}
         assert by_shift["text"] < by_shift["none"]
+
+
+def test_training_length_axis_tiny_end_to_end(tmp_path, capsys):
+    """``--sweep trainer.max_steps=...`` crosses training length with k: one run per (k, length), its own
+    directory, the claims at each length and the recovery claim across lengths."""
+    overrides = [o for o in TINY_OVERRIDES if not o.startswith("trainer.max_steps=")]
+    args = ["imbalance", "--only", "k=0,5", "--sweep", "trainer.max_steps=2,4", "--seeds", "0", "--out", str(tmp_path)]
+    proc = ablate(capsys, *args, "--jobs", "2", *overrides)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    results = tmp_path / "imbalance"
+    assert sorted(p.name for p in (results / "runs").iterdir()) == [
+        f"train__k={k}__max_steps={m}__seed=0" for k in (0, 5) for m in (2, 4)]
+    for run in (results / "runs").iterdir():
+        assert json.loads((run / "metrics.json").read_text())["step"] == int(run.name.split("max_steps=")[1].split("__")[0])
+    rows = _summary(results / "summary.csv")
+    assert list(rows[0])[:3] == ["k", "max_steps", "seed"]
+    assert sorted((r["k"], r["max_steps"]) for r in rows) == [("0", "2"), ("0", "4"), ("5", "2"), ("5", "4")]
+    lines = proc.stdout.splitlines()
+    assert sum("[max_steps=2]" in line for line in lines) == 6 and sum("[max_steps=4]" in line for line in lines) == 6
+    assert any(line.startswith("direction only") and "object accuracy at k=5 rises from 2 to 4 training steps" in line for line in lines)
+    assert "| k | max_steps | seeds |" in (results / "report.md").read_text()
+    slurm = cli("ablate", *args[:-1], str(tmp_path / "fresh"), "--launcher", "slurm", "--dry-run")
+    assert slurm.returncode == 0 and slurm.stdout.count("--sweep trainer.max_steps=2,4") == 2  # array tasks and aggregation
+    clash = cli("ablate", *args, "--dry-run", "trainer.max_steps=3")
+    assert clash.returncode == 2 and "would overwrite a swept axis" in clash.stderr
 
 
 def test_failed_run_is_reported_and_the_others_aggregate_and_reruns_skip(tmp_path, capsys):

@@ -193,6 +193,28 @@ def test_cooccurrence_rate_matches_p(p):
     assert others == pytest.approx(1 / 7, abs=0.01)
 
 
+def test_cooccurrence_of_concept_sets_and_several_entries():
+    """P(colour in {red, yellow} | object in {0, 1, 2}) = p, the value uniform between red and yellow; a
+    second entry on the same objects (thickness) draws from slots of its own, so the two do not correlate."""
+    from infogap.data.factors import parse_cooccurrence
+
+    keys = sample_keys(0, 0, np.arange(60_000))
+    plan = parse_cooccurrence([{"object": [0, 1, 2], "factor": "colour", "value": ["red", "yellow"], "p": 0.8},
+                               {"object": [0, 1, 2], "factor": "thickness", "value": "thickening", "p": 0.5}])
+    labels = draw_factors(keys, plan)
+    mine = np.isin(labels[OBJECT], [0, 1, 2])
+    warm = np.isin(labels["colour"], [FACTORS["colour"].index(c) for c in ("red", "yellow")])
+    assert abs(warm[mine].mean() - 0.8) < 0.015 and abs(warm[~mine].mean() - 2 / 7) < 0.015
+    red = labels["colour"] == FACTORS["colour"].index("red")
+    assert abs(red[mine & warm].mean() - 0.5) < 0.02
+    thick = labels["thickness"] == 1
+    assert abs(thick[mine].mean() - 0.5) < 0.015
+    assert abs(np.corrcoef(warm[mine], thick[mine])[0, 1]) < 0.03
+    with pytest.raises(ValueError, match="two entries set 'colour' of object 1"):
+        parse_cooccurrence([{"object": [0, 1], "factor": "colour", "value": "red", "p": 0.5},
+                            {"object": 1, "factor": "colour", "value": "blue", "p": 0.5}])
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -323,3 +345,37 @@ def test_data_cli_preview_bench_export(tmp_path, capsys):
     assert set(record["labels"]) == set(FACTOR_NAMES)
     assert len(s["txt"].split(", ")) == 3 and record["values"][OBJECT] in s["txt"].split(", ")
     assert len(record["caption_full"].split(", ")) == 6
+
+
+# --- concept sets (embedding association tests) ---------------------------------------------------
+def test_concept_samples_fix_their_factor_and_balance_the_others():
+    from infogap.data.synthetic import SyntheticSource
+
+    source = SyntheticSource(seed=0)
+    a = source.concept_samples("object", ["0", "1", "2"], 42)
+    b = source.concept_samples("object", ["7", "8", "9"], 42)
+    assert a["image"].shape == (42, 3, 28, 28) and a["text_full"].shape[0] == 42
+    assert sorted(a["labels"][OBJECT].tolist()) == sorted([0, 1, 2] * 14)
+    for f in ("colour", "thickness", "swelling", "fracture", "scaling"):  # 42 = 2 x 3 x 7: every value equally often
+        counts = np.bincount(a["labels"][f].numpy(), minlength=len(FACTORS[f]))
+        assert (counts == 42 // len(FACTORS[f])).all()
+        assert sorted(a["labels"][f].tolist()) == sorted(b["labels"][f].tolist())
+    assert not torch.equal(a["labels"]["colour"], b["labels"]["colour"])  # in another order: their own samples
+    again = source.concept_samples("object", ["0", "1", "2"], 42)
+    assert torch.equal(again["image"], a["image"]) and torch.equal(again["text_full"], a["text_full"])
+    words = source.vocab.decode(a["text_full"][0].numpy()).split(", ")
+    assert len(words) == 6 and words.count(FACTORS[OBJECT][int(a["labels"][OBJECT][0])]) == 1  # full caption
+    with pytest.raises(ValueError, match="'purple'"):
+        source.concept_samples("colour", ["purple"], 8)
+
+
+def test_word_captions_encode_and_decode():
+    from infogap.data.factors import Vocabulary
+
+    vocab = Vocabulary()
+    tokens = vocab.encode("3, red, no swelling")
+    assert vocab.decode(tokens) == "3, red, no swelling" and tokens[0] == vocab.sot_id and tokens[4] == vocab.eot_id
+    with pytest.raises(ValueError, match="'purple' is not a word"):
+        vocab.encode("3, purple")
+    with pytest.raises(ValueError, match="1..6 words, got 0"):
+        vocab.encode("")

@@ -1,0 +1,242 @@
+"""Embedding association tests (EAT, seed 001): the effect size and the permutation p-value against brute
+force, the sampled test against the exact one, planted and absent associations, and edge cases."""
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from infogap.train.metrics import eat_association, eat_effect_size, eat_test
+
+
+def _unit(rng, n, d=16, shift=None):
+    z = rng.normal(size=(n, d)) + (0 if shift is None else shift)
+    return z / np.linalg.norm(z, axis=1, keepdims=True)
+
+
+def _brute(x, y, a, b):
+    """s by explicit cosines, d by its formula, the exact p by listing every equal-size re-partition."""
+    def cos(u, v):
+        return float(u @ v / (np.linalg.norm(u) * np.linalg.norm(v)))
+
+    def s(w):
+        return np.mean([cos(w, t) for t in a]) - np.mean([cos(w, t) for t in b])
+
+    sx, sy = [s(w) for w in x], [s(w) for w in y]
+    both = sx + sy
+    d = (np.mean(sx) - np.mean(sy)) / np.std(both, ddof=1)
+    observed = sum(sx)
+    parts = list(itertools.combinations(range(len(both)), len(x)))
+    p = sum(sum(both[i] for i in part) >= observed - 1e-12 for part in parts) / len(parts)
+    return np.array(both), d, p, len(parts)
+
+
+@pytest.mark.parametrize("nx, ny", [(4, 4), (3, 5)])
+def test_effect_size_and_exact_p_against_brute_force(nx, ny):
+    rng = np.random.default_rng(1)
+    x, y, a, b = _unit(rng, nx), _unit(rng, ny), _unit(rng, 5), _unit(rng, 6)
+    s, d, p, n_parts = _brute(x, y, a, b)
+    np.testing.assert_allclose(np.concatenate([eat_association(x, a, b), eat_association(y, a, b)]), s, atol=1e-12)
+    got = eat_test(x, y, a, b)
+    assert got.exact and got.permutations == n_parts == math.comb(nx + ny, nx)  # 70 for 4 + 4
+    assert got.effect_size == pytest.approx(d, abs=1e-10) == eat_effect_size(x, y, a, b)
+    assert got.p_value == pytest.approx(p, abs=1e-12)
+
+
+def test_exact_p_agrees_with_scipy_and_ties_count_as_greater_or_equal():
+    from scipy import stats
+
+    rng = np.random.default_rng(2)
+    x, y, a, b = _unit(rng, 5), _unit(rng, 5), _unit(rng, 4), _unit(rng, 4)
+    s = np.concatenate([eat_association(x, a, b), eat_association(y, a, b)])
+    ref = stats.permutation_test((s[:5], s[5:]), lambda u, v, axis: u.sum(axis=axis), permutation_type="independent",
+                                 vectorized=True, n_resamples=10**6, alternative="greater")
+    assert eat_test(x, y, a, b).p_value == pytest.approx(ref.pvalue, abs=1e-12)
+    # every target is a copy of one of two vectors: many partitions tie with the observed one
+    u, v = _unit(rng, 2)
+    x2, y2 = np.stack([u, u, v]), np.stack([u, v, v])
+    _, _, p, _ = _brute(x2, y2, a, b)
+    assert eat_test(x2, y2, a, b).p_value == pytest.approx(p) and p > 0.1
+
+
+def test_sampled_p_is_reproducible_and_close_to_the_exact_one():
+    rng = np.random.default_rng(3)
+    x, y, a, b = _unit(rng, 8, shift=0.15), _unit(rng, 8), _unit(rng, 8, shift=0.15), _unit(rng, 8)
+    exact = eat_test(x, y, a, b)
+    assert exact.exact and exact.permutations == 12_870
+    sampled = eat_test(x, y, a, b, permutations=1_000_000, seed=7, exact_limit=0)
+    assert not sampled.exact and sampled.permutations == 1_000_000
+    assert abs(sampled.p_value - exact.p_value) < 0.01 and 0.0 < exact.p_value < 1.0
+    assert eat_test(x, y, a, b, permutations=50_000, seed=7, exact_limit=0).p_value == \
+        eat_test(x, y, a, b, permutations=50_000, seed=7, exact_limit=0).p_value
+    assert sampled.effect_size == exact.effect_size
+
+
+def test_a_planted_association_is_found_and_none_is_not():
+    rng = np.random.default_rng(4)
+    direction = np.zeros(32)
+    direction[0] = 1.5
+    x, y = _unit(rng, 20, 32, shift=direction), _unit(rng, 20, 32, shift=-direction)
+    a, b = _unit(rng, 10, 32, shift=direction), _unit(rng, 10, 32, shift=-direction)
+    planted = eat_test(x, y, a, b, permutations=100_000)
+    assert planted.effect_size > 1 and planted.p_value < 0.01 and not planted.exact
+    rngs = [np.random.default_rng(100 + s) for s in range(20)]
+    ds = [eat_effect_size(*(_unit(r, n, 32) for n in (20, 20, 10, 10))) for r in rngs]
+    assert abs(np.mean(ds)) < 0.5
+    assert max(abs(d) for d in ds) <= 2.0  # d is bounded by 2 in absolute value for two equal groups
+
+
+def test_edge_cases_are_documented_results_or_clear_errors():
+    rng = np.random.default_rng(5)
+    a, b = _unit(rng, 3), _unit(rng, 3)
+    same = np.repeat(_unit(rng, 1), 4, axis=0)
+    flat = eat_test(same[:2], same[2:], a, b)  # s does not vary: d = 0/0, every partition ties
+    assert math.isnan(flat.effect_size) and flat.p_value == 1.0
+    with pytest.raises(ValueError, match="the set Y is empty"):
+        eat_test(_unit(rng, 3), np.zeros((0, 16)), a, b)
+    with pytest.raises(ValueError, match="the set A is empty"):
+        eat_effect_size(_unit(rng, 3), _unit(rng, 3), np.zeros((0, 16)), b)
+    with pytest.raises(ValueError, match="at least 3 targets"):
+        eat_test(_unit(rng, 1), _unit(rng, 1), a, b)
+
+
+# --- infogap analyze eat ------------------------------------------------------------------------
+def test_analyze_eat_on_an_npz_prints_one_json_object(tmp_path, capsys):
+    from infogap.train.cli import main as infogap
+
+    rng = np.random.default_rng(6)
+    x, y, a, b = _unit(rng, 4, shift=0.3), _unit(rng, 4), _unit(rng, 3, shift=0.3), _unit(rng, 3)
+    path = tmp_path / "sets.npz"
+    np.savez(path, X=3 * x, Y=y, A=a, B=b)  # rows need not be unit length: they are normalised
+    capsys.readouterr()
+    assert infogap(["analyze", "eat", "--embeddings", str(path)]) == 0
+    got = json.loads(capsys.readouterr().out)
+    ref = eat_test(x, y, a, b)
+    assert set(got) == {"effect_size", "p_value", "permutations", "exact"}
+    assert got["effect_size"] == pytest.approx(ref.effect_size) and got["p_value"] == pytest.approx(ref.p_value)
+    assert got["exact"] and got["permutations"] == 70
+    assert infogap(["analyze", "eat", "--embeddings", str(path), "--permutations", "50", "--seed", "3"]) == 0
+    sampled = json.loads(capsys.readouterr().out)
+    assert not sampled["exact"] and sampled["permutations"] == 50
+    np.savez(path, X=x, Y=y, A=a)
+    assert infogap(["analyze", "eat", "--embeddings", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "needs arrays X, Y, A, B" in err and "missing B" in err
+
+
+def _folder(path: Path, n: int, colour) -> Path:
+    from PIL import Image
+
+    path.mkdir(parents=True)
+    for i in range(n):
+        Image.new("RGB", (40 + i, 32), colour).save(path / f"{i}.png")
+    return path
+
+
+def test_analyze_eat_tests_on_a_random_local_checkpoint(tmp_path, capsys):
+    """``--model NAME --pretrained PATH``: texts, image folders and synthetic concepts, each scored in
+    the modality combinations the sets allow; CSV and JSON out; bad sets named in one line."""
+    import torch
+
+    from infogap.models import build_model
+    from infogap.train.cli import main as infogap
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "random.pt"
+    torch.save(build_model("tiny-bpe").state_dict(), ckpt)
+    red, blue = _folder(tmp_path / "red", 8, (200, 30, 30)), _folder(tmp_path / "blue", 8, (30, 30, 200))
+    tests = {"tests": [
+        {"name": "words", "X": {"texts": ["a rose", "a tulip", "a daisy"]}, "Y": {"texts": ["a wasp", "a moth", "a bee"]},
+         "A": {"texts": ["lovely", "pleasant"]}, "B": {"texts": ["ugly", "unpleasant"]}},
+        {"name": "mixed", "X": {"factor": "object", "values": [0, 1], "n": 8}, "Y": {"factor": "object", "values": [8, 9], "n": 8},
+         "A": {"images": "red", "texts": ["red", "crimson"]}, "B": {"images": str(blue)}},
+    ]}
+    path = tmp_path / "tests.yaml"
+    path.write_text(yaml.safe_dump(tests))
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert infogap(["analyze", "eat", "--tests", str(path), "--model", "tiny-bpe", "--pretrained", str(ckpt),
+                    "--out", str(out), "--permutations", "2000"]) == 0, capsys.readouterr().err
+    rows = list(csv.DictReader((out / "eat.csv").open()))
+    combos = {(r["test"], r["modality"]) for r in rows}
+    # texts only: text-text; concepts have both modalities, B only images: the image-attribute combinations
+    assert combos == {("words", "text-text"), ("mixed", "image-image"), ("mixed", "text-image")}
+    mixed = next(r for r in rows if r["modality"] == "image-image")
+    assert (mixed["n_X"], mixed["n_Y"], mixed["n_A"], mixed["n_B"]) == ("8", "8", "8", "8")
+    assert all(-2 <= float(r["effect_size"]) <= 2 and 0 < float(r["p_value"]) <= 1 for r in rows)
+    saved = json.loads((out / "eat.json").read_text())
+    assert saved["model"] == "tiny-bpe" and len(saved["results"]) == 3
+    # the same model scores the same: the checkpoint was loaded, the sets are deterministic
+    assert infogap(["analyze", "eat", "--tests", str(path), "--model", "tiny-bpe", "--pretrained", str(ckpt),
+                    "--out", str(tmp_path / "again"), "--permutations", "2000"]) == 0
+    assert list(csv.DictReader((tmp_path / "again" / "eat.csv").open())) == rows
+
+    def fails(test: dict) -> str:
+        path.write_text(yaml.safe_dump({"tests": [test]}))
+        capsys.readouterr()
+        assert infogap(["analyze", "eat", "--tests", str(path), "--model", "tiny-bpe", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "Traceback" not in err
+        return err
+
+    base = tests["tests"][0]
+    assert "test 'words', set B: no such image folder" in fails({**base, "B": {"images": "nowhere"}})
+    assert "test 'words', set A: texts is empty" in fails({**base, "A": {"texts": []}})
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "0.png").write_bytes(b"not a png")
+    assert "test 'words', set Y: cannot read image" in fails({**base, "Y": {"images": "broken"}})
+    (tmp_path / "empty").mkdir()
+    assert "test 'words', set X: the folder" in fails({**base, "X": {"images": "empty"}})
+    assert "set A: unknown value 'purple'" in fails({**base, "A": {"factor": "colour", "values": ["purple"]}})
+
+
+# --- the causal experiment's statistics -----------------------------------------------------------
+def _bias_rows(seeds=(0, 1, 2), sizes=("tiny", "small"), slope=1.5):
+    from infogap.ablations.eat import COMBINATIONS
+
+    rng = np.random.default_rng(9)
+    rows = []
+    for seed in seeds:
+        for size in sizes:
+            for p in (0.0, 0.25, 0.5, 0.75, 0.9):
+                run_noise, acc = rng.normal(0, 0.05), 0.5 + 0.1 * rng.random()
+                for test in ("objects_colour", "objects_thickness", "control_objects_colour", "control_objects_scaling"):
+                    planted = not test.startswith("control")
+                    for combo in COMBINATIONS:
+                        d = (slope * (p - 0.3) if planted else 0.0) + run_noise + rng.normal(0, 0.05)
+                        rows.append({"model_size": size, "cooccurrence_p": p, "test": test, "modality": combo, "seed": seed,
+                                     "effect_size": d, "p_value": 0.5, "zeroshot_mean_acc": acc})
+    return rows
+
+
+def test_bias_claims_on_hand_made_effect_sizes():
+    from infogap.ablations import bias
+
+    design = {"model_size": ["tiny", "small"], "cooccurrence_p": [0.0, 0.25, 0.5, 0.75, 0.9]}
+    rows = _bias_rows()
+    got = {c.claim: c for c in bias.claims(rows, design)}
+    planted = got["planted associations: the effect size d rises with the co-occurrence rate p (mixed model slope > 0, p < 0.05)"]
+    assert planted.verdict == "holds" and planted.mean == pytest.approx(1.5, abs=0.1) and planted.ci[0] < 1.5 < planted.ci[1]
+    assert got["control tests (nothing planted): d does not move with p (mixed model slope p >= 0.05)"].verdict == "holds"
+    assert got["model size does not change the planted effect sizes (coefficient of small vs tiny, p >= 0.05)"].verdict == "holds"
+    assert got["at p = 0.9 the planted associations are effects (mean d over planted tests and modalities above 0.2)"].verdict == "holds"
+    # OLS against numpy.polyfit (one size: the formula is d ~ p alone)
+    tiny = [r for r in rows if r["model_size"] == "tiny"]
+    fits = bias.slope_fits(tiny, bias.PLANTED)
+    sel = [r for r in tiny if r["test"] in bias.PLANTED]
+    slope, _ = np.polyfit([r["cooccurrence_p"] for r in sel], [r["effect_size"] for r in sel], 1)
+    assert fits["ols"][0] == pytest.approx(slope, rel=1e-9) and math.isnan(fits["ols"][3])
+    # a planted slope of 0 is found as none
+    flat = {c.claim: c.verdict for c in bias.claims(_bias_rows(slope=0.0), design)}
+    assert flat["planted associations: the effect size d rises with the co-occurrence rate p (mixed model slope > 0, p < 0.05)"] == "does NOT hold"
+    # one seed: direction only or not tested, never holds; one rate: not tested
+    one = bias.claims(_bias_rows(seeds=(0,)), design)
+    assert all(not c.verdict.startswith("holds") for c in one) and one[0].verdict == "direction only (right)"
+    single_p = [r for r in rows if r["cooccurrence_p"] == 0.9]
+    assert bias.claims(single_p, design)[0].verdict == "not tested"
