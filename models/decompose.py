@@ -1,0 +1,158 @@
+"""Direct contributions of a CLIP ViT's attention heads to its image embedding, TEXTSPAN and the
+concept consistency score (seed 004; reference 02-other-analyses.md, section D).
+
+The residual stream of an open_clip ``VisionTransformer`` at the pooled position is a sum: the patch
+and class embeddings (after ``ln_pre``), and per block the attention output (one term per head plus
+the output projection's bias) and the MLP output. The final LayerNorm is linear once its mean and
+standard deviation are fixed to the image's own (Gandelsman, Efros, Steinhardt, ICLR 2024):
+
+    LN(z) = gamma * (z - mean(z)) / std(z) + beta,   a term c contributes gamma * (c - mean(c)) / std(z)
+
+and the projection is linear, so the embedding is exactly the sum of the terms' images. With average
+pooling and the LayerNorm before the pool (open_clip's default), every token has its own mean and std;
+with class-token pooling, or the LayerNorm after the pool, the pooled vector has one.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def _check_vit(model) -> torch.nn.Module:
+    from open_clip.transformer import LayerScale, ResidualAttentionBlock, VisionTransformer
+
+    visual = getattr(model, "visual", model)
+    if not isinstance(visual, VisionTransformer):
+        raise ValueError(f"head contributions need an open_clip VisionTransformer image tower, got {type(visual).__name__}")
+    if visual.attn_pool is not None or visual.pool_type not in ("tok", "avg"):
+        raise ValueError(f"head contributions support class-token or average pooling, not pool_type={visual.pool_type!r} / attention pooling")
+    for i, blk in enumerate(visual.transformer.resblocks):
+        if not isinstance(blk, ResidualAttentionBlock) or not isinstance(blk.attn, torch.nn.MultiheadAttention):
+            raise ValueError(f"block {i} is a {type(blk).__name__}: only open_clip's ResidualAttentionBlock (nn.MultiheadAttention) is supported")
+        for ls in (blk.ls_1, blk.ls_2):
+            if not isinstance(ls, (LayerScale, torch.nn.Identity)):
+                raise ValueError(f"block {i}: unsupported layer scale {type(ls).__name__}")
+    return visual
+
+
+def _scale(ls: torch.nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """A layer scale (or identity) applied out of place: it is linear."""
+    return z * ls.gamma if hasattr(ls, "gamma") else z
+
+
+@torch.no_grad()
+def head_contributions(model, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(heads (N, L, H, d), rest (N, d)): the direct contribution of every (layer, head) of the image
+    tower to ``encode_image(images, normalize=False)``, and of everything else (embeddings, MLPs,
+    attention output biases, the LayerNorm's beta); heads.sum((1, 2)) + rest equals the embedding up
+    to float rounding. ``model`` is a CLIP of ``infogap.models.build_model`` (or its ``visual``)."""
+    visual = _check_vit(model)
+    if visual.training:
+        raise ValueError("head contributions need the model in eval mode (model.eval())")
+    blocks = visual.transformer.resblocks
+    x = visual._embeds(images.to(next(visual.parameters()).dtype))  # (N, T, W), after ln_pre
+    n, t, w = x.shape
+    pool_weights = torch.zeros(t, dtype=x.dtype, device=x.device)
+    if visual.pool_type == "tok":
+        pool_weights[0] = 1.0
+    else:
+        pool_weights[1:] = 1.0 / (t - 1)
+    parts_rest = [x]  # per-token residual terms that are not heads (N, T, W)
+    head_outputs = []  # per block: (N, H, T, dh) attention-weighted values, before the output projection
+    for blk in blocks:
+        attn = blk.attn
+        heads, dh = attn.num_heads, w // attn.num_heads
+        h = blk.ln_1(x)
+        q, k, v = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).split(w, dim=-1)
+        q, k, v = (z.reshape(n, t, heads, dh).transpose(1, 2) for z in (q, k, v))
+        o = F.scaled_dot_product_attention(q, k, v)  # (N, H, T, dh)
+        head_outputs.append(o)
+        out = o.transpose(1, 2).reshape(n, t, w) @ attn.out_proj.weight.T + attn.out_proj.bias
+        parts_rest.append(_scale(blk.ls_1, attn.out_proj.bias.expand(n, t, w)))
+        x = x + _scale(blk.ls_1, out)
+        m = _scale(blk.ls_2, blk.mlp(blk.ln_2(x)))
+        parts_rest.append(m)
+        x = x + m
+    # the LayerNorm's per-token (or per-pooled-vector) 1/std, folded into the pooling weights
+    ln = visual.ln_post
+    if visual.final_ln_after_pool or visual.pool_type == "tok":
+        pooled = torch.einsum("t,ntw->nw", pool_weights, x)
+        inv_std = 1.0 / torch.sqrt(pooled.var(-1, unbiased=False) + ln.eps)  # (N,)
+        weights = pool_weights[None, :] * inv_std[:, None]  # (N, T)
+    else:
+        inv_std = 1.0 / torch.sqrt(x.var(-1, unbiased=False) + ln.eps)  # (N, T)
+        weights = pool_weights[None, :] * inv_std
+
+    def finish(z: torch.Tensor) -> torch.Tensor:  # (..., W) pooled and scaled -> centred, gamma, projection
+        z = (z - z.mean(-1, keepdim=True)) * ln.weight
+        return z @ visual.proj if visual.proj is not None else z
+
+    out_heads = []
+    for blk, o in zip(blocks, head_outputs):
+        attn = blk.attn
+        heads, dh = attn.num_heads, w // attn.num_heads
+        pooled_o = torch.einsum("nt,nhtd->nhd", weights, o)  # (N, H, dh)
+        wo = attn.out_proj.weight.reshape(w, heads, dh)  # column block h belongs to head h
+        c = torch.einsum("nhd,whd->nhw", pooled_o, wo)
+        out_heads.append(finish(_scale(blk.ls_1, c)))
+    rest = sum(finish(torch.einsum("nt,ntw->nw", weights, r)) for r in parts_rest)
+    beta = ln.bias @ visual.proj if visual.proj is not None else ln.bias
+    return torch.stack(out_heads, 1), rest + beta
+
+
+# --- TEXTSPAN and the concept consistency score ------------------------------------------------
+@torch.no_grad()
+def textspan(contributions: torch.Tensor, texts: torch.Tensor, m: int = 5, rank: Optional[int] = None) -> tuple[list[int], list[float]]:
+    """TEXTSPAN (Gandelsman et al. 2024) for one head: its contributions C (N images, d) and a pool of
+    text embeddings T (M, d). The texts are projected onto the head's output span (the top ``rank``
+    principal directions of the centred C; default: all with non-zero variance); then, m times, the
+    text whose (unit) projection u carries the most variance of C, u^T Sigma u with Sigma = C_c^T C_c / N,
+    is chosen, and u is removed from Sigma and from every text (Sigma <- P Sigma P, T <- T P with
+    P = I - u u^T). Returns the chosen text indices and the share of the head's variance each explains
+    (of trace Sigma at the start; they sum to at most 1)."""
+    c = contributions.double()
+    c = c - c.mean(0, keepdim=True)
+    sigma = c.T @ c / max(len(c), 1)
+    total = float(torch.trace(sigma))
+    if total <= 0:
+        raise ValueError("TEXTSPAN: the head's contributions do not vary over the images")
+    evals, evecs = torch.linalg.eigh(sigma)
+    keep = evals > evals.max() * 1e-9
+    if rank is not None:
+        keep &= torch.arange(len(evals)) >= len(evals) - rank
+    basis = evecs[:, keep]
+    t = texts.double() @ basis @ basis.T
+    chosen, shares = [], []
+    for _ in range(min(m, len(t))):
+        norms = t.norm(dim=1)
+        u_all = t / norms.clamp(min=1e-12)[:, None]
+        scores = ((u_all @ sigma) * u_all).sum(1)
+        scores[norms < 1e-9] = -1.0
+        if chosen:
+            scores[chosen] = -1.0
+        j = int(scores.argmax())
+        if scores[j] <= 0:
+            break
+        u = u_all[j]
+        chosen.append(j)
+        shares.append(float(scores[j]) / total)
+        proj = torch.eye(len(u), dtype=u.dtype) - torch.outer(u, u)
+        sigma = proj @ sigma @ proj
+        t = t @ proj
+    return chosen, shares
+
+
+def concept_consistency(concepts: Sequence[str]) -> tuple[str, int]:
+    """CCS of a head from the concepts of its TEXTSPAN texts (in the order they were chosen): the label
+    is the majority concept, a tie going to the concept chosen first; CCS is how many texts carry it
+    (0..len; the published score uses 5 texts: high = 5, low <= 1)."""
+    if not concepts:
+        raise ValueError("CCS needs the concepts of at least one text")
+    counts: dict[str, int] = {}
+    for c in concepts:
+        counts[c] = counts.get(c, 0) + 1
+    best = max(counts.values())
+    label = next(c for c in concepts if counts[c] == best)
+    return label, best
