@@ -3,6 +3,9 @@
 ``eat`` (seed 001): embedding association tests, effect size and permutation p-value, of one model
 on a tests YAML, or of four embedding sets in an ``.npz`` (see ``infogap analyze eat --help``).
 
+``heads`` (seed 004): TEXTSPAN texts, concept label and CCS of every attention head of a ViT, and the
+pruning table by CCS on synthetic data (see ``infogap analyze heads --help``).
+
 ``gap-performance RUN_DIR_OR_NPZ ...`` (the reference's off-the-shelf analysis, its Tables 1 and 3):
 Kendall's τ_b between each gap measure (RMG, L2M, L2I) and each performance measure (zero-shot
 accuracy per factor, retrieval R@1 both ways) across models, with a two-sided permutation p-value,
@@ -195,7 +198,13 @@ def eat_main(argv: list[str]) -> int:
     return eat(argv)
 
 
-ANALYSES = {"gap-performance": gap_performance_main, "eat": eat_main}
+def heads_main(argv: list[str]) -> int:
+    from infogap.ablations.heads import main as heads
+
+    return heads(argv)
+
+
+ANALYSES = {"gap-performance": gap_performance_main, "eat": eat_main, "heads": heads_main}
 
 
 def main(argv: list[str]) -> int:

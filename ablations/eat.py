@@ -26,89 +26,19 @@ import argparse
 import csv
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 import torch
 import yaml
+
+from infogap.train.embed import Encoder, load_encoder
 
 SETS = ("X", "Y", "A", "B")
 # name -> (modality of the targets X, Y; modality of the attributes A, B)
 COMBINATIONS = {"image-image": ("image", "image"), "text-text": ("text", "text"),
                 "image-text": ("image", "text"), "text-image": ("text", "image")}
 CONCEPT_SAMPLES = 42
-BATCH = 256
-
-
-@dataclass
-class Encoder:
-    """A CLIP model with what it takes to embed a set: its image preprocessing (PIL -> tensor), its
-    tokenizer, and a synthetic-data source that renders concepts with the model's tokenizer."""
-
-    model: torch.nn.Module
-    name: str
-    word_level: bool
-    preprocess: Callable
-    tokenize: Callable[[list[str]], torch.Tensor]
-    source: object  # infogap.data.synthetic.SyntheticSource
-
-    @torch.no_grad()
-    def images(self, images: torch.Tensor) -> np.ndarray:
-        return torch.cat([self.model.encode_image(images[i: i + BATCH], normalize=True).float()
-                          for i in range(0, len(images), BATCH)]).numpy()
-
-    @torch.no_grad()
-    def texts(self, tokens: torch.Tensor) -> np.ndarray:
-        return torch.cat([self.model.encode_text(tokens[i: i + BATCH], normalize=True).float()
-                          for i in range(0, len(tokens), BATCH)]).numpy()
-
-    def rendered(self, images: torch.Tensor) -> torch.Tensor:
-        """Rendered synthetic images ([0, 1], 28 px) as this model takes them: as they are for the
-        word-level models trained on them, through the model's preprocessing for any other."""
-        if self.word_level:
-            return images
-        from torchvision.transforms.functional import to_pil_image
-
-        return torch.stack([self.preprocess(to_pil_image(im)) for im in images])
-
-
-def load_encoder(checkpoint: Optional[str] = None, model: Optional[str] = None, pretrained: Optional[str] = None, seed: int = 0) -> Encoder:
-    """An infogap run's checkpoint (its model name and word vocabulary come from the checkpoint's
-    hyper-parameters) or an open_clip model name with an optional local checkpoint."""
-    import open_clip
-
-    from infogap.data.synthetic import SyntheticSource
-    from infogap.data.webdata import transforms_for
-    from infogap.models import build_model
-    from infogap.models.clip import is_word_level, read_checkpoint
-
-    text_spec = {}
-    if checkpoint:
-        hp = read_checkpoint(checkpoint).get("hyper_parameters") or {}
-        if "model" not in hp:
-            raise ValueError(f"--checkpoint {checkpoint}: no infogap hyper-parameters in it (for another checkpoint use --model NAME --pretrained PATH)")
-        model, pretrained, text_spec = hp["model"], checkpoint, dict(hp.get("text_spec") or {})
-    if not model:
-        raise ValueError("give --checkpoint CKPT (an infogap run) or --model NAME [--pretrained PATH]")
-    word = is_word_level(model)
-    if word and not text_spec:
-        raise ValueError(f"--model {model} is a word-level model: load it from its run with --checkpoint (it holds the word vocabulary)")
-    net = build_model(model, **text_spec, pretrained=pretrained).eval()
-    if word:
-        from torchvision import transforms
-
-        from infogap.data.render import SIZE
-
-        source = SyntheticSource(seed=seed)
-        preprocess = transforms.Compose([transforms.Resize((SIZE, SIZE)), transforms.ToTensor()])
-        tokenize = lambda texts: torch.from_numpy(np.stack([source.vocab.encode(t) for t in texts]))  # noqa: E731
-    else:
-        _, _, preprocess, tokenizer = transforms_for(model)
-        source = SyntheticSource(seed=seed, tokenizer=open_clip.get_tokenizer(model) if model in open_clip.list_models() else tokenizer)
-        tokenize = tokenizer
-    return Encoder(net, model, word, preprocess, tokenize, source)
 
 
 # --- tests ----------------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ with class-token pooling, or the LayerNorm after the pool, the pooled vector has
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from contextlib import contextmanager
+from typing import Iterable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -43,11 +44,17 @@ def _scale(ls: torch.nn.Module, z: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def head_contributions(model, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def head_contributions(model, images: torch.Tensor, space: str = "embedding") -> tuple[torch.Tensor, torch.Tensor]:
     """(heads (N, L, H, d), rest (N, d)): the direct contribution of every (layer, head) of the image
     tower to ``encode_image(images, normalize=False)``, and of everything else (embeddings, MLPs,
     attention output biases, the LayerNorm's beta); heads.sum((1, 2)) + rest equals the embedding up
-    to float rounding. ``model`` is a CLIP of ``infogap.models.build_model`` (or its ``visual``)."""
+    to float rounding. ``model`` is a CLIP of ``infogap.models.build_model`` (or its ``visual``).
+
+    ``space="residual"``: the same terms in the pooled residual stream before the final LayerNorm
+    (width of the transformer; pooled as the model pools, without the LayerNorm): their sum is the
+    LayerNorm's pooled input."""
+    if space not in ("embedding", "residual"):
+        raise ValueError(f"space must be 'embedding' or 'residual', got {space!r}")
     visual = _check_vit(model)
     if visual.training:
         raise ValueError("head contributions need the model in eval mode (model.eval())")
@@ -77,7 +84,9 @@ def head_contributions(model, images: torch.Tensor) -> tuple[torch.Tensor, torch
         x = x + m
     # the LayerNorm's per-token (or per-pooled-vector) 1/std, folded into the pooling weights
     ln = visual.ln_post
-    if visual.final_ln_after_pool or visual.pool_type == "tok":
+    if space == "residual":
+        weights = pool_weights[None, :].expand(n, t)
+    elif visual.final_ln_after_pool or visual.pool_type == "tok":
         pooled = torch.einsum("t,ntw->nw", pool_weights, x)
         inv_std = 1.0 / torch.sqrt(pooled.var(-1, unbiased=False) + ln.eps)  # (N,)
         weights = pool_weights[None, :] * inv_std[:, None]  # (N, T)
@@ -86,6 +95,8 @@ def head_contributions(model, images: torch.Tensor) -> tuple[torch.Tensor, torch
         weights = pool_weights[None, :] * inv_std
 
     def finish(z: torch.Tensor) -> torch.Tensor:  # (..., W) pooled and scaled -> centred, gamma, projection
+        if space == "residual":
+            return z
         z = (z - z.mean(-1, keepdim=True)) * ln.weight
         return z @ visual.proj if visual.proj is not None else z
 
@@ -98,8 +109,35 @@ def head_contributions(model, images: torch.Tensor) -> tuple[torch.Tensor, torch
         c = torch.einsum("nhd,whd->nhw", pooled_o, wo)
         out_heads.append(finish(_scale(blk.ls_1, c)))
     rest = sum(finish(torch.einsum("nt,ntw->nw", weights, r)) for r in parts_rest)
+    if space == "residual":
+        return torch.stack(out_heads, 1), rest
     beta = ln.bias @ visual.proj if visual.proj is not None else ln.bias
     return torch.stack(out_heads, 1), rest + beta
+
+
+@contextmanager
+def pruned_heads(model, heads: Iterable[tuple[int, int]]):
+    """Zero-ablate attention heads, given as (layer, head): inside the ``with`` block their column block
+    of the attention output projection is 0, so they add nothing to the residual stream (the
+    architecture is unchanged); the weights are restored on exit."""
+    visual = _check_vit(model)
+    blocks = visual.transformer.resblocks
+    saved = []
+    try:
+        for layer, head in sorted(set(heads)):
+            if not (0 <= layer < len(blocks)) or not (0 <= head < blocks[layer].attn.num_heads):
+                raise ValueError(f"no head ({layer}, {head}): the model has {len(blocks)} layers of {blocks[0].attn.num_heads} heads")
+            attn = blocks[layer].attn
+            dh = attn.embed_dim // attn.num_heads
+            cols = attn.out_proj.weight[:, head * dh: (head + 1) * dh]
+            saved.append((cols, cols.detach().clone()))
+            with torch.no_grad():
+                cols.zero_()
+        yield model
+    finally:
+        with torch.no_grad():
+            for cols, value in saved:
+                cols.copy_(value)
 
 
 # --- TEXTSPAN and the concept consistency score ------------------------------------------------

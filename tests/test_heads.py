@@ -2,6 +2,8 @@
 image embedding (small and stock ViTs, both pooling types), TEXTSPAN on planted data, CCS by hand."""
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import open_clip
 import pytest
@@ -74,3 +76,116 @@ def test_concept_consistency_by_hand():
     assert concept_consistency(["scaling", "object", "object", "scaling", "colour"]) == ("scaling", 2)
     with pytest.raises(ValueError):
         concept_consistency([])
+
+
+@pytest.mark.parametrize("pool, ln_after_pool", [("tok", False), ("avg", False)])
+def test_pruning_a_last_layer_head_removes_exactly_its_output_from_the_residual_stream(pool, ln_after_pool):
+    """With the last block's MLP silenced (it would rewrite the change), zeroing head (11, 5) changes the
+    pooled input of the final LayerNorm by exactly minus that head's residual-stream contribution."""
+    from infogap.models.decompose import pruned_heads
+
+    torch.manual_seed(3)
+    model = open_clip.create_model("ViT-B-32", force_image_size=64, output_dict=True).eval()
+    model.visual.pool_type, model.visual.final_ln_after_pool = pool, ln_after_pool
+    last = model.visual.transformer.resblocks[-1]
+    with torch.no_grad():  # the last block's MLP reads the head's output too: silence it to isolate the head
+        last.mlp.c_proj.weight.zero_()
+        last.mlp.c_proj.bias.zero_()
+    captured = []
+    hook = model.visual.ln_post.register_forward_pre_hook(lambda mod, args: captured.append(args[0]))
+    images = torch.randn(3, 3, 64, 64)
+
+    def pooled_ln_input():
+        captured.clear()
+        model.encode_image(images)
+        z = captured[-1]
+        return z if z.dim() == 2 else (z[:, 0] if pool == "tok" else z[:, 1:].mean(1))
+
+    before = pooled_ln_input()
+    heads, rest = head_contributions(model, images, space="residual")
+    torch.testing.assert_close(heads.sum((1, 2)) + rest, before, atol=1e-4, rtol=0)
+    original = model.visual.transformer.resblocks[-1].attn.out_proj.weight.clone()
+    with pruned_heads(model, [(11, 5)]):
+        after = pooled_ln_input()
+    hook.remove()
+    torch.testing.assert_close(after - before, -heads[:, 11, 5], atol=1e-5, rtol=0)
+    assert torch.equal(model.visual.transformer.resblocks[-1].attn.out_proj.weight, original)  # restored
+    embedding, _ = head_contributions(model, images)
+    share = (embedding.sum((1, 2)) * model.encode_image(images)).sum(1) / model.encode_image(images).norm(dim=1) ** 2
+    assert 0.05 < float(share.mean()) < 1.5  # the heads' share of the embedding (0.35 class token, 0.62 average here)
+    with pytest.raises(ValueError, match="no head"):
+        with pruned_heads(model, [(12, 0)]):
+            pass
+
+
+def test_max_skew_against_a_hand_count():
+    from infogap.train.metrics import max_skew
+
+    labels = np.array([0] * 6 + [1] * 3 + [2] * 1)  # shares 0.6, 0.3, 0.1
+    images = np.eye(10)[:, :10] + 0.0
+    query = np.zeros((1, 10))
+    query[0, [6, 7, 9]] = [1.0, 0.9, 0.8]  # top 3: images 6, 7 (value 1) and 9 (value 2)
+    # p = (0, 2/3, 1/3); skews: -inf, log((2/3)/0.3), log((1/3)/0.1) -> the largest: log(10/3)
+    assert max_skew(images, query, labels, k=3) == pytest.approx(np.log(10 / 3))
+    balanced = max_skew(images, np.ones((1, 10)), labels, k=10)  # everything retrieved: no skew
+    assert balanced == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="k=11"):
+        max_skew(images, query, labels, k=11)
+
+
+# --- infogap analyze heads ------------------------------------------------------------------------
+def test_analyze_heads_on_a_trained_synthetic_run(tmp_path, capsys):
+    """A 4-step ``small`` run: the exact pool (every factor value, its factor as concept), 16 heads with
+    5 texts each, labels and CCS consistent with the texts, and the pruning table by CCS."""
+    import json
+
+    from infogap.train.cli import main as infogap
+    from tests.helpers import tiny_fit_args
+
+    run = tmp_path / "run"
+    assert infogap(tiny_fit_args(run, 4, "--model.model=small", "--log_with=none")) == 0
+    out = tmp_path / "heads"
+    capsys.readouterr()
+    assert infogap(["analyze", "heads", "--checkpoint", str(run / "checkpoints" / "last.ckpt"), "--n", "128", "--out", str(out)]) == 0
+    result = json.loads((out / "heads.json").read_text())
+    assert len(result["heads"]) == 16 and result["images"] == 128 and result["texts"] == 26
+    for h in result["heads"]:
+        assert len(h["texts"]) == 5 and h["ccs"] == h["concepts"].count(h["label"]) and 1 <= h["ccs"] <= 5
+        assert all(0 <= v <= 1 for v in h["variance_explained"]) and sum(h["variance_explained"]) <= 1 + 1e-9
+    rows = list(csv.DictReader((out / "pruning.csv").open()))
+    assert rows[0]["pruned"] == "none" and float(rows[0]["zeroshot_object_acc"]) >= 0
+    assert {"high", "low", "random_0", "random_4"} <= {r["pruned"] for r in rows}
+    n_high = sum(h["ccs"] == 5 for h in result["heads"])
+    assert all(int(r["n_heads"]) == n_high for r in rows if r["pruned"].startswith("random"))
+    assert (out / "ccs.png").stat().st_size > 5_000
+
+
+def test_analyze_heads_on_a_random_local_checkpoint_with_a_text_pool(tmp_path, capsys):
+    from PIL import Image
+
+    from infogap.train.cli import main as infogap
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "random.pt"
+    torch.save(build_model("tiny-bpe").state_dict(), ckpt)
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    texts = ["a red thing", "a blue thing", "a green thing", "a dog", "a cat", "a bird", "a large thing", "a small thing"]
+    concepts = ["colour"] * 3 + ["animal"] * 3 + ["size"] * 2
+    (tmp_path / "pool.txt").write_text("\n".join(texts) + "\n")
+    (tmp_path / "concepts.tsv").write_text("".join(f"{t}\t{c}\n" for t, c in zip(texts, concepts)))
+    args = ["analyze", "heads", "--model", "tiny-bpe", "--pretrained", str(ckpt), "--images", str(images),
+            "--texts", str(tmp_path / "pool.txt"), "--concepts", str(tmp_path / "concepts.tsv"), "--m", "3", "--out", str(tmp_path / "out")]
+    assert infogap(args) == 0, capsys.readouterr().err
+    import json
+
+    result = json.loads((tmp_path / "out" / "heads.json").read_text())
+    assert len(result["heads"]) == 2 * 2 and all(len(h["texts"]) == 3 for h in result["heads"]) and "pruning" not in result
+    (tmp_path / "pool.txt").write_text("a red thing\n\na dog\n")
+    capsys.readouterr()
+    assert infogap(args) == 2 and "pool.txt, line 2: blank line" in capsys.readouterr().err
+    (tmp_path / "pool.txt").write_text("a red thing\na unicorn\n")
+    assert infogap(args) == 2 and "no concept for the text 'a unicorn'" in capsys.readouterr().err

@@ -266,6 +266,24 @@ def neighbourhood_kendall_distance(image_class_means, class_prompts) -> float:
     return float(np.mean(dists))
 
 
+def max_skew(images, queries, labels, k: int = 100) -> float:
+    """MaxSkew@k (Geyik et al. 2019), the retrieval bias of neutral queries: for each query, the top-k
+    images by cosine similarity; skew_v = log(p_v / q_v), p_v the share of factor value v among them and
+    q_v its share among all images; MaxSkew = max_v skew_v, averaged over the queries. 0: every query
+    retrieves the set's own mix; log(1 / q_v) at most (only value v retrieved)."""
+    x, qr, lab = normalize(_tensor(images).double()), normalize(_tensor(queries).double()), _labels(labels)
+    n = len(x)
+    if not 1 <= k <= n:
+        raise ValueError(f"MaxSkew@k needs 1 <= k <= {n} images, got k={k}")
+    n_values = int(lab.max()) + 1
+    q = torch.bincount(lab, minlength=n_values).double() / n
+    top = (qr @ x.T).topk(k, dim=1).indices  # (Q, k)
+    p = torch.nn.functional.one_hot(lab[top], n_values).double().mean(1)  # (Q, V)
+    present = q > 0
+    skew = torch.log(p[:, present] / q[present])  # -inf for a value no query retrieves
+    return float(skew.max(1).values.mean())
+
+
 # ---------------------------------------------------------------------------------------------
 # Embedding Association Tests (EAT; Caliskan et al. 2017 for words, Ghate et al. 2025 for CLIP's image
 # and text embeddings: reference 02-other-analyses.md, section A).
