@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["data", "jpeg", "metrics_1m", "metrics_100k", "callback", "eat"]
+ORDER = ["data", "jpeg", "metrics_1m", "metrics_100k", "callback", "eat", "heads"]
 
 
 def _rss_gib() -> float:
@@ -159,6 +159,33 @@ def bench_eat() -> dict:
     seconds = time.perf_counter() - start
     return {"targets": "100 + 100", "attributes": "20 + 20", "d": 512, "permutations": result.permutations,
             "exact": result.exact, "seconds": round(seconds, 2), "p_value": round(result.p_value, 4)}
+
+
+def bench_heads() -> dict:
+    """Head contributions of 10,000 synthetic images on the `small` ViT (4 layers x 4 heads), then
+    TEXTSPAN (5 texts) for every head with a pool of 3,500 texts (targets: each <= 60 s)."""
+    import numpy as np
+    import torch
+
+    from infogap.data.synthetic import SyntheticSource
+    from infogap.models import build_model
+    from infogap.models.decompose import head_contributions, textspan
+    from infogap.train.embed import BATCH
+
+    source = SyntheticSource(seed=0)
+    model = build_model("small", **source.vocab.text_spec()).eval()
+    images = torch.cat([source.val_batch(np.arange(i, min(i + 2048, 10_000)))["image"] for i in range(0, 10_000, 2048)])
+    start = time.perf_counter()
+    heads = torch.cat([head_contributions(model, images[i: i + BATCH])[0] for i in range(0, len(images), BATCH)])
+    contrib_s = time.perf_counter() - start
+    pool = torch.nn.functional.normalize(torch.randn(3500, heads.shape[-1]), dim=1)
+    start = time.perf_counter()
+    for layer in range(heads.shape[1]):
+        for head in range(heads.shape[2]):
+            textspan(heads[:, layer, head], pool, m=5)
+    textspan_s = time.perf_counter() - start
+    return {"images": len(images), "heads": heads.shape[1] * heads.shape[2], "texts": len(pool), "contributions_s": round(contrib_s, 1),
+            "textspan_all_heads_s": round(textspan_s, 1), "torch_threads": torch.get_num_threads()}
 
 
 def main(names: list[str]) -> None:

@@ -40,6 +40,12 @@ SMALL_CONFIGS: dict[str, SmallClipConfig] = {
         vision=dict(image_size=28, patch_size=4, width=128, layers=4, head_width=32, mlp_ratio=4.0),
         text=dict(width=128, heads=4, layers=4, mlp_ratio=4.0),
     ),
+    # `small` with 8 heads per layer (32 in all, 16 in the last two layers): the attention-head study.
+    "small-h8": SmallClipConfig(
+        embed_dim=128,
+        vision=dict(image_size=28, patch_size=4, width=128, layers=4, head_width=16, mlp_ratio=4.0),
+        text=dict(width=128, heads=4, layers=4, mlp_ratio=4.0),
+    ),
     # A CPU-sized model for real images: 64-px ViT and a small text tower over open_clip's BPE vocabulary.
     "tiny-bpe": SmallClipConfig(
         embed_dim=64,

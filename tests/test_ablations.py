@@ -24,6 +24,7 @@ TINY_RUNS = {
     "temperature": ([], 3, ["temperature_mode"], 0),
     "init_gap": ([], 3, ["init"], 0),
     "bias": (["model_size=tiny", "cooccurrence_p=0.0,0.9"], 2, ["model_size", "cooccurrence_p", "test", "modality"], 2),
+    "heads": (["k=0,5"], 2, ["k"], 4),  # 4-step models have no CCS = 5 head: the pruning claims are not tested
 }
 
 
@@ -128,6 +129,9 @@ def test_tiny_end_to_end(name, tmp_path, capsys):
         assert len(rows) == 2 * 16 and {r["modality"] for r in rows} == {"image-image", "text-text", "image-text", "text-image"}
         assert all(json.loads((run / "eat.json").read_text())["results"] for run in (results / "runs").iterdir())
         assert {p.name for p in results.glob("*.png")} == {"bias_effect_vs_p.png", "bias_effect_vs_accuracy.png"}
+    if name == "heads":  # every head of the 32-head ViT analysed, kept beside the run
+        assert all(len(json.loads((run / "heads.json").read_text())["heads"]) == 32 for run in (results / "runs").iterdir())
+        assert 0 < float(rows[0]["ccs_mean"]) <= 5 and (results / "heads_by_k.png").is_file()
     if name == "posthoc":
         by_shift = {r["shift"]: float(r["l2m"]) for r in rows}
         assert by_shift["text"] < by_shift["none"]
