@@ -1,6 +1,8 @@
 """Claim 4: modality gap and logit entropy are linked. From a balanced (k = 5) checkpoint, fine-tune on
 k = 0 captions with a learnable or a frozen temperature (frozen at the checkpoint's value): entropy
-rises, and the gap grows more with the frozen temperature."""
+rises, and the gap grows more with the frozen temperature. The learnable logit scale has its own
+learning rate (``model.logit_scale_lr``): with the weights' rate it moved 1 % in 400 steps, so the
+two arms were the same run; the report shows how far it moved (``temperature_change``)."""
 from infogap.ablations.analysis import curve_figure, history, paired_claim, per_seed
 
 CURVES = ["entropy_i2t", "rmg", "l2m", "temperature"]
