@@ -183,23 +183,25 @@ def figures(ablation, runs, results):
         table = [r for r in csv.DictReader(f)]
     if not table:
         return []
-    fig, axs = plt.subplots(1, len(COMBINATIONS), figsize=(4.2 * len(COMBINATIONS), 3.4), sharey=True)
+    ks = sorted({r.get("k", "") for r in table})  # one row of panels per caption setting (--sweep data.k=...)
+    fig, axs = plt.subplots(len(ks), len(COMBINATIONS), figsize=(4.2 * len(COMBINATIONS), 3.4 * len(ks)), sharey=True, squeeze=False)
     tests = sorted({r["test"] for r in table})
     sizes = sorted({r["model_size"] for r in table})
-    for ax, combo in zip(axs, COMBINATIONS):
-        for i, test in enumerate(tests):
-            for j, size in enumerate(sizes):
-                sel = [r for r in table if r["modality"] == combo and r["test"] == test and r["model_size"] == size]
-                ps = sorted({float(r[AXIS]) for r in sel})
-                ds = [[float(r["effect_size"]) for r in sel if float(r[AXIS]) == p] for p in ps]
-                ax.errorbar(ps, [np.mean(d) for d in ds], yerr=[np.std(d) for d in ds], color=f"C{i}", marker="o", ms=3,
-                            ls="-" if j == 0 else "--", label=f"{test} ({size})", capsize=2)
-        ax.axhline(0, color="k", lw=0.5)
-        ax.set_title(f"{combo} (targets-attributes)", fontsize=9)
-        ax.set_xlabel("co-occurrence rate p")
-        ax.grid(alpha=0.3)
-    axs[0].set_ylabel("EAT effect size d")
-    axs[-1].legend(fontsize=6)
+    for row, k in zip(axs, ks):
+        for ax, combo in zip(row, COMBINATIONS):
+            for i, test in enumerate(tests):
+                for j, size in enumerate(sizes):
+                    sel = [r for r in table if r["modality"] == combo and r["test"] == test and r["model_size"] == size and r.get("k", "") == k]
+                    ps = sorted({float(r[AXIS]) for r in sel})
+                    ds = [[float(r["effect_size"]) for r in sel if float(r[AXIS]) == p] for p in ps]
+                    ax.errorbar(ps, [np.mean(d) for d in ds], yerr=[np.std(d) for d in ds], color=f"C{i}", marker="o", ms=3,
+                                ls="-" if j == 0 else "--", label=f"{test} ({size})", capsize=2)
+            ax.axhline(0, color="k", lw=0.5)
+            ax.set_title(f"{combo} (targets-attributes)" + (f", k={k}" if k != "" else ""), fontsize=9)
+            ax.set_xlabel("co-occurrence rate p")
+            ax.grid(alpha=0.3)
+        row[0].set_ylabel("EAT effect size d")
+    axs[0][-1].legend(fontsize=6)
     fig.tight_layout()
     first = results / "bias_effect_vs_p.png"
     fig.savefig(first, dpi=110)

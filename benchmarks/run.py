@@ -162,7 +162,7 @@ def bench_eat() -> dict:
 
 
 def bench_heads() -> dict:
-    """Head contributions of 10,000 synthetic images on the `small` ViT (4 layers x 4 heads), then
+    """Head contributions of 10,000 synthetic images on the ablation's `small-h8` ViT (4 layers x 8 heads), then
     TEXTSPAN (5 texts) for every head with a pool of 3,500 texts (targets: each <= 60 s)."""
     import numpy as np
     import torch
@@ -173,7 +173,7 @@ def bench_heads() -> dict:
     from infogap.train.embed import BATCH
 
     source = SyntheticSource(seed=0)
-    model = build_model("small", **source.vocab.text_spec()).eval()
+    model = build_model("small-h8", **source.vocab.text_spec()).eval()
     images = torch.cat([source.val_batch(np.arange(i, min(i + 2048, 10_000)))["image"] for i in range(0, 10_000, 2048)])
     start = time.perf_counter()
     heads = torch.cat([head_contributions(model, images[i: i + BATCH])[0] for i in range(0, len(images), BATCH)])
