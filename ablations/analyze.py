@@ -22,7 +22,6 @@ import csv
 import json
 import math
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import yaml
