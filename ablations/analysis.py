@@ -2,6 +2,7 @@
 embeddings, and testing a claim over seeds (``paired_claim``: interval, paired test, effect size)."""
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,22 @@ def rescore(run_dir: Path, transform: Optional[Callable] = None, metrics=RESCORE
 def shift(z: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     """Move every embedding by ``delta``, then re-normalise."""
     return normalize(z + delta)
+
+
+def cached_json(path: Path, key: dict, compute: Callable[[], dict]) -> dict:
+    """The dict kept in ``path`` when it was computed under the same ``key`` (the inputs that decide it),
+    else ``compute()``, written there atomically with its key: an analysis of a finished run is done
+    once and redone only when what it depends on changed."""
+    from infogap.train.loggers import write_json_atomic
+
+    path = Path(path)
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved.get("key") == key:
+            return saved
+    result = {"key": key, **compute()}
+    write_json_atomic(path, result, indent=1)
+    return result
 
 
 def per_seed(rows: list[dict], axis: str, value, where: Optional[dict] = None) -> dict[int, dict]:

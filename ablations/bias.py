@@ -3,21 +3,20 @@ co-occurrences at rate p (``data.cooccurrence``), train (``tiny`` and ``small``)
 embedding association tests of ``configs/bias/synthetic_tests.yaml`` (two planted tests, two controls)
 in the four modality combinations (``infogap.ablations.eat``).
 
-Report, as the published design: effect size d against p, by a mixed-effects model with a random
-intercept per (test, modality combination) and by plain OLS beside it (``statsmodels``; model size as
-a fixed effect), separately for the planted and the control tests; and Pearson r between d and
+Report, as the published design: effect size d against p, by a mixed-effects model with crossed random
+intercepts per (test, modality combination) and per trained run, and by plain OLS beside it
+(``statsmodels``; model size as a fixed effect), separately for the planted and the control tests; and Pearson r between d and
 downstream zero-shot accuracy per test (``scipy.stats.pearsonr``).
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 
-from infogap.ablations.analysis import FAILS, HOLDS, NOT_TESTED, Claim, paired_claim
+from infogap.ablations.analysis import FAILS, HOLDS, NOT_TESTED, Claim, cached_json, paired_claim
 from infogap.ablations.core import ROOT
 from infogap.data.factors import FACTOR_NAMES
 
@@ -34,18 +33,12 @@ def run_eat(run_dir: Path) -> list[dict]:
     (recomputed when the tests file or the number of permutations changed)."""
     from infogap.ablations.eat import load_encoder, load_tests, score_tests
 
+    def compute() -> dict:
+        enc = load_encoder(checkpoint=str(Path(run_dir) / "checkpoints" / "last.ckpt"), seed=0)  # the same sets for every run
+        return {"results": score_tests(enc, load_tests(TESTS), PERMUTATIONS, seed=0)}
+
     key = {"tests": hashlib.sha256(TESTS.read_bytes()).hexdigest(), "permutations": PERMUTATIONS}
-    cache = Path(run_dir) / "eat.json"
-    if cache.is_file():
-        saved = json.loads(cache.read_text())
-        if saved.get("key") == key:
-            return saved["results"]
-    enc = load_encoder(checkpoint=str(Path(run_dir) / "checkpoints" / "last.ckpt"), seed=0)  # the same sets for every run
-    results = score_tests(enc, load_tests(TESTS), PERMUTATIONS, seed=0)
-    tmp = cache.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"key": key, "results": results}, indent=1))
-    tmp.replace(cache)
-    return results
+    return cached_json(Path(run_dir) / "eat.json", key, compute)["results"]
 
 
 def rows(run, record):

@@ -2,13 +2,13 @@
 (Ghate et al. 2025, seed 001; the effect size and p-value are ``infogap.train.metrics.eat_test``).
 
     infogap analyze eat --embeddings sets.npz                 # arrays X, Y, A, B: one JSON object
-    infogap analyze eat --tests configs/bias/synthetic.yaml --checkpoint runs/x/checkpoints/last.ckpt
+    infogap analyze eat --tests configs/bias/synthetic_tests.yaml --checkpoint runs/x/checkpoints/last.ckpt
     infogap analyze eat --tests my_tests.yaml --model ViT-B-16 --pretrained /models/b16.pt --out results/eat
 
 A tests YAML names, per test, its target sets X, Y and attribute sets A, B. A set is a list of texts
 (``texts:``), a folder of images (``images:``, searched recursively), both, or a concept of the
 synthetic data (``factor:`` and ``values:``; rendered images and their full captions, every other
-factor drawn uniformly: ``n`` samples, default 42)::
+factor balanced: ``n`` samples, default 42)::
 
     tests:
       - name: objects_colour
@@ -29,7 +29,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 import yaml
 
 from infogap.train.embed import Encoder, load_encoder
@@ -78,22 +77,8 @@ def load_tests(path: str | Path) -> list[dict]:
     return tests
 
 
-def _image_files(folder: str, where: str) -> list[Path]:
-    from torchvision.datasets.folder import IMG_EXTENSIONS
-
-    root = Path(folder)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{where}: no such image folder: {folder}")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
-    if not files:
-        raise ValueError(f"{where}: the folder {folder} has no images ({', '.join(IMG_EXTENSIONS)})")
-    return files
-
-
 def embed_set(enc: Encoder, st: dict, where: str) -> dict[str, np.ndarray]:
     """{modality: embeddings} of one set, for the modalities it has."""
-    from PIL import Image
-
     out: dict[str, list[np.ndarray]] = {"image": [], "text": []}
     if "factor" in st:
         try:
@@ -109,14 +94,7 @@ def embed_set(enc: Encoder, st: dict, where: str) -> dict[str, np.ndarray]:
             raise ValueError(f"{where}: {e}") from None
         out["text"].append(enc.texts(tokens))
     if "images" in st:
-        tensors = []
-        for f in _image_files(st["images"], where):
-            try:
-                with Image.open(f) as im:
-                    tensors.append(enc.preprocess(im.convert("RGB")))
-            except Exception as e:  # PIL raises several kinds for a corrupt or unsupported file
-                raise ValueError(f"{where}: cannot read image {f}: {type(e).__name__}: {e}") from None
-        out["image"].append(enc.images(torch.stack(tensors)))
+        out["image"].append(enc.images(enc.folder_images(st["images"], where)))
     return {m: np.concatenate(v) for m, v in out.items() if v}
 
 
@@ -124,9 +102,14 @@ def score_tests(enc: Encoder, tests: list[dict], permutations: int = 1_000_000, 
     """One row per test and modality combination its sets allow: effect size, p-value and set sizes."""
     from infogap.train.metrics import eat_test
 
-    rows = []
+    rows, done = [], {}  # a set several tests share (the same objects, colours) is embedded once
     for test in tests:
-        emb = {s: embed_set(enc, test[s], f"test {test['name']!r}, set {s}") for s in SETS}
+        emb = {}
+        for s in SETS:
+            spec = json.dumps(test[s], sort_keys=True)
+            if spec not in done:
+                done[spec] = embed_set(enc, test[s], f"test {test['name']!r}, set {s}")
+            emb[s] = done[spec]
         for combo, (target, attribute) in COMBINATIONS.items():
             if not all(target in emb[s] for s in ("X", "Y")) or not all(attribute in emb[s] for s in ("A", "B")):
                 continue

@@ -25,7 +25,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from infogap.ablations.analysis import paired_claim
+from infogap.ablations.analysis import cached_json, paired_claim
 from infogap.train.embed import BATCH, Encoder, load_encoder
 
 TEXTS_PER_HEAD = 5  # the published CCS uses 5 TEXTSPAN texts per head
@@ -76,11 +76,12 @@ def read_pool(texts_path: str, concepts_path: Optional[str]) -> tuple[list[str],
 
 
 @torch.no_grad()
-def contributions(enc: Encoder, images: torch.Tensor) -> torch.Tensor:
-    """Head contributions (N, L, H, d) over all images, in batches."""
+def contributions(enc: Encoder, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Head contributions (N, L, H, d) and the rest (N, d) over all images, in batches."""
     from infogap.models.decompose import head_contributions
 
-    return torch.cat([head_contributions(enc.model, images[i: i + BATCH])[0] for i in range(0, len(images), BATCH)])
+    parts = [head_contributions(enc.model, images[i: i + BATCH]) for i in range(0, len(images), BATCH)]
+    return torch.cat([h for h, _ in parts]), torch.cat([r for _, r in parts])
 
 
 def head_table(heads: torch.Tensor, pool: torch.Tensor, texts: list[str], concepts: list[str], m: int = TEXTS_PER_HEAD) -> list[dict]:
@@ -116,17 +117,15 @@ def evaluate_synthetic(enc: Encoder, n: int = 1024, k: int = 50) -> dict[str, fl
     """Zero-shot accuracy per factor, MOAD (image) and MaxSkew@k of the object-only prompts over each
     attribute factor (mean), on ``n`` validation renders."""
     from infogap.data.factors import ATTRIBUTE_FACTORS, FACTOR_NAMES, OBJECT
-    from infogap.train.metrics import compute_metrics, max_skew, normalize
+    from infogap.train.evaluation import class_embeddings
+    from infogap.train.metrics import compute_metrics, max_skew
 
     batch = enc.source.val_batch(np.arange(n))
     x = torch.from_numpy(enc.images(enc.rendered(batch["image"]))).double()
     y = torch.from_numpy(enc.texts(batch["text_full"])).double()
     labels = {f: batch["labels"][f].numpy() for f in FACTOR_NAMES}
-    classes = {}
-    for f in FACTOR_NAMES:
-        prompts = enc.source.class_prompts(f, 8, "full")
-        emb = torch.from_numpy(enc.texts(prompts.reshape(-1, prompts.shape[-1]))).double().reshape(prompts.shape[0], prompts.shape[1], -1)
-        classes[f] = normalize(emb.mean(1))
+    embed = lambda tokens: torch.from_numpy(enc.texts(tokens)).double()  # noqa: E731
+    classes = {f: class_embeddings(embed, enc.source.class_prompts(f, 8, "full")) for f in FACTOR_NAMES}
     out = compute_metrics(x, y, labels, class_embeddings=classes, metrics=["zeroshot", "moad_image"])
     neutral = torch.from_numpy(enc.texts(enc.source.class_prompts(OBJECT, 1, "word")[:, 0])).double()
     out["max_skew"] = float(np.mean([max_skew(x, neutral, labels[f], k) for f in ATTRIBUTE_FACTORS]))
@@ -171,21 +170,6 @@ def ccs_figure(table: list[dict], path: Path) -> Path:
     return path
 
 
-def _folder_images(enc: Encoder, folder: str) -> torch.Tensor:
-    from PIL import Image
-
-    from infogap.ablations.eat import _image_files
-
-    tensors = []
-    for f in _image_files(folder, "--images"):
-        try:
-            with Image.open(f) as im:
-                tensors.append(enc.preprocess(im.convert("RGB")))
-        except Exception as e:  # PIL raises several kinds for a corrupt or unsupported file
-            raise ValueError(f"--images: cannot read image {f}: {type(e).__name__}: {e}") from None
-    return torch.stack(tensors)
-
-
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="infogap analyze heads", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", help="an infogap run's checkpoint")
@@ -211,18 +195,17 @@ def main(argv: list[str]) -> int:
     else:
         raise ValueError(f"--model {enc.name}: give the text pool (--texts) and its concepts (--concepts)")
     if args.images:
-        images = _folder_images(enc, args.images)
+        images = enc.folder_images(args.images, "--images")
     elif enc.word_level:
         images = enc.source.val_batch(np.arange(args.n))["image"]
     else:
         raise ValueError(f"--model {enc.name}: give --images DIR")
-    heads = contributions(enc, images)
+    heads, rest = contributions(enc, images)
     table = head_table(heads, pool, texts, concepts, args.m)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    total = heads.sum((1, 2))  # the heads' share of the embedding: its projection on the embedding
-    with torch.no_grad():
-        full = torch.cat([enc.model.encode_image(images[i: i + BATCH], normalize=False) for i in range(0, len(images), BATCH)])
+    total = heads.sum((1, 2))  # the heads' share of the embedding (heads + rest): its projection on the embedding
+    full = total + rest
     share = float(((total * full).sum(1) / full.norm(dim=1) ** 2).mean())
     result = {"model": args.checkpoint or args.model, "pool_type": enc.model.visual.pool_type, "images": len(images),
               "texts": len(texts), "heads_share": share, "heads": table}
@@ -250,21 +233,15 @@ ABLATION_IMAGES = 1024  # renders decomposed and evaluated per run
 def run_heads(run_dir: Path) -> dict:
     """heads.json of a finished run (computed once from its last checkpoint: the exact synthetic pool,
     ``ABLATION_IMAGES`` validation renders, the pruning table)."""
+    def compute() -> dict:
+        enc = load_encoder(checkpoint=str(Path(run_dir) / "checkpoints" / "last.ckpt"), seed=0)
+        texts, concepts, pool = synthetic_pool(enc)
+        images = enc.source.val_batch(np.arange(ABLATION_IMAGES))["image"]
+        table = head_table(contributions(enc, images)[0], pool, texts, concepts)
+        return {"heads": table, "pruning": pruning_table(enc, table, ABLATION_IMAGES)}
+
     key = {"images": ABLATION_IMAGES, "m": TEXTS_PER_HEAD, "seed": 0}
-    cache = Path(run_dir) / "heads.json"
-    if cache.is_file():
-        saved = json.loads(cache.read_text())
-        if saved.get("key") == key:
-            return saved
-    enc = load_encoder(checkpoint=str(Path(run_dir) / "checkpoints" / "last.ckpt"), seed=0)
-    texts, concepts, pool = synthetic_pool(enc)
-    images = enc.source.val_batch(np.arange(ABLATION_IMAGES))["image"]
-    table = head_table(contributions(enc, images), pool, texts, concepts)
-    result = {"key": key, "heads": table, "pruning": pruning_table(enc, table, ABLATION_IMAGES)}
-    tmp = cache.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(cache)
-    return result
+    return cached_json(Path(run_dir) / "heads.json", key, compute)
 
 
 def rows(run, record):

@@ -70,6 +70,20 @@ class Encoder:
         return torch.cat([self.model.encode_text(tokens[i: i + BATCH], normalize=True).float()
                           for i in range(0, len(tokens), BATCH)]).numpy()
 
+    def folder_images(self, folder: str, where: str) -> torch.Tensor:
+        """Every image under ``folder`` (recursively, sorted), preprocessed for this model; a missing or
+        empty folder or an unreadable image is a one-line error starting with ``where``."""
+        from PIL import Image
+
+        tensors = []
+        for f in image_files(folder, where):
+            try:
+                with Image.open(f) as im:
+                    tensors.append(self.preprocess(im.convert("RGB")))
+            except Exception as e:  # PIL raises several kinds for a corrupt or unsupported file
+                raise ValueError(f"{where}: cannot read image {f}: {type(e).__name__}: {e}") from None
+        return torch.stack(tensors)
+
     def rendered(self, images: torch.Tensor) -> torch.Tensor:
         """Rendered synthetic images ([0, 1], 28 px) as this model takes them: as they are for the
         word-level models trained on them, through the model's preprocessing for any other."""
@@ -78,6 +92,19 @@ class Encoder:
         from torchvision.transforms.functional import to_pil_image
 
         return torch.stack([self.preprocess(to_pil_image(im)) for im in images])
+
+
+def image_files(folder: str, where: str) -> list[Path]:
+    """The image files under ``folder`` (recursively, sorted); one-line errors naming ``where``."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{where}: no such image folder: {folder}")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
+    if not files:
+        raise ValueError(f"{where}: the folder {folder} has no images ({', '.join(IMG_EXTENSIONS)})")
+    return files
 
 
 def load_encoder(checkpoint: Optional[str] = None, model: Optional[str] = None, pretrained: Optional[str] = None, seed: int = 0) -> Encoder:

@@ -31,6 +31,14 @@ def curve_name(key: str) -> str:
     return key
 
 
+def class_embeddings(embed_texts, prompts: torch.Tensor) -> torch.Tensor:
+    """(classes, prompts per class, context) tokens -> one unit-norm class embedding each: the mean
+    text embedding of its prompts (``embed_texts``: tokens -> embeddings), normalised."""
+    v, m, ctx = prompts.shape
+    emb = embed_texts(prompts.reshape(v * m, ctx)).reshape(v, m, -1).mean(1)
+    return (emb / emb.norm(dim=1, keepdim=True)).cpu()
+
+
 class RepresentationMetrics(pl.Callback):
     """Every ``eval_every_n_steps`` optimizer steps (and at the end of fit) embed a fixed evaluation set
     of the data module (its ``eval_size(n)`` and ``eval_samples(index)``: images, full captions,
@@ -184,11 +192,7 @@ class RepresentationMetrics(pl.Callback):
         return out
 
     def _class_embeddings(self, pl_module, prompts: torch.Tensor) -> torch.Tensor:
-        """(classes, prompts per class, context) tokens -> one unit-norm class embedding each: the mean
-        text embedding of its prompts, normalised."""
-        v, m, ctx = prompts.shape
-        emb = self._embed(pl_module.embed_texts, prompts.reshape(v * m, ctx)).reshape(v, m, -1).mean(1)
-        return (emb / emb.norm(dim=1, keepdim=True)).cpu()
+        return class_embeddings(lambda tokens: self._embed(pl_module.embed_texts, tokens), prompts)
 
     def _write_outputs(self, trainer: pl.Trainer) -> None:
         run_dir = Path(trainer.default_root_dir)

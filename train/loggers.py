@@ -94,11 +94,17 @@ class ProgressFile(Callback):
         max_steps = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else int(trainer.estimated_stepping_batches)
         record = {"step": trainer.global_step, "max_steps": max_steps, "status": status, "updated": time.time(),
                   "steps_per_second": (trainer.global_step - first) / elapsed if elapsed > 0 else None}
-        path = Path(trainer.default_root_dir) / PROGRESS
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, path)
+        write_json_atomic(Path(trainer.default_root_dir) / PROGRESS, record)
+
+
+def write_json_atomic(path: str | Path, obj, indent: Optional[int] = None) -> None:
+    """Write ``obj`` as JSON through a temporary file renamed over ``path``: a reader (or a process
+    killed mid-write) never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=indent))
+    os.replace(tmp, path)
 
 
 def read_progress(run_dir: str | Path) -> Optional[dict]:
