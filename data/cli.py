@@ -86,25 +86,55 @@ def bench(argv: list[str]) -> int:
     p.add_argument("--tokenizer", default="word", help="word, or an open_clip model name (BPE strings)")
     p.add_argument("--dense", action="store_true", help="also render the mask and depth targets")
     p.add_argument("--all-on", action="store_true", help="worst case: every sample thickened, swollen, fractured and small")
+    p.add_argument("--device", default=None,
+                   help="render on this device (cpu, cuda) as data.render_on_device does: the worker's part (labels, captions, "
+                        "random numbers; one thread) and the device's part (images) are timed apart")
     args = p.parse_args(argv)
     torch.set_num_threads(1)  # what a DataLoader worker gets
-    dm = _module(args, batch_size=args.batch_size, tokenizer=args.tokenizer, dense_targets=args.dense, train_size=max(args.n, args.batch_size))
+    dm = _module(args, batch_size=args.batch_size, tokenizer=args.tokenizer, dense_targets=args.dense, train_size=max(args.n, args.batch_size),
+                 render_on_device=args.device is not None)
     if args.all_on:
         dm.source.force = {"thickness": 1, "swelling": 1, "fracture": 1, "scaling": 1}
     ds = dm.train_dataloader().dataset
-    ds.make_batch(0)  # glyph templates, allocator warm-up
     n_batches = max(1, args.n // args.batch_size)
-    start = time.perf_counter()
-    for j in range(n_batches):
-        batch = ds.make_batch(j)
-    seconds = time.perf_counter() - start
     n = n_batches * args.batch_size
-    print(json.dumps({
-        "samples_per_s": round(n / seconds, 1), "samples": n, "seconds": round(seconds, 3), "batch_size": args.batch_size,
-        "k": args.k, "tokenizer": args.tokenizer, "dense": args.dense, "all_on": args.all_on, "threads": 1,
-        "text_shape": list(batch["text"].shape),
-    }))
+    result = {"samples": n, "batch_size": args.batch_size, "k": args.k, "tokenizer": args.tokenizer, "dense": args.dense,
+              "all_on": args.all_on, "threads": 1}
+    finish = _device_renderer(args.device) if args.device else None
+    if finish:
+        finish(ds.make_batch(0))  # glyph templates, kernels, allocator warm-up
+    else:
+        ds.make_batch(0)
+    start = time.perf_counter()
+    batches = [ds.make_batch(j) for j in range(n_batches)]
+    seconds = time.perf_counter() - start
+    result.update(samples_per_s=round(n / seconds, 1), seconds=round(seconds, 3), text_shape=list(batches[-1]["text"].shape))
+    if finish:
+        start = time.perf_counter()
+        for batch in batches:
+            finish(batch)
+        device_seconds = time.perf_counter() - start
+        result = {"device": args.device, "worker_samples_per_s": result.pop("samples_per_s"), "worker_seconds": result.pop("seconds"),
+                  "device_samples_per_s": round(n / device_seconds, 1), "device_seconds": round(device_seconds, 3), **result}
+    print(json.dumps(result))
     return 0
+
+
+def _device_renderer(device: str):
+    """Move a deferred batch to ``device`` and render it there, waiting for the device to finish."""
+    from pytorch_lightning.utilities import move_data_to_device
+
+    from infogap.data.synthetic import finish_render
+
+    target = torch.device(device)
+
+    def finish(batch: dict) -> dict:
+        out = finish_render(move_data_to_device(batch, target))
+        if target.type == "cuda":
+            torch.cuda.synchronize(target)
+        return out
+
+    return finish
 
 
 def export(argv: list[str]) -> int:

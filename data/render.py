@@ -10,6 +10,12 @@ Factor semantics (reference: Morpho-MNIST):
 - fracture: three short breaks across the stroke, each perpendicular to the stroke direction;
 - scaling: "small" rescales by 0.75 about the centre and pastes with a random offset of up to 2 px;
 - colour: the stroke intensity times an RGB colour; background pixels stay black.
+
+Rendering is two steps: ``render_plan`` draws every random number of a batch from its keys (numpy,
+on the CPU, in the loader worker) and ``render_images`` turns glyphs, plan and labels into images
+with torch operations only, on whatever device the tensors are on. ``render`` does both on the
+CPU; ``SyntheticDataModule(render_on_device=True)`` ships the plan and renders on the training
+device, with the same numbers.
 """
 from __future__ import annotations
 
@@ -200,13 +206,14 @@ def pick_stroke_pixel(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 def swell(x: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
     """Local radial warp: within radius r of ``centre`` the source point of p is c + (p - c) (d/r)^power."""
     cr, cc = centre[:, 0, None, None], centre[:, 1, None, None]
-    dr, dc = _COORDS[None, ..., 0] - cr, _COORDS[None, ..., 1] - cc  # (B, H, W)
+    coords = _COORDS.to(x.device)
+    dr, dc = coords[None, ..., 0] - cr, coords[None, ..., 1] - cc  # (B, H, W)
     dist = torch.sqrt(dr * dr + dc * dc)
     factor = dist / SWELL_RADIUS_PX
     if SWELL_POWER != 1.0:
         factor = factor**SWELL_POWER
     factor = torch.where(dist < SWELL_RADIUS_PX, factor, torch.ones_like(dist))
-    grid = torch.empty(dist.shape + (2,))  # grid_sample wants (x=col, y=row), in [-1, 1]
+    grid = torch.empty(dist.shape + (2,), device=x.device)  # grid_sample wants (x=col, y=row), in [-1, 1]
     for i, (c, d) in enumerate(((cc, dc), (cr, dr))):
         g = grid[..., i]
         torch.mul(d, factor, out=g)
@@ -224,11 +231,12 @@ _AR5 = torch.arange(5)
 def _gradient_at(x: torch.Tensor, r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """(..., 2) smoothed intensity gradient (d/drow, d/dcol) at pixels (r, c) of shape (B, ...) of each image."""
     xp = F.pad(x[:, 0], (2, 2, 2, 2))
-    b = torch.arange(x.shape[0]).view(-1, *([1] * (r.dim() + 1)))
-    rows = (r[..., None] + _AR5)[..., :, None]
-    cols = (c[..., None] + _AR5)[..., None, :]
+    b = torch.arange(x.shape[0], device=x.device).view(-1, *([1] * (r.dim() + 1)))
+    ar5 = _AR5.to(x.device)
+    rows = (r[..., None] + ar5)[..., :, None]
+    cols = (c[..., None] + ar5)[..., None, :]
     patch = xp[b, rows, cols]  # (B, ..., 5, 5) centred on (r, c)
-    return torch.stack([(patch * _GRAD_ROW).sum((-2, -1)), (patch * _GRAD_COL).sum((-2, -1))], -1)
+    return torch.stack([(patch * _GRAD_ROW.to(x.device)).sum((-2, -1)), (patch * _GRAD_COL.to(x.device)).sum((-2, -1))], -1)
 
 
 _WIN = torch.arange(-int(BREAK_HALF_LENGTH_PX) - 1, int(BREAK_HALF_LENGTH_PX) + 2)  # window offsets around a break
@@ -249,13 +257,14 @@ def fracture(x: torch.Tensor, u_pos: torch.Tensor, u_dir: torch.Tensor) -> torch
     norm = g.norm(dim=-1, keepdim=True)
     g = torch.where(norm > 1e-3, g / norm.clamp(min=1e-12), fallback)
     g0, g1 = g[..., 0, None, None], g[..., 1, None, None]  # (B, k, 1, 1)
-    dr, dc = _WIN[:, None].float(), _WIN[None, :].float()
+    win = _WIN.to(x.device)
+    dr, dc = win[:, None].float(), win[None, :].float()
     along = dr * g0 + dc * g1
     across = dc * g0 - dr * g1
     hit = (along.abs() <= BREAK_HALF_LENGTH_PX) & (across.abs() <= BREAK_HALF_WIDTH_PX)  # (B, k, w, w)
-    flat = (torch.arange(n)[:, None, None, None] * side * side
-            + (r[..., None, None] + _PADW + _WIN[:, None]) * side + (col[..., None, None] + _PADW + _WIN[None, :]))
-    cut = torch.zeros(n * side * side, dtype=torch.bool)
+    flat = (torch.arange(n, device=x.device)[:, None, None, None] * side * side
+            + (r[..., None, None] + _PADW + win[:, None]) * side + (col[..., None, None] + _PADW + win[None, :]))
+    cut = torch.zeros(n * side * side, dtype=torch.bool, device=x.device)
     cut[flat[hit]] = True
     cut = cut.view(n, side, side)[:, _PADW:_PADW + SIZE, _PADW:_PADW + SIZE]
     return x.masked_fill(cut[:, None], 0.0)
@@ -273,9 +282,8 @@ def rescale(x: torch.Tensor, scale: torch.Tensor, offset_px: torch.Tensor) -> to
     return _affine(x, theta)
 
 
-def jitter_theta(u: np.ndarray) -> torch.Tensor:
-    """Per-sample affine stroke variation from 5 uniforms: rotation +-12 deg, shear +-0.15, scale 0.9-1.1, shift +-1 px."""
-    u = torch.from_numpy(u).float()
+def jitter_theta(u: torch.Tensor) -> torch.Tensor:
+    """Per-sample affine stroke variation from 5 uniforms (B, 5): rotation +-12 deg, shear +-0.15, scale 0.9-1.1, shift +-1 px."""
     rot = (u[:, 0] * 2 - 1) * np.deg2rad(12)
     shear = (u[:, 1] * 2 - 1) * 0.15
     zoom = 0.9 + 0.2 * u[:, 2]
@@ -288,19 +296,76 @@ def jitter_theta(u: np.ndarray) -> torch.Tensor:
     return theta
 
 
-def _on_rows(x: torch.Tensor, rows: np.ndarray, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """Apply ``fn`` to the selected rows only (the others are left untouched)."""
-    if not rows.any():
+def _on_rows(x: torch.Tensor, rows: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Apply ``fn`` to the rows selected by the boolean ``rows`` only (the others are left untouched)."""
+    if not bool(rows.any()):
         return x
-    if rows.all():
+    if bool(rows.all()):
         return fn(x)
-    idx = torch.from_numpy(np.nonzero(rows)[0])
+    idx = rows.nonzero()[:, 0]
     x = x.clone()
     x[idx] = fn(x[idx])
     return x
 
 
+def render_plan(object_keys: np.ndarray, *, jitter: bool = True) -> dict[str, torch.Tensor]:
+    """Every random number the renderer uses, per object, drawn from its key as float32 tensors:
+    ``jitter`` (B, 5; absent without jitter), ``swell`` (B,), ``fracture`` (B, 2 x BREAKS) and
+    ``offset`` (B, 2) uniforms. A row's numbers do not depend on its factors (a factor that is off
+    ignores them), so the plan of a batch is a few floats per sample to ship to another device."""
+    def draw(stream: str, n: int) -> torch.Tensor:
+        return torch.from_numpy(hash_uniform(object_keys, STREAM[stream], n)).float()
+
+    plan = {"swell": draw("swell", 1)[:, 0], "fracture": draw("fracture", 2 * BREAKS), "offset": draw("offset", 2)}
+    if jitter:
+        plan["jitter"] = draw("jitter", 5)
+    return plan
+
+
 @torch.no_grad()
+def render_images(glyphs: torch.Tensor, plan: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], *,
+                  dense: bool = False) -> dict[str, torch.Tensor]:
+    """Render a batch from base strokes ``glyphs`` (B, 28, 28), a ``render_plan`` and the factor
+    ``labels`` (index tensors), with torch operations only, on the device of ``glyphs`` (the plan and
+    labels are moved there).
+
+    Returns ``image`` (B, 3, 28, 28) float32 in [0, 1], and with ``dense`` an object ``mask``
+    (B, 28, 28) uint8 and a ``depth`` map (B, 28, 28) float32: 1 for large objects, 1/0.75 for small
+    ones (farther), ``DEPTH_BACKGROUND`` elsewhere.
+    """
+    device = glyphs.device
+    plan = {name: u.to(device) for name, u in plan.items()}
+    labels = {name: v.to(device) for name, v in labels.items()}
+    x = glyphs[:, None].float()
+    if "jitter" in plan:
+        x = _affine(x, jitter_theta(plan["jitter"]))
+
+    thickness = labels["thickness"]
+    x = _on_rows(x, thickness == 1, dilate)
+    x = _on_rows(x, thickness == 2, erode)
+
+    swelling = labels["swelling"] == 1
+    x = _on_rows(x, swelling, lambda z: swell(z, pick_stroke_pixel(z, plan["swell"][swelling])))
+
+    fractured = labels["fracture"] == 1
+    u = plan["fracture"][fractured]
+    x = _on_rows(x, fractured, lambda z: fracture(z, u[:, :BREAKS], u[:, BREAKS:]))
+
+    small = labels["scaling"] == 1
+    offset = (plan["offset"][small] * 2 - 1) * MAX_OFFSET_PX
+    x = _on_rows(x, small, lambda z: rescale(z, torch.full((z.shape[0],), SMALL_SCALE, device=device), offset))
+
+    x = x.clamp_(0, 1)
+    rgb = torch.from_numpy(COLOUR_RGB).to(device)[labels["colour"]]  # (B, 3)
+    out = {"image": x * rgb[:, :, None, None]}
+    if dense:
+        mask = x[:, 0] > 0.5
+        depth_obj = torch.where(small, 1.0 / SMALL_SCALE, 1.0)[:, None, None].to(x.dtype)
+        out["mask"] = mask.to(torch.uint8)
+        out["depth"] = torch.where(mask, depth_obj.expand_as(x[:, 0]), torch.tensor(DEPTH_BACKGROUND, device=device))
+    return out
+
+
 def render(
     glyphs: torch.Tensor,
     object_keys: np.ndarray,
@@ -309,44 +374,11 @@ def render(
     jitter: bool = True,
     dense: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Render a batch. ``glyphs`` (B, 28, 28) are the base strokes; ``object_keys`` seed the per-object
-    randomness (jitter, swelling centre, breaks, offset); ``labels`` holds the factor indices.
-
-    Returns ``image`` (B, 3, 28, 28) float32 in [0, 1], and with ``dense`` an object ``mask``
-    (B, 28, 28) uint8 and a ``depth`` map (B, 28, 28) float32: 1 for large objects, 1/0.75 for small
-    ones (farther), ``DEPTH_BACKGROUND`` elsewhere.
-    """
-    x = glyphs[:, None].float()
-    n = x.shape[0]
-    if jitter:
-        x = _affine(x, jitter_theta(hash_uniform(object_keys, STREAM["jitter"], 5)))
-
-    thickness = labels["thickness"]
-    x = _on_rows(x, thickness == 1, dilate)
-    x = _on_rows(x, thickness == 2, erode)
-
-    swelling = labels["swelling"] == 1
-    u = hash_uniform(object_keys[swelling], STREAM["swell"], 1)[:, 0]
-    x = _on_rows(x, swelling, lambda z: swell(z, pick_stroke_pixel(z, torch.from_numpy(u).float())))
-
-    fractured = labels["fracture"] == 1
-    u = torch.from_numpy(hash_uniform(object_keys[fractured], STREAM["fracture"], 2 * BREAKS)).float()
-    x = _on_rows(x, fractured, lambda z: fracture(z, u[:, :BREAKS], u[:, BREAKS:]))
-
-    small_np = labels["scaling"] == 1
-    small = torch.from_numpy(small_np)
-    offset = (torch.from_numpy(hash_uniform(object_keys[small_np], STREAM["offset"], 2)).float() * 2 - 1) * MAX_OFFSET_PX
-    x = _on_rows(x, small_np, lambda z: rescale(z, torch.full((z.shape[0],), SMALL_SCALE), offset))
-
-    x = x.clamp_(0, 1)
-    rgb = torch.from_numpy(COLOUR_RGB)[torch.from_numpy(labels["colour"])]  # (B, 3)
-    out = {"image": x * rgb[:, :, None, None]}
-    if dense:
-        mask = x[:, 0] > 0.5
-        depth_obj = torch.where(small, torch.tensor(1.0 / SMALL_SCALE), torch.tensor(1.0))[:, None, None]
-        out["mask"] = mask.to(torch.uint8)
-        out["depth"] = torch.where(mask, depth_obj.expand_as(x[:, 0]), torch.tensor(DEPTH_BACKGROUND))
-    return out
+    """Render a batch on the CPU: ``glyphs`` (B, 28, 28) are the base strokes, ``object_keys`` seed the
+    per-object randomness (jitter, swelling centre, breaks, offset), ``labels`` holds the factor
+    indices (numpy). ``render_images`` of ``render_plan``; see there for what it returns."""
+    tensors = {f: torch.from_numpy(np.ascontiguousarray(v)) for f, v in labels.items()}
+    return render_images(glyphs, render_plan(object_keys, jitter=jitter), tensors, dense=dense)
 
 
 def glyph_choice(object_keys: np.ndarray, digits: np.ndarray, n_fonts: int) -> np.ndarray:

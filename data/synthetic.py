@@ -30,7 +30,7 @@ from infogap.data.factors import (
     parse_cooccurrence,
     value_index,
 )
-from infogap.data.render import SIZE, STREAM, GlyphSource, hash_uniform, render, sample_keys
+from infogap.data.render import SIZE, STREAM, GlyphSource, hash_uniform, render_images, render_plan, sample_keys
 
 # Reserved "epochs" for the fixed splits (training epochs count up from 0).
 VAL_EPOCH = 2**62
@@ -145,18 +145,20 @@ class SyntheticSource:
             return torch.from_numpy(tokens)
         return self.tokenizer(caption_strings(tokens, self.vocab))
 
-    def train_batch(self, epoch: int, index: np.ndarray) -> dict:
+    def train_batch(self, epoch: int, index: np.ndarray, defer: bool = False) -> dict:
+        """Training samples ``index`` of ``epoch``; ``defer``: leave the images to ``finish_render`` (on
+        the training device), with the same result."""
         keys = sample_keys(self.seed, epoch, index)
         labels = draw_factors(keys, self.cooccurrence)
         for f, v in (self.force or {}).items():
             labels[f] = np.full(len(keys), v, dtype=np.int64)
-        return self._assemble(keys, keys, labels, train=True, full_captions=False)
+        return self._assemble(keys, keys, labels, train=True, full_captions=False, defer=defer)
 
-    def val_batch(self, index: np.ndarray) -> dict:
+    def val_batch(self, index: np.ndarray, defer: bool = False) -> dict:
         keys = sample_keys(self.seed, VAL_EPOCH, index)
-        return self._assemble(keys, keys, draw_factors(keys), train=True, full_captions=True)
+        return self._assemble(keys, keys, draw_factors(keys), train=True, full_captions=True, defer=defer)
 
-    def test_batch(self, index: np.ndarray) -> dict:
+    def test_batch(self, index: np.ndarray, defer: bool = False) -> dict:
         """Test sample i: base object i // 24 (digit, glyph, jitter fixed by the seed) in morphological
         variant i % 24; its colour is fixed by the seed per sample."""
         index = np.asarray(index, dtype=np.int64)
@@ -168,17 +170,17 @@ class SyntheticSource:
         for f in reversed(MORPHOLOGICAL_FACTORS):
             labels[f] = rest % len(FACTORS[f])
             rest = rest // len(FACTORS[f])
-        return self._assemble(keys, object_keys, labels, train=False, full_captions=True)
+        return self._assemble(keys, object_keys, labels, train=False, full_captions=True, defer=defer)
 
-    def _assemble(self, keys, object_keys, labels, *, train: bool, full_captions: bool) -> dict:
+    def _assemble(self, keys, object_keys, labels, *, train: bool, full_captions: bool, defer: bool = False) -> dict:
         source = self.glyphs(train)
-        out = render(source.glyphs(object_keys, labels[OBJECT]), object_keys, labels, jitter=source.jitter, dense=self.dense)
-        batch = {"image": out.pop("image"), "text": self.texts(keys, labels, self.caption)}
+        batch = {"text": self.texts(keys, labels, self.caption)}
         if full_captions:
             batch["text_full"] = self.texts(keys, labels, CaptionSpec(len(self.caption.others), self.caption.always_present))
-        batch.update(out)
         batch["labels"] = {f: torch.from_numpy(np.ascontiguousarray(labels[f])) for f in FACTOR_NAMES}
-        return batch
+        todo = {"glyphs": source.glyphs(object_keys, labels[OBJECT]), **render_plan(object_keys, jitter=source.jitter), "dense": self.dense}
+        batch[DEFERRED] = todo
+        return batch if defer else finish_render(batch)
 
     def concept_samples(self, factor: str, values, n: int) -> dict:
         """``n`` samples of a concept ("objects 0, 1, 2", "colours red, yellow"): ``factor`` cycles through
@@ -221,6 +223,21 @@ class SyntheticSource:
         return texts.reshape(n_values, n_per_value, -1)
 
 
+DEFERRED = "render"  # the batch key of images not rendered yet: base glyphs, the render plan and ``dense``
+
+
+def finish_render(batch: dict) -> dict:
+    """Render the images of a deferred batch (``train_batch(..., defer=True)``) on the device its
+    tensors are on: ``image``, and ``mask`` and ``depth`` if the source renders dense targets. A batch
+    with its images already rendered is returned as it is."""
+    todo = batch.pop(DEFERRED, None)
+    if todo is not None:
+        todo = dict(todo)
+        glyphs, dense = todo.pop("glyphs"), bool(todo.pop("dense"))
+        batch.update(render_images(glyphs, todo, batch["labels"], dense=dense))
+    return batch
+
+
 # ---------------------------------------------------------------------------------------------
 class SyntheticBatches(IterableDataset):
     """Whole rendered batches of one split, for one rank; workers take batches in turn.
@@ -228,14 +245,17 @@ class SyntheticBatches(IterableDataset):
     ``train``: global batch b of an epoch holds indices [b*B*W, (b+1)*B*W) and rank r its slice
     [b*B*W + r*B, b*B*W + (r+1)*B) (drop_last); ``start_batch`` skips batches already trained on
     (exact mid-epoch resume). ``val``/``test``: batch j goes to rank j % W, the last one may be short.
+    ``defer``: batches carry their render plan instead of images (see ``finish_render``).
     """
 
-    def __init__(self, source: SyntheticSource, split: str, num_samples: int, batch_size: int, rank: int = 0, world_size: int = 1):
+    def __init__(self, source: SyntheticSource, split: str, num_samples: int, batch_size: int, rank: int = 0, world_size: int = 1,
+                 defer: bool = False):
         if split not in ("train", "val", "test"):
             raise ValueError(f"unknown split {split!r}")
         self.source, self.split, self.num_samples, self.batch_size = source, split, num_samples, batch_size
         self.rank, self.world_size = rank, world_size
         self.epoch, self.start_batch = 0, 0
+        self.defer = defer
 
     def __len__(self) -> int:
         if self.split == "train":
@@ -254,8 +274,8 @@ class SyntheticBatches(IterableDataset):
     def make_batch(self, j: int) -> dict:
         index = self.batch_indices(j)
         if self.split == "train":
-            return self.source.train_batch(self.epoch, index)
-        return self.source.val_batch(index) if self.split == "val" else self.source.test_batch(index)
+            return self.source.train_batch(self.epoch, index, defer=self.defer)
+        return (self.source.val_batch if self.split == "val" else self.source.test_batch)(index, defer=self.defer)
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -297,6 +317,10 @@ class SyntheticDataModule(pl.LightningDataModule):
             ``cooccurrence`` a list of such entries (see ``infogap.data.factors.parse_cooccurrence``).
         dense_targets: also yield a per-pixel object ``mask`` and ``depth`` map.
         mnist_dir: render real MNIST digits from IDX files in this local directory instead of font glyphs.
+        render_on_device: the loader workers draw labels, captions and every random number of a batch
+            and the images are rendered on the training device (``on_after_batch_transfer``), so a
+            small model on a GPU does not wait for CPU workers; the same samples as rendering in the
+            workers, to float tolerance (bit-identical on the CPU).
     """
 
     def __init__(
@@ -313,9 +337,11 @@ class SyntheticDataModule(pl.LightningDataModule):
         cooccurrence: Optional[Union[dict, list[dict]]] = None,
         dense_targets: bool = False,
         mnist_dir: Optional[str] = None,
+        render_on_device: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
+        self.render_on_device = render_on_device
         for name, value in dict(batch_size=batch_size, train_size=train_size, val_size=val_size, test_base=test_base).items():
             if value < 1:
                 raise ValueError(f"data.{name} must be positive, got {value}")
@@ -362,8 +388,12 @@ class SyntheticDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, size: int, position: Callable[[], tuple[int, int]]) -> DataLoader:
         rank, world = self._rank_world()
-        dataset = SyntheticBatches(self.source, split, size, self.batch_size, rank, world)
-        return _PositionedLoader(dataset, position, num_workers=self.num_workers, pin_memory=False)
+        dataset = SyntheticBatches(self.source, split, size, self.batch_size, rank, world, defer=self.render_on_device)
+        # no persistent workers: each pass tells its workers where to start (epoch, batch)
+        return _PositionedLoader(dataset, position, num_workers=self.num_workers, pin_memory=pin_memory(self.trainer))
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        return finish_render(batch)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.train_size, self._train_position)
@@ -388,6 +418,13 @@ class SyntheticDataModule(pl.LightningDataModule):
 
     def class_prompts(self, factor: str, n_per_value: int = 32, mode: str = "full") -> torch.Tensor:
         return self.source.class_prompts(factor, n_per_value, mode)
+
+
+def pin_memory(trainer) -> bool:
+    """Page-locked loader batches, for asynchronous (non-blocking) copies, when training on CUDA GPUs."""
+    from pytorch_lightning.accelerators import CUDAAccelerator
+
+    return trainer is not None and isinstance(trainer.accelerator, CUDAAccelerator)
 
 
 def _open_clip_tokenizer(name: str):

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
@@ -19,6 +20,7 @@ from infogap.data.synthetic import (
     caption_factors,
     draw_factors,
 )
+from infogap.train.module import ContrastiveModule
 from tests.helpers import cli
 
 N = 256
@@ -293,6 +295,44 @@ def test_loader_batches_hold_every_factor_label():
     assert len(dm.test_dataloader()) == int(np.ceil(dm.test_size / 16))
 
 
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_rendering_on_the_device_gives_the_same_samples(num_workers):
+    """render_on_device ships labels, captions and the render plan; the images rendered from them (here
+    through the device code path on the CPU) equal those the workers render, for every split, with
+    dense targets, co-occurrence and every warp on."""
+    kwargs = dict(k=3, batch_size=24, train_size=96, val_size=40, test_base=2, dense_targets=True, num_workers=num_workers,
+                  cooccurrence={"object": "7", "factor": "colour", "value": "red", "p": 0.9})
+    cpu, device = SyntheticDataModule(**kwargs), SyntheticDataModule(**kwargs, render_on_device=True)
+    for force in (None, {"thickness": 1, "swelling": 1, "fracture": 1, "scaling": 1}):
+        cpu.source.force = device.source.force = force
+        for split in ("train", "val", "test"):
+            loader = getattr(device, f"{split}_dataloader")()
+            deferred = list(loader)
+            assert "image" not in deferred[0] and deferred[0]["render"]["glyphs"].shape == (24, 28, 28)
+            expected = list(getattr(cpu, f"{split}_dataloader")())
+            got = [device.on_after_batch_transfer(b, 0) for b in deferred]
+            assert len(got) == len(expected) > 1
+            for a, b in zip(expected, got):
+                assert set(a) == set(b), split
+                for key in ("image", "mask", "depth", "text"):
+                    assert torch.equal(a[key], b[key]), (split, key)
+    assert cpu.on_after_batch_transfer(expected[0], 0) is expected[0], "a rendered batch passes unchanged"
+
+
+def test_training_with_on_device_rendering_equals_training_on_worker_images():
+    """Lightning calls the data module's on_after_batch_transfer: the same weights after a few steps."""
+    states = []
+    for on_device in (False, True):
+        pl.seed_everything(0)
+        data = SyntheticDataModule(k=2, batch_size=16, train_size=64, val_size=32, render_on_device=on_device)
+        module = ContrastiveModule("tiny", text_spec=data.text_spec, warmup_steps=1)
+        pl.Trainer(accelerator="cpu", max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                   enable_model_summary=False, limit_val_batches=0).fit(module, data)
+        states.append(module.model.state_dict())
+    for key, value in states[0].items():
+        assert torch.equal(states[1][key], value), key
+
+
 # --- MNIST source ------------------------------------------------------------------------------
 def _write_idx(path, array, magic):
     header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
@@ -331,6 +371,9 @@ def test_data_cli_preview_bench_export(tmp_path, capsys):
     capsys.readouterr()
     assert infogap(["data", "bench", "--n", "1024", "--batch-size", "256"]) == 0
     assert json.loads(capsys.readouterr().out)["samples_per_s"] > 0
+    assert infogap(["data", "bench", "--n", "512", "--batch-size", "256", "--device", "cpu"]) == 0
+    timed = json.loads(capsys.readouterr().out)
+    assert timed["device"] == "cpu" and timed["samples"] == 512 and timed["worker_samples_per_s"] > 0 and timed["device_samples_per_s"] > 0
 
     out = tmp_path / "shards"
     proc = cli("data", "export", "--out", str(out), "--n", "300", "--shard-size", "128", "--k", "2", "--dense")
