@@ -5,9 +5,14 @@
   metrics_1m    all O(N d) metrics at N = 1,000,000, d = 512, float32: time and peak memory
   metrics_100k  the full suite (entropy, uniformity, retrieval included) at N = 100,000, d = 512
   callback      wall time of the default synthetic run with and without the metrics callback
+  eat           1,000,000 sampled permutations of an embedding association test
+  heads         head contributions of 10,000 images and TEXTSPAN over every head of small-h8
+  vs_open_clip  the same model, data, batch and precision trained by open_clip_train and by infogap fit:
+                steady-state samples/s and whole-process time, alternating runs
 
 Each benchmark runs in its own process (so peak memory is its own) and prints one JSON line; the
-results are also written to benchmarks/results.json.
+results are also written to benchmarks/results.json. ``--smoke`` runs a benchmark at a few steps
+(the test suite does, so the script cannot rot) and writes nothing.
 """
 from __future__ import annotations
 
@@ -21,7 +26,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["data", "jpeg", "metrics_1m", "metrics_100k", "callback", "eat", "heads"]
+ORDER = ["data", "jpeg", "metrics_1m", "metrics_100k", "callback", "eat", "heads", "vs_open_clip"]
+SMOKE = {"vs_open_clip"}  # benchmarks with a smoke mode
 
 
 def _rss_gib() -> float:
@@ -188,20 +194,150 @@ def bench_heads() -> dict:
             "textspan_all_heads_s": round(textspan_s, 1), "torch_threads": torch.get_num_threads()}
 
 
+def _export_table(out: Path, n: int) -> Path:
+    """``n`` synthetic training samples (seed 0, epoch 0, k = 5) as PNG files and a TSV of filepath, caption:
+    the samples ``infogap data export`` writes as shards."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from infogap.data.synthetic import SyntheticSource, caption_strings
+
+    (out / "png").mkdir(parents=True, exist_ok=True)
+    source, rows = SyntheticSource(seed=0), ["filepath\tcaption"]
+    for start in range(0, n, 512):
+        index = np.arange(start, min(start + 512, n))
+        batch = source.train_batch(0, index)
+        captions = caption_strings(batch["text"].numpy(), source.vocab)
+        images = (batch["image"].clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        for i, idx in enumerate(index):
+            path = out / "png" / f"{idx:06d}.png"
+            Image.fromarray(images[i]).save(path)
+            rows.append(f"{path}\t{captions[i]}")
+    table = out / "train.tsv"
+    table.write_text("\n".join(rows) + "\n")
+    return table
+
+
+def _open_clip_model_dir(out: Path, name: str) -> str:
+    """A small infogap config as an open_clip ``local-dir:`` model (open_clip_config.json, no weights)."""
+    from infogap.models.clip import SMALL_CONFIGS
+
+    cfg = SMALL_CONFIGS[name]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "open_clip_config.json").write_text(json.dumps({"model_cfg": {"embed_dim": cfg.embed_dim, "vision_cfg": cfg.vision,
+                                                                         "text_cfg": cfg.text}, "preprocess_cfg": {}}))
+    return f"local-dir:{out}"
+
+
+def _open_clip_steady(log: str, batch: int, warm: int) -> float:
+    """Steady-state samples/s from open_clip_train's log: its lines give the samples seen so far and the
+    mean batch time of the window since the previous line; the windows that start after step ``warm``."""
+    import re
+
+    seen, prev, samples, seconds = [], 0, 0, 0.0
+    for done, mean_t in re.findall(r"Train Epoch: \d+ \[\s*(\d+)/\d+ .*?Batch \(t\): ([\d.]+)", log):
+        steps = (int(done) - prev) // batch
+        if prev // batch >= warm:
+            samples, seconds = samples + steps * batch, seconds + steps * float(mean_t)
+        prev = int(done)
+        seen.append(done)
+    if not seconds:
+        raise RuntimeError(f"no open_clip_train log line after step {warm}: {seen}")
+    return samples / seconds
+
+
+def bench_vs_open_clip(smoke: bool = False) -> dict:
+    """The issue's comparison, repeatable: the ``tiny-bpe`` model (given to open_clip_train as a
+    ``local-dir:`` config), the same synthetic samples as PNG files listed in a TSV, batch 128, one
+    loader worker, fp32, one epoch of 100 steps, AdamW (lr 0.002, wd 0.1, betas 0.9/0.98, eps 1e-6,
+    50 warm-up steps), each tool's default checkpointing. Three runs each, alternating; per run the
+    whole process (wall clock) and the steady state (samples/s after the first fifth of the steps).
+    infogap also reads the same samples from webdataset shards (``infogap data export``), a row of its
+    own: open_clip_train's webdataset path fails with webdataset 1.0.2 (KeyError 'fname')."""
+    import statistics
+    import tempfile
+
+    n, batch, pairs = (96, 16, 1) if smoke else (12_800, 128, 3)
+    steps, warm = n // batch, max(1, n // batch // 5)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
+    runs: dict[str, list[dict]] = {"open_clip_train": [], "infogap_table": [], "infogap_shards": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        table = _export_table(tmp / "data", n)
+        model_dir = _open_clip_model_dir(tmp / "model", "tiny-bpe")
+        subprocess.run([sys.executable, "-m", "infogap", "data", "export", "--out", str(tmp / "shards"), "--n", str(n),
+                        "--shard-size", str(max(1, n // 4))], cwd=ROOT, capture_output=True, check=True, env=env)
+        shards = sorted((tmp / "shards").glob("*.tar"))
+        shard_spec = f"{tmp}/shards/synthetic-train-{{000000..{len(shards) - 1:06d}}}.tar"
+        data = ["--data.class_path=infogap.data.webdata.WebDataModule", "--data.model=tiny-bpe", f"--data.batch_size={batch}",
+                "--data.num_workers=1"]
+        common = ["--model.model=tiny-bpe", f"--trainer.max_steps={steps}", "--trainer.precision=32-true", "--log_with=none", "--model.lr=0.002",
+                  "--model.weight_decay=0.1", "--model.warmup_steps=50", "--trainer.enable_progress_bar=false",
+                  "--trainer.enable_model_summary=false", "--trainer.callbacks+=benchmarks.clock.StepClock"]
+        commands = {
+            "open_clip_train": [sys.executable, "-m", "open_clip_train.main", "--model", model_dir, "--train-data", str(table),
+                                "--dataset-type", "csv", "--csv-img-key", "filepath", "--csv-caption-key", "caption",
+                                "--batch-size", str(batch), "--workers", "1", "--epochs", "1", "--precision", "fp32",
+                                "--lr", "0.002", "--wd", "0.1", "--beta1", "0.9", "--beta2", "0.98", "--eps", "1e-6",
+                                "--warmup", "50", "--report-to", "", "--log-every-n-steps", str(warm), "--seed", "0",
+                                "--device", "cpu", "--logs", "{run}", "--name", "run"],
+            "infogap_table": [sys.executable, "-m", "infogap", "fit", *common, *data,
+                              f"--data.train_table={table}", "--trainer.default_root_dir={run}"],
+            "infogap_shards": [sys.executable, "-m", "infogap", "fit", *common, *data,
+                               f"--data.train_shards={shard_spec}", f"--data.samples_per_epoch={n}", "--trainer.default_root_dir={run}"],
+        }
+        for pair in range(pairs):
+            order = list(commands) if pair % 2 == 0 else list(reversed(commands))
+            for tool in order:
+                run = tmp / f"{tool}-{pair}"
+                start = time.perf_counter()
+                proc = subprocess.run([a.replace("{run}", str(run)) for a in commands[tool]], cwd=tmp, capture_output=True,
+                                      text=True, env=env)
+                wall = time.perf_counter() - start
+                if proc.returncode != 0:
+                    raise RuntimeError(f"{tool} failed:\n{proc.stderr[-3000:]}")
+                if tool == "open_clip_train":
+                    steady = _open_clip_steady(proc.stdout + proc.stderr, batch, warm)
+                else:
+                    times = json.loads((run / "step_times.json").read_text())
+                    if len(times) != steps:
+                        raise RuntimeError(f"{tool}: {len(times)} steps timed, expected {steps}")
+                    steady = (steps - warm) * batch / (times[-1] - times[warm - 1])
+                runs[tool].append({"wall_s": round(wall, 2), "steady_samples_per_s": round(steady, 1)})
+    out: dict = {"samples": n, "batch_size": batch, "steps": steps, "steady_after_step": warm, "runs": runs}
+    for tool, rs in runs.items():
+        out[tool] = {"wall_s": round(statistics.median(r["wall_s"] for r in rs), 2),
+                     "steady_samples_per_s": round(statistics.median(r["steady_samples_per_s"] for r in rs), 1)}
+    for tool in ("infogap_table", "infogap_shards"):
+        pair_ratios = [(i["steady_samples_per_s"] / o["steady_samples_per_s"], i["wall_s"] / o["wall_s"])
+                       for i, o in zip(runs[tool], runs["open_clip_train"])]
+        out[f"{tool}_over_open_clip"] = {"steady_ratio": round(statistics.median(r[0] for r in pair_ratios), 3),
+                                         "wall_ratio": round(statistics.median(r[1] for r in pair_ratios), 3)}
+    return out
+
+
 def main(names: list[str]) -> None:
+    smoke = "--smoke" in names
+    names = [n for n in names if n != "--smoke"]
     if len(names) == 1 and names[0] in ORDER and os.environ.get("INFOGAP_BENCH_CHILD"):
-        print(json.dumps(globals()[f"bench_{names[0]}"]()))
+        fn = globals()[f"bench_{names[0]}"]
+        print(json.dumps(fn(smoke=True) if smoke else fn()))
         return
     results = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}}
     for name in names or ORDER:
         if name not in ORDER:
             raise SystemExit(f"unknown benchmark {name!r}; choose from {', '.join(ORDER)}")
-        proc = subprocess.run([sys.executable, __file__, name], cwd=ROOT, capture_output=True, text=True,
+        if smoke and name not in SMOKE:
+            raise SystemExit(f"benchmark {name!r} has no smoke mode (those with one: {', '.join(sorted(SMOKE))})")
+        proc = subprocess.run([sys.executable, __file__, name, *(["--smoke"] if smoke else [])], cwd=ROOT, capture_output=True, text=True,
                               env={**os.environ, "INFOGAP_BENCH_CHILD": "1", "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline"})
         if proc.returncode != 0:
             raise SystemExit(f"benchmark {name} failed:\n{proc.stderr[-3000:]}")
         results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
         print(name, json.dumps(results[name]), flush=True)
+    if smoke:
+        return
     path = ROOT / "benchmarks" / "results.json"
     previous = json.loads(path.read_text()) if path.is_file() else {}
     previous.update(results)

@@ -25,7 +25,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from infogap.data.captions import CaptionTransform
-from infogap.data.synthetic import run_seed
+from infogap.data.synthetic import pin_memory, run_seed
 
 log = logging.getLogger(__name__)
 _REMOTE = ("pipe:", "http://", "https://", "gs://", "s3://", "ais://")
@@ -316,16 +316,17 @@ class WebDataModule(pl.LightningDataModule):
         h = self.hparams
         if self.train_rows is not None:
             table = PairTable(self.train_rows, self.preprocess_train, self.tokenizer, self.transform, self.seed)
-            return DataLoader(table, batch_size=h.batch_size, shuffle=True, num_workers=h.num_workers,
-                              collate_fn=table.collate, drop_last=True)
+            return DataLoader(table, batch_size=h.batch_size, shuffle=True, num_workers=h.num_workers, collate_fn=table.collate,
+                              drop_last=True, pin_memory=pin_memory(self.trainer), persistent_workers=h.num_workers > 0)
         stream = self._stream(self.train_urls, train=True)
         stream.epoch = self.trainer.current_epoch if self.trainer is not None else 0
-        return DataLoader(stream, batch_size=None, num_workers=h.num_workers, persistent_workers=False)
+        return DataLoader(stream, batch_size=None, num_workers=h.num_workers, persistent_workers=False, pin_memory=pin_memory(self.trainer))
 
     def val_dataloader(self) -> DataLoader:
         if not self.val_urls:
             return []
-        return DataLoader(self._stream(self.val_urls, train=False), batch_size=None, num_workers=self.hparams.num_workers)
+        return DataLoader(self._stream(self.val_urls, train=False), batch_size=None, num_workers=self.hparams.num_workers,
+                          pin_memory=pin_memory(self.trainer))
 
     # --- what the metrics callback needs: the first validation samples, with full captions ----------
     def _eval_cache(self, n: int) -> dict:

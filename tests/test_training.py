@@ -134,6 +134,28 @@ def test_logit_scale_lr_gives_the_temperature_its_own_rate():
         ContrastiveModule("tiny", logit_scale_lr=0.0, text_spec=data.text_spec)
 
 
+@pytest.mark.parametrize("options", [{"channels_last": True}, {"compile": "aot_eager"}])
+def test_speed_options_keep_the_numbers(options):
+    """channels_last and torch.compile (the aot_eager backend: no C++ toolchain needed) train to the same
+    weights as the plain module within float tolerance, and checkpoints keep the plain keys."""
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    states = []
+    for extra in ({}, options):
+        pl.seed_everything(0)
+        data = SyntheticDataModule(k=2, batch_size=16, train_size=64, val_size=32)
+        module = ContrastiveModule("tiny", text_spec=data.text_spec, warmup_steps=1, **extra)
+        _train(module, data, 3)
+        states.append(module.state_dict())
+    plain, fast = states
+    assert list(fast) == list(plain)
+    for key, value in plain.items():
+        torch.testing.assert_close(fast[key].contiguous(), value, atol=1e-5, rtol=1e-4, msg=lambda m: f"{key}: {m}")
+    assert not torch.equal(plain["model.logit_scale"], torch.tensor(math.log(1 / 0.07))), "the runs trained"
+    assert (counters["frames"]["ok"] > 0) == ("compile" in options), "the compiled forward ran through dynamo"
+
+
 def test_no_weight_decay_on_gains_biases_and_logit_scale():
     data = SyntheticDataModule(batch_size=8)
     module = ContrastiveModule("tiny", text_spec=data.text_spec)
