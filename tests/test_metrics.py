@@ -157,6 +157,7 @@ def test_zero_shot_accuracy_and_iimm(data):
     n = len(x)
     intra = np.mean([x[i] @ x[j] for i in range(n) for j in range(i + 1, n)])
     assert M.iimm(x, classes, lab) == pytest.approx((inter + intra) / 2, abs=TOL)
+    assert M.iimm_parts(x, classes, lab) == pytest.approx((inter, intra), abs=TOL)
 
 
 def test_neighbourhood_kendall_distance():

@@ -221,9 +221,12 @@ def remove_gap_dims(x, y, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return normalize(x * keep.to(x.dtype)), normalize(y * keep.to(y.dtype))
 
 
-def iimm(x, prompts, labels) -> float:
-    """Inter-Intra Modal Measure: (S_inter + S_intra) / 2 with S_inter = mean_x mean_{y' != y(x)} <x, y'>
-    (similarity to the wrong class prompts) and S_intra = mean over pairs i < j of <x_i, x_j>."""
+def iimm_parts(x, prompts, labels) -> tuple[float, float]:
+    """The two halves of the Inter-Intra Modal Measure (Niss et al. 2024), for unit image embeddings x,
+    class-prompt embeddings y_c and true labels y(x):
+    S_inter = mean_x mean_{c != y(x)} <x, y_c> (similarity to the wrong classes' prompts), O(N·d·C)
+    through the sum of the prompts; S_intra = mean over pairs i < j of <x_i, x_j>, O(N·d) through
+    the sum and the squared norms of x."""
     x, p, lab = _tensor(x), _tensor(prompts).double(), _labels(labels)
     c = p.shape[0]
     if c < 2:
@@ -234,7 +237,13 @@ def iimm(x, prompts, labels) -> float:
     for sl in _row_chunks(len(x), ROW_CHUNK):
         xc = x[sl].double()
         sims[sl] = (xc @ total - (xc * p[lab[sl]]).sum(1)) / (c - 1)
-    return (float(sims.mean()) + _off_diagonal_mean(m.sum_x, m.sq_x, m.n)) / 2
+    return float(sims.mean()), _off_diagonal_mean(m.sum_x, m.sq_x, m.n)
+
+
+def iimm(x, prompts, labels) -> float:
+    """Inter-Intra Modal Measure (Niss et al. 2024): IIMM = (S_inter + S_intra) / 2 (``iimm_parts``)."""
+    inter, intra = iimm_parts(x, prompts, labels)
+    return (inter + intra) / 2
 
 
 def zero_shot_accuracy(x, class_embeddings, labels) -> float:
