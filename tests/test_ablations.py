@@ -25,7 +25,11 @@ TINY_RUNS = {
     "init_gap": ([], 3, ["init"], 0),
     "bias": (["model_size=tiny", "cooccurrence_p=0.0,0.9"], 2, ["model_size", "cooccurrence_p", "test", "modality"], 2),
     "heads": (["k=0,5"], 2, ["k"], 4),  # 4-step models have no CCS = 5 head: the pruning claims are not tested
+    "learn_forget": (["k=0,5"], 2, ["k", "method", "task"], 1),  # a linear probe forgets nothing: no forgetting fit
 }
+# module constants a tiny run shrinks (the analyses an ablation runs on each finished model)
+TINY_PATCHES = {"learn_forget": {"STEPS": 3, "FINETUNE_SEEDS": (0,), "N_TRAIN": 64, "N_EVAL": 64, "BATCH_SIZE": 16,
+                                 "LR": {"full": 1e-3, "linear": 1e-2, "bitfit": 1e-2}}}
 
 
 def test_every_ablation_config_is_covered():
@@ -101,15 +105,18 @@ def _summary(path: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize("name", sorted(TINY_RUNS))
-def test_tiny_end_to_end(name, tmp_path, capsys):
+def test_tiny_end_to_end(name, tmp_path, capsys, monkeypatch):
     only, n_runs, axes, untested = TINY_RUNS[name]
+    for key, value in TINY_PATCHES.get(name, {}).items():
+        monkeypatch.setattr(load_ablation(name).hooks(), key, value)
     args = [name, "--seeds", "0", "--out", str(tmp_path), "--jobs", "2"] + [a for o in only for a in ("--only", o)] + TINY_OVERRIDES
     proc = ablate(capsys, *args)
     assert proc.returncode == (1 if untested else 0), proc.stdout[-2000:] + proc.stderr[-2000:]
     assert proc.stdout.count("\nnot tested: ") == untested and "run(s) failed" not in proc.stdout
     assert ("claim(s) not tested" in proc.stdout) == bool(untested)
     verdicts = [line for line in proc.stdout.splitlines() if line.startswith(("holds:", "does NOT hold:", "direction only", "not tested:"))]
-    assert verdicts and all(not v.startswith("holds:") for v in verdicts)  # one seed never "holds": it gives the direction only
+    if name != "learn_forget":  # its fits are over (run, task) points, not seeds
+        assert verdicts and all(not v.startswith("holds:") for v in verdicts)  # one seed never "holds": it gives the direction only
     results = tmp_path / name
     assert len(list((results / "runs").iterdir())) == n_runs
     rows = _summary(results / "summary.csv")
@@ -129,6 +136,12 @@ def test_tiny_end_to_end(name, tmp_path, capsys):
         assert len(rows) == 2 * 16 and {r["modality"] for r in rows} == {"image-image", "text-text", "image-text", "text-image"}
         assert all(json.loads((run / "eat.json").read_text())["results"] for run in (results / "runs").iterdir())
         assert {p.name for p in results.glob("*.png")} == {"bias_effect_vs_p.png", "bias_effect_vs_accuracy.png"}
+    if name == "learn_forget":  # 3 methods x 6 tasks per run, each task's zero-shot measures and its gain and forgetting
+        assert len(rows) == 2 * 3 * 6 and {r["method"] for r in rows} == {"full", "linear", "bitfit"}
+        assert all(float(r["forgetting"]) == 0 for r in rows if r["method"] == "linear"), "a frozen tower forgets nothing"
+        assert all(r[k] != "" for r in rows for k in ("zs_iimm", "zs_s_inter", "zs_s_intra", "zs_acc", "zs_rmg", "gain"))
+        fits = _summary(results / "fits.csv")
+        assert len(fits) == 4 * 2 * 4  # (3 methods + pooled) x 2 outcomes x 4 predictors
     if name == "heads":  # every head of the 32-head ViT analysed, kept beside the run
         assert all(len(json.loads((run / "heads.json").read_text())["heads"]) == 32 for run in (results / "runs").iterdir())
         assert 0 < float(rows[0]["ccs_mean"]) <= 5 and (results / "heads_by_k.png").is_file()

@@ -141,3 +141,19 @@ def test_a_task_needs_two_classes_and_matching_labels():
         Task("t", ["a"], torch.zeros(1, 1, 8, dtype=torch.long), images, torch.zeros(4), images, torch.zeros(4))
     with pytest.raises(ValueError, match="3 train images with 4 labels"):
         Task("t", ["a", "b"], torch.zeros(2, 1, 8, dtype=torch.long), images[:3], torch.zeros(4), images, torch.zeros(4))
+
+
+def test_ols_fit_against_polyfit_and_a_hand_r2():
+    from infogap.ablations.learn_forget import ols_fit
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=20)
+    y = 0.7 * x + 0.2 + rng.normal(scale=0.3, size=20)
+    fit = ols_fit(x, y)
+    slope, intercept = np.polyfit(x, y, 1)
+    r2 = 1 - np.sum((y - (slope * x + intercept)) ** 2) / np.sum((y - y.mean()) ** 2)
+    assert fit["slope"] == pytest.approx(slope) and fit["intercept"] == pytest.approx(intercept) and fit["r2"] == pytest.approx(r2)
+    assert fit["ci"][0] < slope < fit["ci"][1] and fit["p_value"] < 1e-4 and fit["n"] == 20
+    x[3] = np.nan  # a missing point is dropped
+    assert ols_fit(x, y)["n"] == 19
+    assert np.isnan(ols_fit(np.ones(5), np.arange(5.0))["slope"]) and np.isnan(ols_fit([1.0, 2.0], [1.0, 3.0])["r2"])
