@@ -14,6 +14,7 @@ from infogap.ablations.core import (
     load_ablation,
     parse_only,
     parse_overrides,
+    reuse_finished,
     untested,
 )
 from infogap.ablations.launchers import SlurmOptions, ablate_args, launch_slurm, launch_wandb, run_task, sweep_config
@@ -68,6 +69,8 @@ def main(argv: list[str]) -> int:
     runs = expand(ablation, out, seeds, only, overrides)
     if args.task is not None:
         return run_task(ablation, runs, args.stage or ablation.stages[0]["name"], args.task)
+    if args.launcher in ("local", "slurm") and not (args.dry_run or args.aggregate_only):
+        reuse_finished(ablation, runs, out)  # a finished run of the same config (any ablation under --out) is not trained twice
     if args.launcher == "slurm" and not args.aggregate_only:
         flags = {k: getattr(args, k) for k in ("partition", "account", "time", "nodes", "gpus_per_node", "cpus_per_task", "mem", "qos", "extra")}
         options = SlurmOptions.from_sources(ablation.slurm, flags)

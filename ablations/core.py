@@ -296,6 +296,54 @@ def fit_command(ablation: Ablation, run: Run) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Keys that change how a run reports, not what it trains: runs differing only in them are the same run.
+NOT_IDENTITY = ("log_with", "wandb_project", "trainer.enable_progress_bar", "progress.every_n_seconds")
+IDENTITY = "run.json"
+
+
+def run_identity(ablation: Ablation, run: Run) -> dict:
+    """What decides a run's result: the content of its base config and its overrides as the command line
+    spells them (seed included), less the keys of ``NOT_IDENTITY``."""
+    import hashlib
+
+    overrides = sorted([cli_key(k), _cli_value(v)] for k, v in run.overrides.items() if cli_key(k) not in NOT_IDENTITY)
+    return {"base_config": hashlib.sha256(ablation.base_config.read_bytes()).hexdigest(), "overrides": overrides}
+
+
+def write_identity(ablation: Ablation, run: Run) -> None:
+    from infogap.train.loggers import write_json_atomic
+
+    run.dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run.dir / IDENTITY, run_identity(ablation, run))
+
+
+def reuse_finished(ablation: Ablation, runs: list[Run], out: Path) -> list[Run]:
+    """Give each unfinished run the result of a finished run of any ablation under ``out`` with the same
+    identity (``run.json``: the same base config and overrides; e.g. the training stage of
+    ``learn_forget`` and ``imbalance`` at the same k and seed): its directory is copied (checkpoints,
+    metrics, logs), so nothing trains twice. Returns the runs reused."""
+    import shutil
+
+    finished: dict[str, Path] = {}
+    for path in sorted(Path(out).glob(f"*/runs/*/{IDENTITY}")):
+        if (path.parent / "metrics.json").is_file() and not (path.parent / "FAILED").is_file():
+            finished.setdefault(path.read_text(), path.parent)
+    reused = []
+    for run in runs:
+        if run.finished:
+            continue
+        identity = run_identity(ablation, run)
+        match = next((d for text, d in finished.items() if json.loads(text) == identity and d.resolve() != run.dir.resolve()), None)
+        if match is None:
+            continue
+        if run.dir.exists():
+            shutil.rmtree(run.dir)  # an unfinished attempt: the finished run replaces it
+        shutil.copytree(match, run.dir)
+        print(f"{run.label()}: reused the finished run {match}", flush=True)
+        reused.append(run)
+    return reused
+
+
 def launch_local(ablation: Ablation, runs: list[Run], jobs: int = 1, progress_every: float = 30.0) -> dict[str, str]:
     """Run every unfinished run on this machine, up to ``jobs`` at a time (each with its share of the
     cores as torch threads), a run only after the runs it depends on (``{stage}`` overrides); an
@@ -336,7 +384,7 @@ def launch_local(ablation: Ablation, runs: list[Run], jobs: int = 1, progress_ev
                 if any(d in running or any(p.name == d for p in pending) for d in depends[run.name]):
                     continue
                 pending.remove(run)
-                run.dir.mkdir(parents=True, exist_ok=True)
+                write_identity(ablation, run)
                 log = open(run.dir / "train.log", "a")
                 proc = subprocess.Popen([sys.executable, "-m", "infogap", *fit_command(ablation, run), *resume_args(run.dir)],
                                         stdout=log, stderr=subprocess.STDOUT, env=env)

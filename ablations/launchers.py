@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import yaml
 
-from infogap.ablations.core import ROOT, Ablation, Run, _cli_value, cli_key, fit_command, resume_args
+from infogap.ablations.core import ROOT, Ablation, Run, _cli_value, cli_key, fit_command, resume_args, write_identity
 
 SLURM_DIR = ROOT / "slurm"
 
@@ -45,7 +45,7 @@ def run_task(ablation: Ablation, runs: list[Run], stage: str, index: int) -> int
     missing = [str(v) for v in run.overrides.values() if isinstance(v, str) and v.endswith(".ckpt") and not Path(v).exists()]
     if missing:
         return _fail(run, f"depends on a checkpoint that does not exist: {missing[0]}")
-    run.dir.mkdir(parents=True, exist_ok=True)
+    write_identity(ablation, run)
     args = fit_command(ablation, run) + resume_args(run.dir)
     if os.environ.get("SLURM_NTASKS_PER_NODE"):
         args += [f"--trainer.devices={os.environ['SLURM_NTASKS_PER_NODE']}", f"--trainer.num_nodes={os.environ.get('SLURM_JOB_NUM_NODES', 1)}"]

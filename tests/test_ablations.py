@@ -208,6 +208,33 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path, capsys):
     assert json.loads((run_dir / "metrics.json").read_text())["step"] == 4
 
 
+def test_a_finished_run_with_the_same_config_is_reused_not_trained_again(tmp_path, capsys, monkeypatch):
+    """learn_forget trains what imbalance trains: at the same k, seed and overrides (logging aside) the
+    finished imbalance run is copied, not trained again; any other override trains anew."""
+    from infogap.ablations.core import reuse_finished
+
+    out = tmp_path / "out"
+    first = ablate(capsys, "imbalance", "--only", "k=0", "--seeds", "0", "--out", str(out), *TINY_OVERRIDES)
+    assert "run(s) failed" not in first.stdout, first.stdout[-2000:]
+    source = out / "imbalance" / "runs" / "train__k=0__seed=0"
+    assert json.loads((source / "run.json").read_text())["overrides"]
+    for key, value in TINY_PATCHES["learn_forget"].items():
+        monkeypatch.setattr(load_ablation("learn_forget").hooks(), key, value)
+    proc = ablate(capsys, "learn_forget", "--only", "k=0", "--seeds", "0", "--out", str(out), *TINY_OVERRIDES, "log_with=csv")
+    assert "train k=0 seed=0: reused the finished run" in proc.stdout and "1 already finished, 0 to run" in proc.stdout
+    reused = out / "learn_forget" / "runs" / "train__k=0__seed=0"
+    assert (reused / "metrics.json").read_bytes() == (source / "metrics.json").read_bytes()
+    assert (reused / "checkpoints" / "last.ckpt").is_file() and (reused / "learn_forget.json").is_file()
+    assert not (source / "learn_forget.json").exists(), "the source run is left as it was"
+    ablation, elsewhere = load_ablation("learn_forget"), tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "imbalance").symlink_to(out / "imbalance")  # the finished 4-step run beside a new learn_forget
+    other = expand(ablation, elsewhere, [0], parse_only(["k=0"], ablation), parse_overrides([*TINY_OVERRIDES, "trainer.max_steps=3"]))
+    assert reuse_finished(ablation, other, elsewhere) == [] and not other[0].finished
+    same = expand(ablation, elsewhere, [0], parse_only(["k=0"], ablation), parse_overrides(TINY_OVERRIDES))
+    assert reuse_finished(ablation, same, elsewhere) == same and same[0].finished
+
+
 @pytest.mark.slow
 def test_reduced_imbalance_reproduces_the_direction_of_gap_and_bias(tmp_path):
     """k = 0 vs k = 5, one seed, the default CPU size: RMG, L2M and MOAD (image) are smaller at k = 5."""
