@@ -6,6 +6,10 @@ on a tests YAML, or of four embedding sets in an ``.npz`` (see ``infogap analyze
 ``heads`` (seed 004): TEXTSPAN texts, concept label and CCS of every attention head of a ViT, and the
 pruning table by CCS on synthetic data (see ``infogap analyze heads --help``).
 
+``learn-forget`` (seed 003): zero-shot IIMM, accuracy and gap of local models on tasks (the synthetic
+factors, labelled image folders), fine-tuning gain and forgetting, and the fits between them (see
+``infogap analyze learn-forget --help``).
+
 ``gap-performance RUN_DIR_OR_NPZ ...`` (the reference's off-the-shelf analysis, its Tables 1 and 3):
 Kendall's τ_b between each gap measure (RMG, L2M, L2I) and each performance measure (zero-shot
 accuracy per factor, retrieval R@1 both ways) across models, with a two-sided permutation p-value,
@@ -203,7 +207,13 @@ def heads_main(argv: list[str]) -> int:
     return heads(argv)
 
 
-ANALYSES = {"gap-performance": gap_performance_main, "eat": eat_main, "heads": heads_main}
+def learn_forget_main(argv: list[str]) -> int:
+    from infogap.ablations.learn_forget import main as learn_forget
+
+    return learn_forget(argv)
+
+
+ANALYSES = {"gap-performance": gap_performance_main, "eat": eat_main, "heads": heads_main, "learn-forget": learn_forget_main}
 
 
 def main(argv: list[str]) -> int:

@@ -1,4 +1,4 @@
-"""Seed 003, causal: does the zero-shot Inter-Intra Modal Measure predict what fine-tuning on a task
+"""Seed 003: does the zero-shot Inter-Intra Modal Measure predict what fine-tuning on a task
 gains and what the model forgets on the other tasks (Niss et al. 2024)? The models are trained at
 k = 0..5 (so they span a known range of modality gaps); the tasks are the six factors of the synthetic
 data (``infogap.train.finetune``).
@@ -12,11 +12,26 @@ Report, as the published design: OLS fits of gain ~ IIMM and forgetting ~ IIMM (
 interval, intercept, R²), per method and pooled over methods, on the (run, task) points (mean over
 fine-tuning seeds), and the same fits with each competing predictor (zero-shot accuracy, RMG, L2M),
 so the table says whether IIMM predicts better than the accuracy or the gap.
+
+Any local models and labelled image folders, with the same fits (``infogap analyze learn-forget``)::
+
+    infogap analyze learn-forget --checkpoint runs/a/checkpoints/last.ckpt --checkpoint runs/b/checkpoints/last.ckpt
+    infogap analyze learn-forget --model ViT-B-32=/models/b32_laion.pt --model ViT-B-32=/models/b32_openai.pt \
+        --folder /data/pets --folder /data/flowers --no-synthetic --out results/learn_forget_local
+
+Each model is fine-tuned on every task (the six synthetic factors, rendered for the model, unless
+``--no-synthetic``; each ``--folder``, ImageFolder layout, split per class into training and evaluation
+images). Writes ``learn_forget.json`` (every model's measures and fine-tunes), ``points.csv``, ``fits.csv``
+and the scatter figure.
 """
 from __future__ import annotations
 
+import argparse
 import copy
+import csv
+import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,26 +50,50 @@ OUTCOMES = ("gain", "forgetting")
 EXTRA_AXES = ["method", "task"]
 
 
+def measure(enc, tasks, methods=None, seeds=None, steps=None, batch_size=None, lr=None) -> dict:
+    """The zero-shot measures of every task for the model of ``enc`` (an ``infogap.train.embed.Encoder``),
+    then per method, task and fine-tuning seed a fine-tune from the model and every task's accuracy
+    after it: {zero_shot: {task: measures}, finetunes: [{method, task, finetune_seed, gain,
+    relative_gain, off_task_change, forgetting, acc_before, acc_after}]}. Defaults: the module's."""
+    from infogap.train.finetune import finetune, learn_forget, zero_shot
+
+    methods, seeds = methods or METHODS, seeds or FINETUNE_SEEDS
+    steps, batch_size, lr = steps or STEPS, batch_size or BATCH_SIZE, lr or LR
+    zs = {t.name: zero_shot(enc.model, t) for t in tasks}
+    before = {t: m["acc"] for t, m in zs.items()}
+    out = []
+    for method in methods:
+        for task in tasks:
+            for seed in seeds:
+                module = finetune(copy.deepcopy(enc.model), task, method, steps, batch_size, lr[method], seed)
+                after = {t.name: module.accuracy(t) for t in tasks}
+                out.append({"method": method, "task": task.name, "finetune_seed": seed, **learn_forget(before, after, task.name),
+                            "acc_before": before[task.name], "acc_after": after[task.name]})
+    return {"zero_shot": zs, "finetunes": out}
+
+
+def points(result: dict) -> list[dict]:
+    """One point per (method, task) of a model: the task's zero-shot measures (``zs_*``) and the gain and
+    forgetting, means over the fine-tuning seeds."""
+    out = []
+    for method in dict.fromkeys(f["method"] for f in result["finetunes"]):
+        for task, zs in result["zero_shot"].items():
+            sel = [f for f in result["finetunes"] if f["method"] == method and f["task"] == task]
+            if sel:
+                out.append({"method": method, "task": task, **{f"zs_{k}": v for k, v in zs.items()},
+                            **{k: float(np.nanmean([f[k] for f in sel])) for k in ("gain", "relative_gain", "forgetting", "acc_after")}})
+    return out
+
+
 def run_learn_forget(run_dir: Path) -> dict:
-    """learn_forget.json of a finished run: {zero_shot: {task: measures}, finetunes: [{method, task,
-    finetune_seed, gain, relative_gain, off_task_change, forgetting, acc_before, acc_after}]}."""
+    """``measure`` of a finished synthetic run on the six factor tasks, computed once from its last
+    checkpoint and kept in ``learn_forget.json`` (recomputed when the module's settings change)."""
     from infogap.train.embed import load_encoder
-    from infogap.train.finetune import finetune, learn_forget, synthetic_tasks, zero_shot
+    from infogap.train.finetune import synthetic_tasks
 
     def compute() -> dict:
         enc = load_encoder(checkpoint=str(Path(run_dir) / "checkpoints" / "last.ckpt"), seed=0)
-        tasks = synthetic_tasks(enc, FACTOR_NAMES, N_TRAIN, N_EVAL)
-        zs = {t.name: zero_shot(enc.model, t) for t in tasks}
-        before = {t: m["acc"] for t, m in zs.items()}
-        out = []
-        for method in METHODS:
-            for task in tasks:
-                for seed in FINETUNE_SEEDS:
-                    module = finetune(copy.deepcopy(enc.model), task, method, STEPS, BATCH_SIZE, LR[method], seed, accelerator="cpu")
-                    after = {t.name: module.accuracy(t) for t in tasks}
-                    out.append({"method": method, "task": task.name, "finetune_seed": seed, **learn_forget(before, after, task.name),
-                                "acc_before": before[task.name], "acc_after": after[task.name]})
-        return {"zero_shot": zs, "finetunes": out}
+        return measure(enc, synthetic_tasks(enc, FACTOR_NAMES, N_TRAIN, N_EVAL))
 
     key = {"methods": list(METHODS), "seeds": list(FINETUNE_SEEDS), "steps": STEPS, "batch": BATCH_SIZE, "lr": LR,
            "n_train": N_TRAIN, "n_eval": N_EVAL}
@@ -62,20 +101,9 @@ def run_learn_forget(run_dir: Path) -> dict:
 
 
 def rows(run, record):
-    """One row per (method, task) of a run: the task's zero-shot measures and the gain and forgetting,
-    means over the fine-tuning seeds."""
-    result = run_learn_forget(run.dir)
-    out = []
-    for method in METHODS:
-        for task, zs in result["zero_shot"].items():
-            sel = [f for f in result["finetunes"] if f["method"] == method and f["task"] == task]
-            if not sel:
-                continue
-            row = {"method": method, "task": task, **record["metrics"], **{f"zs_{k}": v for k, v in zs.items()}}
-            for key in ("gain", "relative_gain", "forgetting", "acc_after"):
-                row[key] = float(np.nanmean([f[key] for f in sel]))
-            out.append(row)
-    return out
+    """One row per (method, task) of a run: its final metrics, the task's zero-shot measures and the gain
+    and forgetting (``points``)."""
+    return [{"method": p["method"], "task": p["task"], **record["metrics"], **p} for p in points(run_learn_forget(run.dir))]
 
 
 # --- statistics ---------------------------------------------------------------------------------
@@ -141,47 +169,124 @@ def claims(rows, design):
 
 
 def figures(ablation, runs, results):
-    """Gain and forgetting against zero-shot IIMM, one panel per method, points coloured by k, with the
-    OLS line; and the table of every fit (``fits.csv``)."""
+    """Gain and forgetting against zero-shot IIMM per method, points coloured by k (``scatter``), and the
+    table of every fit (``fits.csv``)."""
     import csv
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     with open(results / "summary.csv") as f:
         table = [{k: (float(v) if k not in ("method", "task") and v not in ("", None) else v) for k, v in r.items()}
                  for r in csv.DictReader(f)]
     if not table or "zs_iimm" not in table[0]:
         return []
-    with open(results / "fits.csv", "w", newline="") as f:
+    write_fits(table, results / "fits.csv")
+    return [scatter(table, results / "learn_forget_vs_iimm.png", "k")]
+
+
+def write_fits(table: list[dict], path: Path) -> Path:
+    import csv
+
+    with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["method", "outcome", "predictor", "slope", "ci", "p_value", "intercept", "r2", "n"])
         writer.writeheader()
         writer.writerows(fits(table))
+    return path
+
+
+def scatter(table: list[dict], path: Path, colour_by: str) -> Path:
+    """Gain and forgetting (rows) against zero-shot IIMM, one panel per method (columns), points
+    coloured by ``colour_by`` (k, or the model), with the OLS line and its R²."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     methods = [m for m in METHODS if any(r["method"] == m for r in table)]
     fig, axs = plt.subplots(len(OUTCOMES), len(methods), figsize=(3.6 * len(methods), 3.2 * len(OUTCOMES)), squeeze=False)
-    ks = sorted({r.get("k") for r in table if r.get("k") is not None})
+    groups = list(dict.fromkeys(r.get(colour_by) for r in sorted(table, key=lambda r: str(r.get(colour_by)))))
     cmap = plt.get_cmap("viridis")
     for i, outcome in enumerate(OUTCOMES):
         for j, method in enumerate(methods):
             ax = axs[i][j]
             sel = [r for r in table if r["method"] == method]
-            for k in ks:
-                pts = [r for r in sel if r.get("k") == k]
-                ax.scatter([r["zs_iimm"] for r in pts], [r[outcome] for r in pts], s=12, color=cmap(ks.index(k) / max(1, len(ks) - 1)),
-                           label=f"k={k:g}")
+            for g, group in enumerate(groups):
+                pts = [r for r in sel if r.get(colour_by) == group]
+                label = f"{colour_by}={group:g}" if isinstance(group, float) else str(group)
+                ax.scatter([r["zs_iimm"] for r in pts], [r[outcome] for r in pts], s=12, color=cmap(g / max(1, len(groups) - 1)), label=label)
             fit = ols_fit([r["zs_iimm"] for r in sel], [r[outcome] for r in sel])
             if not math.isnan(fit["slope"]):
                 xs = np.linspace(min(r["zs_iimm"] for r in sel), max(r["zs_iimm"] for r in sel), 2)
                 ax.plot(xs, fit["intercept"] + fit["slope"] * xs, "k-", lw=1, label=f"R² = {fit['r2']:.2f}")
-            ax.set_title(f"{method}", fontsize=9)
+            ax.set_title(method, fontsize=9)
             ax.set_xlabel("zero-shot IIMM")
             ax.set_ylabel(outcome)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=6)
     fig.tight_layout()
-    path = results / "learn_forget_vs_iimm.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return [path]
+    return path
+
+
+# --- infogap analyze learn-forget: any local models and folders ------------------------------------
+def _model_spec(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep or not name:
+        raise ValueError(f"--model {text!r}: give NAME=PATH (an open_clip model and its local checkpoint; NAME= for random weights)")
+    return name, path
+
+
+def main(argv: list[str]) -> int:
+    from infogap.train.embed import load_encoder
+    from infogap.train.finetune import folder_task, synthetic_tasks
+
+    p = argparse.ArgumentParser(prog="infogap analyze learn-forget", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", action="append", default=[], help="an infogap run's checkpoint (repeatable)")
+    p.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
+                   help="an open_clip model and its local checkpoint (repeatable)")
+    p.add_argument("--folder", action="append", default=[], help="a labelled image folder as a task (repeatable; BPE models)")
+    p.add_argument("--templates", default="a photo of a {}.", help="class prompt templates for --folder, separated by |")
+    p.add_argument("--no-synthetic", action="store_true", help="leave out the six synthetic factor tasks")
+    p.add_argument("--methods", default=",".join(METHODS), help=f"fine-tuning methods (default {','.join(METHODS)})")
+    p.add_argument("--seeds", default=",".join(map(str, FINETUNE_SEEDS)), help="fine-tuning seeds (default 0,1,2)")
+    p.add_argument("--steps", type=int, default=STEPS, help=f"fine-tuning steps per task (default {STEPS})")
+    p.add_argument("--n-train", type=int, default=N_TRAIN, help="synthetic training images per task")
+    p.add_argument("--n-eval", type=int, default=N_EVAL, help="synthetic evaluation images per task")
+    p.add_argument("--out", default="results/learn_forget_local")
+    args = p.parse_args(argv)
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ValueError(f"--methods: unknown method {unknown[0] if unknown else '(none)'}; choose from {', '.join(METHODS)}")
+    seeds = tuple(int(x) for x in args.seeds.split(","))
+    if not args.checkpoint and not args.model:
+        raise ValueError("give models: --checkpoint CKPT (infogap runs) and/or --model NAME=PATH (open_clip)")
+    if args.no_synthetic and not args.folder:
+        raise ValueError("--no-synthetic leaves no task: add --folder DIR")
+    templates = [t.strip() for t in args.templates.split("|") if t.strip()]
+    models = [(c, dict(checkpoint=c)) for c in args.checkpoint] + [(f"{n}={path}", dict(model=n, pretrained=path or None)) for n, path in map(_model_spec, args.model)]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results, table = {}, []
+    for label, spec in models:
+        enc = load_encoder(**spec)
+        if args.folder and enc.word_level:
+            raise ValueError(f"{label}: a word-level synthetic model cannot read the class prompts of --folder (use BPE models)")
+        tasks = [] if args.no_synthetic else synthetic_tasks(enc, FACTOR_NAMES, args.n_train, args.n_eval)
+        tasks += [folder_task(enc, folder, templates) for folder in args.folder]
+        names = [t.name for t in tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"two tasks share a name: {sorted(names)} (folders are named by their last part)")
+        print(f"{label}: {len(tasks)} tasks x {len(methods)} methods x {len(seeds)} seeds", file=sys.stderr, flush=True)
+        results[label] = measure(enc, tasks, methods, seeds, args.steps)
+        table += [{"model": label, **pt} for pt in points(results[label])]
+    (out / "learn_forget.json").write_text(json.dumps(results, indent=1) + "\n")
+    with open(out / "points.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in table for k in r)))
+        writer.writeheader()
+        writer.writerows(table)
+    write_fits(table, out / "fits.csv")
+    figure = scatter(table, out / "learn_forget_vs_iimm.png", "model")
+    for claim in claims(table, {}):
+        print(claim.line())
+    print(f"\npoints: {out / 'points.csv'}\nfits:   {out / 'fits.csv'}\nfigure: {figure}", file=sys.stderr)
+    return 0

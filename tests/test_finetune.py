@@ -2,6 +2,8 @@
 gain/forgetting bookkeeping."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -157,3 +159,42 @@ def test_ols_fit_against_polyfit_and_a_hand_r2():
     x[3] = np.nan  # a missing point is dropped
     assert ols_fit(x, y)["n"] == 19
     assert np.isnan(ols_fit(np.ones(5), np.arange(5.0))["slope"]) and np.isnan(ols_fit([1.0, 2.0], [1.0, 3.0])["r2"])
+
+
+@pytest.mark.slow
+def test_analyze_learn_forget_on_local_checkpoints_and_a_folder(tmp_path, capsys, encoder):
+    from infogap.models import build_model
+    from infogap.train.cli import main as infogap
+
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        paths.append(tmp_path / f"bpe{seed}.pt")
+        torch.save(build_model("tiny-bpe").state_dict(), paths[-1])
+    folder = _image_folder(tmp_path / "shapes", {"circle": 4, "square": 4, "star": 4})
+    out = tmp_path / "out"
+    args = ["analyze", "learn-forget", "--model", f"tiny-bpe={paths[0]}", "--model", f"tiny-bpe={paths[1]}", "--folder", str(folder),
+            "--templates", "a {}.|a photo of a {}.", "--steps", "2", "--seeds", "0", "--n-train", "64", "--n-eval", "64", "--out", str(out)]
+    assert infogap(args) == 0
+    printed = capsys.readouterr().out
+    assert "rises with zero-shot IIMM" in printed
+    import csv
+
+    with open(out / "points.csv") as f:
+        points = list(csv.DictReader(f))
+    assert len(points) == 2 * 3 * 7  # models x methods x (6 factors + the folder)
+    assert {p["task"] for p in points} == {"object", "colour", "thickness", "swelling", "fracture", "scaling", "shapes"}
+    assert all(float(p["forgetting"]) == 0 for p in points if p["method"] == "linear")
+    with open(out / "fits.csv") as f:
+        assert len(list(csv.DictReader(f))) == 4 * 2 * 4
+    assert (out / "learn_forget_vs_iimm.png").stat().st_size > 10_000
+    saved = json.loads((out / "learn_forget.json").read_text())
+    assert len(saved) == 2 and all(len(m["finetunes"]) == 3 * 7 for m in saved.values())
+    word = tmp_path / "word.ckpt"
+    module = ContrastiveModule("tiny", text_spec=SyntheticSource().vocab.text_spec())
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, word)
+    for bad, message in ((["--checkpoint", str(word), "--folder", str(folder)], "word-level synthetic model cannot read"),
+                         (["--model", "tiny-bpe"], "give NAME=PATH"), (["--model", f"tiny-bpe={paths[0]}", "--no-synthetic"], "leaves no task"),
+                         (["--model", f"tiny-bpe={paths[0]}", "--methods", "lora"], "unknown method lora")):
+        assert infogap(["analyze", "learn-forget", *bad, "--out", str(out)]) == 2
+        assert message in capsys.readouterr().err
