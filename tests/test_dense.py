@@ -127,3 +127,114 @@ def test_an_informative_feature_is_learned_and_a_constant_one_gives_the_majority
     assert flat["rmse"] == pytest.approx(float(((per_image - per_image.mean(1, keepdim=True)) ** 2).mean().sqrt()), rel=1e-5)
     probe = train_probe(constant, depth, train, "depth", steps=150, lr=0.1, accelerator="cpu")
     assert probe.evaluate(constant[test], depth[test])["rmse"] >= flat["rmse"] - 1e-6, "a constant feature cannot beat the per-image oracle"
+
+
+# --- real-data layouts and the command ------------------------------------------------------------
+def _layout(root, task: str, n: int = 6, size=(40, 32)):
+    """A tiny dataset in the layout of infogap.data.dense: coloured rectangles on noise; labels 0..2
+    (and 255 on their border) or a depth map in millimetres (16-bit PNG) / metres (.npy)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True)
+    if task == "seg":
+        (root / "classes.txt").write_text("background\nred\nblue\n")
+    for split in ("train", "val"):
+        for sub in ("images", "labels" if task == "seg" else "depth"):
+            (root / split / sub).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            w, h = size
+            image = rng.integers(0, 60, (h, w, 3), dtype=np.uint8)
+            cls = 1 + i % 2
+            image[8:24, 10:30, cls - 1 if cls == 1 else 2] = 230
+            Image.fromarray(image).save(root / split / "images" / f"im{i}.jpg")
+            if task == "seg":
+                label = np.zeros((h, w), np.uint8)
+                label[8:24, 10:30] = cls
+                label[7, 10:30] = 255
+                Image.fromarray(label).save(root / split / "labels" / f"im{i}.png")
+            else:
+                depth = np.full((h, w), 3000, np.uint16)
+                depth[8:24, 10:30] = 1000 + 500 * i
+                depth[0, 0] = 0  # missing
+                if i % 2:
+                    np.save(root / split / "depth" / f"im{i}.npy", depth.astype(np.float32) / 1000)
+                else:
+                    Image.fromarray(depth).save(root / split / "depth" / f"im{i}.png")
+    return root
+
+
+def test_dense_layouts_read_images_and_targets_with_one_geometry(tmp_path):
+    from infogap.data.dense import read_classes, read_dense_split
+    from infogap.train.embed import load_encoder
+
+    enc = load_encoder(model="tiny-bpe")
+    seg = _layout(tmp_path / "seg", "seg")
+    images, labels = read_dense_split(seg / "train", "seg", enc.preprocess, 64, len(read_classes(seg)))
+    assert images.shape == (6, 3, 64, 64) and labels.shape == (6, 64, 64) and labels.dtype == torch.long
+    assert set(labels.unique().tolist()) == {0, 1, 2, 255}
+    depth = _layout(tmp_path / "depth", "depth")
+    _, d = read_dense_split(depth / "val", "depth", enc.preprocess, 64)
+    assert d.dtype == torch.float32 and float(d.max()) == pytest.approx(3.5), "millimetres of the 16-bit PNG in metres"
+    assert d[1].unique().tolist() == pytest.approx([1.5, 3.0]), "the .npy map in metres, resized by nearest neighbour"
+
+
+def test_dense_layout_errors_name_the_file(tmp_path):
+    from PIL import Image
+
+    from infogap.data.dense import read_classes, read_dense_split
+    from infogap.train.embed import load_encoder
+
+    enc = load_encoder(model="tiny-bpe")
+    root = _layout(tmp_path / "seg", "seg")
+    (root / "train" / "labels" / "im0.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"labels/im0.png: missing \(the label mask of .*images/im0.jpg\)"):
+        read_dense_split(root / "train", "seg", enc.preprocess, 64, 3)
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(root / "train" / "labels" / "im0.png")
+    with pytest.raises(ValueError, match=r"im0.png: 10x10 target for the 40x32 image"):
+        read_dense_split(root / "train", "seg", enc.preprocess, 64, 3)
+    Image.fromarray(np.full((32, 40), 7, np.uint8)).save(root / "train" / "labels" / "im0.png")
+    with pytest.raises(ValueError, match=r"im0.png: label value 7 is not a class \(classes.txt has 0..2"):
+        read_dense_split(root / "train", "seg", enc.preprocess, 64, len(read_classes(root)))
+    (root / "classes.txt").write_text("a\n\nb\n")
+    with pytest.raises(ValueError, match="classes.txt: one class name per line"):
+        read_classes(root)
+
+
+def _probe(tmp_path, capsys, *args) -> dict:
+    import json
+
+    from infogap.train.cli import main as infogap
+
+    out = tmp_path / "out"
+    assert infogap(["probe", *args, "--fractions", "0.5,1.0", "--seeds", "0,1", "--steps", "10", "--cache", str(tmp_path / "cache"),
+                    "--out", str(out)]) == 0
+    return json.loads((out / "probe.json").read_text())
+
+
+@pytest.mark.slow
+def test_probe_command_on_synthetic_renders_and_on_both_layouts(tmp_path, capsys):
+    from infogap.data.synthetic import SyntheticSource
+    from infogap.train.module import ContrastiveModule
+
+    module = ContrastiveModule("tiny", text_spec=SyntheticSource().vocab.text_spec())
+    ckpt = tmp_path / "tiny.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, ckpt)
+    result = _probe(tmp_path, capsys, "--checkpoint", str(ckpt), "--task", "seg", "--n-train", "64", "--n-val", "32")
+    assert result["features"] == [64, 7, 7] and len(result["probes"]) == 4 and result["baseline"]["majority_class"] == 0
+    assert {r["labelled"] for r in result["probes"]} == {32, 64} and all(0 <= r["miou"] <= 1 for r in result["probes"])
+    cached = sorted((tmp_path / "cache").glob("features-*.npy"))
+    assert len(cached) == 2  # train and val, computed once
+    _probe(tmp_path, capsys, "--checkpoint", str(ckpt), "--task", "depth", "--n-train", "64", "--n-val", "32")
+    assert sorted((tmp_path / "cache").glob("features-*.npy")) == cached, "the same model and images: the cached features"
+
+    from infogap.models import build_model
+
+    weights = tmp_path / "bpe.pt"
+    torch.save(build_model("tiny-bpe").state_dict(), weights)
+    for task in ("seg", "depth"):
+        data = _layout(tmp_path / task, task)
+        result = _probe(tmp_path, capsys, "--model", "tiny-bpe", "--pretrained", str(weights), "--task", task, "--data", str(data))
+        assert result["train_images"] == result["val_images"] == 6 and len(result["probes"]) == 4
+        metric = "miou" if task == "seg" else "rmse"
+        assert all(np.isfinite(r[metric]) for r in result["probes"]) and np.isfinite(result["baseline"][metric])

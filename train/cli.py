@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "metrics": ("infogap.train.metrics_cli:main", "metric suite of an embeddings .npz as one JSON object"),
     "ablate": ("infogap.ablations.cli:main", "expand, launch and aggregate an ablation from configs/ablations/"),
     "analyze": ("infogap.ablations.analyze:main", "analyses across finished models (gap-performance: Kendall tau, gap vs performance; eat: embedding association tests; heads: TEXTSPAN, CCS, pruning; learn-forget: IIMM vs fine-tuning gain and forgetting)"),
+    "probe": ("infogap.ablations.dense:main", "dense probes (segmentation, depth) on a frozen image tower, with label fractions"),
     "embed": ("infogap.train.embed:main", "embeddings .npz of a local open_clip checkpoint on local shards"),
     "export-ckpt": ("infogap.models.export:main", "one plain state dict from a Lightning or DeepSpeed checkpoint"),
 }

@@ -9,8 +9,9 @@ segmentation or depth; caption information is the controlled variable upstream.
   for depth.
 - Metrics (torchmetrics): mean IoU over classes, background included (``MulticlassJaccardIndex``,
   macro: IoU_c = TP_c / (TP_c + FP_c + FN_c) over every pixel of the set, averaged over the classes
-  present in predictions or targets), RMSE = sqrt(mean (d_hat - d)²) and AbsRel = mean |d_hat - d| / d
-  (``MeanSquaredError(squared=False)``, ``MeanAbsolutePercentageError``).
+  present in predictions or targets; label 255 ignored), RMSE = sqrt(mean (d_hat - d)²) and AbsRel =
+  mean |d_hat - d| / d over the pixels with a depth (d > 0) (``MeanSquaredError(squared=False)``,
+  ``MeanAbsolutePercentageError``).
 - Baselines beside every probe: the majority class everywhere (segmentation); the best constant per
   image, its mean depth (depth).
 - ``label_subset``: the labelled training images of a fraction, fixed per seed and nested (1 % ⊂ 10 % ⊂
@@ -30,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 BATCH = 256
+IGNORE = 255  # segmentation label of pixels that count nowhere (VOC's boundary value); depth <= 0 is missing
 # synthetic segmentation tasks: per-pixel class = 0 (background) or 1 + the object's value of the factor
 SEG_FACTORS = ("object", "colour")
 
@@ -161,7 +163,7 @@ class DenseProbe(pl.LightningModule):
         else:
             self.head = torch.nn.Sequential(torch.nn.Conv2d(in_channels, hidden, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(hidden, out, 1))
         if task == "seg":
-            self.metrics = torch.nn.ModuleDict({"miou": MulticlassJaccardIndex(num_classes, average="macro")})
+            self.metrics = torch.nn.ModuleDict({"miou": MulticlassJaccardIndex(num_classes, average="macro", ignore_index=IGNORE)})
         else:
             self.metrics = torch.nn.ModuleDict({"rmse": MeanSquaredError(squared=False), "absrel": MeanAbsolutePercentageError()})
 
@@ -170,7 +172,10 @@ class DenseProbe(pl.LightningModule):
         return y if self.hparams.task == "seg" else y[:, 0]
 
     def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(pred, target) if self.hparams.task == "seg" else F.mse_loss(pred, target)
+        if self.hparams.task == "seg":
+            return F.cross_entropy(pred, target, ignore_index=IGNORE)
+        valid = target > 0
+        return F.mse_loss(pred[valid], target[valid])
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         features, target = batch
@@ -182,8 +187,9 @@ class DenseProbe(pl.LightningModule):
         if self.hparams.task == "seg":
             self.metrics["miou"].update(pred.argmax(1), target)
         else:
+            valid = target > 0  # missing depth counts nowhere
             for m in self.metrics.values():
-                m.update(pred.flatten(), target.flatten())
+                m.update(pred[valid], target[valid])
 
     def validation_step(self, batch, batch_idx: int) -> None:
         features, target = batch
@@ -219,12 +225,16 @@ def baselines(train_targets: torch.Tensor, eval_targets: torch.Tensor, task: str
     from torchmetrics.functional.classification import multiclass_jaccard_index
 
     if task == "seg":
-        majority = int(torch.bincount(train_targets.flatten(), minlength=num_classes).argmax())
+        labels = train_targets[train_targets != IGNORE]
+        majority = int(torch.bincount(labels.flatten(), minlength=num_classes).argmax())
         pred = torch.full_like(eval_targets, majority)
-        return {"majority_class": majority, "miou": float(multiclass_jaccard_index(pred, eval_targets, num_classes, average="macro"))}
-    const = eval_targets.flatten(1).mean(1)[:, None, None].expand_as(eval_targets)
-    return {"rmse": float(mean_squared_error(const.flatten(), eval_targets.flatten(), squared=False)),
-            "absrel": float(mean_absolute_percentage_error(const.flatten(), eval_targets.flatten()))}
+        miou = multiclass_jaccard_index(pred, eval_targets, num_classes, average="macro", ignore_index=IGNORE)
+        return {"majority_class": majority, "miou": float(miou)}
+    valid = eval_targets > 0
+    means = (eval_targets * valid).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp(min=1)
+    const = means[:, None, None].expand_as(eval_targets)
+    return {"rmse": float(mean_squared_error(const[valid], eval_targets[valid], squared=False)),
+            "absrel": float(mean_absolute_percentage_error(const[valid], eval_targets[valid]))}
 
 
 def train_probe(features, targets: torch.Tensor, index: np.ndarray, task: str, num_classes: int = 11, steps: int = 300,
