@@ -11,7 +11,7 @@ from PIL import Image
 
 from infogap.data.synthetic import SyntheticSource
 from infogap.train.embed import load_encoder
-from infogap.train.finetune import FineTune, Task, finetune, folder_task, learn_forget, synthetic_tasks, zero_shot
+from infogap.train.finetune import FineTune, Task, accuracies, finetune, folder_task, learn_forget, synthetic_tasks, zero_shot
 from infogap.train.module import ContrastiveModule
 
 
@@ -104,6 +104,7 @@ def test_fine_tuning_on_a_task_raises_its_accuracy(encoder, tasks, method):
     module = finetune(enc.model, task, method, steps=40, batch_size=64, lr=3e-3 if method == "full" else 3e-2, accelerator="cpu")
     acc = module.accuracy(task)
     assert acc > zs + 0.2 and acc > 0.5, (zs, acc)
+    assert accuracies(module, tasks) == pytest.approx({t.name: module.accuracy(t) for t in tasks}), "one image embedding, the same numbers"
 
 
 def _image_folder(root, counts: dict[str, int]):

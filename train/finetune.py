@@ -119,20 +119,42 @@ def _encode(fn, x: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 @torch.no_grad()
-def zero_shot(model, task: Task) -> dict[str, float]:
-    """Zero-shot measures of ``model`` on the task's evaluation images: accuracy, IIMM = (S_inter +
-    S_intra) / 2 and both parts, and the gap (RMG, L2M) between each image and its true class's
-    embedding (the competing predictors)."""
+def image_embeddings(model, images: torch.Tensor) -> torch.Tensor:
+    """Unit image embeddings of ``model`` (eval mode, then back), in batches, on the CPU."""
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
-    x = _encode(model.encode_image, task.eval_images, device)
-    classes = class_embeddings(lambda t: _encode(model.encode_text, t, device), task.prompts)
+    x = _encode(model.encode_image, images, next(model.parameters()).device)
+    model.train(was_training)
+    return x
+
+
+@torch.no_grad()
+def zero_shot(model, task: Task, x: Optional[torch.Tensor] = None) -> dict[str, float]:
+    """Zero-shot measures of ``model`` on the task's evaluation images (``x``: their embeddings when
+    already computed, e.g. for several tasks on one image set): accuracy, IIMM = (S_inter + S_intra) / 2
+    and both parts, and the gap (RMG, L2M) between each image and its true class's embedding (the
+    competing predictors)."""
+    x = image_embeddings(model, task.eval_images) if x is None else x
+    was_training = model.training
+    model.eval()
+    classes = class_embeddings(lambda t: _encode(model.encode_text, t, next(model.parameters()).device), task.prompts)
     model.train(was_training)
     inter, intra = iimm_parts(x, classes, task.eval_labels)
     y = classes[task.eval_labels]
     return {"acc": zero_shot_accuracy(x, classes, task.eval_labels), "iimm": (inter + intra) / 2, "s_inter": inter, "s_intra": intra,
             "rmg": relative_modality_gap(x, y), "l2m": l2m(x, y)}
+
+
+def accuracies(module: "FineTune", tasks: Sequence[Task]) -> dict[str, float]:
+    """``module.accuracy`` of every task, each distinct evaluation image set embedded once (the six
+    synthetic factor tasks share theirs)."""
+    embedded: dict[int, torch.Tensor] = {}
+    out = {}
+    for t in tasks:
+        if id(t.eval_images) not in embedded:
+            embedded[id(t.eval_images)] = image_embeddings(module.model, t.eval_images)
+        out[t.name] = module.accuracy(t, embedded[id(t.eval_images)])
+    return out
 
 
 def learn_forget(before: dict[str, float], after: dict[str, float], task: str) -> dict[str, float]:
@@ -222,11 +244,12 @@ class FineTune(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     @torch.no_grad()
-    def accuracy(self, task: Task) -> float:
+    def accuracy(self, task: Task, x: Optional[torch.Tensor] = None) -> float:
         """Accuracy on a task's evaluation images: the linear head on the task it was trained on,
-        zero-shot with the task's class prompts on any other task (and for the other methods)."""
+        zero-shot with the task's class prompts on any other task (and for the other methods; ``x``:
+        the images' embeddings when already computed)."""
         if self.method != "linear" or task.name != self.task:
-            return zero_shot(self.model, task)["acc"]
+            return zero_shot(self.model, task, x)["acc"]
         device = self.head.device
         preds = torch.cat([self.logits(task.eval_images[i: i + BATCH].to(device)).argmax(1).cpu()
                            for i in range(0, len(task.eval_images), BATCH)])
