@@ -4,7 +4,7 @@ launches them, and aggregates the finished runs into ``summary.csv``, ``report.m
 An ablation YAML::
 
     name: imbalance
-    module: infogap.ablations.imbalance        # analysis hooks (optional): rows(), figures()
+    module: infogap.ablations.imbalance        # analysis hooks (optional): rows(), extra_rows(), claims(), figures()
     base_config: configs/synthetic.yaml
     seeds: [0]
     x: k                               # the axis on the x of the figures
@@ -480,6 +480,8 @@ def aggregate(ablation: Ablation, runs: list[Run], out: Path, failed: Optional[d
         if not r.finished and r.name not in failed and r.failure:
             failed[r.name] = r.failure
     hooks = ablation.hooks()
+    if hooks is not None and hasattr(hooks, "extra_rows"):  # rows of no run: baselines the analysis builds itself
+        rows += hooks.extra_rows(ablation, [r for r in reported if r.finished], results)
     axes = list(dict.fromkeys([k for r in reported for k in r.axes] + list(getattr(hooks, "EXTRA_AXES", []))))
     metric_cols = sorted({k for row in rows for k in row if k not in axes and k != "seed"})
     columns = axes + ["seed"] + metric_cols

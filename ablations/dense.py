@@ -1,4 +1,4 @@
-"""``infogap probe`` (seed 002): dense probes on the frozen image tower of one model, with data
+"""Seed 002. ``infogap probe``: dense probes on the frozen image tower of one model, with data
 efficiency: segmentation or depth heads trained on 1 %, 10 % and 100 % of the labelled training
 images (fixed, nested subsets per seed), evaluated beside the baselines that show the task is not
 trivial (``infogap.train.dense``).
@@ -11,12 +11,20 @@ Without ``--data`` the images are synthetic renders (training epoch 0 and the va
 their object (or colour) masks and depth maps; with ``--data`` a local dataset in the layouts of
 ``infogap.data.dense``. Patch features are computed once per model and data and kept under
 ``--cache``. Writes ``probe.json`` (every probe's metrics and the baselines).
+
+``infogap ablate dense`` (causal): encoders trained at k = 0..5 (finished ``imbalance`` runs are
+reused) and, per seed, two encoders of the same size on the same images: randomly initialised, and an
+image-only masked autoencoder trained for the same steps (``infogap.train.mae``). Each is probed for
+object segmentation, colour segmentation and depth on 1 %, 10 % and 100 % of the labelled images.
+Claims: mIoU rises and RMSE falls with k; the best caption-trained encoder beats the MAE encoder;
+the k = max encoder at 10 % of the labels matches the k = min encoder at 100 %.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -98,3 +106,169 @@ def main(argv: list[str]) -> int:
 def _image_size(enc) -> int:
     size = enc.model.visual.image_size
     return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
+# --- infogap ablate dense: does caption information make dense features? ----------------------------
+TASKS = ("object", "colour", "depth")  # segmentation by object class, by colour class; depth
+N_TRAIN, N_VAL = 4096, 1024  # synthetic training and validation renders (seed 0: the same images for every encoder)
+PROBE_STEPS = 300
+EXTRA_AXES = ["encoder", "task", "fraction"]
+METRIC = {"object": "miou", "colour": "miou", "depth": "rmse"}
+
+
+def probe_rows(checkpoint: Path, seed: int) -> list[dict]:
+    """Probe one encoder (a checkpoint ``load_encoder`` reads) on every task and label fraction, probe
+    seed ``seed``: rows of {task, fraction, labelled, miou | rmse and absrel, baseline_*}."""
+    from infogap.train.dense import FeatureCache, baselines, label_subset, patch_features, seg_classes, synthetic_targets, train_probe
+    from infogap.train.embed import load_encoder
+
+    enc = load_encoder(checkpoint=str(checkpoint))
+    source = dataclasses.replace(enc.source, seed=0, dense=True)
+    batches = {"train": source.train_batch(0, np.arange(N_TRAIN)), "val": source.val_batch(np.arange(N_VAL))}
+    cache = FeatureCache(Path(checkpoint).parent / "features")
+    features = {s: cache.get({**FeatureCache.checkpoint_key(checkpoint), "split": s, "n": len(b["image"]), "layers": [-1]},
+                             lambda b=b: patch_features(enc.model, enc.rendered(b["image"]))) for s, b in batches.items()}
+    rows = []
+    for task in TASKS:
+        train_y, val_y = (synthetic_targets(batches[s], task) for s in ("train", "val"))
+        kind = "depth" if task == "depth" else "seg"
+        n_classes = seg_classes(task) if kind == "seg" else None
+        base = {f"baseline_{k}": v for k, v in baselines(train_y, val_y, kind, n_classes).items() if k != "majority_class"}
+        for fraction in FRACTIONS:
+            index = label_subset(N_TRAIN, fraction, seed)
+            probe = train_probe(features["train"], train_y, index, kind, n_classes or 1, PROBE_STEPS, seed=seed, accelerator="cpu")
+            rows.append({"task": task, "fraction": fraction, "labelled": len(index), **probe.evaluate(features["val"], val_y), **base})
+    return rows
+
+
+def _key() -> dict:
+    return {"tasks": list(TASKS), "fractions": list(FRACTIONS), "n_train": N_TRAIN, "n_val": N_VAL, "steps": PROBE_STEPS}
+
+
+def rows(run, record):
+    from infogap.ablations.analysis import cached_json
+
+    ckpt = Path(run.dir) / "checkpoints" / "last.ckpt"
+    result = cached_json(Path(run.dir) / "dense.json", _key(), lambda: {"rows": probe_rows(ckpt, run.seed)})
+    return [{"encoder": "clip", **record["metrics"], **r} for r in result["rows"]]
+
+
+def extra_rows(ablation, runs, results: Path) -> list[dict]:
+    """Per seed of the finished runs, the two baselines of the same model config: a randomly
+    initialised encoder and a masked autoencoder trained for the runs' steps on the same images (kept
+    under ``results/baselines/seed<N>/``), probed like the runs."""
+    import torch
+
+    from infogap.ablations.analysis import cached_json
+    from infogap.ablations.core import planned_steps
+    from infogap.data.synthetic import SyntheticDataModule
+    from infogap.models.clip import read_checkpoint
+    from infogap.train.mae import MaskedAutoencoder, train_mae
+
+    out = []
+    steps_of = planned_steps(ablation)
+    for seed in sorted({r.seed for r in runs}):
+        run = next(r for r in runs if r.seed == seed)
+        hp = read_checkpoint(run.dir / "checkpoints" / "last.ckpt")["hyper_parameters"]
+        steps = steps_of(run) or 600
+        folder = results / "baselines" / f"seed{seed}"
+        folder.mkdir(parents=True, exist_ok=True)
+
+        def random_encoder() -> Path:
+            torch.manual_seed(seed)
+            module = MaskedAutoencoder(hp["model"], text_spec=hp.get("text_spec"))  # the same CLIP, never trained
+            path = folder / "random.ckpt"
+            torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+            return path
+
+        def mae_encoder() -> Path:
+            path = folder / "mae.ckpt"
+            data = SyntheticDataModule(k=0, seed=seed, batch_size=int(run.overrides.get("data.init_args.batch_size", 128)))
+            train_mae(hp["model"], data, steps, str(path), seed=seed, accelerator="cpu")
+            return path
+
+        for name, build in (("random", random_encoder), ("mae", mae_encoder)):
+            key = {**_key(), "model": hp["model"], "encoder_steps": steps if name == "mae" else 0}
+            result = cached_json(folder / f"{name}.json", key, lambda build=build: {"rows": probe_rows(build(), seed)})
+            out += [{"encoder": name, "seed": seed, **r} for r in result["rows"]]
+    return out
+
+
+def _value(rows, **where) -> dict[int, float]:
+    """{seed: the metric of the row matching ``where``} (the task's metric)."""
+    metric = METRIC[where["task"]]
+    return {r["seed"]: r[metric] for r in rows if all(r.get(k) == v for k, v in where.items()) and not math.isnan(r.get(metric, math.nan))}
+
+
+def claims(rows, design):
+    """mIoU rises (RMSE falls) from the smallest to the largest k at 100 % labels, per task; the best
+    caption-trained encoder (over k) beats the MAE encoder, per task; and the largest-k encoder at 10 %
+    of the labels is at least as good as the smallest-k encoder at 100 % (10x label efficiency)."""
+    from infogap.ablations.analysis import compare, paired_claim
+
+    lo, hi = min(design["k"]), max(design["k"])
+    out = []
+    for task in TASKS:
+        metric, better = METRIC[task], "positive" if METRIC[task] == "miou" else "negative"
+        out.append(compare(rows, "k", lo, hi, metric, better, where={"encoder": "clip", "task": task, "fraction": 1.0}))
+        sign = 1 if metric == "miou" else -1
+        per_k = [_value(rows, encoder="clip", task=task, fraction=1.0, k=k) for k in design["k"]]
+        mae = _value(rows, encoder="mae", task=task, fraction=1.0)
+        best = {s: (max if sign > 0 else min)(v[s] for v in per_k if s in v) for s in mae if any(s in v for v in per_k)}
+        out.append(paired_claim(f"{task}: the best caption-trained encoder beats the masked autoencoder ({metric}, 100 % labels)",
+                                {s: sign * (best[s] - mae[s]) for s in best}, "positive"))
+        few, full = _value(rows, encoder="clip", task=task, fraction=0.1, k=hi), _value(rows, encoder="clip", task=task, fraction=1.0, k=lo)
+        out.append(paired_claim(f"{task}: k={hi} with 10 % of the labels matches k={lo} with all of them ({metric}; 10x fewer labels)",
+                                {s: sign * (few[s] - full[s]) for s in few if s in full}, "positive"))
+    return out
+
+
+def figures(ablation, runs, results):
+    """Per task: the metric against k, one line per label fraction, the baselines as dashed lines; and
+    the data-efficiency curves (metric against the label fraction, one line per encoder)."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(results / "summary.csv") as f:
+        table = [{k: (float(v) if k not in ("encoder", "task") and v not in ("", None) else (None if v == "" else v)) for k, v in r.items()}
+                 for r in csv.DictReader(f)]
+    if not table:
+        return []
+    fig, axs = plt.subplots(2, len(TASKS), figsize=(4.2 * len(TASKS), 6.4), squeeze=False)
+    ks = sorted({r["k"] for r in table if r.get("k") is not None})
+    for j, task in enumerate(TASKS):
+        metric = METRIC[task]
+        ax = axs[0][j]
+        for i, fraction in enumerate(FRACTIONS):
+            means = [np.mean([r[metric] for r in table if r["encoder"] == "clip" and r["task"] == task and r["fraction"] == fraction
+                              and r["k"] == k] or [np.nan]) for k in ks]
+            ax.plot(ks, means, "o-", color=f"C{i}", label=f"{fraction:.0%} labels")
+            for name, style in (("mae", "--"), ("random", ":")):
+                vals = [r[metric] for r in table if r["encoder"] == name and r["task"] == task and r["fraction"] == fraction]
+                if vals:
+                    ax.axhline(np.mean(vals), color=f"C{i}", ls=style, lw=1)
+        ax.set_title(f"{task}: {metric} vs k (dashed: MAE, dotted: random)", fontsize=8)
+        ax.set_xlabel("k")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+        ax = axs[1][j]
+        encoders = [("clip", k) for k in ks] + [("mae", None), ("random", None)]
+        for name, k in encoders:
+            pts = [np.mean([r[metric] for r in table if r["encoder"] == name and r["task"] == task and r["fraction"] == fraction
+                            and (k is None or r["k"] == k)] or [np.nan]) for fraction in FRACTIONS]
+            ax.plot(FRACTIONS, pts, "o-" if name == "clip" else "s--", label=f"k={k:g}" if name == "clip" else name,
+                    color=plt.get_cmap("viridis")(ks.index(k) / max(1, len(ks) - 1)) if name == "clip" else ("C3" if name == "mae" else "0.5"))
+        ax.set_xscale("log")
+        ax.set_xlabel("label fraction")
+        ax.set_title(f"{task}: data efficiency ({metric})", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    path = results / "dense_probes.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]

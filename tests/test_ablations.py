@@ -26,9 +26,11 @@ TINY_RUNS = {
     "bias": (["model_size=tiny", "cooccurrence_p=0.0,0.9"], 2, ["model_size", "cooccurrence_p", "test", "modality"], 2),
     "heads": (["k=0,5"], 2, ["k"], 4),  # 4-step models have no CCS = 5 head: the pruning claims are not tested
     "learn_forget": (["k=0,5"], 2, ["k", "method", "task"], 1),  # a linear probe forgets nothing: no forgetting fit
+    "dense": (["k=0,5"], 2, ["k", "encoder", "task", "fraction"], 0),
 }
 # module constants a tiny run shrinks (the analyses an ablation runs on each finished model)
-TINY_PATCHES = {"learn_forget": {"STEPS": 3, "FINETUNE_SEEDS": (0,), "N_TRAIN": 64, "N_EVAL": 64, "BATCH_SIZE": 16,
+TINY_PATCHES = {"dense": {"N_TRAIN": 64, "N_VAL": 32, "PROBE_STEPS": 3},
+                "learn_forget": {"STEPS": 3, "FINETUNE_SEEDS": (0,), "N_TRAIN": 64, "N_EVAL": 64, "BATCH_SIZE": 16,
                                  "LR": {"full": 1e-3, "linear": 1e-2, "bitfit": 1e-2}}}
 
 
@@ -142,6 +144,11 @@ def test_tiny_end_to_end(name, tmp_path, capsys, monkeypatch):
         assert all(r[k] != "" for r in rows for k in ("zs_iimm", "zs_s_inter", "zs_s_intra", "zs_acc", "zs_rmg", "gain"))
         fits = _summary(results / "fits.csv")
         assert len(fits) == 4 * 2 * 4  # (3 methods + pooled) x 2 outcomes x 4 predictors
+    if name == "dense":  # 3 tasks x 3 label fractions per encoder: 2 trained runs, then the random and MAE encoders of seed 0
+        assert len(rows) == 4 * 9 and {r["encoder"] for r in rows} == {"clip", "random", "mae"}
+        assert all(r["k"] == "" for r in rows if r["encoder"] != "clip") and all(r["k"] != "" for r in rows if r["encoder"] == "clip")
+        assert all(0 <= float(r["miou"]) <= 1 for r in rows if r["task"] != "depth") and all(float(r["rmse"]) > 0 for r in rows if r["task"] == "depth")
+        assert (results / "baselines" / "seed0" / "mae.ckpt").is_file() and (results / "dense_probes.png").is_file()
     if name == "heads":  # every head of the 32-head ViT analysed, kept beside the run
         assert all(len(json.loads((run / "heads.json").read_text())["heads"]) == 32 for run in (results / "runs").iterdir())
         assert 0 < float(rows[0]["ccs_mean"]) <= 5 and (results / "heads_by_k.png").is_file()
