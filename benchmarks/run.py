@@ -7,6 +7,7 @@
   callback      wall time of the default synthetic run with and without the metrics callback
   eat           1,000,000 sampled permutations of an embedding association test
   heads         head contributions of 10,000 images and TEXTSPAN over every head of small-h8
+  dense         patch-feature caching (images/s) and probe training on cached features (samples/s), tiny and small
   vs_open_clip  the same model, data, batch and precision trained by open_clip_train and by infogap fit:
                 steady-state samples/s and whole-process time, alternating runs
 
@@ -26,7 +27,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["data", "jpeg", "metrics_1m", "metrics_100k", "callback", "eat", "heads", "vs_open_clip"]
+ORDER = ["data", "jpeg", "metrics_1m", "metrics_100k", "callback", "eat", "heads", "dense", "vs_open_clip"]
 SMOKE = {"vs_open_clip"}  # benchmarks with a smoke mode
 
 
@@ -192,6 +193,36 @@ def bench_heads() -> dict:
     textspan_s = time.perf_counter() - start
     return {"images": len(images), "heads": heads.shape[1] * heads.shape[2], "texts": len(pool), "contributions_s": round(contrib_s, 1),
             "textspan_all_heads_s": round(textspan_s, 1), "torch_threads": torch.get_num_threads()}
+
+
+def bench_dense() -> dict:
+    """Feature caching: patch features (last block) of 4,096 synthetic renders into a memory-mapped cache,
+    images/s, for the tiny and small ViTs; probe training: 300 steps of a linear segmentation probe
+    (batch 64) on the cached features, training samples/s (the dense ablation's setting)."""
+    import tempfile
+
+    import numpy as np
+    import torch
+
+    from infogap.data.synthetic import SyntheticSource
+    from infogap.models import build_model
+    from infogap.train.dense import FeatureCache, patch_features, synthetic_targets, train_probe
+
+    source = SyntheticSource(seed=0, dense=True)
+    batch = source.train_batch(0, np.arange(4096))
+    target = synthetic_targets(batch, "object")
+    out = {"images": 4096, "torch_threads": torch.get_num_threads()}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("tiny", "small"):
+            model = build_model(name, **source.vocab.text_spec()).eval()
+            start = time.perf_counter()
+            features = FeatureCache(tmp).get({"model": name}, lambda: patch_features(model, batch["image"]))
+            out[f"{name}_cache_images_per_s"] = round(4096 / (time.perf_counter() - start))
+            out[f"{name}_features"] = list(features.shape[1:])
+            start = time.perf_counter()
+            train_probe(features, target, np.arange(4096), "seg", 11, steps=300, batch_size=64, accelerator="cpu")
+            out[f"{name}_probe_samples_per_s"] = round(300 * 64 / (time.perf_counter() - start))
+    return out
 
 
 def _export_table(out: Path, n: int) -> Path:
