@@ -289,6 +289,9 @@ def bench_vs_open_clip(smoke: bool = False) -> dict:
     import statistics
     import tempfile
 
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # infogap fit picks the same (accelerator auto)
     n, batch, pairs = (96, 16, 1) if smoke else (12_800, 128, 3)
     steps, warm = n // batch, max(1, n // batch // 5)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
@@ -312,7 +315,7 @@ def bench_vs_open_clip(smoke: bool = False) -> dict:
                                 "--batch-size", str(batch), "--workers", "1", "--epochs", "1", "--precision", "fp32",
                                 "--lr", "0.002", "--wd", "0.1", "--beta1", "0.9", "--beta2", "0.98", "--eps", "1e-6",
                                 "--warmup", "50", "--report-to", "", "--log-every-n-steps", str(warm), "--seed", "0",
-                                "--device", "cpu", "--logs", "{run}", "--name", "run"],
+                                "--device", device, "--logs", "{run}", "--name", "run"],
             "infogap_table": [sys.executable, "-m", "infogap", "fit", *common, *data,
                               f"--data.train_table={table}", "--trainer.default_root_dir={run}"],
             "infogap_shards": [sys.executable, "-m", "infogap", "fit", *common, *data,
@@ -336,7 +339,7 @@ def bench_vs_open_clip(smoke: bool = False) -> dict:
                         raise RuntimeError(f"{tool}: {len(times)} steps timed, expected {steps}")
                     steady = (steps - warm) * batch / (times[-1] - times[warm - 1])
                 runs[tool].append({"wall_s": round(wall, 2), "steady_samples_per_s": round(steady, 1)})
-    out: dict = {"samples": n, "batch_size": batch, "steps": steps, "steady_after_step": warm, "runs": runs}
+    out: dict = {"device": device, "samples": n, "batch_size": batch, "steps": steps, "steady_after_step": warm, "runs": runs}
     for tool, rs in runs.items():
         out[tool] = {"wall_s": round(statistics.median(r["wall_s"] for r in rs), 2),
                      "steady_samples_per_s": round(statistics.median(r["steady_samples_per_s"] for r in rs), 1)}
