@@ -190,8 +190,26 @@ def curve_figure(runs, results: Path, name: str, metrics: list[str], label: Call
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+    return save_figure(fig, results / f"{name}.png")
+
+
+def save_figure(fig, path: Path, dpi: int = 110) -> Path:
+    """Lay a matplotlib figure out, write it to ``path`` and free it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    path = results / f"{name}.png"
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
-    return path
+    return Path(path)
+
+
+def read_summary(results: Path, text: tuple[str, ...] = ()) -> list[dict]:
+    """An ablation's ``summary.csv`` as rows: numbers as floats, empty cells as None, the columns in
+    ``text`` as strings."""
+    import csv
+
+    path = Path(results) / "summary.csv"
+    if not path.is_file():
+        return []
+    with open(path) as f:
+        return [{k: (v if k in text else None if v in ("", None) else float(v)) for k, v in r.items()} for r in csv.DictReader(f)]

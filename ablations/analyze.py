@@ -138,6 +138,8 @@ def scatter_figures(models: list[dict], out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from infogap.ablations.analysis import save_figure
+
     groups = sorted({m["group"] for m in models})
     paths = []
     for gap in GAP_MEASURES:
@@ -153,11 +155,7 @@ def scatter_figures(models: list[dict], out: Path) -> list[Path]:
             ax.grid(alpha=0.3)
             if len(groups) > 1:
                 ax.legend(fontsize=6)
-            fig.tight_layout()
-            path = out / f"scatter_{gap}__{perf.replace('@', '_at_')}.png"
-            fig.savefig(path, dpi=100)
-            plt.close(fig)
-            paths.append(path)
+            paths.append(save_figure(fig, out / f"scatter_{gap}__{perf.replace('@', '_at_')}.png", dpi=100))
     return paths
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from infogap.ablations.analysis import FAILS, HOLDS, NOT_TESTED, Claim, cached_json, paired_claim
+from infogap.ablations.analysis import FAILS, HOLDS, NOT_TESTED, Claim, cached_json, paired_claim, save_figure
 from infogap.ablations.core import ROOT
 from infogap.data.factors import FACTOR_NAMES
 
@@ -195,10 +195,7 @@ def figures(ablation, runs, results):
             ax.grid(alpha=0.3)
         row[0].set_ylabel("EAT effect size d")
     axs[0][-1].legend(fontsize=6)
-    fig.tight_layout()
-    first = results / "bias_effect_vs_p.png"
-    fig.savefig(first, dpi=110)
-    plt.close(fig)
+    first = save_figure(fig, results / "bias_effect_vs_p.png")
     fig, ax = plt.subplots(figsize=(4.5, 3.4))
     for i, test in enumerate(tests):
         sel = [r for r in table if r["test"] == test]
@@ -207,8 +204,4 @@ def figures(ablation, runs, results):
     ax.set_ylabel("EAT effect size d")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6)
-    fig.tight_layout()
-    second = results / "bias_effect_vs_accuracy.png"
-    fig.savefig(second, dpi=110)
-    plt.close(fig)
-    return [first, second]
+    return [first, save_figure(fig, results / "bias_effect_vs_accuracy.png")]

@@ -40,7 +40,7 @@ from typing import Any, Optional
 import numpy as np
 import yaml
 
-from infogap.ablations.analysis import NOT_TESTED, mean_ci
+from infogap.ablations.analysis import NOT_TESTED, mean_ci, save_figure
 from infogap.data.factors import ATTRIBUTE_FACTORS, FACTOR_NAMES
 
 # configs/ and slurm/ sit beside the code folders: in the repository (an editable install) and inside
@@ -618,8 +618,4 @@ def _figures(ablation: Ablation, axes: list[str], groups, results: Path, rows: l
     for ax in list(axs.flat)[len(metrics):]:
         ax.axis("off")
     fig.suptitle(f"{ablation.name}: metrics vs {x} (error bars: 95 % t-interval over seeds)", fontsize=11)
-    fig.tight_layout()
-    path = results / f"{ablation.name}_metrics.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [save_figure(fig, results / f"{ablation.name}_metrics.png")]

@@ -29,7 +29,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 FRACTIONS = (0.01, 0.1, 1.0)
 
@@ -226,16 +225,14 @@ def claims(rows, design):
 def figures(ablation, runs, results):
     """Per task: the metric against k, one line per label fraction, the baselines as dashed lines; and
     the data-efficiency curves (metric against the label fraction, one line per encoder)."""
-    import csv
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with open(results / "summary.csv") as f:
-        table = [{k: (float(v) if k not in ("encoder", "task") and v not in ("", None) else (None if v == "" else v)) for k, v in r.items()}
-                 for r in csv.DictReader(f)]
+    from infogap.ablations.analysis import read_summary, save_figure
+
+    table = read_summary(results, ("encoder", "task"))
     if not table:
         return []
     fig, axs = plt.subplots(2, len(TASKS), figsize=(4.2 * len(TASKS), 6.4), squeeze=False)
@@ -267,8 +264,4 @@ def figures(ablation, runs, results):
         ax.set_title(f"{task}: data efficiency ({metric})", fontsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
-    fig.tight_layout()
-    path = results / "dense_probes.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [save_figure(fig, results / "dense_probes.png")]

@@ -25,7 +25,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from infogap.ablations.analysis import cached_json, paired_claim
+from infogap.ablations.analysis import cached_json, paired_claim, save_figure
 from infogap.train.embed import BATCH, Encoder, load_encoder
 
 TEXTS_PER_HEAD = 5  # the published CCS uses 5 TEXTSPAN texts per head
@@ -164,10 +164,7 @@ def ccs_figure(table: list[dict], path: Path) -> Path:
     ax.set_ylabel("layer")
     ax.set_title("CCS (label: first letters)", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.05)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv: list[str]) -> int:
@@ -334,8 +331,4 @@ def figures(ablation, runs, results):
     for ax in axs:
         ax.set_xlabel("k (attributes named in captions)")
         ax.legend(fontsize=6)
-    fig.tight_layout()
-    path = results / "heads_by_k.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [save_figure(fig, results / "heads_by_k.png")]

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from infogap.ablations.analysis import FAILS, HOLDS, NOT_TESTED, Claim, cached_json
+from infogap.ablations.analysis import FAILS, HOLDS, NOT_TESTED, Claim, cached_json, save_figure
 from infogap.data.factors import FACTOR_NAMES
 
 METHODS = ("full", "linear", "bitfit")
@@ -175,11 +175,9 @@ def claims(rows, design):
 def figures(ablation, runs, results):
     """Gain and forgetting against zero-shot IIMM per method, points coloured by k (``scatter``), and the
     table of every fit (``fits.csv``)."""
-    import csv
+    from infogap.ablations.analysis import read_summary
 
-    with open(results / "summary.csv") as f:
-        table = [{k: (float(v) if k not in ("method", "task") and v not in ("", None) else v) for k, v in r.items()}
-                 for r in csv.DictReader(f)]
+    table = read_summary(results, ("method", "task"))
     if not table or "zs_iimm" not in table[0]:
         return []
     write_fits(table, results / "fits.csv")
@@ -187,8 +185,6 @@ def figures(ablation, runs, results):
 
 
 def write_fits(table: list[dict], path: Path) -> Path:
-    import csv
-
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["method", "outcome", "predictor", "slope", "ci", "p_value", "intercept", "r2", "n"])
         writer.writeheader()
@@ -225,10 +221,7 @@ def scatter(table: list[dict], path: Path, colour_by: str) -> Path:
             ax.set_ylabel(outcome)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # --- infogap analyze learn-forget: any local models and folders ------------------------------------

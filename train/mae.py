@@ -16,7 +16,6 @@ from typing import Optional
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 
 from infogap.models import build_model
 from infogap.train.module import no_weight_decay, warmup_cosine
