@@ -141,7 +141,7 @@ def probe_rows(checkpoint: Path, seed: int) -> list[dict]:
 
 
 def _key() -> dict:
-    return {"tasks": list(TASKS), "fractions": list(FRACTIONS), "n_train": N_TRAIN, "n_val": N_VAL, "steps": PROBE_STEPS}
+    return {"tasks": list(TASKS), "fractions": list(FRACTIONS), "n_train": N_TRAIN, "n_val": N_VAL, "steps": PROBE_STEPS, "batches": "one pass"}
 
 
 def rows(run, record):

@@ -241,14 +241,17 @@ def train_probe(features, targets: torch.Tensor, index: np.ndarray, task: str, n
                 batch_size: int = 64, lr: float = 1e-2, decoder: str = "linear", seed: int = 0, size: Optional[int] = None,
                 accelerator: str = "auto") -> DenseProbe:
     """Train a ``DenseProbe`` for ``steps`` steps on the training images ``index`` of cached features
-    (a tensor or memory-mapped array; only the rows of ``index`` are read)."""
+    (a tensor or memory-mapped array; only the rows of ``index`` are read). The batches are one pass
+    of ``steps`` batches through seeded permutations of the images, repeated as often as needed (a 1 %
+    subset is seen many times, without a Lightning epoch per pass)."""
     pl.seed_everything(seed, verbose=False)
     x = torch.as_tensor(np.asarray(features[index]))
     y = targets[torch.as_tensor(index)]
     probe = DenseProbe(x.shape[1], task, num_classes, size or targets.shape[-1], decoder, lr=lr)
     data = torch.utils.data.TensorDataset(x, y)
-    loader = torch.utils.data.DataLoader(data, batch_size=min(batch_size, len(data)), shuffle=True,
-                                         generator=torch.Generator().manual_seed(seed))
-    pl.Trainer(accelerator=accelerator, devices=1, max_steps=steps, max_epochs=math.ceil(steps / len(loader)), logger=False,
-               enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0).fit(probe, loader)
+    batch = min(batch_size, len(data))
+    sampler = torch.utils.data.RandomSampler(data, num_samples=steps * batch, generator=torch.Generator().manual_seed(seed))
+    loader = torch.utils.data.DataLoader(data, batch_size=batch, sampler=sampler, drop_last=True)
+    pl.Trainer(accelerator=accelerator, devices=1, max_steps=steps, max_epochs=1, logger=False, enable_checkpointing=False,
+               enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0).fit(probe, loader)
     return probe.eval()
