@@ -324,16 +324,18 @@ def reuse_finished(ablation: Ablation, runs: list[Run], out: Path) -> list[Run]:
     metrics, logs), so nothing trains twice. Returns the runs reused."""
     import shutil
 
-    finished: dict[str, Path] = {}
+    def canonical(identity: dict) -> str:
+        return json.dumps(identity, sort_keys=True)
+
+    finished: dict[str, list[Path]] = {}
     for path in sorted(Path(out).glob(f"*/runs/*/{IDENTITY}")):
         if (path.parent / "metrics.json").is_file() and not (path.parent / "FAILED").is_file():
-            finished.setdefault(path.read_text(), path.parent)
+            finished.setdefault(canonical(json.loads(path.read_text())), []).append(path.parent)
     reused = []
     for run in runs:
         if run.finished:
             continue
-        identity = run_identity(ablation, run)
-        match = next((d for text, d in finished.items() if json.loads(text) == identity and d.resolve() != run.dir.resolve()), None)
+        match = next((d for d in finished.get(canonical(run_identity(ablation, run)), []) if d.resolve() != run.dir.resolve()), None)
         if match is None:
             continue
         if run.dir.exists():

@@ -34,7 +34,7 @@ FRACTIONS = (0.01, 0.1, 1.0)
 
 
 def main(argv: list[str]) -> int:
-    from infogap.train.dense import FeatureCache, baselines, label_subset, patch_features, seg_classes, synthetic_targets, train_probe
+    from infogap.train.dense import FeatureCache, baselines, patch_features, probe_fractions, seg_classes, synthetic_targets
     from infogap.train.embed import load_encoder
 
     p = argparse.ArgumentParser(prog="infogap probe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -83,13 +83,9 @@ def main(argv: list[str]) -> int:
     n_classes = len(classes)
     result = {"model": args.checkpoint or f"{args.model}={args.pretrained or ''}", "task": args.task, "layers": layers,
               "features": list(train_x.shape[1:]), "train_images": len(train_y), "val_images": len(val_y),
-              "baseline": baselines(train_y, val_y, args.task, n_classes or None), "probes": []}
-    for fraction in fractions:
-        for seed in seeds:
-            index = label_subset(len(train_y), fraction, seed)
-            probe = train_probe(train_x, train_y, index, args.task, n_classes or 1, args.steps, lr=args.lr, decoder=args.decoder,
-                                seed=seed, size=val_y.shape[-1])
-            result["probes"].append({"fraction": fraction, "seed": seed, "labelled": len(index), **probe.evaluate(val_x, val_y)})
+              "baseline": baselines(train_y, val_y, args.task, n_classes or None),
+              "probes": probe_fractions(train_x, train_y, val_x, val_y, args.task, n_classes or 1, fractions, seeds, steps=args.steps,
+                                        lr=args.lr, decoder=args.decoder)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "probe.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -118,7 +114,7 @@ METRIC = {"object": "miou", "colour": "miou", "depth": "rmse"}
 def probe_rows(checkpoint: Path, seed: int) -> list[dict]:
     """Probe one encoder (a checkpoint ``load_encoder`` reads) on every task and label fraction, probe
     seed ``seed``: rows of {task, fraction, labelled, miou | rmse and absrel, baseline_*}."""
-    from infogap.train.dense import FeatureCache, baselines, label_subset, patch_features, seg_classes, synthetic_targets, train_probe
+    from infogap.train.dense import FeatureCache, baselines, patch_features, probe_fractions, seg_classes, synthetic_targets
     from infogap.train.embed import load_encoder
 
     enc = load_encoder(checkpoint=str(checkpoint))
@@ -133,10 +129,9 @@ def probe_rows(checkpoint: Path, seed: int) -> list[dict]:
         kind = "depth" if task == "depth" else "seg"
         n_classes = seg_classes(task) if kind == "seg" else None
         base = {f"baseline_{k}": v for k, v in baselines(train_y, val_y, kind, n_classes).items() if k != "majority_class"}
-        for fraction in FRACTIONS:
-            index = label_subset(N_TRAIN, fraction, seed)
-            probe = train_probe(features["train"], train_y, index, kind, n_classes or 1, PROBE_STEPS, seed=seed, accelerator="cpu")
-            rows.append({"task": task, "fraction": fraction, "labelled": len(index), **probe.evaluate(features["val"], val_y), **base})
+        for r in probe_fractions(features["train"], train_y, features["val"], val_y, kind, n_classes or 1, FRACTIONS, [seed],
+                                 steps=PROBE_STEPS, accelerator="cpu"):
+            rows.append({"task": task, **{k: v for k, v in r.items() if k != "seed"}, **base})
     return rows
 
 

@@ -55,15 +55,11 @@ def measure(enc, tasks, methods=None, seeds=None, steps=None, batch_size=None, l
     then per method, task and fine-tuning seed a fine-tune from the model and every task's accuracy
     after it: {zero_shot: {task: measures}, finetunes: [{method, task, finetune_seed, gain,
     relative_gain, off_task_change, forgetting, acc_before, acc_after}]}. Defaults: the module's."""
-    from infogap.train.finetune import accuracies, finetune, image_embeddings, learn_forget, zero_shot
+    from infogap.train.finetune import accuracies, finetune, learn_forget, zero_shots
 
     methods, seeds = methods or METHODS, seeds or FINETUNE_SEEDS
     steps, batch_size, lr = steps or STEPS, batch_size or BATCH_SIZE, lr or LR
-    embedded: dict[int, object] = {}
-    for t in tasks:  # each distinct evaluation image set once (the synthetic factor tasks share one)
-        if id(t.eval_images) not in embedded:
-            embedded[id(t.eval_images)] = image_embeddings(enc.model, t.eval_images)
-    zs = {t.name: zero_shot(enc.model, t, embedded[id(t.eval_images)]) for t in tasks}
+    zs = zero_shots(enc.model, tasks)
     before = {t: m["acc"] for t, m in zs.items()}
     out = []
     for method in methods:

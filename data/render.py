@@ -247,7 +247,7 @@ def fracture(x: torch.Tensor, u_pos: torch.Tensor, u_dir: torch.Tensor) -> torch
     """Cut ``BREAKS`` short gaps across the stroke, each perpendicular to the local stroke direction
     (along the intensity gradient at a random stroke pixel; a random direction where it vanishes).
     All breaks are cut at once: each is a window of offsets around its centre."""
-    n, k = x.shape[0], u_pos.shape[1]
+    n = x.shape[0]
     side = SIZE + 2 * _PADW
     centres = pick_stroke_pixel(x, u_pos).long()  # (B, k, 2)
     r, col = centres[..., 0], centres[..., 1]

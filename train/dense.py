@@ -30,8 +30,9 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-BATCH = 256
-IGNORE = 255  # segmentation label of pixels that count nowhere (VOC's boundary value); depth <= 0 is missing
+from infogap.data.dense import IGNORE  # segmentation label of pixels that count nowhere; depth <= 0 is missing
+from infogap.train.embed import BATCH
+
 # synthetic segmentation tasks: per-pixel class = 0 (background) or 1 + the object's value of the factor
 SEG_FACTORS = ("object", "colour")
 
@@ -235,6 +236,20 @@ def baselines(train_targets: torch.Tensor, eval_targets: torch.Tensor, task: str
     const = means[:, None, None].expand_as(eval_targets)
     return {"rmse": float(mean_squared_error(const[valid], eval_targets[valid], squared=False)),
             "absrel": float(mean_absolute_percentage_error(const[valid], eval_targets[valid]))}
+
+
+def probe_fractions(train_features, train_targets: torch.Tensor, val_features, val_targets: torch.Tensor, task: str,
+                    num_classes: int, fractions: Sequence[float], seeds: Sequence[int], **kwargs) -> list[dict]:
+    """Per label fraction and seed: a probe (``train_probe``, ``kwargs`` passed on) on that seed's
+    ``label_subset`` of the training images, evaluated on the validation set: rows of {fraction, seed,
+    labelled, metrics}."""
+    rows = []
+    for fraction in fractions:
+        for seed in seeds:
+            index = label_subset(len(train_targets), fraction, seed)
+            probe = train_probe(train_features, train_targets, index, task, num_classes, seed=seed, size=val_targets.shape[-1], **kwargs)
+            rows.append({"fraction": fraction, "seed": seed, "labelled": len(index), **probe.evaluate(val_features, val_targets)})
+    return rows
 
 
 def train_probe(features, targets: torch.Tensor, index: np.ndarray, task: str, num_classes: int = 11, steps: int = 300,

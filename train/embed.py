@@ -27,6 +27,14 @@ import torch
 BATCH = 256
 
 
+@torch.no_grad()
+def encode(fn: Callable, x: torch.Tensor, device=None) -> torch.Tensor:
+    """``fn(batch, normalize=True)`` (a model's ``encode_image`` or ``encode_text``) over ``x`` in batches of
+    ``BATCH``, each moved to ``device`` (None: where it is); unit float32 embeddings on the CPU."""
+    return torch.cat([fn(x[i: i + BATCH] if device is None else x[i: i + BATCH].to(device), normalize=True).float().cpu()
+                      for i in range(0, len(x), BATCH)])
+
+
 def embed(model_name: str, pretrained: str | None, shards: str, n: int, batch_size: int = 256, device: str = "auto") -> dict:
     """{image, text (unit-norm float32, row i of text matches image i), logit_scale} of ``n`` samples."""
     from infogap.data.webdata import WebDataModule
@@ -60,15 +68,11 @@ class Encoder:
     tokenize: Callable[[list[str]], torch.Tensor]
     source: object  # infogap.data.synthetic.SyntheticSource
 
-    @torch.no_grad()
     def images(self, images: torch.Tensor) -> np.ndarray:
-        return torch.cat([self.model.encode_image(images[i: i + BATCH], normalize=True).float()
-                          for i in range(0, len(images), BATCH)]).numpy()
+        return encode(self.model.encode_image, images).numpy()
 
-    @torch.no_grad()
     def texts(self, tokens: torch.Tensor) -> np.ndarray:
-        return torch.cat([self.model.encode_text(tokens[i: i + BATCH], normalize=True).float()
-                          for i in range(0, len(tokens), BATCH)]).numpy()
+        return encode(self.model.encode_text, tokens).numpy()
 
     def folder_images(self, folder: str, where: str) -> torch.Tensor:
         """Every image under ``folder`` (recursively, sorted), preprocessed for this model; a missing or

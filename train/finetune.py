@@ -29,12 +29,12 @@ import torch
 import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 
+from infogap.train.embed import BATCH, encode
 from infogap.train.evaluation import class_embeddings
 from infogap.train.metrics import iimm_parts, l2m, relative_modality_gap, zero_shot_accuracy
 from infogap.train.module import no_weight_decay, warmup_cosine
 
 METHODS = ("full", "linear", "bitfit")
-BATCH = 256
 
 
 @dataclass
@@ -114,16 +114,11 @@ def folder_task(enc, folder: str, templates: Sequence[str] = ("a photo of a {}."
 
 # ---------------------------------------------------------------------------------------------
 @torch.no_grad()
-def _encode(fn, x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    return torch.cat([fn(x[i: i + BATCH].to(device), normalize=True).float().cpu() for i in range(0, len(x), BATCH)])
-
-
-@torch.no_grad()
 def image_embeddings(model, images: torch.Tensor) -> torch.Tensor:
     """Unit image embeddings of ``model`` (eval mode, then back), in batches, on the CPU."""
     was_training = model.training
     model.eval()
-    x = _encode(model.encode_image, images, next(model.parameters()).device)
+    x = encode(model.encode_image, images, next(model.parameters()).device)
     model.train(was_training)
     return x
 
@@ -137,7 +132,7 @@ def zero_shot(model, task: Task, x: Optional[torch.Tensor] = None) -> dict[str, 
     x = image_embeddings(model, task.eval_images) if x is None else x
     was_training = model.training
     model.eval()
-    classes = class_embeddings(lambda t: _encode(model.encode_text, t, next(model.parameters()).device), task.prompts)
+    classes = class_embeddings(lambda t: encode(model.encode_text, t, next(model.parameters()).device), task.prompts)
     model.train(was_training)
     inter, intra = iimm_parts(x, classes, task.eval_labels)
     y = classes[task.eval_labels]
@@ -145,16 +140,26 @@ def zero_shot(model, task: Task, x: Optional[torch.Tensor] = None) -> dict[str, 
             "rmg": relative_modality_gap(x, y), "l2m": l2m(x, y)}
 
 
-def accuracies(module: "FineTune", tasks: Sequence[Task]) -> dict[str, float]:
-    """``module.accuracy`` of every task, each distinct evaluation image set embedded once (the six
+def embedded_sets(model, tasks: Sequence[Task]) -> dict[str, torch.Tensor]:
+    """{task: its evaluation images' embeddings}, each distinct image set embedded once (the six
     synthetic factor tasks share theirs)."""
-    embedded: dict[int, torch.Tensor] = {}
-    out = {}
+    by_set: dict[int, torch.Tensor] = {}
     for t in tasks:
-        if id(t.eval_images) not in embedded:
-            embedded[id(t.eval_images)] = image_embeddings(module.model, t.eval_images)
-        out[t.name] = module.accuracy(t, embedded[id(t.eval_images)])
-    return out
+        if id(t.eval_images) not in by_set:
+            by_set[id(t.eval_images)] = image_embeddings(model, t.eval_images)
+    return {t.name: by_set[id(t.eval_images)] for t in tasks}
+
+
+def zero_shots(model, tasks: Sequence[Task]) -> dict[str, dict[str, float]]:
+    """``zero_shot`` of every task (``embedded_sets``)."""
+    x = embedded_sets(model, tasks)
+    return {t.name: zero_shot(model, t, x[t.name]) for t in tasks}
+
+
+def accuracies(module: "FineTune", tasks: Sequence[Task]) -> dict[str, float]:
+    """``module.accuracy`` of every task (``embedded_sets``)."""
+    x = embedded_sets(module.model, tasks)
+    return {t.name: module.accuracy(t, x[t.name]) for t in tasks}
 
 
 def learn_forget(before: dict[str, float], after: dict[str, float], task: str) -> dict[str, float]:
@@ -197,7 +202,7 @@ class FineTune(pl.LightningModule):
             self.model.requires_grad_(False)
             self.model.eval()
             with torch.no_grad():
-                weight = class_embeddings(lambda t: _encode(model.encode_text, t, next(model.parameters()).device), prompts)
+                weight = class_embeddings(lambda t: encode(model.encode_text, t, next(model.parameters()).device), prompts)
             self.head = torch.nn.Parameter(weight.clone())
         else:
             self.model.train()
