@@ -238,3 +238,21 @@ def test_probe_command_on_synthetic_renders_and_on_both_layouts(tmp_path, capsys
         assert result["train_images"] == result["val_images"] == 6 and len(result["probes"]) == 4
         metric = "miou" if task == "seg" else "rmse"
         assert all(np.isfinite(r[metric]) for r in result["probes"]) and np.isfinite(result["baseline"][metric])
+
+
+def test_labels_to_match_interpolates_the_data_efficiency_curve_in_log_fraction():
+    from infogap.ablations.dense import label_savings, labels_to_match
+
+    curve = {0.01: 0.2, 0.1: 0.4, 1.0: 0.6}
+    f, exact = labels_to_match(curve, 0.5)  # halfway from 0.4 to 0.6: halfway from log 0.1 to log 1
+    assert exact and f == pytest.approx(10 ** -0.5)
+    assert labels_to_match(curve, 0.1) == (0.01, False)  # reached at the smallest fraction: an upper bound
+    assert np.isnan(labels_to_match(curve, 0.7)[0])  # never reached
+    assert labels_to_match({0.01: 3.0, 0.1: 2.0, 1.0: 1.0}, 2.0, higher_better=False) == (pytest.approx(0.1), True)
+    assert labels_to_match({0.01: 3.0, 0.1: 2.5, 1.0: 1.0}, 1.75, higher_better=False)[0] == pytest.approx(10 ** -0.5)
+
+    rows = [{"encoder": "clip", "task": "object", "k": 0, "fraction": 1.0, "seed": s, "miou": 0.5} for s in (0, 1, 2)]
+    rows += [{"encoder": "clip", "task": "object", "k": 5, "fraction": f, "seed": 0, "miou": m} for f, m in curve.items()]
+    rows += [{"encoder": "clip", "task": "object", "k": 5, "fraction": f, "seed": 1, "miou": m + 0.4} for f, m in curve.items()]
+    rows += [{"encoder": "clip", "task": "object", "k": 5, "fraction": f, "seed": 2, "miou": m - 0.2} for f, m in curve.items()]
+    assert label_savings(rows, "object", 0, 5) == {0: "3.16x", 1: ">= 100x", 2: "never"}
