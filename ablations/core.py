@@ -494,7 +494,7 @@ def aggregate(ablation: Ablation, runs: list[Run], out: Path, failed: Optional[d
             writer.writerow({c: row.get(c, "") for c in columns})
     table_cols = [c for c in (ablation.table or metric_cols) if c in metric_cols]
     groups = _group(rows, axes)
-    report = _report_markdown(ablation, axes, table_cols, groups, failed, len(reported))
+    report = _report_markdown(ablation, axes, table_cols, groups, failed, sum(r.finished for r in reported), len(reported))
     figures = _figures(ablation, axes, groups, results, rows)
     if hooks is not None and hasattr(hooks, "figures"):
         figures += hooks.figures(ablation, runs, results)
@@ -568,12 +568,12 @@ def format_table(axes: list[str], cols: list[str], groups) -> str:
     return "\n".join(lines)
 
 
-def _report_markdown(ablation: Ablation, axes, cols, groups, failed, n_runs) -> str:
+def _report_markdown(ablation: Ablation, axes, cols, groups, failed, n_finished: int, n_runs: int) -> str:
     seeds = sorted({r["seed"] for _, members in groups for r in members})
     text = [f"# Ablation `{ablation.name}`", ""]
     if ablation.source:
         text += [f"Config: `{ablation.source.name}`; base: `{ablation.base_config.name}`; seeds: {', '.join(map(str, seeds)) or 'none'}; "
-                 f"runs finished: {sum(len(m) for _, m in groups)} of {n_runs} (report stage `{ablation.report_stage}`).", ""]
+                 f"runs finished: {n_finished} of {n_runs} (report stage `{ablation.report_stage}`).", ""]
     text += ["Means over seeds, with 95 % t-intervals [low, high] (scipy.stats.t, n - 1 degrees of freedom) where there are "
              "several seeds.", "", format_table(axes, cols, groups), ""]
     if failed:

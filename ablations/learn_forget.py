@@ -141,7 +141,8 @@ def fits(rows) -> list[dict]:
 def claims(rows, design):
     """Per method and pooled: the outcome rises with IIMM (slope > 0, p < 0.05; a poorly separated task
     has more to gain and pulls the model further), and IIMM explains it better than each competing
-    predictor (R² of IIMM above R² of zero-shot accuracy, RMG and L2M)."""
+    predictor (R² of IIMM above R² of zero-shot accuracy, RMG and L2M, and the IIMM fit itself at
+    p < 0.05: the highest of R²s that are all noise predicts nothing)."""
     out = []
     table = fits(rows)
     for method in [*METHODS, "all"]:
@@ -158,13 +159,16 @@ def claims(rows, design):
                              f"slope {f['slope']:+.3f}, 95 % CI [{f['ci'][0]:+.3f}, {f['ci'][1]:+.3f}], p = {f['p_value']:.3g}, "
                              f"R² = {f['r2']:.3f}, {f['n']} points", f["n"], f["slope"], f["ci"], f["p_value"]))
             others = {p: g for p, g in by.items() if p != "iimm" and not math.isnan(g["r2"])}
-            claim = f"IIMM predicts {outcome} better than zero-shot accuracy, RMG and L2M ({name}; the highest R²)"
+            claim = f"IIMM predicts {outcome} better than zero-shot accuracy, RMG and L2M ({name}; the highest R², IIMM fit at p < 0.05)"
             if not others:
                 out.append(Claim(claim, NOT_TESTED, "no competing predictor with spread"))
                 continue
             best = max(others, key=lambda p: others[p]["r2"])
-            detail = f"R² IIMM {f['r2']:.3f}; " + ", ".join(f"{p} {g['r2']:.3f}" for p, g in others.items())
-            out.append(Claim(claim, HOLDS if f["r2"] > others[best]["r2"] else FAILS, detail, f["n"]))
+            fits_at_all = f["p_value"] < 0.05
+            detail = (f"R² IIMM {f['r2']:.3f} (slope {f['slope']:+.3f}, p = {f['p_value']:.3g}"
+                      f"{'' if fits_at_all else ': IIMM explains nothing at p < 0.05'}); "
+                      + ", ".join(f"{p} {g['r2']:.3f}" for p, g in others.items()))
+            out.append(Claim(claim, HOLDS if fits_at_all and f["r2"] > others[best]["r2"] else FAILS, detail, f["n"]))
     return out
 
 

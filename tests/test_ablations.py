@@ -140,12 +140,14 @@ def test_tiny_end_to_end(name, tmp_path, capsys, monkeypatch):
         assert {p.name for p in results.glob("*.png")} == {"bias_effect_vs_p.png", "bias_effect_vs_accuracy.png"}
     if name == "learn_forget":  # 3 methods x 6 tasks per run, each task's zero-shot measures and its gain and forgetting
         assert len(rows) == 2 * 3 * 6 and {r["method"] for r in rows} == {"full", "linear", "bitfit"}
+        assert "runs finished: 2 of 2 " in report
         assert all(float(r["forgetting"]) == 0 for r in rows if r["method"] == "linear"), "a frozen tower forgets nothing"
         assert all(r[k] != "" for r in rows for k in ("zs_iimm", "zs_s_inter", "zs_s_intra", "zs_acc", "zs_rmg", "gain"))
         fits = _summary(results / "fits.csv")
         assert len(fits) == 4 * 2 * 4  # (3 methods + pooled) x 2 outcomes x 4 predictors
     if name == "dense":  # 3 tasks x 3 label fractions per encoder: 2 trained runs, then the random and MAE encoders of seed 0
         assert len(rows) == 4 * 9 and {r["encoder"] for r in rows} == {"clip", "random", "mae"}
+        assert "runs finished: 2 of 2 " in report  # runs, not rows (36 of them here)
         assert all(r["k"] == "" for r in rows if r["encoder"] != "clip") and all(r["k"] != "" for r in rows if r["encoder"] == "clip")
         assert all(0 <= float(r["miou"]) <= 1 for r in rows if r["task"] != "depth") and all(float(r["rmse"]) > 0 for r in rows if r["task"] == "depth")
         assert (results / "baselines" / "seed0" / "mae.ckpt").is_file() and (results / "dense_probes.png").is_file()

@@ -162,6 +162,30 @@ def test_ols_fit_against_polyfit_and_a_hand_r2():
     assert np.isnan(ols_fit(np.ones(5), np.arange(5.0))["slope"]) and np.isnan(ols_fit([1.0, 2.0], [1.0, 3.0])["r2"])
 
 
+
+def test_claims_need_a_rising_fit_and_iimm_to_fit_at_all_before_it_predicts_better():
+    from infogap.ablations.learn_forget import claims
+
+    rng = np.random.default_rng(1)
+    iimm, acc = rng.uniform(0, 1, 40), rng.uniform(0, 1, 40)
+    other = rng.uniform(0, 1, 40)
+    rows = [{"method": "full", "zs_iimm": a, "zs_acc": b, "zs_rmg": c, "zs_l2m": c, "gain": 1.0 * a + 2.0 * b + 0.05 * e,
+             "forgetting": -0.3 * a + 0.01 * e} for a, b, c, e in zip(iimm, acc, other, rng.normal(size=40))]
+    verdict = {c.claim.split(" (")[0]: c.verdict for c in claims(rows, {}) if "(full;" in c.claim}
+    assert verdict["gain rises with zero-shot IIMM"] == "holds"
+    assert verdict["IIMM predicts gain better than zero-shot accuracy, RMG and L2M"] == "does NOT hold"  # the accuracy explains more
+    assert verdict["forgetting rises with zero-shot IIMM"] == "does NOT hold"  # it falls
+    assert verdict["IIMM predicts forgetting better than zero-shot accuracy, RMG and L2M"] == "holds"  # R² says nothing of the sign
+    # IIMM has the highest R² of noise: residuals of random numbers on IIMM and the accuracy, plus a trace of IIMM
+    alt = 0.3 + 1e-3 * (np.arange(40) % 2)
+    design = np.column_stack([np.ones(40), iimm, alt])
+    e = rng.normal(size=40)
+    forgetting = e - design @ np.linalg.lstsq(design, e, rcond=None)[0] + 0.02 * (iimm - iimm.mean())
+    noise = [{**r, "zs_rmg": 0.3, "zs_l2m": 0.3, "zs_acc": a, "forgetting": f} for r, a, f in zip(rows, alt, forgetting)]
+    assert np.corrcoef(iimm, forgetting)[0, 1] ** 2 > np.corrcoef(alt, forgetting)[0, 1] ** 2
+    c = next(c for c in claims(noise, {}) if c.claim.startswith("IIMM predicts forgetting") and "(full;" in c.claim)
+    assert c.verdict == "does NOT hold" and "explains nothing" in c.detail
+
 @pytest.mark.slow
 def test_analyze_learn_forget_on_local_checkpoints_and_a_folder(tmp_path, capsys, encoder):
     from infogap.models import build_model
