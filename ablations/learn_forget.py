@@ -11,7 +11,9 @@ every task after it: the gain on the task and the forgetting elsewhere.
 Report, as the published design: OLS fits of gain ~ IIMM and forgetting ~ IIMM (slope with its 95 %
 interval, intercept, R²), per method and pooled over methods, on the (run, task) points (mean over
 fine-tuning seeds), and the same fits with each competing predictor (zero-shot accuracy, RMG, L2M),
-so the table says whether IIMM predicts better than the accuracy or the gap.
+so the table says whether IIMM predicts better than the accuracy or the gap. Beside each, the slope
+within models (an intercept per model, the fixed-effects estimator): the tasks of one model are not
+independent points, and a trend between models is not one within them.
 
 Any local models and labelled image folders, with the same fits (``infogap analyze learn-forget``)::
 
@@ -124,8 +126,37 @@ def ols_fit(x, y) -> dict:
             "intercept": float(fit.params[0]), "r2": float(fit.rsquared), "n": int(len(x))}
 
 
+def within_model_fit(x, y, groups) -> dict:
+    """The slope of y on x within models: OLS with an intercept per model (the fixed-effects, or
+    within, estimator; ``statsmodels`` ``y ~ x + C(model)``), so the tasks of one model are compared
+    only with each other and a trend between models does not pass for one within them. (A random
+    intercept would assume the models' levels independent of x; here IIMM is set by the pretraining,
+    so it is not.) Returns {within_slope, within_ci, within_p, models}; NaN fields for fewer than 2
+    models, no spread of x within any model, none of y, or no residual degrees of freedom."""
+    import pandas as pd
+    import statsmodels.formula.api as smf
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    g = np.asarray([str(v) for v in groups])
+    keep = ~(np.isnan(x) | np.isnan(y))
+    x, y, g = x[keep], y[keep], g[keep]
+    names = sorted(set(g))
+    out = {"within_slope": math.nan, "within_ci": (math.nan, math.nan), "within_p": math.nan, "models": len(names)}
+    if len(names) < 2 or not any(np.ptp(x[g == m]) > 0 for m in names) or np.ptp(y) == 0 or len(x) <= len(names) + 1:
+        return out
+    fit = smf.ols("y ~ x + C(model)", data=pd.DataFrame({"x": x, "y": y, "model": g})).fit()
+    lo, hi = fit.conf_int().loc["x"]
+    return {**out, "within_slope": float(fit.params["x"]), "within_ci": (float(lo), float(hi)), "within_p": float(fit.pvalues["x"])}
+
+
+def model_of(row: dict) -> tuple:
+    """Which model a point belongs to: ``model`` (``infogap analyze learn-forget``) or the run's k and seed."""
+    return tuple(row.get(key) for key in ("model", "k", "seed"))
+
+
 def fits(rows) -> list[dict]:
-    """Every (outcome, predictor) fit per method and pooled ("all"), on the (run, task) points."""
+    """Every (outcome, predictor) fit per method and pooled ("all"), on the (run, task) points: the OLS
+    over all points (``ols_fit``) and the slope within models (``within_model_fit``)."""
     out = []
     for method in [*METHODS, "all"]:
         sel = [r for r in rows if method == "all" or r["method"] == method]
@@ -133,8 +164,9 @@ def fits(rows) -> list[dict]:
             continue
         for outcome in OUTCOMES:
             for predictor in PREDICTORS:
-                fit = ols_fit([r[f"zs_{predictor}"] for r in sel], [r[outcome] for r in sel])
-                out.append({"method": method, "outcome": outcome, "predictor": predictor, **fit})
+                x, y = [r[f"zs_{predictor}"] for r in sel], [r[outcome] for r in sel]
+                out.append({"method": method, "outcome": outcome, "predictor": predictor, **ols_fit(x, y),
+                            **within_model_fit(x, y, [model_of(r) for r in sel])})
     return out
 
 
@@ -155,9 +187,12 @@ def claims(rows, design):
                 out.append(Claim(claim, NOT_TESTED, f"{f['n'] if f else 0} (run, task) points; a fit needs 3 and spread in both "
                                                     f"{outcome} and IIMM (a frozen tower forgets nothing)"))
                 continue
+            within = ("" if math.isnan(f["within_slope"]) else
+                      f"; within models (an intercept per model, {f['models']} models): slope {f['within_slope']:+.3f}, "
+                      f"95 % CI [{f['within_ci'][0]:+.3f}, {f['within_ci'][1]:+.3f}], p = {f['within_p']:.3g}")
             out.append(Claim(claim, HOLDS if f["slope"] > 0 and f["p_value"] < 0.05 else FAILS,
                              f"slope {f['slope']:+.3f}, 95 % CI [{f['ci'][0]:+.3f}, {f['ci'][1]:+.3f}], p = {f['p_value']:.3g}, "
-                             f"R² = {f['r2']:.3f}, {f['n']} points", f["n"], f["slope"], f["ci"], f["p_value"]))
+                             f"R² = {f['r2']:.3f}, {f['n']} points{within}", f["n"], f["slope"], f["ci"], f["p_value"]))
             others = {p: g for p, g in by.items() if p != "iimm" and not math.isnan(g["r2"])}
             claim = f"IIMM predicts {outcome} better than zero-shot accuracy, RMG and L2M ({name}; the highest R², IIMM fit at p < 0.05)"
             if not others:
@@ -186,7 +221,8 @@ def figures(ablation, runs, results):
 
 def write_fits(table: list[dict], path: Path) -> Path:
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["method", "outcome", "predictor", "slope", "ci", "p_value", "intercept", "r2", "n"])
+        writer = csv.DictWriter(f, fieldnames=["method", "outcome", "predictor", "slope", "ci", "p_value", "intercept", "r2", "n",
+                                               "within_slope", "within_ci", "within_p", "models"])
         writer.writeheader()
         writer.writerows(fits(table))
     return path

@@ -163,6 +163,26 @@ def test_ols_fit_against_polyfit_and_a_hand_r2():
 
 
 
+
+def test_within_model_fit_recovers_the_slope_inside_models_that_pooled_ols_reverses():
+    from infogap.ablations.learn_forget import ols_fit, within_model_fit
+
+    rng = np.random.default_rng(2)
+    groups = np.repeat(np.arange(8), 6)
+    centre = np.linspace(0, 1, 8)[groups]  # models further right sit lower: the pooled trend is negative
+    x = centre + rng.uniform(-0.1, 0.1, size=48)
+    y = 2.0 * (x - centre) - 3.0 * centre + rng.normal(scale=0.02, size=48)
+    assert ols_fit(x, y)["slope"] < 0
+    fit = within_model_fit(x, y, groups)
+    assert fit["within_slope"] == pytest.approx(2.0, abs=0.2) and fit["within_ci"][0] < 2.0 < fit["within_ci"][1]
+    assert fit["within_p"] < 1e-6 and fit["models"] == 8
+    # the within estimator by hand: the slope of the per-model demeaned points
+    xd = x - np.array([x[groups == g].mean() for g in groups])
+    yd = y - np.array([y[groups == g].mean() for g in groups])
+    assert fit["within_slope"] == pytest.approx(np.sum(xd * yd) / np.sum(xd * xd), rel=1e-9)
+    assert np.isnan(within_model_fit(x, y, np.zeros(48))["within_slope"])  # one model: nothing to separate
+    assert np.isnan(within_model_fit(centre, y, groups)["within_slope"])  # x constant inside every model
+
 def test_claims_need_a_rising_fit_and_iimm_to_fit_at_all_before_it_predicts_better():
     from infogap.ablations.learn_forget import claims
 
