@@ -35,8 +35,11 @@ FRACTIONS = (0.01, 0.1, 1.0)
 
 
 def main(argv: list[str]) -> int:
+    from pytorch_lightning.loggers import WandbLogger
+
     from infogap.train.dense import FeatureCache, baselines, patch_features, probe_fractions, seg_classes, synthetic_targets
     from infogap.train.embed import load_encoder
+    from infogap.train.loggers import make_logger
 
     p = argparse.ArgumentParser(prog="infogap probe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", help="an infogap run's checkpoint")
@@ -55,6 +58,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--decoder", choices=["linear", "conv"], default="linear")
     p.add_argument("--cache", default="results/features", help="where patch features are kept")
     p.add_argument("--out", default="results/probe")
+    p.add_argument("--log_with", choices=["wandb", "csv", "none"], default="wandb",
+                   help="where every probe's curves go, under --out (wandb: offline without an API key; default)")
+    p.add_argument("--wandb_project", default="infogap")
+    p.add_argument("--val_every", type=int, default=50, help="validate each probe every N steps (its metric curve)")
     args = p.parse_args(argv)
     if bool(args.checkpoint) == bool(args.model):
         raise ValueError("give exactly one of --checkpoint CKPT or --model NAME [--pretrained PATH]")
@@ -82,11 +89,14 @@ def main(argv: list[str]) -> int:
                              lambda s=s: patch_features(enc.model, splits[s][0], layers)) for s in splits}
     (train_x, train_y), (val_x, val_y) = ((features[s], splits[s][1]) for s in ("train", "val"))
     n_classes = len(classes)
+    logger = make_logger(args.log_with, args.out, name=f"probe-{args.task}", project=args.wandb_project)
     result = {"model": args.checkpoint or f"{args.model}={args.pretrained or ''}", "task": args.task, "layers": layers,
               "features": list(train_x.shape[1:]), "train_images": len(train_y), "val_images": len(val_y),
               "baseline": baselines(train_y, val_y, args.task, n_classes or None),
               "probes": probe_fractions(train_x, train_y, val_x, val_y, args.task, n_classes or 1, fractions, seeds, steps=args.steps,
-                                        lr=args.lr, decoder=args.decoder)}
+                                        lr=args.lr, decoder=args.decoder, logger=logger, val_every=args.val_every)}
+    if isinstance(logger, WandbLogger):
+        logger.experiment.finish()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "probe.json").write_text(json.dumps(result, indent=1) + "\n")

@@ -208,8 +208,34 @@ def _probe(tmp_path, capsys, *args) -> dict:
 
     out = tmp_path / "out"
     assert infogap(["probe", *args, "--fractions", "0.5,1.0", "--seeds", "0,1", "--steps", "10", "--cache", str(tmp_path / "cache"),
-                    "--out", str(out)]) == 0
+                    "--out", str(out), "--log_with", "none"]) == 0
     return json.loads((out / "probe.json").read_text())
+
+
+def test_probe_curves_go_to_wandb_per_label_fraction_and_seed(tmp_path):
+    import json
+
+    from infogap.data.synthetic import SyntheticSource
+    from infogap.train.cli import main as infogap
+    from infogap.train.module import ContrastiveModule
+    from tests.helpers import read_wandb_history
+
+    module = ContrastiveModule("tiny", text_spec=SyntheticSource().vocab.text_spec())
+    ckpt = tmp_path / "tiny.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, ckpt)
+    out = tmp_path / "out"
+    assert infogap(["probe", "--checkpoint", str(ckpt), "--task", "depth", "--n-train", "32", "--n-val", "16", "--fractions", "0.5,1.0",
+                    "--seeds", "0", "--steps", "10", "--val_every", "5", "--cache", str(tmp_path / "cache"), "--out", str(out)]) == 0
+    history = read_wandb_history(out)  # the offline W&B run under --out
+    for name in ("f0.5_s0", "f1_s0"):
+        loss = [r[f"probe/{name}/train_loss"] for r in history if f"probe/{name}/train_loss" in r]
+        rmse = [(r["trainer/global_step"], r[f"probe/{name}/rmse"]) for r in history if f"probe/{name}/rmse" in r]
+        assert len(loss) == 10 and all(np.isfinite(loss)), "a training-loss point every step"
+        assert [step for step, _ in rmse] == [4, 9] and all(v > 0 for _, v in rmse), "validated every 5 steps"
+        assert any(f"probe/{name}/absrel" in r for r in history)
+    final = {r["fraction"]: r["rmse"] for r in json.loads((out / "probe.json").read_text())["probes"]}
+    last = [r["probe/f1_s0/rmse"] for r in history if "probe/f1_s0/rmse" in r][-1]
+    assert last == pytest.approx(final[1.0], rel=1e-5), "the last validation is the probe's reported metric (10 steps, validated at 10)"
 
 
 @pytest.mark.slow

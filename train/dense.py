@@ -145,10 +145,13 @@ class DenseProbe(pl.LightningModule):
         decoder: ``linear`` (a 1 x 1 convolution: linear per patch) or ``conv`` (3 x 3 convolution, ReLU,
             1 x 1 convolution, ``hidden`` channels).
         lr, weight_decay: AdamW.
+        prefix: what the logged curves are named under: ``PREFIX/train_loss`` every step and
+            ``PREFIX/miou`` (or ``/rmse``, ``/absrel``) at every validation.
     """
 
     def __init__(self, in_channels: int, task: Literal["seg", "depth"] = "seg", num_classes: int = 11, size: int = 28,
-                 decoder: Literal["linear", "conv"] = "linear", hidden: int = 64, lr: float = 1e-2, weight_decay: float = 1e-4):
+                 decoder: Literal["linear", "conv"] = "linear", hidden: int = 64, lr: float = 1e-2, weight_decay: float = 1e-4,
+                 prefix: str = "probe"):
         super().__init__()
         from torchmetrics import MeanAbsolutePercentageError, MeanSquaredError
         from torchmetrics.classification import MulticlassJaccardIndex
@@ -181,7 +184,7 @@ class DenseProbe(pl.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         features, target = batch
         loss = self.loss(self(features), target)
-        self.log("probe/train_loss", loss, prog_bar=True, batch_size=len(target))
+        self.log(f"{self.hparams.prefix}/train_loss", loss, prog_bar=True, batch_size=len(target))
         return loss
 
     def update_metrics(self, pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -198,7 +201,7 @@ class DenseProbe(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         for name, m in self.metrics.items():
-            self.log(f"probe/{name}", m.compute())
+            self.log(f"{self.hparams.prefix}/{name}", m.compute())
             m.reset()
 
     def configure_optimizers(self):
@@ -239,34 +242,45 @@ def baselines(train_targets: torch.Tensor, eval_targets: torch.Tensor, task: str
 
 
 def probe_fractions(train_features, train_targets: torch.Tensor, val_features, val_targets: torch.Tensor, task: str,
-                    num_classes: int, fractions: Sequence[float], seeds: Sequence[int], **kwargs) -> list[dict]:
+                    num_classes: int, fractions: Sequence[float], seeds: Sequence[int], logger=False, **kwargs) -> list[dict]:
     """Per label fraction and seed: a probe (``train_probe``, ``kwargs`` passed on) on that seed's
     ``label_subset`` of the training images, evaluated on the validation set: rows of {fraction, seed,
-    labelled, metrics}."""
+    labelled, metrics}. With a Lightning ``logger`` every probe logs its curves to it, named
+    ``probe/f<fraction>_s<seed>/...``, validated every ``val_every`` steps."""
     rows = []
     for fraction in fractions:
         for seed in seeds:
             index = label_subset(len(train_targets), fraction, seed)
-            probe = train_probe(train_features, train_targets, index, task, num_classes, seed=seed, size=val_targets.shape[-1], **kwargs)
+            curves = {"logger": logger, "val": (val_features, val_targets), "prefix": f"probe/f{fraction:g}_s{seed}"} if logger else {}
+            probe = train_probe(train_features, train_targets, index, task, num_classes, seed=seed, size=val_targets.shape[-1],
+                                **curves, **kwargs)
             rows.append({"fraction": fraction, "seed": seed, "labelled": len(index), **probe.evaluate(val_features, val_targets)})
     return rows
 
 
 def train_probe(features, targets: torch.Tensor, index: np.ndarray, task: str, num_classes: int = 11, steps: int = 300,
                 batch_size: int = 64, lr: float = 1e-2, decoder: str = "linear", seed: int = 0, size: Optional[int] = None,
-                accelerator: str = "auto") -> DenseProbe:
+                accelerator: str = "auto", logger=False, val=None, val_every: int = 50, prefix: str = "probe") -> DenseProbe:
     """Train a ``DenseProbe`` for ``steps`` steps on the training images ``index`` of cached features
     (a tensor or memory-mapped array; only the rows of ``index`` are read). The batches are one pass
     of ``steps`` batches through seeded permutations of the images, repeated as often as needed (a 1 %
-    subset is seen many times, without a Lightning epoch per pass)."""
+    subset is seen many times, without a Lightning epoch per pass). With ``val`` (features, targets)
+    the probe is validated every ``val_every`` steps, its metrics logged to ``logger`` (a Lightning
+    logger) as curves beside the training loss of every step."""
     pl.seed_everything(seed, verbose=False)
     x = torch.as_tensor(np.asarray(features[index]))
     y = targets[torch.as_tensor(index)]
-    probe = DenseProbe(x.shape[1], task, num_classes, size or targets.shape[-1], decoder, lr=lr)
+    probe = DenseProbe(x.shape[1], task, num_classes, size or targets.shape[-1], decoder, lr=lr, prefix=prefix)
     data = torch.utils.data.TensorDataset(x, y)
     batch = min(batch_size, len(data))
     sampler = torch.utils.data.RandomSampler(data, num_samples=steps * batch, generator=torch.Generator().manual_seed(seed))
     loader = torch.utils.data.DataLoader(data, batch_size=batch, sampler=sampler, drop_last=True)
-    pl.Trainer(accelerator=accelerator, devices=1, max_steps=steps, max_epochs=1, logger=False, enable_checkpointing=False,
-               enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0).fit(probe, loader)
+    val_loader = None
+    if val is not None:
+        val_set = torch.utils.data.TensorDataset(torch.from_numpy(np.array(val[0])), val[1])  # a copy: cached features are read-only
+        val_loader = torch.utils.data.DataLoader(val_set, batch_size=BATCH)
+    pl.Trainer(accelerator=accelerator, devices=1, max_steps=steps, max_epochs=1, logger=logger, enable_checkpointing=False,
+               enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1,
+               val_check_interval=min(val_every, steps) if val is not None else None,
+               limit_val_batches=1.0 if val is not None else 0).fit(probe, loader, val_loader)
     return probe.eval()
