@@ -216,16 +216,17 @@ def test_probe_curves_go_to_wandb_per_label_fraction_and_seed(tmp_path):
     import json
 
     from infogap.data.synthetic import SyntheticSource
-    from infogap.train.cli import main as infogap
     from infogap.train.module import ContrastiveModule
-    from tests.helpers import read_wandb_history
+    from tests.helpers import cli, read_wandb_history
 
     module = ContrastiveModule("tiny", text_spec=SyntheticSource().vocab.text_spec())
     ckpt = tmp_path / "tiny.ckpt"
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, ckpt)
     out = tmp_path / "out"
-    assert infogap(["probe", "--checkpoint", str(ckpt), "--task", "depth", "--n-train", "32", "--n-val", "16", "--fractions", "0.5,1.0",
-                    "--seeds", "0", "--steps", "10", "--val_every", "5", "--cache", str(tmp_path / "cache"), "--out", str(out)]) == 0
+    # in a subprocess, as users run it: a W&B run in the test process would leave its service to later tests
+    proc = cli("probe", "--checkpoint", str(ckpt), "--task", "depth", "--n-train", "32", "--n-val", "16", "--fractions", "0.5,1.0",
+               "--seeds", "0", "--steps", "10", "--val_every", "5", "--cache", str(tmp_path / "cache"), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
     history = read_wandb_history(out)  # the offline W&B run under --out
     for name in ("f0.5_s0", "f1_s0"):
         loss = [r[f"probe/{name}/train_loss"] for r in history if f"probe/{name}/train_loss" in r]
