@@ -95,6 +95,12 @@ class Claim:
         return f"{self.verdict}: {self.claim} ({self.detail})"
 
 
+def effect_verdict(right: bool, p: float) -> str:
+    """The verdict of a claimed effect: **holds** when the estimate has the claimed sign (``right``) and
+    the one-sided p is below ``ALPHA`` (0.05; p = 0.05 does not hold), else **does NOT hold**."""
+    return HOLDS if right and p < ALPHA else FAILS
+
+
 def mean_ci(values, confidence: float = 0.95) -> tuple[float, tuple[float, float]]:
     """Mean and its two-sided ``confidence`` t-interval over seeds (``scipy.stats.t``: mean ± t_{n-1} ·
     sd / sqrt(n), sd with ddof 1); the interval is (nan, nan) for fewer than 2 values, NaNs dropped."""
@@ -142,7 +148,7 @@ def paired_claim(claim: str, differences: dict[int, float], expect: str, detail:
     else:
         p = float(stats.ttest_1samp(d, 0.0, alternative="less" if expect == "negative" else "greater").pvalue)
         effect = mean / sd
-    verdict = HOLDS if right and p < ALPHA else FAILS
+    verdict = effect_verdict(right, p)
     text += f"; mean {mean:+.3f}, 95 % t-interval [{ci[0]:+.3f}, {ci[1]:+.3f}], one-sided paired t-test p = {p:.3g}, d_z = {effect:+.2f}, {len(d)} seeds"
     return Claim(claim, verdict, text, seeds=len(d), mean=mean, ci=ci, p_value=p, effect_size=effect)
 

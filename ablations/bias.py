@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from infogap.ablations.analysis import FAILS, HOLDS, NOT_TESTED, Claim, cached_json, paired_claim, save_figure
+from infogap.ablations.analysis import FAILS, HOLDS, NOT_TESTED, Claim, cached_json, effect_verdict, paired_claim, save_figure
 from infogap.ablations.core import ROOT
 from infogap.data.factors import FACTOR_NAMES
 
@@ -121,7 +121,7 @@ def claims(rows, design):
     claim = "planted associations: the effect size d rises with the co-occurrence rate p (mixed model slope > 0, p < 0.05)"
     if "mixed" in planted_fit:
         b, ci, p = planted_fit["mixed"][:3]
-        verdict = (HOLDS if b > 0 and p < 0.05 else FAILS) if seeds > 1 else f"direction only ({'right' if b > 0 else 'wrong'})"
+        verdict = effect_verdict(b > 0, p) if seeds > 1 else f"direction only ({'right' if b > 0 else 'wrong'})"
         out.append(Claim(claim, verdict, _fit_text(planted_fit) + ("" if seeds > 1 else one_seed), seeds, b, ci, p))
     else:
         out.append(Claim(claim, NOT_TESTED, "fewer than two co-occurrence rates, runs or test groups"))
@@ -154,7 +154,7 @@ def claims(rows, design):
             out.append(Claim(claim, NOT_TESTED, f"{len(pairs)} (d, accuracy) pairs; Pearson r needs 3 with spread"))
             continue
         r, p = stats.pearsonr(d, acc)
-        verdict = (HOLDS if r > 0 and p < 0.05 else FAILS) if seeds > 1 else f"direction only ({'right' if r > 0 else 'wrong'})"
+        verdict = effect_verdict(r > 0, p) if seeds > 1 else f"direction only ({'right' if r > 0 else 'wrong'})"
         out.append(Claim(claim, verdict, f"r = {r:+.3f}, p = {p:.3g}, {len(pairs)} (run, modality) pairs" + ("" if seeds > 1 else one_seed),
                          seeds, float(r), p_value=float(p)))
     return out

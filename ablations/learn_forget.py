@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from infogap.ablations.analysis import FAILS, HOLDS, NOT_TESTED, Claim, cached_json, save_figure
+from infogap.ablations.analysis import ALPHA, FAILS, HOLDS, NOT_TESTED, Claim, cached_json, effect_verdict, save_figure
 from infogap.data.factors import FACTOR_NAMES
 
 METHODS = ("full", "linear", "bitfit")
@@ -190,7 +190,7 @@ def claims(rows, design):
             within = ("" if math.isnan(f["within_slope"]) else
                       f"; within models (an intercept per model, {f['models']} models): slope {f['within_slope']:+.3f}, "
                       f"95 % CI [{f['within_ci'][0]:+.3f}, {f['within_ci'][1]:+.3f}], p = {f['within_p']:.3g}")
-            out.append(Claim(claim, HOLDS if f["slope"] > 0 and f["p_value"] < 0.05 else FAILS,
+            out.append(Claim(claim, effect_verdict(f["slope"] > 0, f["p_value"]),
                              f"slope {f['slope']:+.3f}, 95 % CI [{f['ci'][0]:+.3f}, {f['ci'][1]:+.3f}], p = {f['p_value']:.3g}, "
                              f"R² = {f['r2']:.3f}, {f['n']} points{within}", f["n"], f["slope"], f["ci"], f["p_value"]))
             others = {p: g for p, g in by.items() if p != "iimm" and not math.isnan(g["r2"])}
@@ -199,7 +199,7 @@ def claims(rows, design):
                 out.append(Claim(claim, NOT_TESTED, "no competing predictor with spread"))
                 continue
             best = max(others, key=lambda p: others[p]["r2"])
-            fits_at_all = f["p_value"] < 0.05
+            fits_at_all = f["p_value"] < ALPHA
             detail = (f"R² IIMM {f['r2']:.3f} (slope {f['slope']:+.3f}, p = {f['p_value']:.3g}"
                       f"{'' if fits_at_all else ': IIMM explains nothing at p < 0.05'}); "
                       + ", ".join(f"{p} {g['r2']:.3f}" for p, g in others.items()))

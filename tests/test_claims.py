@@ -48,6 +48,22 @@ def test_paired_claim_verdicts():
         paired_claim("x", {0: 1.0}, "down")
 
 
+def test_the_verdict_threshold_is_a_strict_p_below_0_05():
+    """p = 0.077 (one-sided t, df 2, hand-checked with scipy) is no effect at alpha = 0.05; p = 0.05 exactly
+    is not below it; a significant p with the wrong sign never holds."""
+    from infogap.ablations.analysis import FAILS, effect_verdict
+
+    near = paired_claim("x falls", {0: -0.3, 1: -0.2, 2: -0.03}, "negative")
+    assert near.p_value == pytest.approx(0.077122, rel=1e-4) and near.mean < 0 and near.verdict == FAILS
+    assert effect_verdict(True, 0.05) == FAILS and effect_verdict(True, 0.0499) == HOLDS
+    assert effect_verdict(False, 0.001) == FAILS
+
+
+def test_identical_differences_against_the_claimed_sign_have_p_one():
+    wrong = paired_claim("x falls", {0: 0.1, 1: 0.1, 2: 0.1}, "negative")
+    assert wrong.p_value == 1.0 and wrong.verdict == "does NOT hold"
+
+
 ROWS = [{"k": k, "seed": s, "rmg": r} for (k, s, r) in [(0, 0, 0.42), (0, 1, 0.45), (0, 2, 0.42), (5, 0, 0.07), (5, 1, 0.09), (5, 2, 0.07)]]
 
 
@@ -156,3 +172,93 @@ def test_an_axis_named_like_a_metric_is_refused_at_load(tmp_path):
         with pytest.raises(ValueError, match=f"axis '{name}'"):
             load_ablation(str(path))
     assert "temperature_mode" in load_ablation("temperature").stages[1]["axes"]
+
+
+# --- each study's claims on fabricated 3-seed tables: the claimed effect holds, its absence does not -----
+def _by_claim(claims) -> dict[str, object]:
+    return {c.claim: c for c in claims}
+
+
+def test_posthoc_claims_hold_only_when_the_shift_closes_the_gap_and_leaves_accuracy():
+    from infogap.ablations import posthoc
+
+    def rows(text_l2m, gain):
+        return [{"k": 0, "shift": shift, "seed": s, "l2m": 0.6 if shift == "none" else text_l2m + 0.01 * s,
+                 "zeroshot_object_acc": 0.80 + (gain + 0.002 * s if shift != "none" else 0.0)}
+                for shift in ("none", "text", "image") for s in (0, 1, 2)]
+
+    good = _by_claim(posthoc.claims(rows(0.05, 0.0), {"k": [0]}))
+    assert good["the text shift closes most of the gap (k=0)"].verdict == HOLDS
+    assert good["no shift raises object accuracy by more than 1 point (k=0)"].verdict == HOLDS
+    # L2M after the shift above half of L2M before (0.6 -> 0.5): not "most of the gap"; a 5-point gain is a gain
+    bad = _by_claim(posthoc.claims(rows(0.5, 0.05), {"k": [0]}))
+    assert bad["the text shift closes most of the gap (k=0)"].verdict == "does NOT hold"
+    assert bad["no shift raises object accuracy by more than 1 point (k=0)"].verdict == "does NOT hold"
+
+
+def test_gap_dims_claim_holds_only_when_the_top_ten_dimensions_more_than_halve_l2m():
+    from infogap.ablations import gap_dims
+
+    def rows(after):
+        return [{"k": 0, "n": n, "seed": s, "l2m": 0.6 + 0.01 * s if n == 0 else after + 0.01 * s} for n in (0, 10) for s in (0, 1, 2)]
+
+    assert gap_dims.claims(rows(0.1), {"k": [0]})[0].verdict == HOLDS
+    assert gap_dims.claims(rows(0.45), {"k": [0]})[0].verdict == "does NOT hold"  # 0.6 -> 0.45: a quarter, not half
+
+
+def test_init_gap_claims_hold_only_for_a_large_start_that_training_closes():
+    from infogap.ablations import init_gap
+
+    def rows(start, end):
+        return ([{"init": "large_gap", "seed": s, "rmg_start": start + 0.01 * s, "rmg": end + 0.005 * s} for s in (0, 1, 2)]
+                + [{"init": "random", "seed": s, "rmg_start": 0.8, "rmg": 0.08 + 0.002 * s} for s in (0, 1, 2)])
+
+    good = [c.verdict for c in init_gap.claims(rows(0.4, 0.08), {"init": ["random", "large_gap"]})]
+    assert good == [HOLDS, HOLDS]
+    # a start below twice the trained gap is not large; an end above half the start is not closed
+    bad = [c.verdict for c in init_gap.claims(rows(0.12, 0.1), {"init": ["random", "large_gap"]})]
+    assert bad == ["does NOT hold", "does NOT hold"]
+
+
+def test_heads_claims_hold_only_for_object_heads_at_small_k_and_costly_high_ccs_pruning():
+    from infogap.ablations import heads
+
+    def rows(share_drop, high_cost):
+        out = []
+        for k in (0, 5):
+            for s in (0, 1, 2):
+                out.append({"k": k, "seed": s, "heads_object_share": 0.9 - share_drop * (k == 5) + 0.01 * s,
+                            "object_drop_high": 0.05 + high_cost + 0.003 * s, "object_drop_low": 0.05 + 0.001 * s,
+                            "object_drop_random": 0.05 - 0.001 * s, "attr_drop_high": 0.02 + high_cost + 0.002 * s,
+                            "attr_drop_low": 0.02, "attr_drop_random": 0.02 + 0.001 * s})
+        return out
+
+    good = heads.claims(rows(0.3, 0.1), {"k": [0, 5]})
+    assert [c.verdict for c in good] == [HOLDS] * 5
+    bad = heads.claims(rows(-0.1, -0.02), {"k": [0, 5]})
+    assert [c.verdict for c in bad] == ["does NOT hold"] * 5
+
+
+def test_dense_claims_hold_only_when_captions_improve_dense_features():
+    from infogap.ablations import dense
+
+    def rows(gain):
+        out = []
+        for s in (0, 1, 2):
+            for k in (0, 5):
+                for fraction in dense.FRACTIONS:
+                    scale = {0.01: 0.6, 0.1: 0.9, 1.0: 1.0}[fraction]
+                    out += [{"encoder": "clip", "k": k, "seed": s, "task": t, "fraction": fraction,
+                             "miou": scale * (0.5 + gain * k / 5) + 0.002 * s, "rmse": (0.3 - 0.3 * gain * k / 5) / scale + 0.001 * s}
+                            for t in ("object", "colour")]
+                    out += [{"encoder": "clip", "k": k, "seed": s, "task": "depth", "fraction": fraction,
+                             "rmse": (0.3 - 0.3 * gain * k / 5) / scale + 0.001 * s, "miou": math.nan}]
+            for fraction in dense.FRACTIONS:
+                out += [{"encoder": "mae", "seed": s, "task": t, "fraction": fraction, "miou": 0.5 + 0.001 * s, "rmse": 0.3 + 0.001 * s}
+                        for t in dense.TASKS]
+        return out
+
+    good = dense.claims(rows(0.3), {"k": [0, 5]})
+    assert [c.verdict for c in good] == [HOLDS] * 9, [c.line() for c in good]
+    bad = dense.claims(rows(-0.2), {"k": [0, 5]})
+    assert all(c.verdict == "does NOT hold" for c in bad), [c.line() for c in bad]

@@ -72,10 +72,44 @@ def test_sampled_p_is_reproducible_and_close_to_the_exact_one():
     assert exact.exact and exact.permutations == 12_870
     sampled = eat_test(x, y, a, b, permutations=1_000_000, seed=7, exact_limit=0)
     assert not sampled.exact and sampled.permutations == 1_000_000
-    assert abs(sampled.p_value - exact.p_value) < 0.01 and 0.0 < exact.p_value < 1.0
+    se = math.sqrt(exact.p_value * (1 - exact.p_value) / 1_000_000)  # binomial standard error of a sampled p
+    assert abs(sampled.p_value - exact.p_value) < 4 * se and 0.05 < exact.p_value < 0.95
     assert eat_test(x, y, a, b, permutations=50_000, seed=7, exact_limit=0).p_value == \
         eat_test(x, y, a, b, permutations=50_000, seed=7, exact_limit=0).p_value
     assert sampled.effect_size == exact.effect_size
+
+
+def _axis_sets(s_values, nx):
+    """Unit targets whose association s(w, A, B) = cos(w, e0) - cos(w, e1) is exactly each of ``s_values``
+    (A = {e0}, B = {e1}), split into X (the first ``nx``) and Y."""
+    rows = []
+    for v in s_values:
+        # w = (u, u - v) normalised gives s = (u - (u - v)) / |w| = v / |w|: pick u so that |w| = 1
+        u = (v + math.sqrt(2 - v * v)) / 2
+        w = np.array([u, u - v, 0.0])
+        rows.append(w / np.linalg.norm(w))
+    w = np.array(rows)
+    return w[:nx], w[nx:], np.eye(3)[:1], np.eye(3)[1:2]
+
+
+def test_sampled_p_counts_ties_draws_whole_subsets_and_is_never_zero():
+    """The sampled p counts partitions whose statistic ties the observed one (>=), over |X|-subsets of
+    the right size, as (1 + count) / (1 + draws): on s = (1, 1, -1, -1) with X the first two, exactly
+    one of the six partitions reaches S(X) = 2, so p = 1/6; a strict > (or subsets one element short)
+    would find none. A statistic that no random partition reaches gives 1 / (1 + draws), never 0."""
+    x, y, a, b = _axis_sets([1.0, 1.0, -1.0, -1.0], 2)
+    np.testing.assert_allclose(np.concatenate([eat_association(x, a, b), eat_association(y, a, b)]), [1, 1, -1, -1], atol=1e-12)
+    exact = eat_test(x, y, a, b)
+    assert exact.exact and exact.p_value == pytest.approx(1 / 6)
+    n = 200_000
+    sampled = eat_test(x, y, a, b, permutations=n, seed=1, exact_limit=0)
+    assert abs(sampled.p_value - 1 / 6) < 4 * math.sqrt((1 / 6) * (5 / 6) / n)
+    # 20 distinct values, X = the 10 largest: 1 of C(20, 10) = 184,756 partitions reaches S(X)
+    values = np.linspace(0.95, -0.95, 20)
+    x, y, a, b = _axis_sets(values, 10)
+    assert eat_test(x, y, a, b).p_value == pytest.approx(1 / math.comb(20, 10))
+    few = eat_test(x, y, a, b, permutations=1000, seed=0, exact_limit=0)
+    assert few.p_value == pytest.approx(1 / 1001)
 
 
 def test_a_planted_association_is_found_and_none_is_not():

@@ -109,7 +109,12 @@ def test_embed_random_local_checkpoints_then_metrics_and_analysis(tmp_path, caps
     capsys.readouterr()
     assert infogap(["metrics", "--embeddings", str(files[0])]) == 0
     metrics = json.loads(capsys.readouterr().out)
-    assert 0 < metrics["rmg"] < 1 and "recall_i2t@1" in metrics
+    x, y = emb["image"].astype(np.float64), emb["text"].astype(np.float64)
+    d = lambda u, v: (1 - u @ v.T) / 2  # noqa: E731 - RMG by its definition, over every pair
+    n = len(x)
+    a, off = np.mean(np.diag(d(x, y))), ~np.eye(n, dtype=bool)
+    assert metrics["rmg"] == pytest.approx(a / (a + (d(x, x)[off].mean() + d(y, y)[off].mean()) / 2), abs=1e-5)
+    assert metrics["recall_i2t@1"] == pytest.approx(np.mean([np.sum(x[i] @ y.T >= x[i] @ y[i]) == 1 for i in range(n)]), abs=1e-9)
     out = tmp_path / "gp"
     assert infogap(["analyze", "gap-performance", *map(str, files), "--out", str(out)]) == 0
     rows = list(csv.DictReader((out / "gap_performance.csv").open()))

@@ -120,6 +120,19 @@ def test_moad_per_factor_and_mean_on_all_cross_pairs(data):
             assert got[f] == pytest.approx(want[f], abs=TOL), f
 
 
+def test_moad_image_and_text_each_read_their_own_modality(data):
+    """The suite's ``moad_image`` is MOAD of the image embeddings and ``moad_text`` of the text embeddings
+    (x and y differ here, so taking the other modality, or one modality for both, is caught)."""
+    x, y, labels = data
+    out = M.compute_metrics(x, y, labels, metrics=["moad"])
+    for name, z in (("image", x), ("text", y)):
+        want = ref_moad(z, labels)
+        assert out[f"moad_{name}"] == pytest.approx(want["mean"], abs=TOL)
+        for f in ("colour", "size"):
+            assert out[f"moad_{name}_{f}"] == pytest.approx(want[f], abs=TOL), (name, f)
+    assert abs(ref_moad(x, labels)["mean"] - ref_moad(y, labels)["mean"]) > 100 * TOL  # the two modalities really differ here
+
+
 def test_retrieval_recall_both_directions(data):
     x, y, _ = data
     got = M.retrieval_recall(x, y)

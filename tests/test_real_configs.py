@@ -69,7 +69,10 @@ def test_dci_configs(name, shards, tiny_checkpoint, tmp_path):
     assert (d.transform is not None and d.transform.kind == "concat_enriched") == (name == "dci_long")
     siglip = _build(name, shards, tmp_path, "--model.model=tiny-bpe", "--data.model=tiny-bpe", "--model.loss=siglip",
                     "--model.init_temperature=0.1", "--model.pretrained=null")
-    assert siglip.model.hparams.loss == "siglip"
+    from open_clip.loss import SigLipLoss
+
+    assert isinstance(siglip.model.loss_fn, SigLipLoss) and siglip.model.model.logit_bias is not None
+    assert float(siglip.model.model.logit_bias) == pytest.approx(-10.0) and siglip.model.logit_scale == pytest.approx(10.0)
 
 
 def test_placeholder_paths_fail_before_training_naming_the_pattern(tmp_path):

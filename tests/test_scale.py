@@ -48,9 +48,17 @@ def test_deepspeed_configs_build_the_strategy(name, stage, offload):
     assert trainer_cfg["precision"] == "bf16-mixed"
 
 
-def test_ddp_config_fragment():
-    strategy, trainer_cfg = _strategy_from_config(STRATEGIES / "ddp.yaml")
-    assert trainer_cfg["strategy"] == "ddp"
+def test_ddp_config_fragment_builds_a_ddp_trainer_over_the_synthetic_config(tmp_path):
+    """The fragment stacked on the default run config, as a user types it: a DDP strategy with one process
+    per device, and the loss wired for the global batch (local loss, gathered features with gradients)."""
+    from pytorch_lightning.strategies import DDPStrategy
+
+    from infogap.train.cli import InfogapCLI
+
+    cli_ = InfogapCLI([f"--config={ROOT / 'configs/synthetic.yaml'}", f"--config={STRATEGIES / 'ddp.yaml'}", "--trainer.accelerator=cpu",
+                       "--trainer.devices=2", "--log_with=none", f"--trainer.default_root_dir={tmp_path}"], run=False)
+    assert type(cli_.trainer.strategy) is DDPStrategy and cli_.trainer.num_devices == 2
+    assert cli_.model.hparams.local_loss is True and cli_.model.hparams.gather_with_grad is True
 
 
 def test_grad_checkpointing_gives_the_same_loss_and_gradients():

@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from infogap.data.factors import ATTRIBUTE_FACTORS, COLOUR_RGB, FACTOR_NAMES, FACTORS, OBJECT, Vocabulary
+from infogap.data.factors import ATTRIBUTE_FACTORS, FACTOR_NAMES, FACTORS, OBJECT, Vocabulary
 from infogap.data.render import GlyphSource, render, sample_keys
 from infogap.data.synthetic import (
     N_MORPH,
@@ -86,11 +86,17 @@ def test_small_shrinks_the_bounding_box_to_three_quarters():
     assert (w1 / w0).mean().item() == pytest.approx(0.75, abs=0.1)
 
 
-@pytest.mark.parametrize("colour", range(len(FACTORS["colour"])))
-def test_colour_only_touches_stroke_pixels(colour):
+# what each colour word means, written out here (not read from the renderer's table)
+RGB = {"gray": (1, 1, 1), "red": (1, 0, 0), "green": (0, 1, 0), "blue": (0, 0, 1), "cyan": (0, 1, 1), "magenta": (1, 0, 1),
+       "yellow": (1, 1, 0)}
+
+
+@pytest.mark.parametrize("name", list(RGB))
+def test_colour_only_touches_stroke_pixels(name):
+    colour = FACTORS["colour"].index(name)
     gray, coloured = _render()["image"], _render(colour=colour)["image"]
     intensity = gray[:, 0]
-    expected = intensity[:, None] * torch.from_numpy(COLOUR_RGB[colour])[None, :, None, None]
+    expected = intensity[:, None] * torch.tensor(RGB[name], dtype=torch.float32)[None, :, None, None]
     torch.testing.assert_close(coloured, expected)
     assert bool((coloured[(intensity == 0)[:, None].expand_as(coloured)] == 0).all())
 
