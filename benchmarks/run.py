@@ -157,7 +157,7 @@ def bench_eat() -> dict:
     """1,000,000 sampled permutations of an embedding association test with |X| = |Y| = 100 (target: <= 5 s)."""
     import numpy as np
 
-    from infogap.train.metrics import eat_test
+    from infogap.ablations.bias.eat import eat_test
 
     rng = np.random.default_rng(0)
     x, y, a, b = (rng.standard_normal((n, 512)) for n in (100, 100, 20, 20))
@@ -176,7 +176,8 @@ def bench_heads() -> dict:
 
     from infogap.data.synthetic import SyntheticSource
     from infogap.models import build_model
-    from infogap.models.decompose import head_contributions, textspan
+    from infogap.ablations.heads.textspan import textspan
+    from infogap.models.decompose import head_contributions
     from infogap.train.embed import BATCH
 
     source = SyntheticSource(seed=0)
@@ -206,7 +207,7 @@ def bench_dense() -> dict:
 
     from infogap.data.synthetic import SyntheticSource
     from infogap.models import build_model
-    from infogap.train.dense import FeatureCache, patch_features, synthetic_targets, train_probe
+    from infogap.ablations.dense.probe import FeatureCache, patch_features, synthetic_targets, train_probe
 
     source = SyntheticSource(seed=0, dense=True)
     batch = source.train_batch(0, np.arange(4096))

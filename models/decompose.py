@@ -1,5 +1,6 @@
-"""Direct contributions of a CLIP ViT's attention heads to its image embedding, TEXTSPAN and the
-concept consistency score (seed 004; reference 02-other-analyses.md, section D).
+"""Direct contributions of a CLIP ViT's attention heads to its image embedding, and head pruning: the
+anatomy of an open_clip ViT that the attention-head study (``infogap.ablations.heads``, seed 004;
+reference 02-other-analyses.md, section D) reads.
 
 The residual stream of an open_clip ``VisionTransformer`` at the pooled position is a sum: the patch
 and class embeddings (after ``ln_pre``), and per block the attention output (one term per head plus
@@ -15,7 +16,7 @@ with class-token pooling, or the LayerNorm after the pool, the pooled vector has
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterable, Optional, Sequence
+from typing import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -138,59 +139,3 @@ def pruned_heads(model, heads: Iterable[tuple[int, int]]):
         with torch.no_grad():
             for cols, value in saved:
                 cols.copy_(value)
-
-
-# --- TEXTSPAN and the concept consistency score ------------------------------------------------
-@torch.no_grad()
-def textspan(contributions: torch.Tensor, texts: torch.Tensor, m: int = 5, rank: Optional[int] = None) -> tuple[list[int], list[float]]:
-    """TEXTSPAN (Gandelsman et al. 2024) for one head: its contributions C (N images, d) and a pool of
-    text embeddings T (M, d). The texts are projected onto the head's output span (the top ``rank``
-    principal directions of the centred C; default: all with non-zero variance); then, m times, the
-    text whose (unit) projection u carries the most variance of C, u^T Sigma u with Sigma = C_c^T C_c / N,
-    is chosen, and u is removed from Sigma and from every text (Sigma <- P Sigma P, T <- T P with
-    P = I - u u^T). Returns the chosen text indices and the share of the head's variance each explains
-    (of trace Sigma at the start; they sum to at most 1)."""
-    c = contributions.double()
-    c = c - c.mean(0, keepdim=True)
-    sigma = c.T @ c / max(len(c), 1)
-    total = float(torch.trace(sigma))
-    if total <= 0:
-        raise ValueError("TEXTSPAN: the head's contributions do not vary over the images")
-    evals, evecs = torch.linalg.eigh(sigma)
-    keep = evals > evals.max() * 1e-9
-    if rank is not None:
-        keep &= torch.arange(len(evals)) >= len(evals) - rank
-    basis = evecs[:, keep]
-    t = texts.double() @ basis @ basis.T
-    chosen, shares = [], []
-    for _ in range(min(m, len(t))):
-        norms = t.norm(dim=1)
-        u_all = t / norms.clamp(min=1e-12)[:, None]
-        scores = ((u_all @ sigma) * u_all).sum(1)
-        scores[norms < 1e-9] = -1.0
-        if chosen:
-            scores[chosen] = -1.0
-        j = int(scores.argmax())
-        if scores[j] <= 0:
-            break
-        u = u_all[j]
-        chosen.append(j)
-        shares.append(float(scores[j]) / total)
-        proj = torch.eye(len(u), dtype=u.dtype) - torch.outer(u, u)
-        sigma = proj @ sigma @ proj
-        t = t @ proj
-    return chosen, shares
-
-
-def concept_consistency(concepts: Sequence[str]) -> tuple[str, int]:
-    """CCS of a head from the concepts of its TEXTSPAN texts (in the order they were chosen): the label
-    is the majority concept, a tie going to the concept chosen first; CCS is how many texts carry it
-    (0..len; the published score uses 5 texts: high = 5, low <= 1)."""
-    if not concepts:
-        raise ValueError("CCS needs the concepts of at least one text")
-    counts: dict[str, int] = {}
-    for c in concepts:
-        counts[c] = counts.get(c, 0) + 1
-    best = max(counts.values())
-    label = next(c for c in concepts if counts[c] == best)
-    return label, best

@@ -22,10 +22,6 @@ import torch
 def main(out: str, stages: list[int]) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ.get("MASTER_PORT", "29541"), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
     import deepspeed
-    from deepspeed.utils import safe_get_full_fp32_param, safe_set_full_fp32_param
-
-    from infogap.data.factors import Vocabulary
-    from infogap.train.module import ContrastiveModule
 
     deepspeed.init_distributed(dist_backend="gloo")
     for stage in stages:

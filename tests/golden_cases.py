@@ -101,7 +101,9 @@ def _plain(v):
 
 
 def assert_same(got, want, where: str = "") -> None:
-    """Equal structure, strings and integers exactly, floats to 1e-9 (NaN equals NaN)."""
+    """Equal structure, strings and integers exactly, floats to a relative 1e-5 (NaN equals NaN): the
+    probes and fine-tunes inside some rows train on the CPU, whose float sums may differ in the last
+    digits with the threads a process happens to use; any change of what is computed moves far more."""
     if isinstance(want, dict):
         assert isinstance(got, dict) and set(got) == set(want), f"{where}: keys {sorted(set(got) ^ set(want))}"
         for k in want:
@@ -115,7 +117,7 @@ def assert_same(got, want, where: str = "") -> None:
         if math.isnan(want):
             assert math.isnan(got), f"{where}: {got} != nan"
         else:
-            assert got == want or abs(got - want) <= 1e-9 * max(1.0, abs(want)), f"{where}: {got!r} != {want!r}"
+            assert got == want or abs(got - want) <= 1e-5 * max(1e-3, abs(want)), f"{where}: {got!r} != {want!r}"
     else:
         assert got == want, f"{where}: {got!r} != {want!r}"
 

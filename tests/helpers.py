@@ -190,8 +190,14 @@ def make_tiny_captioner(path: Path) -> Path:
     tokenizer, a ViT image processor) built from configs and saved with ``save_pretrained``: no download."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import (GPT2Config, PreTrainedTokenizerFast, VisionEncoderDecoderConfig, VisionEncoderDecoderModel,
-                              ViTConfig, ViTImageProcessor)
+    from transformers import (
+        GPT2Config,
+        PreTrainedTokenizerFast,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+        ViTConfig,
+        ViTImageProcessor,
+    )
 
     words = ["[PAD]", "[BOS]", "[EOS]", "[UNK]", "a", "photo", "of", "cat", "red", "small", "on", "the", "table", "with", "blue"]
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
@@ -210,3 +216,78 @@ def make_tiny_captioner(path: Path) -> Path:
     tokenizer.save_pretrained(path)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
     return Path(path)
+
+
+# --- tiny ablations end to end -------------------------------------------------------------------
+# name -> (--only restriction for a tiny run, number of runs it then launches, axes of summary.csv,
+#          claims the restriction leaves without the arm they compare: "not tested", exit 1)
+TINY_RUNS = {
+    "imbalance": (["k=0,5"], 2, ["k"], 0),
+    "presence": (["always_present=object,colour"], 2, ["always_present"], 2),
+    "gap_dims": (["k=5"], 1, ["k", "n"], 1),
+    "posthoc": (["k=0"], 1, ["k", "shift"], 2),
+    "temperature": ([], 3, ["temperature_mode"], 0),
+    "init_gap": ([], 3, ["init"], 0),
+    "bias": (["model_size=tiny", "cooccurrence_p=0.0,0.9"], 2, ["model_size", "cooccurrence_p", "test", "modality"], 2),
+    "heads": (["k=0,5"], 2, ["k"], 4),  # 4-step models have no CCS = 5 head: the pruning claims are not tested
+    "learn_forget": (["k=0,5"], 2, ["k", "method", "task"], 1),  # a linear probe forgets nothing: no forgetting fit
+    "dense": (["k=0,5"], 2, ["k", "encoder", "task", "fraction"], 0),
+}
+# the study settings that shrink the analyses an ablation runs on each finished model (NAME.key=value)
+TINY_SETTINGS = {
+    "dense": ["dense.n_train=64", "dense.n_val=32", "dense.probe_steps=3"],
+    "learn_forget": ["learn_forget.steps=3", "learn_forget.finetune_seeds=[0]", "learn_forget.n_train=64", "learn_forget.n_eval=64",
+                     "learn_forget.batch_size=16", "learn_forget.lr={full: 1.0e-3, linear: 1.0e-2, bitfit: 1.0e-2}"],
+    "bias": ["bias.permutations=2000"],
+}
+
+
+class Proc:
+    """What a subprocess would return, from an in-process ``infogap ablate`` (the runs themselves are
+    still separate processes; this saves only the runner's own start-up)."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def ablate(capsys, *args) -> Proc:
+    from infogap.cli import main as infogap
+
+    capsys.readouterr()
+    code = infogap(["ablate", *args])
+    captured = capsys.readouterr()
+    return Proc(code, captured.out, captured.err)
+
+
+def read_csv(path: Path) -> list[dict]:
+    import csv
+
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def tiny_end_to_end(name: str, out: Path, capsys, *extra: str) -> tuple[Proc, list[dict], Path]:
+    """``infogap ablate NAME`` at tiny size (one seed, ``TINY_RUNS`` restriction, ``TINY_SETTINGS``), with
+    what every ablation must do: its runs and exit code, the claims it leaves untested, one seed never
+    "holds", summary.csv with the axes first and the core metrics, a report with claims and figures.
+    Returns the process, the summary rows and the results folder for the study's own checks."""
+    only, n_runs, axes, untested = TINY_RUNS[name]
+    args = [name, "--seeds", "0", "--out", str(out), "--jobs", "2"] + [a for o in only for a in ("--only", o)]
+    proc = ablate(capsys, *args, *TINY_OVERRIDES, *TINY_SETTINGS.get(name, []), *extra)
+    assert proc.returncode == (1 if untested else 0), proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert proc.stdout.count("\nnot tested: ") == untested and "run(s) failed" not in proc.stdout
+    assert ("claim(s) not tested" in proc.stdout) == bool(untested)
+    verdicts = [line for line in proc.stdout.splitlines() if line.startswith(("holds:", "does NOT hold:", "direction only", "not tested:"))]
+    if name != "learn_forget":  # its fits are over (run, task) points, not seeds
+        assert verdicts and all(not v.startswith("holds:") for v in verdicts)  # one seed never "holds": it gives the direction only
+    results = out / name
+    assert len(list((results / "runs").iterdir())) == n_runs
+    rows = read_csv(results / "summary.csv")
+    assert rows and list(rows[0])[: len(axes) + 1] == axes + ["seed"]
+    for key in ("rmg", "l2m", "moad_image", "zeroshot_object_acc", "attr_acc_mean"):
+        assert key in rows[0] and rows[0][key] != ""
+    report = (results / "report.md").read_text()
+    assert f"# Ablation `{name}`" in report and "## Claims" in report and "## Figures" in report
+    figures = list(results.glob("*.png"))
+    assert figures and all(fig.stat().st_size > 10_000 for fig in figures)
+    return proc, rows, results

@@ -30,9 +30,10 @@ def _env(**extra: str) -> dict:
     return {**env, "WANDB_MODE": "offline", **extra}
 
 
+@pytest.mark.slow
 def test_user_packages_named_like_the_folders_do_not_shadow_infogap(tmp_path):
     cwd = _user_project(tmp_path / "project")
-    probe = subprocess.run([sys.executable, "-c", "import infogap.train.module, infogap.ablations.core; print('infogap imported'); import models"],
+    probe = subprocess.run([sys.executable, "-c", "import infogap.train.module, infogap.ablations.runner.spec; print('infogap imported'); import models"],
                            cwd=cwd, env=_env(), capture_output=True, text=True, timeout=300)
     assert probe.stdout.strip() == "infogap imported", probe.stderr[-3000:]
     assert "the user's own models package was imported" in probe.stderr  # and `models` still means theirs

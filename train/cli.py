@@ -1,73 +1,17 @@
-"""The ``infogap`` command line.
-
-``infogap fit --config configs/synthetic.yaml [--a.b=value ...]`` trains through LightningCLI (the
-same ``--key=value`` syntax a W&B sweep passes); other subcommands live in their own packages and
-are registered in ``SUBCOMMANDS`` below: adding one is one line plus a ``main(argv)`` function.
-"""
+"""``infogap fit | validate | test``: training through LightningCLI, with the project's defaults
+(``infogap fit --config configs/synthetic.yaml [--a.b=value ...]``, the same ``--key=value`` syntax a
+W&B sweep passes). The ``infogap`` command itself is ``infogap.cli``."""
 from __future__ import annotations
 
-import importlib
 import os
 import re
 import sys
 from pathlib import Path
-from typing import Callable, Optional
-
-# name -> ("module:function", one-line help). The function takes the arguments after the name.
-SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "fit": ("infogap.train.cli:lightning_main", "train a model from a YAML config (LightningCLI; --help for every key)"),
-    "validate": ("infogap.train.cli:lightning_main", "validation loss and metrics of a checkpoint"),
-    "test": ("infogap.train.cli:lightning_main", "test loss of a checkpoint"),
-    "data": ("infogap.data.cli:main", "synthetic data: preview grid, throughput benchmark, webdataset export"),
-    "metrics": ("infogap.train.metrics_cli:main", "metric suite of an embeddings .npz as one JSON object"),
-    "ablate": ("infogap.ablations.cli:main", "expand, launch and aggregate an ablation from configs/ablations/"),
-    "analyze": ("infogap.ablations.analyze:main", "analyses across finished models (gap-performance: Kendall tau, gap vs performance; eat: embedding association tests; heads: TEXTSPAN, CCS, pruning; learn-forget: IIMM vs fine-tuning gain and forgetting)"),
-    "probe": ("infogap.ablations.dense:main", "dense probes (segmentation, depth) on a frozen image tower, with label fractions"),
-    "embed": ("infogap.train.embed:main", "embeddings .npz of a local open_clip checkpoint on local shards"),
-    "export-ckpt": ("infogap.models.export:main", "one plain state dict from a Lightning or DeepSpeed checkpoint"),
-}
-LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test")
-
 
 class ConfigError(Exception):
     """A configuration problem, reported as one line."""
 
 
-def _usage() -> str:
-    width = max(map(len, SUBCOMMANDS))
-    lines = ["usage: infogap <command> [options]", "", "commands:"]
-    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
-    lines += ["", "Run `infogap <command> --help` for the options of a command."]
-    return "\n".join(lines)
-
-
-def _resolve(target: str) -> Callable:
-    module, func = target.split(":")
-    return getattr(importlib.import_module(module), func)
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print(_usage())
-        return 0
-    name = argv[0]
-    if name not in SUBCOMMANDS:
-        print(f"infogap: error: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
-        return 2
-    fn = _resolve(SUBCOMMANDS[name][0])
-    try:
-        result = fn(argv if name in LIGHTNING_SUBCOMMANDS else argv[1:])
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
-        if os.environ.get("INFOGAP_TRACEBACK"):
-            raise
-        message = " ".join(str(exc).split())  # one line
-        print(f"infogap {name}: error: {message}", file=sys.stderr)
-        return 2
-    return int(result or 0)
-
-
-# ---------------------------------------------------------------------------------------------
 def lightning_main(argv: list[str]) -> int:
     """fit / validate / test through LightningCLI, with the project's defaults."""
     from jsonargparse import ArgumentError
@@ -200,9 +144,3 @@ def InfogapCLI(args, run: bool = True):  # noqa: N802 - a class built lazily so 
     """The LightningCLI of ``infogap fit``; ``run=False`` (no subcommand in ``args``) only builds the
     trainer, model and data module from the config, as a test or a notebook wants."""
     return _lightning_cli_class()(args, run)
-
-
-if __name__ == "__main__":
-    from infogap.train.cli import main as _main  # the imported module, so its exception classes are the ones raised
-
-    sys.exit(_main())

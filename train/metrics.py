@@ -28,16 +28,16 @@ PAIR_TILE = 1024  # rows and columns of one tile of a pairwise matrix (4 MiB in 
 PROGRESS_MIN_ROWS = 100_000  # show a progress bar (stderr) for passes over at least this many rows
 
 
-def _tensor(a) -> torch.Tensor:
+def as_tensor(a) -> torch.Tensor:
     t = a if isinstance(a, torch.Tensor) else torch.from_numpy(np.asarray(a))
     return t if t.is_floating_point() else t.double()
 
 
-def _labels(a) -> torch.Tensor:
+def as_labels(a) -> torch.Tensor:
     return (a if isinstance(a, torch.Tensor) else torch.from_numpy(np.asarray(a))).long()
 
 
-def _row_chunks(n: int, size: int, desc: Optional[str] = None) -> Iterable[slice]:
+def row_chunks(n: int, size: int, desc: Optional[str] = None) -> Iterable[slice]:
     """Row slices of at most ``size``; with ``desc``, a progress bar when ``n >= PROGRESS_MIN_ROWS``."""
     starts = range(0, n, max(1, size))
     if desc is not None and n >= PROGRESS_MIN_ROWS:
@@ -50,13 +50,13 @@ def _row_chunks(n: int, size: int, desc: Optional[str] = None) -> Iterable[slice
 
 def normalize(z) -> torch.Tensor:
     """Rows scaled to unit L2 norm (a new tensor)."""
-    z = _tensor(z)
+    z = as_tensor(z)
     return z / z.norm(dim=1, keepdim=True).clamp(min=1e-12)
 
 
 def is_normalized(z, atol: float = 1e-3) -> bool:
-    z = _tensor(z)
-    for sl in _row_chunks(len(z), ROW_CHUNK):
+    z = as_tensor(z)
+    for sl in row_chunks(len(z), ROW_CHUNK):
         if not torch.allclose(z[sl].double().norm(dim=1), torch.ones(sl.stop - sl.start, dtype=torch.float64), atol=atol):
             return False
     return True
@@ -89,9 +89,9 @@ class Moments:
 
 def moments(x, y, labels: Optional[Mapping[str, object]] = None, chunk: int = ROW_CHUNK) -> Moments:
     """The sums every O(N d) metric is a function of (class sums per factor in ``labels``)."""
-    x, y = _tensor(x), _tensor(y)
+    x, y = as_tensor(x), as_tensor(y)
     n, d = x.shape
-    labels = {f: _labels(v) for f, v in (labels or {}).items()}
+    labels = {f: as_labels(v) for f, v in (labels or {}).items()}
     acc = dict(sum_x=torch.zeros(d, dtype=torch.float64), sum_y=torch.zeros(d, dtype=torch.float64))
     sq_x = sq_y = dot = dist = 0.0
     classes = {}
@@ -102,7 +102,7 @@ def moments(x, y, labels: Optional[Mapping[str, object]] = None, chunk: int = RO
             sum_x=torch.zeros(c, d, dtype=torch.float64), sq_x=torch.zeros(c, dtype=torch.float64),
             sum_y=torch.zeros(c, d, dtype=torch.float64), sq_y=torch.zeros(c, dtype=torch.float64),
         )
-    for sl in _row_chunks(n, chunk, desc="metrics: sums"):
+    for sl in row_chunks(n, chunk, desc="metrics: sums"):
         xc, yc = x[sl].double(), y[sl].double()
         acc["sum_x"] += xc.sum(0)
         acc["sum_y"] += yc.sum(0)
@@ -122,7 +122,7 @@ def moments(x, y, labels: Optional[Mapping[str, object]] = None, chunk: int = RO
     return Moments(n, acc["sum_x"], acc["sum_y"], sq_x, sq_y, dot, dist, classes)
 
 
-def _off_diagonal_mean(total_sum: torch.Tensor, total_sq: float, n: int) -> float:
+def off_diagonal_mean(total_sum: torch.Tensor, total_sq: float, n: int) -> float:
     """Mean of <z_i, z_j> over ordered pairs i != j, from sum z and sum ||z_i||^2."""
     if n < 2:
         return float("nan")
@@ -155,8 +155,8 @@ def relative_modality_gap(x=None, y=None, *, stats: Optional[Moments] = None) ->
     0 when images and texts all coincide (A + B below 1e-12: float64 rounding, not a gap)."""
     m = stats or moments(x, y)
     a = max(0.0, (1 - m.dot / m.n) / 2)
-    b_img = max(0.0, (1 - _off_diagonal_mean(m.sum_x, m.sq_x, m.n)) / 2)
-    b_txt = max(0.0, (1 - _off_diagonal_mean(m.sum_y, m.sq_y, m.n)) / 2)
+    b_img = max(0.0, (1 - off_diagonal_mean(m.sum_x, m.sq_x, m.n)) / 2)
+    b_txt = max(0.0, (1 - off_diagonal_mean(m.sum_y, m.sq_y, m.n)) / 2)
     denom = a + (b_img + b_txt) / 2
     return 0.0 if denom < 1e-12 else a / denom
 
@@ -212,7 +212,7 @@ def gap_top_share(x=None, y=None, ns: Sequence[int] = GAP_TOP_NS, *, stats: Opti
 
 def remove_gap_dims(x, y, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Zero the top-n gap dimensions (by Delta_k) in both modalities, then re-normalise (new tensors)."""
-    x, y = _tensor(x), _tensor(y)
+    x, y = as_tensor(x), as_tensor(y)
     if n <= 0:
         return x.clone(), y.clone()
     top = torch.sort(gap_dimensions(x, y), descending=True).indices[:n]
@@ -221,36 +221,11 @@ def remove_gap_dims(x, y, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return normalize(x * keep.to(x.dtype)), normalize(y * keep.to(y.dtype))
 
 
-def iimm_parts(x, prompts, labels) -> tuple[float, float]:
-    """The two halves of the Inter-Intra Modal Measure (Niss et al. 2024), for unit image embeddings x,
-    class-prompt embeddings y_c and true labels y(x):
-    S_inter = mean_x mean_{c != y(x)} <x, y_c> (similarity to the wrong classes' prompts), O(N·d·C)
-    through the sum of the prompts; S_intra = mean over pairs i < j of <x_i, x_j>, O(N·d) through
-    the sum and the squared norms of x."""
-    x, p, lab = _tensor(x), _tensor(prompts).double(), _labels(labels)
-    c = p.shape[0]
-    if c < 2:
-        raise ValueError("IIMM needs at least two class prompts")
-    m = moments(x, x)
-    sims = torch.zeros(len(x), dtype=torch.float64)
-    total = p.sum(0)
-    for sl in _row_chunks(len(x), ROW_CHUNK):
-        xc = x[sl].double()
-        sims[sl] = (xc @ total - (xc * p[lab[sl]]).sum(1)) / (c - 1)
-    return float(sims.mean()), _off_diagonal_mean(m.sum_x, m.sq_x, m.n)
-
-
-def iimm(x, prompts, labels) -> float:
-    """Inter-Intra Modal Measure (Niss et al. 2024): IIMM = (S_inter + S_intra) / 2 (``iimm_parts``)."""
-    inter, intra = iimm_parts(x, prompts, labels)
-    return (inter + intra) / 2
-
-
 def zero_shot_accuracy(x, class_embeddings, labels) -> float:
     """Accuracy of classifying each image as the class whose embedding is most similar."""
-    x, c, lab = _tensor(x), _tensor(class_embeddings), _labels(labels)
+    x, c, lab = as_tensor(x), as_tensor(class_embeddings), as_labels(labels)
     correct = 0
-    for sl in _row_chunks(len(x), ROW_CHUNK):
+    for sl in row_chunks(len(x), ROW_CHUNK):
         correct += int(((x[sl] @ c.to(x.dtype).T).argmax(1) == lab[sl]).sum())
     return correct / len(x)
 
@@ -259,7 +234,7 @@ def neighbourhood_kendall_distance(image_class_means, class_prompts) -> float:
     """Per class c, the Kendall-tau distance (fraction of discordant pairs) between the ranking of the
     other classes by cosine similarity of image class means and by similarity of class prompts,
     averaged over classes. ~0.5: unrelated neighbourhoods; 0: identical rankings."""
-    a, b = normalize(_tensor(image_class_means).double()), normalize(_tensor(class_prompts).double())
+    a, b = normalize(as_tensor(image_class_means).double()), normalize(as_tensor(class_prompts).double())
     sa, sb = a @ a.T, b @ b.T
     c = len(a)
     if c < 3:
@@ -273,123 +248,6 @@ def neighbourhood_kendall_distance(image_class_means, class_prompts) -> float:
         discordant = ((du[iu[0], iu[1]] * dv[iu[0], iu[1]]) < 0).double()
         dists.append(float(discordant.mean()))
     return float(np.mean(dists))
-
-
-def max_skew(images, queries, labels, k: int = 100) -> float:
-    """MaxSkew@k (Geyik et al. 2019), the retrieval bias of neutral queries: for each query, the top-k
-    images by cosine similarity; skew_v = log(p_v / q_v), p_v the share of factor value v among them and
-    q_v its share among all images; MaxSkew = max_v skew_v, averaged over the queries. 0: every query
-    retrieves the set's own mix; log(1 / q_v) at most (only value v retrieved)."""
-    x, qr, lab = normalize(_tensor(images).double()), normalize(_tensor(queries).double()), _labels(labels)
-    n = len(x)
-    if not 1 <= k <= n:
-        raise ValueError(f"MaxSkew@k needs 1 <= k <= {n} images, got k={k}")
-    n_values = int(lab.max()) + 1
-    q = torch.bincount(lab, minlength=n_values).double() / n
-    top = (qr @ x.T).topk(k, dim=1).indices  # (Q, k)
-    p = torch.nn.functional.one_hot(lab[top], n_values).double().mean(1)  # (Q, V)
-    present = q > 0
-    skew = torch.log(p[:, present] / q[present])  # -inf for a value no query retrieves
-    return float(skew.max(1).values.mean())
-
-
-# ---------------------------------------------------------------------------------------------
-# Embedding Association Tests (EAT; Caliskan et al. 2017 for words, Ghate et al. 2025 for CLIP's image
-# and text embeddings: reference 02-other-analyses.md, section A).
-EAT_PERMUTATIONS = 1_000_000  # exact enumeration up to this many partitions, else this many random ones
-EAT_BATCH = 20_000  # partitions per vectorised batch
-
-
-@dataclass
-class EATResult:
-    """An embedding association test: effect size d, one-sided permutation p-value, the number of
-    partitions the p-value counts and whether they are all of them (exact) or random ones."""
-
-    effect_size: float
-    p_value: float
-    permutations: int
-    exact: bool
-
-    def as_dict(self) -> dict:
-        return {"effect_size": self.effect_size, "p_value": self.p_value, "permutations": self.permutations, "exact": self.exact}
-
-
-def eat_association(w, a, b) -> torch.Tensor:
-    """s(w, A, B) = mean_{a in A} cos(w, a) - mean_{b in B} cos(w, b), one value per row of ``w``.
-    Rows are L2-normalised here; the means of cosines are dot products with the attribute means,
-    <w, mean(A)> - <w, mean(B)>, so the cost is O((|W| + |A| + |B|) d)."""
-    w, a, b = (normalize(_tensor(t).double()) for t in (w, a, b))
-    return w @ (a.mean(0) - b.mean(0))
-
-
-def _eat_s(x, y, a, b) -> tuple[np.ndarray, int]:
-    """s over X then Y, and |X|; a one-line error for an empty set."""
-    for name, t in (("X", x), ("Y", y), ("A", a), ("B", b)):
-        if len(t) == 0:
-            raise ValueError(f"EAT: the set {name} is empty")
-    return torch.cat([eat_association(x, a, b), eat_association(y, a, b)]).numpy(), len(x)
-
-
-def eat_effect_size(x, y, a, b) -> float:
-    """The EAT effect size
-    d = [mean_{x in X} s(x, A, B) - mean_{y in Y} s(y, A, B)] / std_{w in X u Y} s(w, A, B)
-    (sample standard deviation, ddof = 1). d > 0: X is closer to A (and Y to B) than the reverse; |d| >= 0.2
-    counts as an effect, the largest possible is 2. NaN when s does not vary over X u Y (every target
-    equally associated: d is 0 / 0)."""
-    return _eat_d(*_eat_s(x, y, a, b))
-
-
-def _eat_d(s: np.ndarray, nx: int) -> float:
-    sd = float(s.std(ddof=1))
-    if not sd > 1e-12 * max(1.0, float(np.abs(s).max())):
-        return float("nan")
-    return float((s[:nx].mean() - s[nx:].mean()) / sd)
-
-
-def eat_test(x, y, a, b, permutations: int = EAT_PERMUTATIONS, seed: int = 0, exact_limit: int = EAT_PERMUTATIONS) -> EATResult:
-    """Effect size (``eat_effect_size``) and one-sided permutation p-value of an embedding association test.
-
-    The statistic of a partition (X', Y') of X u Y with |X'| = |X| is S(X') = sum_{x in X'} s(x, A, B), which
-    orders partitions exactly as the difference of the two means does (also for |X| != |Y|). The
-    p-value is the share of partitions with S(X') >= S(X) (ties count as >=, up to float rounding):
-    - exact, over all C(|X| + |Y|, |X|) partitions, when there are at most ``exact_limit`` of them;
-    - otherwise over ``permutations`` random partitions drawn from ``seed`` (uniform |X|-subsets),
-      as (1 + #{S >= S(X)}) / (1 + permutations), so a sampled p is never 0.
-    s is computed once; a batch of partitions is a 0/1 membership matrix (random ranks below their
-    |X|-th smallest) times the vector s. Zero variance of s gives d = NaN and p = 1 (every partition
-    ties). Each of X, Y, A, B needs at least one row, and X u Y at least three."""
-    s, nx = _eat_s(x, y, a, b)
-    n = len(s)
-    if n < 3:
-        raise ValueError(f"EAT: X and Y together need at least 3 targets for a standard deviation and a test, got {n}")
-    if permutations < 1:
-        raise ValueError(f"EAT: permutations must be positive, got {permutations}")
-    d = _eat_d(s, nx)
-    observed = float(s[:nx].sum())
-    tol = 1e-9 * max(1.0, float(np.abs(s).sum()))  # the same sum in another order differs by rounding only
-    total = math.comb(n, nx)
-    count = 0
-    if total <= exact_limit:
-        import itertools
-
-        combos = itertools.combinations(range(n), nx)
-        done = 0
-        while done < total:
-            m = min(EAT_BATCH, total - done)
-            idx = np.fromiter(itertools.chain.from_iterable(itertools.islice(combos, m)), dtype=np.int64, count=m * nx).reshape(m, nx)
-            count += int((s[idx].sum(1) >= observed - tol).sum())
-            done += m
-        return EATResult(d, count / total, total, True)
-    rng = np.random.default_rng(seed)
-    done = 0
-    while done < permutations:
-        m = min(EAT_BATCH, permutations - done)
-        ranks = rng.random((m, n))
-        kth = np.partition(ranks, nx - 1, axis=1)[:, nx - 1: nx]
-        stats = (ranks <= kth).astype(np.float64) @ s
-        count += int((stats >= observed - tol).sum())
-        done += m
-    return EATResult(d, (1 + count) / (1 + permutations), permutations, False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -467,8 +325,8 @@ def _self_log_sum_exp(z: torch.Tensor, t: float) -> float:
     n = len(z)
     acc = _GaussianSum(z, z, t)
     g_buf, out_buf = _tile_buffers(min(n, PAIR_TILE), min(n, PAIR_TILE), z.dtype, 2)
-    for ri in _row_chunks(n, PAIR_TILE, desc="metrics: uniformity"):
-        for cj in _row_chunks(n, PAIR_TILE):
+    for ri in row_chunks(n, PAIR_TILE, desc="metrics: uniformity"):
+        for cj in row_chunks(n, PAIR_TILE):
             if cj.start >= ri.start:
                 shape = (ri.stop - ri.start, cj.stop - cj.start)
                 g = torch.mm(z[ri], z[cj].T, out=g_buf[: shape[0], : shape[1]])
@@ -495,7 +353,7 @@ def cross_stats(x, y, logit_scale: float = 100.0, t: float = 2.0) -> CrossStats:
     accumulate online. Entry-wise work stays in the inputs' dtype (float32 embeddings: float32
     exponentials, every exponent shifted to <= 0); per-row and per-column sums combine in float64.
     Matches are counted as float masks times a ones vector (exact below 2^24 per tile)."""
-    x, y = _tensor(x), _tensor(y)
+    x, y = as_tensor(x), as_tensor(y)
     n, dt = len(x), x.dtype
     s = float(logit_scale)
     xs = x * s
@@ -508,8 +366,8 @@ def cross_stats(x, y, logit_scale: float = 100.0, t: float = 2.0) -> CrossStats:
     m = min(n, PAIR_TILE)
     buffers = _tile_buffers(m, m, dt, 4)
     ones = torch.ones(m, dtype=dt)
-    for ri in _row_chunks(n, PAIR_TILE, desc="metrics: image-text pairs"):
-        for cj in _row_chunks(n, PAIR_TILE):
+    for ri in row_chunks(n, PAIR_TILE, desc="metrics: image-text pairs"):
+        for cj in row_chunks(n, PAIR_TILE):
             r, c = ri.stop - ri.start, cj.stop - cj.start
             logits, a, b, mask = (buf[:r, :c] for buf in buffers)
             torch.mm(xs[ri], y[cj].T, out=logits)
@@ -536,14 +394,14 @@ def logit_entropy(x, y, logit_scale: float = 100.0) -> tuple[float, float]:
 
 def uniformity(z, t: float = 2.0) -> float:
     """Uniformity (Wang & Isola 2020) = log mean_{i != j} exp(-t ||z_i - z_j||^2), t = 2."""
-    z = _tensor(z)
+    z = as_tensor(z)
     n = len(z)
     return _self_log_sum_exp(z, t) - math.log(n * (n - 1))
 
 
 def uniformity_union(x, y, t: float = 2.0, *, self_x: Optional[float] = None, self_y: Optional[float] = None, cross: Optional[CrossStats] = None) -> float:
     """Uniformity of the union of image and text embeddings (2N points, all ordered pairs i != j)."""
-    x, y = _tensor(x), _tensor(y)
+    x, y = as_tensor(x), as_tensor(y)
     n = len(x)
     sx = self_x if self_x is not None else _self_log_sum_exp(x, t)
     sy = self_y if self_y is not None else _self_log_sum_exp(y, t)
@@ -629,7 +487,7 @@ def compute_metrics(
         out.update(entropy_i2t=cross.entropy_i2t, entropy_t2i=cross.entropy_t2i)
         out.update(retrieval_recall(x, y, cross=cross))
     if any(k in UNIFORMITY_KEYS for k in keys):
-        x_t, y_t = _tensor(x), _tensor(y)
+        x_t, y_t = as_tensor(x), as_tensor(y)
         sx, sy = _self_log_sum_exp(x_t, 2.0), _self_log_sum_exp(y_t, 2.0)
         n = len(x_t)
         out["uniformity_image"] = sx - math.log(n * (n - 1))
@@ -646,7 +504,7 @@ def compute_metrics(
             if int(present.sum()) >= 3:
                 sums = torch.zeros(len(c), cs.sum_x.shape[1], dtype=torch.float64)
                 sums[: len(cs.count)] = cs.sum_x
-                out[f"neighbourhood_{f}"] = neighbourhood_kendall_distance(sums[present], _tensor(c)[present])
+                out[f"neighbourhood_{f}"] = neighbourhood_kendall_distance(sums[present], as_tensor(c)[present])
             else:  # fewer than three classes present in the evaluation set
                 out[f"neighbourhood_{f}"] = float("nan")
     return {k: out[k] for k in keys}
@@ -661,8 +519,8 @@ def check_inputs(x, y, labels: Mapping[str, object], source: str = "input") -> N
     if len(x) < 2:
         raise ValueError(f"{source}: need at least 2 rows, got {len(x)}")
     for name, a in (("image", x), ("text", y)):
-        t = _tensor(a)
-        for sl in _row_chunks(len(t), ROW_CHUNK):
+        t = as_tensor(a)
+        for sl in row_chunks(len(t), ROW_CHUNK):
             if not bool(torch.isfinite(t[sl]).all()):
                 raise ValueError(f"{source}: '{name}' contains NaN or infinite values")
     for f, lab in labels.items():

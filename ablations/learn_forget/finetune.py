@@ -1,0 +1,280 @@
+"""Learning and forgetting (seed 003; Niss et al. 2024): classification tasks, the zero-shot measures
+that should predict what fine-tuning on a task gains and what the model forgets elsewhere (IIMM and
+its parts, the gap, zero-shot accuracy), and the fine-tuning itself.
+
+A ``Task`` is a labelled image set with class prompts: each factor of the synthetic data
+(``synthetic_tasks``) or any local labelled image folder (``folder_task``, ImageFolder layout, class
+prompts from templates). ``FineTune`` fine-tunes a CLIP on one task with one of three methods, all
+for the same number of steps:
+
+- ``full``: every weight of both towers, with the contrastive loss between images and their class
+  prompts (FLYP, Goyal et al. 2023: the fine-tuning loss is the pretraining loss);
+- ``linear``: a linear head on the frozen image tower, initialised from the zero-shot class
+  embeddings (so step 0 is the zero-shot classifier); cross-entropy;
+- ``bitfit``: only the bias terms (Ben Zaken et al. 2022), with the FLYP loss.
+
+``learn_forget`` turns accuracies before and after into the gain on the task and the change on every
+other task.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Literal, Optional, Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from open_clip.loss import ClipLoss
+
+from infogap.ablations.learn_forget.iimm import iimm_parts
+from infogap.train.embed import BATCH, encode
+from infogap.train.evaluation import class_embeddings
+from infogap.train.metrics import l2m, relative_modality_gap, zero_shot_accuracy
+from infogap.train.module import no_weight_decay, warmup_cosine
+
+METHODS = ("full", "linear", "bitfit")
+
+
+@dataclass
+class Task:
+    """A classification task: images (as the model takes them) with labels, split into a training and an
+    evaluation set, and class prompts (classes, prompts per class, context) as tokens."""
+
+    name: str
+    classes: list[str]
+    prompts: torch.Tensor
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    eval_images: torch.Tensor
+    eval_labels: torch.Tensor
+
+    def __post_init__(self):
+        c = len(self.classes)
+        if c < 2:
+            raise ValueError(f"task {self.name!r}: a classification task needs at least two classes, got {c}")
+        if self.prompts.shape[0] != c:
+            raise ValueError(f"task {self.name!r}: {self.prompts.shape[0]} prompt sets for {c} classes")
+        for split, images, labels in (("train", self.train_images, self.train_labels), ("eval", self.eval_images, self.eval_labels)):
+            if len(images) != len(labels) or len(images) == 0:
+                raise ValueError(f"task {self.name!r}: {len(images)} {split} images with {len(labels)} labels")
+
+
+def synthetic_tasks(enc, factors: Sequence[str], n_train: int = 2048, n_eval: int = 1024, prompt_mode: str = "full",
+                    prompts_per_value: int = 8) -> list[Task]:
+    """One task per factor of the synthetic data, for the model of ``enc`` (an ``infogap.train.embed.Encoder``):
+    training images are the first ``n_train`` samples of training epoch 0, evaluation images the first
+    ``n_eval`` validation samples (the same images for every factor, labelled by it); class prompts as
+    the metrics callback makes them (``prompt_mode`` full: captions naming every factor, the class's
+    value fixed; word: the value's word)."""
+    from infogap.data.factors import FACTORS, check_factor
+
+    for f in factors:
+        check_factor(f)
+    source = enc.source
+    train = source.train_batch(0, np.arange(n_train))
+    val = source.val_batch(np.arange(n_eval))
+    train_images, eval_images = enc.rendered(train["image"]), enc.rendered(val["image"])
+    return [Task(f, list(FACTORS[f]), source.class_prompts(f, prompts_per_value, prompt_mode), train_images, train["labels"][f],
+                 eval_images, val["labels"][f]) for f in factors]
+
+
+def folder_task(enc, folder: str, templates: Sequence[str] = ("a photo of a {}.",), eval_fraction: float = 0.5, seed: int = 0,
+                name: Optional[str] = None) -> Task:
+    """A task from a local labelled image folder (``folder/<class>/<image>``): every image, preprocessed
+    for the model, split per class into training and evaluation images (a fixed shuffle from ``seed``;
+    at least one of each per class); class names are the sub-folder names with ``_`` read as a space,
+    the prompts each template filled with the name. A missing folder, a folder without class
+    sub-folders or a class without images is a one-line error naming it."""
+    from pathlib import Path
+
+    from infogap.data.webdata import image_folder_classes
+
+    if not 0 < eval_fraction < 1:
+        raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
+    if not templates or any("{}" not in t for t in templates):
+        raise ValueError(f"class prompt templates need '{{}}' for the class name, got {list(templates)}")
+    classes = image_folder_classes(folder, "task folder")
+    splits: dict[str, list] = {"train": [], "eval": []}
+    for c, cls in enumerate(classes):
+        images = enc.folder_images(str(Path(folder) / cls), f"task folder {folder}, class {cls!r}")
+        if len(images) < 2:
+            raise ValueError(f"task folder {folder}: class {cls!r} has {len(images)} image; it needs 2 (one to train, one to evaluate)")
+        order = list(range(len(images)))
+        random.Random(f"{seed}:{cls}").shuffle(order)
+        n_eval = min(len(images) - 1, max(1, round(eval_fraction * len(images))))
+        for split, idx in (("eval", order[:n_eval]), ("train", order[n_eval:])):
+            splits[split].append((images[sorted(idx)], torch.full((len(idx),), c, dtype=torch.long)))
+    names = [c.replace("_", " ") for c in classes]
+    prompts = torch.stack([enc.tokenize([t.format(n) for t in templates]) for n in names])
+    cat = {s: (torch.cat([i for i, _ in v]), torch.cat([l for _, l in v])) for s, v in splits.items()}
+    return Task(name or Path(folder).name, names, prompts, *cat["train"], *cat["eval"])
+
+
+# ---------------------------------------------------------------------------------------------
+@torch.no_grad()
+def image_embeddings(model, images: torch.Tensor) -> torch.Tensor:
+    """Unit image embeddings of ``model`` (eval mode, then back), in batches, on the CPU."""
+    was_training = model.training
+    model.eval()
+    x = encode(model.encode_image, images, next(model.parameters()).device)
+    model.train(was_training)
+    return x
+
+
+@torch.no_grad()
+def zero_shot(model, task: Task, x: Optional[torch.Tensor] = None) -> dict[str, float]:
+    """Zero-shot measures of ``model`` on the task's evaluation images (``x``: their embeddings when
+    already computed, e.g. for several tasks on one image set): accuracy, IIMM = (S_inter + S_intra) / 2
+    and both parts, and the gap (RMG, L2M) between each image and its true class's embedding (the
+    competing predictors)."""
+    x = image_embeddings(model, task.eval_images) if x is None else x
+    was_training = model.training
+    model.eval()
+    classes = class_embeddings(lambda t: encode(model.encode_text, t, next(model.parameters()).device), task.prompts)
+    model.train(was_training)
+    inter, intra = iimm_parts(x, classes, task.eval_labels)
+    y = classes[task.eval_labels]
+    return {"acc": zero_shot_accuracy(x, classes, task.eval_labels), "iimm": (inter + intra) / 2, "s_inter": inter, "s_intra": intra,
+            "rmg": relative_modality_gap(x, y), "l2m": l2m(x, y)}
+
+
+def embedded_sets(model, tasks: Sequence[Task]) -> dict[str, torch.Tensor]:
+    """{task: its evaluation images' embeddings}, each distinct image set embedded once (the six
+    synthetic factor tasks share theirs)."""
+    by_set: dict[int, torch.Tensor] = {}
+    for t in tasks:
+        if id(t.eval_images) not in by_set:
+            by_set[id(t.eval_images)] = image_embeddings(model, t.eval_images)
+    return {t.name: by_set[id(t.eval_images)] for t in tasks}
+
+
+def zero_shots(model, tasks: Sequence[Task]) -> dict[str, dict[str, float]]:
+    """``zero_shot`` of every task (``embedded_sets``)."""
+    x = embedded_sets(model, tasks)
+    return {t.name: zero_shot(model, t, x[t.name]) for t in tasks}
+
+
+def accuracies(module: "FineTune", tasks: Sequence[Task]) -> dict[str, float]:
+    """``module.accuracy`` of every task (``embedded_sets``)."""
+    x = embedded_sets(module.model, tasks)
+    return {t.name: module.accuracy(t, x[t.name]) for t in tasks}
+
+
+def learn_forget(before: dict[str, float], after: dict[str, float], task: str) -> dict[str, float]:
+    """Accuracy per task before and after fine-tuning on ``task``: ``gain`` = after - before on the task,
+    ``relative_gain`` = gain / (1 - before) (the share of the zero-shot error removed; NaN when
+    zero-shot is already perfect), ``off_task_change`` = mean over the other tasks of after - before,
+    and ``forgetting`` = its negative (positive when the model forgot)."""
+    if task not in before or set(before) != set(after):
+        raise ValueError(f"accuracies before {sorted(before)} and after {sorted(after)} must cover the same tasks, including {task!r}")
+    others = [t for t in before if t != task]
+    gain = after[task] - before[task]
+    change = float(np.mean([after[t] - before[t] for t in others])) if others else float("nan")
+    return {"gain": gain, "relative_gain": gain / (1 - before[task]) if before[task] < 1 else float("nan"),
+            "off_task_change": change, "forgetting": -change}
+
+
+# ---------------------------------------------------------------------------------------------
+class FineTune(pl.LightningModule):
+    """Fine-tune a CLIP model (an open_clip ``CLIP`` with ``output_dict=True``) on one task.
+
+    Args:
+        model: the model; ``full`` and ``bitfit`` change it in place, ``linear`` leaves it untouched.
+        prompts: the task's class prompts (classes, prompts per class, context) as tokens.
+        method: ``full``, ``linear`` or ``bitfit`` (see the module docstring).
+        task: the task's name: ``accuracy`` uses the linear head on it.
+        lr, weight_decay, warmup_steps: AdamW with linear warm-up then cosine over the run (gains and
+            biases without weight decay; the linear head and bias-only training without any).
+    """
+
+    def __init__(self, model, prompts: torch.Tensor, method: Literal["full", "linear", "bitfit"] = "full", task: str = "",
+                 lr: float = 1e-4, weight_decay: float = 0.1, warmup_steps: int = 10):
+        super().__init__()
+        if method not in METHODS:
+            raise ValueError(f"fine-tuning method must be one of {', '.join(METHODS)}, got {method!r}")
+        self.save_hyperparameters(ignore=["model", "prompts"])
+        self.model, self.method, self.task = model, method, task
+        self.register_buffer("prompts", prompts, persistent=False)
+        self.loss_fn = ClipLoss()
+        if method == "linear":
+            self.model.requires_grad_(False)
+            self.model.eval()
+            with torch.no_grad():
+                weight = class_embeddings(lambda t: encode(model.encode_text, t, next(model.parameters()).device), prompts)
+            self.head = torch.nn.Parameter(weight.clone())
+        else:
+            self.model.train()
+            for name, p in self.model.named_parameters():
+                p.requires_grad_(method == "full" or name.endswith("bias"))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.method == "linear":
+            self.model.eval()  # the frozen tower stays in eval mode (no dropout)
+        return self
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Linear probe: scaled cosine logits of the images against the head's class vectors."""
+        with torch.no_grad():  # the tower is frozen
+            x = self.model.encode_image(images, normalize=True)
+        return self.model.logit_scale.exp() * x @ F.normalize(self.head, dim=-1).T
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        if self.method == "linear":
+            loss = F.cross_entropy(self.logits(images), labels)
+        else:
+            # FLYP: each image against a prompt of its class, drawn among the class's prompts
+            pick = torch.randint(self.prompts.shape[1], (len(labels),), device=labels.device)
+            out = self.model(images, self.prompts[labels, pick])
+            loss = self.loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
+        self.log("finetune/loss", loss, prog_bar=True, batch_size=len(labels))
+        return loss
+
+    def configure_optimizers(self):
+        h = self.hparams
+        if self.method == "linear":
+            groups = [{"params": [self.head], "weight_decay": 0.0}]
+        else:
+            decay, no_decay = [], []
+            for name, p in self.model.named_parameters():
+                if p.requires_grad:
+                    (no_decay if no_weight_decay(name, p) else decay).append(p)
+            groups = [{"params": decay, "weight_decay": h.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=h.lr)
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(h.warmup_steps, total))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    @torch.no_grad()
+    def accuracy(self, task: Task, x: Optional[torch.Tensor] = None) -> float:
+        """Accuracy on a task's evaluation images: the linear head on the task it was trained on,
+        zero-shot with the task's class prompts on any other task (and for the other methods; ``x``:
+        the images' embeddings when already computed)."""
+        if self.method != "linear" or task.name != self.task:
+            return zero_shot(self.model, task, x)["acc"]
+        device = self.head.device
+        preds = torch.cat([self.logits(task.eval_images[i: i + BATCH].to(device)).argmax(1).cpu()
+                           for i in range(0, len(task.eval_images), BATCH)])
+        return float((preds == task.eval_labels).float().mean())
+
+
+def finetune(model, task: Task, method: str, steps: int, batch_size: int = 128, lr: float = 1e-4, seed: int = 0,
+             weight_decay: float = 0.1, warmup_steps: int = 10, accelerator: str = "auto") -> FineTune:
+    """Fine-tune ``model`` on ``task`` for ``steps`` optimizer steps (the same budget for every task and
+    method), batches drawn from the task's training images in a shuffled order fixed by ``seed``."""
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"steps and batch_size must be positive, got {steps} and {batch_size}")
+    pl.seed_everything(seed, verbose=False)
+    module = FineTune(model, task.prompts, method, task.name, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps)
+    data = torch.utils.data.TensorDataset(task.train_images, task.train_labels)
+    loader = torch.utils.data.DataLoader(data, batch_size=min(batch_size, len(data)), shuffle=True, drop_last=True,
+                                         generator=torch.Generator().manual_seed(seed))
+    epochs = math.ceil(steps / max(1, len(loader)))
+    pl.Trainer(accelerator=accelerator, devices=1, max_steps=steps, max_epochs=epochs, logger=False, enable_checkpointing=False,
+               enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0).fit(module, loader)
+    module.eval()
+    return module

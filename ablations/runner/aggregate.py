@@ -1,0 +1,179 @@
+"""Aggregation: the finished runs of an ablation's report stage become ``summary.csv`` (one row per
+run and study row), ``report.md`` (means with 95 % t-intervals over seeds, the claims with their
+statistics, failed runs) and figures (each metric against the x axis)."""
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from infogap.ablations.runner.claims import NOT_TESTED, mean_ci
+from infogap.ablations.runner.results import save_figure
+from infogap.ablations.runner.spec import Ablation, Run, design
+from infogap.data.factors import ATTRIBUTE_FACTORS
+
+
+def run_rows(ablation: Ablation, run: Run) -> list[dict]:
+    """The summary rows of a finished run: its axes, seed and final metrics. A hook module's
+    ``rows(run, record)`` may return several rows, with its ``EXTRA_AXES`` as extra keys."""
+    record = json.loads((run.dir / "metrics.json").read_text())
+    rows = ablation.study.rows(run, record)
+    out = []
+    for metrics in rows:
+        clash = sorted(set(metrics) & (set(run.axes) | {"seed"}))
+        if clash:  # a hook's own metric named like an axis: never let it overwrite the axis value
+            raise ValueError(f"{run.name}: metric(s) {', '.join(clash)} have the name of an axis; rename the axis")
+        row = {**run.axes, "seed": run.seed}
+        row.update(metrics)
+        accs = [row[f"zeroshot_{f}_acc"] for f in ATTRIBUTE_FACTORS if f"zeroshot_{f}_acc" in row]
+        if accs:
+            row["attr_acc_mean"] = float(np.mean(accs))
+        out.append(row)
+    return out
+
+
+def aggregate(ablation: Ablation, runs: list[Run], out: Path, failed: Optional[dict[str, str]] = None) -> dict:
+    """Write summary.csv, report.md and figures for the finished runs of the report stage."""
+    results = out / ablation.name
+    results.mkdir(parents=True, exist_ok=True)
+    reported = [r for r in runs if r.stage == ablation.report_stage]
+    rows = [row for r in reported if r.finished for row in run_rows(ablation, r)]
+    failed = dict(failed or {})
+    for r in runs:
+        if not r.finished and r.name not in failed and r.failure:
+            failed[r.name] = r.failure
+    study = ablation.study
+    rows += study.extra_rows(ablation, [r for r in reported if r.finished], results)  # rows of no run: baselines
+    axes = list(dict.fromkeys([k for r in reported for k in r.axes] + list(study.extra_axes)))
+    metric_cols = sorted({k for row in rows for k in row if k not in axes and k != "seed"})
+    columns = axes + ["seed"] + metric_cols
+    with open(results / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: row.get(c, "") for c in columns})
+    table_cols = [c for c in (ablation.table or metric_cols) if c in metric_cols]
+    groups = _group(rows, axes)
+    report = _report_markdown(ablation, axes, table_cols, groups, failed, sum(r.finished for r in reported), len(reported))
+    figures = _figures(ablation, axes, groups, results, rows)
+    figures += study.figures(ablation, runs, results)
+    claims = run_claims(ablation, rows)
+    if claims:
+        report += ("\n## Claims\n\n" + CLAIMS_NOTE + "\n\n" + "\n".join(f"- {c.line()}" for c in claims) + "\n")
+    if figures:
+        report += "\n## Figures\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in figures) + "\n"
+    (results / "report.md").write_text(report)
+    return {"rows": rows, "axes": axes, "table": table_cols, "groups": groups, "figures": figures, "failed": failed, "claims": claims,
+            "summary": results / "summary.csv", "report": results / "report.md"}
+
+
+CLAIMS_NOTE = ("Each claim is tested over seeds: the per-seed difference it predicts, its mean with a 95 % t-interval, "
+               "a one-sided paired t-test (scipy.stats.ttest_1samp) and the effect size d_z. It holds when the mean "
+               "has the claimed sign and p < 0.05; one seed gives the direction only; a claim with no seed "
+               "that has every arm it compares is not tested.")
+
+
+def run_claims(ablation: Ablation, rows: list[dict]) -> list:
+    """The study's ``claims(rows, design)``; with ``--sweep`` axes, once per point of them, on
+    that point's rows (the claim names the point), then its ``sweep_claims`` over the whole design."""
+    study = ablation.study
+    full = design(ablation)
+    own = {a: v for a, v in full.items() if a not in ablation.swept}
+    out = []
+    for combo in itertools.product(*(full[a] for a in ablation.swept)):
+        point = dict(zip(ablation.swept, combo))
+        for claim in study.claims([r for r in rows if all(r.get(a) == v for a, v in point.items())], own):
+            if point:
+                claim.claim += " [" + ", ".join(f"{a}={v}" for a, v in point.items()) + "]"
+            out.append(claim)
+    if ablation.swept:
+        out += study.sweep_claims(rows, full)
+    return out
+
+
+def untested(claims) -> list:
+    return [c for c in claims if c.verdict == NOT_TESTED]
+
+
+def _group(rows: list[dict], axes: list[str]) -> list[tuple[tuple, list[dict]]]:
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row.get(a) for a in axes), []).append(row)
+    return sorted(groups.items(), key=lambda kv: [(str(type(v)), v) for v in kv[0]])
+
+
+def format_cell(values: list) -> str:
+    """The mean over seeds, and its 95 % t-interval when there are several (``claims.mean_ci``)."""
+    m, (lo, hi) = mean_ci(values)
+    return f"{m:.3f}" if math.isnan(lo) else f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def format_table(axes: list[str], cols: list[str], groups) -> str:
+    """A markdown table of means over seeds with 95 % t-intervals, one row per point of the swept axes."""
+    head = "| " + " | ".join(axes + ["seeds"] + cols) + " |"
+    sep = "|" + "|".join(["---"] * (len(axes) + 1 + len(cols))) + "|"
+    lines = [head, sep]
+    for key, members in groups:
+        cells = [str(v) for v in key] + [str(len(members))] + [format_cell([r.get(c) for r in members]) for c in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _report_markdown(ablation: Ablation, axes, cols, groups, failed, n_finished: int, n_runs: int) -> str:
+    seeds = sorted({r["seed"] for _, members in groups for r in members})
+    text = [f"# Ablation `{ablation.name}`", ""]
+    if ablation.source:
+        text += [f"Config: `{ablation.source.name}`; base: `{ablation.base_config.name}`; seeds: {', '.join(map(str, seeds)) or 'none'}; "
+                 f"runs finished: {n_finished} of {n_runs} (report stage `{ablation.report_stage}`).", ""]
+    text += ["Means over seeds, with 95 % t-intervals [low, high] (scipy.stats.t, n - 1 degrees of freedom) where there are "
+             "several seeds.", "", format_table(axes, cols, groups), ""]
+    if failed:
+        text += ["## Failed runs", ""] + [f"- `{name}`: {why}" for name, why in failed.items()] + [""]
+    return "\n".join(text)
+
+
+def _figures(ablation: Ablation, axes: list[str], groups, results: Path, rows: list[dict]) -> list[Path]:
+    """One PNG per figure metric: the metric against the x axis, one line per value of the other axes,
+    error bars = 95 % t-interval over seeds."""
+    x = ablation.x if ablation.x in axes else (axes[0] if axes else None)
+    metrics = [m for m in ablation.figures if rows and any(m in r for r in rows)]
+    if x is None or not metrics:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    others = [a for a in axes if a != x]
+    lines: dict[tuple, list[tuple]] = {}
+    for key, members in groups:
+        point = dict(zip(axes, key))
+        lines.setdefault(tuple(point[a] for a in others), []).append((point[x], members))
+    cols = min(4, len(metrics))
+    nrows = math.ceil(len(metrics) / cols)
+    fig, axs = plt.subplots(nrows, cols, figsize=(3.6 * cols, 3.0 * nrows), squeeze=False)
+    for ax, metric in zip(axs.flat, metrics):
+        for other, pts in lines.items():
+            xs = [p[0] for p in pts]
+            stats = [mean_ci([r.get(metric) for r in p[1]]) for p in pts]
+            label = ", ".join(f"{a}={v}" for a, v in zip(others, other)) or None
+            categorical = not all(isinstance(v, (int, float)) for v in xs)
+            pos = list(range(len(xs))) if categorical else xs
+            half = [0.0 if math.isnan(hi) else hi - m for m, (_, hi) in stats]
+            ax.errorbar(pos, [m for m, _ in stats], yerr=half, marker="o", capsize=3, label=label)
+            if categorical:
+                ax.set_xticks(pos, [str(v) for v in xs])
+        ax.set_title(metric, fontsize=10)
+        ax.set_xlabel(x)
+        ax.grid(alpha=0.3)
+        if len(lines) > 1:
+            ax.legend(fontsize=7)
+    for ax in list(axs.flat)[len(metrics):]:
+        ax.axis("off")
+    fig.suptitle(f"{ablation.name}: metrics vs {x} (error bars: 95 % t-interval over seeds)", fontsize=11)
+    return [save_figure(fig, results / f"{ablation.name}_metrics.png")]

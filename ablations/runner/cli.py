@@ -1,0 +1,104 @@
+"""``infogap ablate NAME``: expand an ablation into runs, launch them, aggregate the results."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from infogap.ablations.runner.aggregate import aggregate, format_table, untested
+from infogap.ablations.runner.identity import reuse_finished, run_identity
+from infogap.ablations.runner.local import launch_local
+from infogap.ablations.runner.slurm import SlurmOptions, ablate_args, launch_slurm, run_task
+from infogap.ablations.runner.spec import ablation_name, available, expand, fit_command, load_ablation, parse_only, parse_overrides, split_settings
+from infogap.ablations.runner.sweeps import launch_wandb, sweep_config
+
+DEMO_COLUMNS = ["rmg", "l2m", "moad_image", "moad_text", "entropy_i2t", "zeroshot_object_acc", "attr_acc_mean"]
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="infogap ablate",
+        description=f"Run an ablation of configs/ablations/ ({', '.join(available())}) and aggregate it into "
+                    "results/NAME/summary.csv, report.md and figures.",
+    )
+    p.add_argument("name", help="ablation name or path to an ablation YAML")
+    p.add_argument("overrides", nargs="*", help="key=value applied to every run, e.g. trainer.max_steps=300; NAME.key=value sets "
+                                                "a setting of the study (e.g. learn_forget.steps=200)")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the ablation's)")
+    p.add_argument("--out", default="results", help="results directory (default: results)")
+    p.add_argument("--sweep", action="append", default=[], metavar="KEY=v1,v2",
+                   help="one more axis on the reported stage, crossed with its axes, named by the key's last part, "
+                        "e.g. --sweep trainer.max_steps=600,2400,9600 (repeatable)")
+    p.add_argument("--only", action="append", default=[], metavar="AXIS=v1,v2", help="restrict a swept axis to some of its values")
+    p.add_argument("--launcher", choices=["local", "slurm", "wandb"], default="local",
+                   help="local: one run after another here; slurm: one array job per stage, then an aggregation job; "
+                        "wandb: create a W&B grid sweep (one-stage ablations)")
+    p.add_argument("--jobs", type=int, default=1, help="local: runs at a time (each gets its share of the cores; default 1)")
+    p.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
+                   help="local, output not a terminal: a progress line every SECONDS (on a terminal the display is live)")
+    p.add_argument("--dry-run", action="store_true", help="print the runs (local), the sbatch lines (slurm) or the sweep (wandb); launch nothing")
+    p.add_argument("--aggregate-only", action="store_true", help="aggregate the finished runs, launch nothing")
+    g = p.add_argument_group("one run (what a SLURM array task executes)")
+    g.add_argument("--stage", default=None, help="stage of --task (default: the first)")
+    g.add_argument("--task", type=int, default=None, metavar="INDEX", help="run only run INDEX of --stage, in this process")
+    g = p.add_argument_group("SLURM resources (override the ablation's `slurm:` section)")
+    g.add_argument("--partition")
+    g.add_argument("--account")
+    g.add_argument("--time", help="time limit per run, e.g. 04:00:00")
+    g.add_argument("--nodes", type=int)
+    g.add_argument("--gpus-per-node", type=int, help="GPUs (= tasks) per node; 0 runs one CPU task")
+    g.add_argument("--cpus-per-task", type=int)
+    g.add_argument("--mem")
+    g.add_argument("--qos")
+    g.add_argument("--sbatch-arg", action="append", default=None, dest="extra", help="a further sbatch argument, verbatim (repeatable)")
+    g = p.add_argument_group("W&B")
+    g.add_argument("--project", default="infogap", help="W&B project of the sweep (default: infogap)")
+    g.add_argument("--entity", default=None, help="W&B entity (default: yours)")
+    args = p.parse_intermixed_args(argv)
+
+    overrides, settings = split_settings(ablation_name(args.name), parse_overrides(args.overrides))
+    ablation = load_ablation(args.name, args.sweep, settings)
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    out = Path(args.out).resolve()
+    only = parse_only(args.only, ablation)
+    runs = expand(ablation, out, seeds, only, overrides)
+    if args.task is not None:
+        return run_task(ablation, runs, args.stage or ablation.stages[0]["name"], args.task)
+    if args.launcher in ("local", "slurm") and not (args.dry_run or args.aggregate_only):
+        reuse_finished(ablation, runs, out)  # a finished run of the same config (any ablation under --out) is not trained twice
+    if args.launcher == "slurm" and not args.aggregate_only:
+        flags = {k: getattr(args, k) for k in ("partition", "account", "time", "nodes", "gpus_per_node", "cpus_per_task", "mem", "qos", "extra")}
+        options = SlurmOptions.from_sources(ablation.slurm, flags)
+        launch_slurm(ablation, runs, ablate_args(args.name, out, seeds, args.only, args.overrides, args.sweep), options, out, args.dry_run)
+        return 0
+    if args.launcher == "wandb" and not args.aggregate_only:
+        config = sweep_config(ablation, seeds if seeds is not None else ablation.seeds, only, overrides)
+        launch_wandb(config, args.project, args.entity, args.dry_run, SlurmOptions.from_sources(ablation.slurm, {}))
+        return 0
+    if args.dry_run:
+        for run in runs:
+            state = "finished" if run.finished else "to run"
+            print(f"{run.name}  [{state}]\n    infogap {' '.join(fit_command(ablation, run))}\n"
+                  f"    identity: {json.dumps(run_identity(ablation, run), sort_keys=True)}")
+        print(f"{len(runs)} runs")
+        return 0
+    failed = {} if args.aggregate_only else launch_local(ablation, runs, args.jobs, args.progress_every)
+    result = aggregate(ablation, runs, out, failed)
+    cols = [c for c in (ablation.table or DEMO_COLUMNS) if c in result["table"]]
+    print()
+    print(format_table(result["axes"], cols, result["groups"]))
+    print()
+    for claim in result["claims"]:
+        print(claim.line())
+    print(f"summary: {result['summary']}")
+    print(f"report:  {result['report']}")
+    for fig in result["figures"]:
+        print(f"figure:  {fig}")
+    code = 0
+    if result["failed"]:
+        print(f"{len(result['failed'])} run(s) failed: " + ", ".join(result["failed"]))
+        code = 1
+    if untested(result["claims"]):
+        print(f"{len(untested(result['claims']))} claim(s) not tested: a run they compare is missing (see report.md)")
+        code = 1
+    return code

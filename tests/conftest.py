@@ -1,0 +1,69 @@
+"""Fixtures shared across the test files (each file stays on one pytest-xdist worker, so a module-scoped
+fixture is built once per file that uses it):
+
+- ``random_checkpoint(model)``: a randomly initialised infogap checkpoint of a small model (``tiny``,
+  ``small``, ``small-h8``, ``tiny-bpe``), as a finished run's ``last.ckpt`` would hold it;
+- ``encoder``: a loader of the random ``tiny`` checkpoint through ``load_encoder``, as the analyses load;
+- ``golden_run``: a copy of the fixed tiny finished run of ``tests/golden/run`` (30 steps at k = 2: its
+  metrics with history, embeddings, checkpoint), for any analysis of a finished run;
+- ``image_folder(root, {class: n})``: an ImageFolder-layout folder of random 28 px images.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def random_checkpoint(tmp_path_factory):
+    made: dict[str, Path] = {}
+
+    def make(model: str = "tiny", seed: int = 0) -> Path:
+        from infogap.data.synthetic import SyntheticSource
+        from infogap.models import is_word_level
+        from infogap.train.module import ContrastiveModule
+
+        key = f"{model}-{seed}"
+        if key not in made:
+            torch.manual_seed(seed)
+            spec = SyntheticSource().vocab.text_spec() if is_word_level(model) else None
+            module = ContrastiveModule(model, text_spec=spec)
+            path = tmp_path_factory.mktemp("ckpt") / f"{key}.ckpt"
+            torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+            made[key] = path
+        return made[key]
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def encoder(random_checkpoint):
+    from infogap.train.embed import load_encoder
+
+    ckpt = random_checkpoint("tiny")
+    return lambda: load_encoder(checkpoint=str(ckpt))
+
+
+@pytest.fixture
+def golden_run(tmp_path):
+    from tests.golden_cases import golden_run as copy
+
+    return copy(tmp_path)
+
+
+@pytest.fixture
+def image_folder():
+    from PIL import Image
+
+    def make(root: Path, counts: dict[str, int]) -> Path:
+        rng = np.random.default_rng(0)
+        for cls, n in counts.items():
+            (root / cls).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (28, 28, 3), dtype=np.uint8)).save(root / cls / f"{i}.png")
+        return root
+
+    return make

@@ -1,0 +1,268 @@
+"""Dense probes (seed 002): synthetic targets, patch features, the feature cache, label subsets, probe metrics by hand, learning and baselines, local layouts, curves in W&B, `infogap probe`."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from infogap.ablations.dense.probe import (
+    DenseProbe,
+    FeatureCache,
+    baselines,
+    label_subset,
+    patch_features,
+    synthetic_targets,
+    train_probe,
+)
+from infogap.data.synthetic import SyntheticDataModule
+from infogap.models import build_model
+
+
+@pytest.fixture(scope="module")
+def batch():
+    dm = SyntheticDataModule(k=5, dense_targets=True)
+    return dm.source.val_batch(np.arange(256))
+
+
+def test_synthetic_targets_mark_the_object_with_its_class(batch):
+    seg = synthetic_targets(batch, "object")
+    assert seg.dtype == torch.long and seg.shape == (256, 28, 28)
+    on = batch["mask"].bool()
+    assert (seg[~on] == 0).all()
+    for i in range(4):
+        assert set(seg[i][on[i]].tolist()) == {int(batch["labels"]["object"][i]) + 1}
+    colour = synthetic_targets(batch, "colour")
+    assert int(colour.max()) <= 7 and torch.equal(colour > 0, on)
+    assert torch.equal(synthetic_targets(batch, "depth"), batch["depth"])
+    with pytest.raises(ValueError, match="choose one of object, colour"):
+        synthetic_targets(batch, "swelling")
+
+
+def test_patch_features_of_chosen_layers_leave_the_encoder_unchanged(batch):
+    torch.manual_seed(0)
+    model = build_model("tiny", vocab_size=64, context_length=8, eos_id=63)
+    before = {n: p.clone() for n, p in model.state_dict().items()}
+    last = patch_features(model, batch["image"][:8])
+    both = patch_features(model, batch["image"][:8], layers=(0, -1), normalize=False)
+    assert last.shape == (8, 64, 7, 7) and both.shape == (8, 128, 7, 7)
+    raw_last = patch_features(model, batch["image"][:8], normalize=False)
+    assert torch.allclose(both[:, 64:], raw_last) and not torch.allclose(last, raw_last)
+    assert all(torch.equal(before[n], p) for n, p in model.state_dict().items())
+    with pytest.raises(ValueError, match="blocks 0..1"):
+        patch_features(model, batch["image"][:2], layers=(5,))
+
+
+def test_feature_cache_computes_once_per_key(tmp_path):
+    cache, calls = FeatureCache(tmp_path), []
+
+    def compute():
+        calls.append(1)
+        return torch.arange(24, dtype=torch.float32).view(2, 3, 2, 2)
+
+    key = {"checkpoint": "a", "data": "val:0-2", "layers": [-1]}
+    first, again = cache.get(key, compute), cache.get(key, compute)
+    assert len(calls) == 1 and isinstance(again, np.memmap) and np.array_equal(first, again)
+    cache.get({**key, "layers": [0]}, compute)
+    assert len(calls) == 2 and len(list(tmp_path.glob("features-*.npy"))) == 2
+
+
+def test_label_subsets_are_fixed_per_seed_and_nested():
+    subsets = {f: label_subset(5000, f, seed=3) for f in (0.01, 0.1, 1.0)}
+    assert [len(s) for s in subsets.values()] == [50, 500, 5000]
+    assert set(subsets[0.01]) <= set(subsets[0.1]) <= set(subsets[1.0])
+    assert np.array_equal(subsets[0.1], label_subset(5000, 0.1, seed=3))
+    assert not np.array_equal(subsets[0.1], label_subset(5000, 0.1, seed=4))
+    with pytest.raises(ValueError, match="label fraction"):
+        label_subset(10, 0.0, 0)
+
+
+def _fixed_seg_probe(num_classes: int) -> DenseProbe:
+    """A probe whose logits are 10 x its one-hot features: its predictions are the features' classes."""
+    probe = DenseProbe(num_classes, "seg", num_classes, size=4)
+    with torch.no_grad():
+        probe.head.weight.copy_(10 * torch.eye(num_classes)[:, :, None, None])
+        probe.head.bias.zero_()
+    return probe
+
+
+def test_probe_miou_and_rmse_equal_a_hand_computation():
+    pred = torch.tensor([[[0, 0, 1, 1], [0, 2, 2, 2], [0, 0, 0, 0], [1, 1, 1, 1]]])
+    target = torch.tensor([[[0, 0, 1, 2], [0, 2, 2, 1], [0, 0, 0, 0], [1, 1, 0, 1]]])
+    features = torch.nn.functional.one_hot(pred, 3).permute(0, 3, 1, 2).float()
+    got = _fixed_seg_probe(3).evaluate(features, target)["miou"]
+    ious = []
+    for c in range(3):
+        tp = ((pred == c) & (target == c)).sum().item()
+        fp = ((pred == c) & (target != c)).sum().item()
+        fn = ((pred != c) & (target == c)).sum().item()
+        ious.append(tp / (tp + fp + fn))
+    assert got == pytest.approx(np.mean(ious))
+
+    probe = DenseProbe(1, "depth", size=4)
+    with torch.no_grad():
+        probe.head.weight.fill_(1.0)
+        probe.head.bias.zero_()
+    depth_pred = torch.rand(3, 1, 4, 4) + 1
+    depth = torch.rand(3, 4, 4) + 1
+    got = probe.evaluate(depth_pred, depth)
+    assert got["rmse"] == pytest.approx(float(((depth_pred[:, 0] - depth) ** 2).mean().sqrt()), rel=1e-5)
+    assert got["absrel"] == pytest.approx(float(((depth_pred[:, 0] - depth).abs() / depth).mean()), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_an_informative_feature_is_learned_and_a_constant_one_gives_the_majority_baseline(batch):
+    target = synthetic_targets(batch, "object")
+    train, test = np.arange(192), slice(192, 256)
+    informative = torch.nn.functional.one_hot(target, 11).permute(0, 3, 1, 2).float()
+    probe = train_probe(informative, target, train, "seg", 11, steps=150, lr=0.1, accelerator="cpu")
+    assert probe.evaluate(informative[test], target[test])["miou"] > 0.95
+    constant = torch.ones(256, 4, 7, 7)
+    probe = train_probe(constant, target, train, "seg", 11, steps=150, lr=0.1, accelerator="cpu")
+    base = baselines(target[train], target[test], "seg", 11)
+    assert base["majority_class"] == 0  # background
+    assert probe.evaluate(constant[test], target[test])["miou"] == pytest.approx(base["miou"])
+    depth = synthetic_targets(batch, "depth")
+    flat = baselines(depth[train], depth[test], "depth")
+    per_image = depth[test].flatten(1)
+    assert flat["rmse"] == pytest.approx(float(((per_image - per_image.mean(1, keepdim=True)) ** 2).mean().sqrt()), rel=1e-5)
+    probe = train_probe(constant, depth, train, "depth", steps=150, lr=0.1, accelerator="cpu")
+    assert probe.evaluate(constant[test], depth[test])["rmse"] >= flat["rmse"] - 1e-6, "a constant feature cannot beat the per-image oracle"
+
+
+# --- real-data layouts and the command ------------------------------------------------------------
+def _layout(root, task: str, n: int = 6, size=(40, 32)):
+    """A tiny dataset in the layout of infogap.data.dense: coloured rectangles on noise; labels 0..2
+    (and 255 on their border) or a depth map in millimetres (16-bit PNG) / metres (.npy)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True)
+    if task == "seg":
+        (root / "classes.txt").write_text("background\nred\nblue\n")
+    for split in ("train", "val"):
+        for sub in ("images", "labels" if task == "seg" else "depth"):
+            (root / split / sub).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            w, h = size
+            image = rng.integers(0, 60, (h, w, 3), dtype=np.uint8)
+            cls = 1 + i % 2
+            image[8:24, 10:30, cls - 1 if cls == 1 else 2] = 230
+            Image.fromarray(image).save(root / split / "images" / f"im{i}.jpg")
+            if task == "seg":
+                label = np.zeros((h, w), np.uint8)
+                label[8:24, 10:30] = cls
+                label[7, 10:30] = 255
+                Image.fromarray(label).save(root / split / "labels" / f"im{i}.png")
+            else:
+                depth = np.full((h, w), 3000, np.uint16)
+                depth[8:24, 10:30] = 1000 + 500 * i
+                depth[0, 0] = 0  # missing
+                if i % 2:
+                    np.save(root / split / "depth" / f"im{i}.npy", depth.astype(np.float32) / 1000)
+                else:
+                    Image.fromarray(depth).save(root / split / "depth" / f"im{i}.png")
+    return root
+
+
+def test_dense_layouts_read_images_and_targets_with_one_geometry(tmp_path):
+    from infogap.ablations.dense.datasets import read_classes, read_dense_split
+    from infogap.train.embed import load_encoder
+
+    enc = load_encoder(model="tiny-bpe")
+    seg = _layout(tmp_path / "seg", "seg")
+    images, labels = read_dense_split(seg / "train", "seg", enc.preprocess, 64, len(read_classes(seg)))
+    assert images.shape == (6, 3, 64, 64) and labels.shape == (6, 64, 64) and labels.dtype == torch.long
+    assert set(labels.unique().tolist()) == {0, 1, 2, 255}
+    depth = _layout(tmp_path / "depth", "depth")
+    _, d = read_dense_split(depth / "val", "depth", enc.preprocess, 64)
+    assert d.dtype == torch.float32 and float(d.max()) == pytest.approx(3.5), "millimetres of the 16-bit PNG in metres"
+    assert d[1].unique().tolist() == pytest.approx([1.5, 3.0]), "the .npy map in metres, resized by nearest neighbour"
+
+
+def test_dense_layout_errors_name_the_file(tmp_path):
+    from PIL import Image
+
+    from infogap.ablations.dense.datasets import read_classes, read_dense_split
+    from infogap.train.embed import load_encoder
+
+    enc = load_encoder(model="tiny-bpe")
+    root = _layout(tmp_path / "seg", "seg")
+    (root / "train" / "labels" / "im0.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"labels/im0.png: missing \(the label mask of .*images/im0.jpg\)"):
+        read_dense_split(root / "train", "seg", enc.preprocess, 64, 3)
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(root / "train" / "labels" / "im0.png")
+    with pytest.raises(ValueError, match=r"im0.png: 10x10 target for the 40x32 image"):
+        read_dense_split(root / "train", "seg", enc.preprocess, 64, 3)
+    Image.fromarray(np.full((32, 40), 7, np.uint8)).save(root / "train" / "labels" / "im0.png")
+    with pytest.raises(ValueError, match=r"im0.png: label value 7 is not a class \(classes.txt has 0..2"):
+        read_dense_split(root / "train", "seg", enc.preprocess, 64, len(read_classes(root)))
+    (root / "classes.txt").write_text("a\n\nb\n")
+    with pytest.raises(ValueError, match="classes.txt: one class name per line"):
+        read_classes(root)
+
+
+def _probe(tmp_path, capsys, *args) -> dict:
+    import json
+
+    from infogap.cli import main as infogap
+
+    out = tmp_path / "out"
+    assert infogap(["probe", *args, "--fractions", "0.5,1.0", "--seeds", "0,1", "--steps", "10", "--cache", str(tmp_path / "cache"),
+                    "--out", str(out), "--log_with", "none"]) == 0
+    return json.loads((out / "probe.json").read_text())
+
+
+@pytest.mark.slow
+def test_probe_curves_go_to_wandb_per_label_fraction_and_seed(tmp_path):
+    import json
+
+    from infogap.data.synthetic import SyntheticSource
+    from infogap.train.module import ContrastiveModule
+    from tests.helpers import cli, read_wandb_history
+
+    module = ContrastiveModule("tiny", text_spec=SyntheticSource().vocab.text_spec())
+    ckpt = tmp_path / "tiny.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, ckpt)
+    out = tmp_path / "out"
+    # in a subprocess, as users run it: a W&B run in the test process would leave its service to later tests
+    proc = cli("probe", "--checkpoint", str(ckpt), "--task", "depth", "--n-train", "32", "--n-val", "16", "--fractions", "0.5,1.0",
+               "--seeds", "0", "--steps", "10", "--val_every", "5", "--cache", str(tmp_path / "cache"), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    history = read_wandb_history(out)  # the offline W&B run under --out
+    for name in ("f0.5_s0", "f1_s0"):
+        loss = [r[f"probe/{name}/train_loss"] for r in history if f"probe/{name}/train_loss" in r]
+        rmse = [(r["trainer/global_step"], r[f"probe/{name}/rmse"]) for r in history if f"probe/{name}/rmse" in r]
+        assert len(loss) == 10 and all(np.isfinite(loss)), "a training-loss point every step"
+        assert [step for step, _ in rmse] == [4, 9] and all(v > 0 for _, v in rmse), "validated every 5 steps"
+        assert any(f"probe/{name}/absrel" in r for r in history)
+    final = {r["fraction"]: r["rmse"] for r in json.loads((out / "probe.json").read_text())["probes"]}
+    last = [r["probe/f1_s0/rmse"] for r in history if "probe/f1_s0/rmse" in r][-1]
+    assert last == pytest.approx(final[1.0], rel=1e-5), "the last validation is the probe's reported metric (10 steps, validated at 10)"
+
+
+@pytest.mark.slow
+def test_probe_command_on_synthetic_renders_and_on_both_layouts(tmp_path, capsys):
+    from infogap.data.synthetic import SyntheticSource
+    from infogap.train.module import ContrastiveModule
+
+    module = ContrastiveModule("tiny", text_spec=SyntheticSource().vocab.text_spec())
+    ckpt = tmp_path / "tiny.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, ckpt)
+    result = _probe(tmp_path, capsys, "--checkpoint", str(ckpt), "--task", "seg", "--n-train", "64", "--n-val", "32")
+    assert result["features"] == [64, 7, 7] and len(result["probes"]) == 4 and result["baseline"]["majority_class"] == 0
+    assert {r["labelled"] for r in result["probes"]} == {32, 64} and all(0 <= r["miou"] <= 1 for r in result["probes"])
+    cached = sorted((tmp_path / "cache").glob("features-*.npy"))
+    assert len(cached) == 2  # train and val, computed once
+    _probe(tmp_path, capsys, "--checkpoint", str(ckpt), "--task", "depth", "--n-train", "64", "--n-val", "32")
+    assert sorted((tmp_path / "cache").glob("features-*.npy")) == cached, "the same model and images: the cached features"
+
+    from infogap.models import build_model
+
+    weights = tmp_path / "bpe.pt"
+    torch.save(build_model("tiny-bpe").state_dict(), weights)
+    for task in ("seg", "depth"):
+        data = _layout(tmp_path / task, task)
+        result = _probe(tmp_path, capsys, "--model", "tiny-bpe", "--pretrained", str(weights), "--task", task, "--data", str(data))
+        assert result["train_images"] == result["val_images"] == 6 and len(result["probes"]) == 4
+        metric = "miou" if task == "seg" else "rmse"
+        assert all(np.isfinite(r[metric]) for r in result["probes"]) and np.isfinite(result["baseline"][metric])

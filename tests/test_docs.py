@@ -1,0 +1,143 @@
+"""The documentation checks itself: every relative link and image in README.md and docs/ resolves, and
+every `infogap ...` command line shown in them parses (its command and subcommand exist, every option
+is known and every value has the right type), without running anything."""
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def _links(path: Path) -> list[str]:
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)  # not inside code blocks
+    return [m.group(1) for m in LINK.finditer(text)]
+
+
+def commands(path: Path) -> list[list[str]]:
+    """The `infogap ...` command lines of the shell blocks of a page (continuation lines joined, comments
+    dropped, ``.venv/bin/`` removed): each must parse as it stands."""
+    out = []
+    for block in re.findall(r"```bash\n(.*?)```", path.read_text(), flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            if words and words[0] in ("infogap", ".venv/bin/infogap"):
+                out.append(words[1:])
+    return out
+
+
+def named_commands(path: Path) -> list[list[str]]:
+    """The commands the prose and tables of a page name inline (`infogap probe`, `infogap analyze eat`,
+    alternatives as `a|b`): each command and subcommand must exist (its --help works)."""
+    prose = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+    out = []
+    for inline in re.findall(r"`infogap ([^`]+)`", prose):
+        words = inline.replace("\\|", "|").split()
+        first = words[0]
+        if first.startswith("-") or not first.islower():
+            continue  # options of `infogap` itself (--version), placeholders (COMMAND)
+        subs = [None]
+        if first in ("analyze", "data") and len(words) > 1 and words[1][:1].islower():
+            subs = words[1].split("|")
+        for sub in subs:
+            cmd = [first] + ([sub] if sub else [])
+            if cmd not in out:
+                out.append(cmd)
+    return out
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_relative_link_and_image_resolves(path):
+    missing = [link for link in _links(path) if not link.startswith(("http://", "https://", "#", "mailto:"))
+               and not (path.parent / link.split("#")[0]).exists()]
+    assert not missing, f"{path.name}: {missing}"
+
+
+class Parsed(BaseException):
+    """Raised right after a command's arguments parsed: nothing runs."""
+
+
+@pytest.fixture
+def parse_only(monkeypatch):
+    """Every argument parser raises ``Parsed`` once it has parsed its arguments (argparse's for the
+    commands, jsonargparse's for LightningCLI's fit/validate/test); a bad option exits with code 2."""
+    import argparse
+
+    import jsonargparse
+
+    def stop(original):
+        def parse(self, *args, **kwargs):
+            original(self, *args, **kwargs)
+            raise Parsed()
+
+        return parse
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", stop(argparse.ArgumentParser.parse_args))
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_intermixed_args", stop(argparse.ArgumentParser.parse_intermixed_args))
+    monkeypatch.setattr(jsonargparse.ArgumentParser, "parse_args", stop(jsonargparse.ArgumentParser.parse_args))
+
+
+def _check(argv: list[str], monkeypatch) -> None:
+    from infogap.cli import main
+
+    monkeypatch.chdir(ROOT)  # the docs' relative config paths are relative to the repository
+    monkeypatch.setattr(sys, "argv", ["infogap"])  # LightningCLI reads (and the fit path sets) sys.argv
+    if argv in (["--version"], ["--help"]):
+        assert main(argv) == 0
+        return
+    try:
+        code = main(argv)
+    except Parsed:
+        return
+    except SystemExit as exc:
+        if exc.code in (0, None) and "--help" in argv:
+            return
+        pytest.fail(f"`infogap {' '.join(argv)}` does not parse (exit {exc.code})")
+    if code == 0 and "--help" in argv:
+        return
+    pytest.fail(f"`infogap {' '.join(argv)}` returned {code} before parsing its arguments")
+
+
+ALL = [(path, argv) for path in DOCS for argv in commands(path)]
+NAMED = sorted({tuple(argv) for path in DOCS for argv in named_commands(path)})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path, argv", ALL, ids=[f"{p.relative_to(ROOT)}:{' '.join(a)[:60]}" for p, a in ALL])
+def test_every_documented_command_parses(path, argv, parse_only, monkeypatch):
+    _check(argv, monkeypatch)
+
+
+@pytest.mark.parametrize("argv", NAMED, ids=" ".join)
+def test_every_command_named_in_the_text_exists(argv, capsys, monkeypatch):
+    from infogap.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["infogap"])
+    try:
+        code = main([*argv, "--help"])
+    except SystemExit as exc:
+        code = exc.code
+    assert code in (0, None), f"`infogap {' '.join(argv)} --help` exits {code}"
+    assert "unknown" not in capsys.readouterr().err
+
+
+def test_the_check_refuses_a_wrong_option_and_a_wrong_type(parse_only, monkeypatch):
+    _check(["ablate", "imbalance", "--seeds", "0", "--dry-run"], monkeypatch)
+    _check(["fit", "--config", "configs/synthetic.yaml", "--data.k=0"], monkeypatch)
+    for bad in (["ablate", "imbalance", "--no-such-option"], ["fit", "--config", "configs/synthetic.yaml", "--trainer.max_steps=abc"],
+                ["probe", "--task", "segmentation"], ["analyze", "eat", "--permutations", "many"]):
+        with pytest.raises(pytest.fail.Exception, match="does not parse|returned"):
+            _check(bad, monkeypatch)
+
+
+def test_documented_commands_are_found():
+    found = {tuple(a[:1]) for _, a in ALL}
+    assert {("fit",), ("ablate",), ("analyze",), ("probe",), ("metrics",), ("data",), ("embed",), ("export-ckpt",)} <= found
+    assert len(ALL) >= 30 and ("analyze", "learn-forget") in NAMED and ("data", "enrich") in NAMED

@@ -1,0 +1,132 @@
+"""The attention-head study (seed 004): MaxSkew by hand, `infogap analyze heads` on a trained synthetic run and on a local checkpoint with a text pool, the claims on fabricated tables, and the ablation end to end."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from infogap.ablations.runner.claims import HOLDS
+from infogap.models import build_model
+from tests.helpers import tiny_end_to_end
+
+
+def test_max_skew_against_a_hand_count():
+    from infogap.ablations.heads.analysis import max_skew
+
+    labels = np.array([0] * 6 + [1] * 3 + [2] * 1)  # shares 0.6, 0.3, 0.1
+    images = np.eye(10)[:, :10] + 0.0
+    query = np.zeros((1, 10))
+    query[0, [6, 7, 9]] = [1.0, 0.9, 0.8]  # top 3: images 6, 7 (value 1) and 9 (value 2)
+    # p = (0, 2/3, 1/3); skews: -inf, log((2/3)/0.3), log((1/3)/0.1) -> the largest: log(10/3)
+    assert max_skew(images, query, labels, k=3) == pytest.approx(np.log(10 / 3))
+    balanced = max_skew(images, np.ones((1, 10)), labels, k=10)  # everything retrieved: no skew
+    assert balanced == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="k=11"):
+        max_skew(images, query, labels, k=11)
+
+
+# --- infogap analyze heads ------------------------------------------------------------------------
+@pytest.mark.slow
+def test_analyze_heads_on_a_trained_synthetic_run(tmp_path, capsys):
+    """A 4-step ``small`` run: the exact pool (every factor value, its factor as concept), 16 heads with
+    5 texts each, labels and CCS consistent with the texts, and the pruning table by CCS."""
+    import json
+
+    from infogap.cli import main as infogap
+    from tests.helpers import tiny_fit_args
+
+    run = tmp_path / "run"
+    assert infogap(tiny_fit_args(run, 4, "--model.model=small", "--log_with=none")) == 0
+    out = tmp_path / "heads"
+    capsys.readouterr()
+    assert infogap(["analyze", "heads", "--checkpoint", str(run / "checkpoints" / "last.ckpt"), "--n", "128", "--out", str(out)]) == 0
+    result = json.loads((out / "heads.json").read_text())
+    assert len(result["heads"]) == 16 and result["images"] == 128 and result["texts"] == 26
+    for h in result["heads"]:
+        assert len(h["texts"]) == 5 and h["ccs"] == h["concepts"].count(h["label"]) and 1 <= h["ccs"] <= 5
+        assert all(0 <= v <= 1 for v in h["variance_explained"]) and sum(h["variance_explained"]) <= 1 + 1e-9
+    rows = list(csv.DictReader((out / "pruning.csv").open()))
+    assert rows[0]["pruned"] == "none"
+    # the unpruned object accuracy, by a plain nearest-class-prompt count on the same 128 renders
+    from infogap.train.embed import load_encoder
+
+    enc = load_encoder(checkpoint=str(run / "checkpoints" / "last.ckpt"))
+    batch = enc.source.val_batch(np.arange(128))
+    x = enc.images(enc.rendered(batch["image"]))
+    prompts = enc.source.class_prompts("object", 8, "full")
+    classes = enc.texts(prompts.reshape(-1, prompts.shape[-1])).reshape(10, 8, -1).mean(1)
+    classes /= np.linalg.norm(classes, axis=1, keepdims=True)
+    want = float(np.mean((x @ classes.T).argmax(1) == batch["labels"]["object"].numpy()))
+    assert float(rows[0]["zeroshot_object_acc"]) == pytest.approx(want, abs=1e-9)
+    assert {"high", "low", "random_0", "random_4"} <= {r["pruned"] for r in rows}
+    n_high = sum(h["ccs"] == 5 for h in result["heads"])
+    assert all(int(r["n_heads"]) == n_high for r in rows if r["pruned"].startswith("random"))
+    assert (out / "ccs.png").stat().st_size > 5_000
+
+
+def test_analyze_heads_on_a_random_local_checkpoint_with_a_text_pool(tmp_path, capsys):
+    from PIL import Image
+
+    from infogap.cli import main as infogap
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "random.pt"
+    torch.save(build_model("tiny-bpe").state_dict(), ckpt)
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    texts = ["a red thing", "a blue thing", "a green thing", "a dog", "a cat", "a bird", "a large thing", "a small thing"]
+    concepts = ["colour"] * 3 + ["animal"] * 3 + ["size"] * 2
+    (tmp_path / "pool.txt").write_text("\n".join(texts) + "\n")
+    (tmp_path / "concepts.tsv").write_text("".join(f"{t}\t{c}\n" for t, c in zip(texts, concepts)))
+    args = ["analyze", "heads", "--model", "tiny-bpe", "--pretrained", str(ckpt), "--images", str(images),
+            "--texts", str(tmp_path / "pool.txt"), "--concepts", str(tmp_path / "concepts.tsv"), "--m", "3", "--out", str(tmp_path / "out")]
+    assert infogap(args) == 0, capsys.readouterr().err
+    import json
+
+    result = json.loads((tmp_path / "out" / "heads.json").read_text())
+    assert len(result["heads"]) == 2 * 2 and all(len(h["texts"]) == 3 for h in result["heads"]) and "pruning" not in result
+    (tmp_path / "pool.txt").write_text("a red thing\n\na dog\n")
+    capsys.readouterr()
+    assert infogap(args) == 2 and "pool.txt, line 2: blank line" in capsys.readouterr().err
+    (tmp_path / "pool.txt").write_text("a red thing\na unicorn\n")
+    assert infogap(args) == 2 and "no concept for the text 'a unicorn'" in capsys.readouterr().err
+
+
+# --- each study's claims on fabricated 3-seed tables: the claimed effect holds, its absence does not -----
+def _by_claim(claims) -> dict[str, object]:
+    return {c.claim: c for c in claims}
+
+
+def test_heads_claims_hold_only_for_object_heads_at_small_k_and_costly_high_ccs_pruning():
+    from infogap.ablations.heads.study import Heads
+
+    heads = Heads()
+
+    def rows(share_drop, high_cost):
+        out = []
+        for k in (0, 5):
+            for s in (0, 1, 2):
+                out.append({"k": k, "seed": s, "heads_object_share": 0.9 - share_drop * (k == 5) + 0.01 * s,
+                            "object_drop_high": 0.05 + high_cost + 0.003 * s, "object_drop_low": 0.05 + 0.001 * s,
+                            "object_drop_random": 0.05 - 0.001 * s, "attr_drop_high": 0.02 + high_cost + 0.002 * s,
+                            "attr_drop_low": 0.02, "attr_drop_random": 0.02 + 0.001 * s})
+        return out
+
+    good = heads.claims(rows(0.3, 0.1), {"k": [0, 5]})
+    assert [c.verdict for c in good] == [HOLDS] * 5
+    bad = heads.claims(rows(-0.1, -0.02), {"k": [0, 5]})
+    assert [c.verdict for c in bad] == ["does NOT hold"] * 5
+
+
+@pytest.mark.slow
+def test_heads_tiny_end_to_end(tmp_path, capsys):
+    """Every head of the 32-head ViT analysed, kept beside the run."""
+    _, rows, results = tiny_end_to_end("heads", tmp_path, capsys)
+    assert all(len(json.loads((run / "heads.json").read_text())["heads"]) == 32 for run in (results / "runs").iterdir())
+    assert 0 < float(rows[0]["ccs_mean"]) <= 5 and (results / "heads_by_k.png").is_file()

@@ -1,0 +1,151 @@
+"""Learning and forgetting (seed 003): tasks, zero-shot measures, the three fine-tuning methods and the gain/forgetting bookkeeping."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from infogap.ablations.learn_forget.finetune import (
+    FineTune,
+    Task,
+    accuracies,
+    finetune,
+    folder_task,
+    learn_forget,
+    synthetic_tasks,
+    zero_shot,
+)
+from infogap.train.embed import load_encoder
+
+
+@pytest.fixture(scope="module")
+def tasks(encoder):
+    return synthetic_tasks(encoder(), ["object", "colour"], n_train=256, n_eval=128, prompts_per_value=2)
+
+
+def test_learn_forget_bookkeeping_by_hand():
+    before, after = {"a": 0.6, "b": 0.8}, {"a": 0.9, "b": 0.7}
+    out = learn_forget(before, after, "a")
+    assert out["gain"] == pytest.approx(0.3) and out["relative_gain"] == pytest.approx(0.75)
+    assert out["off_task_change"] == pytest.approx(-0.1) and out["forgetting"] == pytest.approx(0.1)
+    three = learn_forget({"a": 0.5, "b": 0.8, "c": 0.4}, {"a": 0.75, "b": 0.6, "c": 0.5}, "a")
+    assert three["off_task_change"] == pytest.approx((-0.2 + 0.1) / 2) and three["relative_gain"] == pytest.approx(0.5)
+    assert np.isnan(learn_forget({"a": 1.0, "b": 0.5}, {"a": 1.0, "b": 0.5}, "a")["relative_gain"])
+    with pytest.raises(ValueError, match="same tasks"):
+        learn_forget({"a": 0.5}, {"a": 0.6, "b": 0.1}, "a")
+
+
+def test_zero_shot_measures_against_a_hand_computation(encoder, tasks):
+    enc = encoder()
+    task = tasks[1]
+    got = zero_shot(enc.model, task)
+    x = torch.from_numpy(enc.images(task.eval_images)).double()
+    emb = torch.from_numpy(enc.texts(task.prompts.flatten(0, 1))).double().view(len(task.classes), task.prompts.shape[1], -1).mean(1)
+    classes = emb / emb.norm(dim=1, keepdim=True)
+    lab = task.eval_labels
+    sims = x @ classes.T
+    assert got["acc"] == pytest.approx(float((sims.argmax(1) == lab).double().mean()))
+    wrong = torch.ones_like(sims, dtype=torch.bool)
+    wrong[torch.arange(len(x)), lab] = False
+    inter = float((sims * wrong).sum(1).div(len(task.classes) - 1).mean())
+    n = len(x)
+    intra = float(((x @ x.T).sum() - (x * x).sum()) / (n * (n - 1)))
+    assert got["s_inter"] == pytest.approx(inter, abs=1e-5) and got["s_intra"] == pytest.approx(intra, abs=1e-5)
+    assert got["iimm"] == pytest.approx((inter + intra) / 2, abs=1e-5)
+    gap = x.mean(0) - classes[lab].mean(0)
+    assert got["l2m"] == pytest.approx(float(gap.norm()), abs=1e-5)
+
+
+def _params(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def test_linear_probe_leaves_the_model_bit_identical_and_starts_at_zero_shot(encoder, tasks):
+    enc = encoder()
+    task = tasks[1]
+    before = _params(enc.model)
+    probe = FineTune(enc.model, task.prompts, "linear", task.name)
+    assert probe.accuracy(task) == pytest.approx(zero_shot(enc.model, task)["acc"]), "the head starts as the zero-shot classifier"
+    module = finetune(enc.model, task, "linear", steps=8, batch_size=64, lr=1e-2, accelerator="cpu")
+    after = _params(module.model)
+    assert all(torch.equal(before[n], after[n]) for n in before)
+    assert not any(p.requires_grad for p in module.model.parameters()) and module.head.requires_grad
+    assert not torch.allclose(module.head, probe.head), "the head trained"
+
+
+@pytest.mark.slow
+def test_bitfit_trains_only_biases_and_full_fine_tuning_trains_both_towers(encoder, tasks):
+    task = tasks[1]
+    for method in ("bitfit", "full"):
+        enc = encoder()
+        before = _params(enc.model)
+        module = finetune(enc.model, task, method, steps=4, batch_size=64, lr=1e-3, accelerator="cpu")
+        after = _params(module.model)
+        changed = {n for n in before if not torch.equal(before[n], after[n])}
+        if method == "bitfit":
+            assert changed and all(n.endswith("bias") for n in changed)
+            assert any(n.startswith("visual.") for n in changed) and any(not n.startswith("visual.") for n in changed)
+        else:
+            assert "visual.conv1.weight" in changed and "token_embedding.weight" in changed and "logit_scale" in changed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["full", "linear"])
+def test_fine_tuning_on_a_task_raises_its_accuracy(encoder, tasks, method):
+    """A random model is at chance on colour; a short fine-tune (either method) learns it."""
+    enc = encoder()
+    task = tasks[1]
+    zs = zero_shot(enc.model, task)["acc"]
+    module = finetune(enc.model, task, method, steps=40, batch_size=64, lr=3e-3 if method == "full" else 3e-2, accelerator="cpu")
+    acc = module.accuracy(task)
+    assert acc > zs + 0.2 and acc > 0.5, (zs, acc)
+    assert accuracies(module, tasks) == pytest.approx({t.name: module.accuracy(t) for t in tasks}), "one image embedding, the same numbers"
+
+
+def test_folder_task_splits_every_class_and_names_bad_folders(tmp_path, image_folder):
+    enc = load_encoder(model="tiny-bpe")  # class prompts are sentences: a BPE model
+    root = image_folder(tmp_path / "shapes", {"red_square": 4, "circle": 3})
+    task = folder_task(enc, str(root), templates=["a {}.", "a photo of a {}."], eval_fraction=0.5, seed=1)
+    assert task.name == "shapes" and task.classes == ["circle", "red square"]
+    assert task.prompts.shape[:2] == (2, 2) and task.eval_images.shape[1:] == (3, 64, 64)
+    assert sorted(task.eval_labels.tolist()) == [0, 0, 1, 1] and sorted(task.train_labels.tolist()) == [0, 1, 1]
+    again = folder_task(enc, str(root), templates=["a {}.", "a photo of a {}."], eval_fraction=0.5, seed=1)
+    assert torch.equal(again.eval_images, task.eval_images), "the split is fixed by the seed"
+    with pytest.raises(FileNotFoundError, match="missing"):
+        folder_task(enc, str(tmp_path / "missing"))
+    (root / "empty").mkdir()
+    with pytest.raises(ValueError, match="class 'empty' has no images"):
+        folder_task(enc, str(root))
+    (root / "empty").rmdir()
+    image_folder(root, {"single": 1})
+    with pytest.raises(ValueError, match="class 'single' has 1 image"):
+        folder_task(enc, str(root))
+    with pytest.raises(ValueError, match="templates need"):
+        folder_task(enc, str(root), templates=["a photo"])
+
+
+def test_a_task_needs_two_classes_and_matching_labels():
+    images = torch.zeros(4, 3, 28, 28)
+    with pytest.raises(ValueError, match="at least two classes"):
+        Task("t", ["a"], torch.zeros(1, 1, 8, dtype=torch.long), images, torch.zeros(4), images, torch.zeros(4))
+    with pytest.raises(ValueError, match="3 train images with 4 labels"):
+        Task("t", ["a", "b"], torch.zeros(2, 1, 8, dtype=torch.long), images[:3], torch.zeros(4), images, torch.zeros(4))
+
+
+def test_iimm_against_its_pairwise_definition(monkeypatch):
+    """S_inter over every wrong class of every image, S_intra over every pair i < j, in several chunks."""
+    from infogap.ablations.learn_forget.iimm import iimm, iimm_parts
+    from infogap.train import metrics as M
+
+    monkeypatch.setattr(M, "ROW_CHUNK", 10)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((37, 12))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    classes = rng.standard_normal((5, 12))
+    classes /= np.linalg.norm(classes, axis=1, keepdims=True)
+    lab = rng.integers(0, 5, 37)
+    inter = np.mean([np.mean([x[i] @ classes[c] for c in range(5) if c != lab[i]]) for i in range(len(x))])
+    n = len(x)
+    intra = np.mean([x[i] @ x[j] for i in range(n) for j in range(i + 1, n)])
+    assert iimm(x, classes, lab) == pytest.approx((inter + intra) / 2, abs=1e-9)
+    assert iimm_parts(x, classes, lab) == pytest.approx((inter, intra), abs=1e-9)

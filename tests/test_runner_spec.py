@@ -1,0 +1,155 @@
+"""Ablation specs: every YAML expands into its runs (--dry-run), axes, --only, --sweep and overrides, names an axis may not take, tables."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from infogap.ablations.core.imbalance import Imbalance
+from infogap.ablations.core.presence import Presence
+from infogap.ablations.core.temperature import Temperature
+from infogap.ablations.runner.aggregate import format_table, run_claims
+from infogap.ablations.runner.claims import (
+    HOLDS,
+    NOT_TESTED,
+    mean_ci,
+    other_points,
+    per_seed,
+)
+from infogap.ablations.runner.spec import (
+    add_sweep,
+    available,
+    expand,
+    load_ablation,
+    parse_only,
+    parse_overrides,
+)
+from infogap.cli import main as infogap
+from tests.helpers import ROOT, TINY_RUNS
+
+imbalance, presence, temperature = Imbalance(), Presence(), Temperature()
+
+
+def test_every_ablation_config_is_covered():
+    assert set(available()) == set(TINY_RUNS)
+
+
+@pytest.mark.parametrize("name", sorted(TINY_RUNS))
+def test_dry_run_lists_every_run(name, tmp_path, capsys):
+    ablation = load_ablation(name)
+    runs = expand(ablation, tmp_path, seeds=[0, 1])
+    n_stage_runs = sum(_stage_size(st) for st in ablation.stages)
+    assert len(runs) == 2 * n_stage_runs
+    assert infogap(["ablate", name, "--dry-run", "--seeds", "0,1", "--out", str(tmp_path), "trainer.max_steps=7"]) == 0
+    out = capsys.readouterr().out
+    assert f"{2 * n_stage_runs} runs" in out
+    assert out.count("--trainer.max_steps=7") == 2 * n_stage_runs
+    assert not (tmp_path / name).exists(), "a dry run launches nothing"
+
+
+def _stage_size(stage):
+    size = 1
+    for ax in (stage.get("axes") or {}).values():
+        size *= len(ax["values"])
+    return size
+
+
+def test_imbalance_expands_k_seeds_and_overrides(tmp_path):
+    ablation = load_ablation("imbalance")
+    runs = expand(ablation, tmp_path, seeds=[0, 1], only=parse_only(["k=0,5"], ablation), overrides=parse_overrides(["trainer.max_steps=300"]))
+    assert [(r.axes["k"], r.seed) for r in runs] == [(0, 0), (5, 0), (0, 1), (5, 1)]
+    assert all(r.overrides["trainer.max_steps"] == 300 and r.overrides["data.k"] == r.axes["k"] for r in runs)
+    assert all(r.overrides["seed_everything"] == r.seed == r.overrides["data.init_args.seed"] for r in runs)
+
+
+def test_later_stages_point_at_the_same_seeds_checkpoint(tmp_path):
+    runs = expand(load_ablation("temperature"), tmp_path, seeds=[3])
+    base = next(r for r in runs if r.stage == "base")
+    for r in runs:
+        if r.stage == "finetune":
+            assert r.overrides["model.pretrained"] == f"{base.dir}/checkpoints/last.ckpt"
+            assert r.overrides["model.init_temperature"] is None
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["--only", "k=9"], "k has no value(s) 9"),
+    (["--only", "temperature=frozen"], "no axis 'temperature'"),
+    (["oops"], "not key=value"),
+])
+def test_bad_ablation_arguments_are_named(bad, message, tmp_path, capsys):
+    assert infogap(["ablate", "imbalance", "--dry-run", "--out", str(tmp_path), *bad]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+ROWS = [{"k": k, "seed": s, "rmg": r} for (k, s, r) in [(0, 0, 0.42), (0, 1, 0.45), (0, 2, 0.42), (5, 0, 0.07), (5, 1, 0.09), (5, 2, 0.07)]]
+
+
+def test_two_rows_of_one_seed_are_an_error_not_a_silent_overwrite():
+    rows = [{"k": 0, "max_steps": m, "seed": 0, "rmg": 0.4} for m in (600, 2400)]
+    with pytest.raises(ValueError, match="two rows of seed 0 at k=0"):
+        per_seed(rows, "k", 0)
+    assert per_seed(rows, "k", 0, {"max_steps": 2400}) == {0: rows[1]}
+    assert other_points({"k": [0, 5], "max_steps": [600, 2400]}, "k") == [{"max_steps": 600}, {"max_steps": 2400}]
+    assert other_points({"k": [0, 5]}, "k") == [{}]
+
+
+def _steps_rows():
+    """Hand-made imbalance rows over k x training length, 3 seeds: the gap falls with k at every length;
+    object accuracy at k = 5 rises with training, at k = 0 it does not."""
+    acc = {(0, 600): 0.85, (0, 9600): 0.84, (5, 600): 0.48, (5, 9600): 0.80}
+    return [{"k": k, "max_steps": m, "seed": s, "rmg": 0.4 - 0.06 * k + 0.01 * s, "l2m": 0.5 - 0.05 * k,
+             "moad_image": 0.6 - 0.1 * k, "moad_text": 0.3 - 0.03 * k + 0.001 * s, "attr_acc_mean": 0.4 + 0.06 * k,
+             "entropy_i2t": 5 - 0.4 * k + 0.1 * s, "zeroshot_object_acc": acc[k, m] + 0.01 * s * (k == 5) - 0.002 * s}
+            for k in (0, 5) for m in (600, 9600) for s in (0, 1, 2)]
+
+
+def test_a_sweep_axis_gets_every_claim_at_each_of_its_points():
+    ablation = add_sweep(load_ablation("imbalance"), ["trainer.max_steps=600,9600"])
+    assert ablation.swept == ("max_steps",)
+    claims = run_claims(ablation, [r for r in _steps_rows()])
+    own = [c for c in claims if "[max_steps=" in c.claim]
+    assert len(own) == 12 and {c.verdict for c in own} == {HOLDS}
+    assert [c.claim for c in own[:6]] == [c.claim + " [max_steps=600]" for c in imbalance.claims(_steps_rows()[:1], {"k": [0, 5]})]
+    recovery = {c.claim: c for c in claims if "training steps" in c.claim}
+    assert recovery["object accuracy at k=5 rises from 600 to 9600 training steps"].verdict == HOLDS
+    assert recovery["object accuracy at k=5 rises from 600 to 9600 training steps"].mean == pytest.approx(0.32)
+    assert recovery["object accuracy at k=0 rises from 600 to 9600 training steps"].verdict == "does NOT hold"
+    # one training length missing: its claims and the recovery claims are "not tested"
+    short_only = [r for r in _steps_rows() if r["max_steps"] == 600]
+    verdicts = {c.claim: c.verdict for c in run_claims(ablation, short_only)}
+    assert {v for c, v in verdicts.items() if "max_steps=9600" in c or "training steps" in c} == {NOT_TESTED}
+
+
+@pytest.mark.parametrize("item, message", [
+    ("trainer.max_steps", "--sweep expects KEY=v1,v2"),
+    ("data.k=0,5", "already sweeps 'k'"),
+    ("model.temperature=learnable,frozen", "axis 'temperature' is also the name of a metric"),
+])
+def test_bad_sweeps_are_named(item, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_ablation("imbalance", [item])
+
+
+def test_table_cells_carry_the_t_interval():
+    groups = [((0,), [r for r in ROWS if r["k"] == 0]), ((5,), [ROWS[3]])]
+    table = format_table(["k"], ["rmg"], groups).splitlines()
+    m, (lo, hi) = mean_ci([0.42, 0.45, 0.42])
+    assert table[2] == f"| 0 | 3 | {m:.3f} [{lo:.3f}, {hi:.3f}] |"
+    assert table[3] == "| 5 | 1 | 0.070 |"
+
+
+def test_an_axis_named_like_a_metric_is_refused_at_load(tmp_path):
+    spec = yaml.safe_load((ROOT / "configs/ablations/temperature.yaml").read_text())
+    spec["stages"][1]["axes"] = {"temperature": spec["stages"][1]["axes"]["temperature_mode"]}
+    path = tmp_path / "clash.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(ValueError, match="stage 'finetune': axis 'temperature' is also the name of a metric"):
+        load_ablation(str(path))
+    for name in ("rmg", "zeroshot_object_acc", "logit_scale", "attr_acc_mean", "seed"):
+        spec["stages"][1]["axes"] = {name: {"key": "model.temperature", "values": ["learnable"]}}
+        path.write_text(yaml.safe_dump(spec))
+        with pytest.raises(ValueError, match=f"axis '{name}'"):
+            load_ablation(str(path))
+    assert "temperature_mode" in load_ablation("temperature").stages[1]["axes"]
