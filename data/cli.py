@@ -149,11 +149,21 @@ def export(argv: list[str]) -> int:
     p.add_argument("--n", type=int, default=10_000)
     p.add_argument("--shard-size", type=int, default=5_000)
     p.add_argument("--dense", action="store_true", help="also write mask.png and depth.npy")
+    p.add_argument("--overwrite", action="store_true", help="replace the shards of this split already in --out (default: refuse)")
     args = p.parse_args(argv)
     import webdataset as wds
     from PIL import Image
 
     out = Path(args.out)
+    from infogap.data.files import check_output_dir
+
+    check_output_dir(out, "--out")
+    old = sorted(out.glob(f"synthetic-{args.split}-*.tar")) + ([out / f"synthetic-{args.split}.json"] if (out / f"synthetic-{args.split}.json").exists() else [])
+    if old and not args.overwrite:
+        raise ValueError(f"--out {out} already holds {len(old)} file(s) of the {args.split} split ({old[0].name}, ...): they would mix with the "
+                         "new shards; choose another directory or pass --overwrite to replace them")
+    for path in old:
+        path.unlink()
     out.mkdir(parents=True, exist_ok=True)
     dm = _module(args, batch_size=512, dense_targets=args.dense)
     full = CaptionSpec(len(FACTOR_NAMES) - 1, args.always_present)
@@ -184,7 +194,9 @@ def export(argv: list[str]) -> int:
                 sink.write(sample)
             written += len(index)
             bar.update(len(index))
-    print(json.dumps({"out": str(out), "samples": written, "shards": sorted(p.name for p in out.glob(f"synthetic-{args.split}-*.tar"))}))
+    manifest = {"out": str(out), "samples": written, "shards": sorted(p.name for p in out.glob(f"synthetic-{args.split}-*.tar"))}
+    (out / f"synthetic-{args.split}.json").write_text(json.dumps(manifest, indent=1) + "\n")  # written last: the export is whole
+    print(json.dumps(manifest))
     return 0
 
 

@@ -11,9 +11,10 @@ read back with ``data.enriched_field: enriched``). The caption comes from either
   with ``key`` and the ``--fields`` to join (DCI style: a short caption and a list of extra captions,
   joined in order into one text).
 
-Resumable per shard: a shard is written to ``NAME.tmp`` and renamed when complete, so a finished
-shard is skipped on restart and an interrupted one is redone from its start (never duplicated, never
-half-kept). The input is never overwritten (``--out`` may not hold an input shard). A shard that
+Resumable per shard: a shard is written to ``NAME.tmp``, renamed when complete, and then gets a
+``NAME.done.json`` record (its sample count, size and SHA-256); on restart a shard is skipped only
+when its record matches the file, so an interrupted one, or any file that merely has a shard's name,
+is redone from its start (never duplicated, never half-kept). The input is never overwritten (``--out`` may not hold an input shard). A shard that
 fails is reported in ``enrich-report.json`` and the others go on; ``--only NAME`` retries one.
 Samples whose image cannot be decoded (captioner) are dropped and counted; samples without an
 annotation are kept without the field and counted.
@@ -115,11 +116,41 @@ def _tmp(dest: Path) -> Path:
     return dest.with_name(dest.name + ".tmp")
 
 
+def _done_file(dest: Path) -> Path:
+    """The record a finished shard gets last: its sample count, size and SHA-256."""
+    return dest.with_name(dest.name + ".done.json")
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def shard_done(dest: Path) -> bool:
+    """A shard counts as done only when its ``.done.json`` record exists and the shard is the file it
+    describes (size and SHA-256): a file with a shard's name and no record, or another content, is
+    redone."""
+    record = _done_file(dest)
+    if not (dest.is_file() and record.is_file()):
+        return False
+    try:
+        saved = json.loads(record.read_text())
+    except ValueError:
+        return False
+    return saved.get("bytes") == dest.stat().st_size and saved.get("sha256") == _sha256(dest)
+
+
 def enrich_shard(url: str, dest: Path, *, field: str, image_keys: list[str], batch_size: int,
                  captioner: Optional[Callable] = None, annotations: Optional[dict[str, str]] = None,
                  progress: Optional[Callable[[int], None]] = None) -> dict:
     """One shard -> ``dest`` (through ``dest.tmp``, renamed at the end). Returns its counts."""
     tmp = _tmp(dest)
+    _done_file(dest).unlink(missing_ok=True)
     counts = {"samples": 0, "enriched": 0, "dropped_corrupt": 0, "no_annotation": 0}
     pending: list[tuple[dict, object]] = []
     kill_at, written = _kill_after(dest.name), 0
@@ -162,6 +193,7 @@ def enrich_shard(url: str, dest: Path, *, field: str, image_keys: list[str], bat
         if captioner is not None:
             flush(sink)
     os.replace(tmp, dest)
+    _done_file(dest).write_text(json.dumps({"samples_written": written, "bytes": dest.stat().st_size, "sha256": _sha256(dest)}))
     return counts
 
 
@@ -176,6 +208,9 @@ def _write(sink, sample: dict, field: str, text: Optional[str]) -> None:
 
 def run(inputs: list[str], out: Path, *, field: str, image_keys: list[str], batch_size: int, only: Optional[list[str]],
         make_captioner: Optional[Callable[[], Callable]], annotations: Optional[dict[str, str]]) -> dict:
+    from infogap.data.files import check_output_dir
+
+    check_output_dir(out, "--out")
     out.mkdir(parents=True, exist_ok=True)
     report_path = out / REPORT
     report = json.loads(report_path.read_text()) if report_path.is_file() else {"done": {}, "failed": {}}
@@ -190,8 +225,8 @@ def run(inputs: list[str], out: Path, *, field: str, image_keys: list[str], batc
             raise ValueError(f"--out {out}: would overwrite the input shard {url}; choose another directory")
         if only and name not in only:
             continue
-        if dest.is_file():
-            continue  # finished in an earlier run
+        if shard_done(dest):
+            continue  # finished in an earlier run (its record and content agree)
         todo.append((url, name, dest))
     unknown = sorted(set(only or []) - set(names))
     if unknown:

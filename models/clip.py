@@ -135,8 +135,17 @@ def read_checkpoint(path: str | Path) -> dict:
         raise FileNotFoundError(f"checkpoint {path} is a directory without a DeepSpeed 'latest' file")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    return state if isinstance(state, dict) and "state_dict" in state else {"state_dict": state}
+    if path.stat().st_size == 0:
+        raise ValueError(f"checkpoint {path}: the file is empty")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, EOFError, UnpicklingError, ... for a bad file
+        raise ValueError(f"checkpoint {path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:150]})") from None
+    if isinstance(state, dict) and "state_dict" in state:
+        return state
+    if isinstance(state, dict) and state and all(torch.is_tensor(v) for v in state.values()):
+        return {"state_dict": state}  # a plain state dict (open_clip's own files)
+    raise ValueError(f"checkpoint {path}: holds a {type(state).__name__}, not model weights (a state dict, or a dict with 'state_dict')")
 
 
 def model_state_dict(checkpoint: dict) -> dict:
@@ -149,5 +158,12 @@ def model_state_dict(checkpoint: dict) -> dict:
 
 
 def load_checkpoint(model: torch.nn.Module, path: str | Path, strict: bool = True) -> Any:
-    """Load weights from a local checkpoint (any that ``read_checkpoint`` reads) into ``model``."""
-    return model.load_state_dict(model_state_dict(read_checkpoint(path)), strict=strict)
+    """Load weights from a local checkpoint (any that ``read_checkpoint`` reads) into ``model``; weights
+    of another architecture are a one-line error naming the file and the first mismatch."""
+    state = model_state_dict(read_checkpoint(path))
+    try:
+        return model.load_state_dict(state, strict=strict)
+    except RuntimeError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = next((line for line in lines[1:] if line), lines[0] if lines else "")
+        raise ValueError(f"checkpoint {path}: its weights do not fit this model ({detail[:200]})") from None

@@ -20,12 +20,19 @@ def export_checkpoint(src: str | Path, out: str | Path) -> dict:
     out = Path(out)
     if out.exists() and out.resolve() == Path(src).resolve():
         raise ValueError(f"--out {out} is the input checkpoint; choose another path")
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a directory; give the file to write (e.g. {out / 'model.pt'})")
+    blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise ValueError(f"--out {out}: {blocker} is a file, not a directory")
     checkpoint = read_checkpoint(src)
     state = {k: v.float() if v.is_floating_point() else v for k, v in model_state_dict(checkpoint).items()}
     meta = {"source": str(src), "deepspeed": is_deepspeed_checkpoint(src), "global_step": checkpoint.get("global_step"),
             "hyper_parameters": dict(checkpoint.get("hyper_parameters") or {})}
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": state, "infogap": meta}, out)
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save({"state_dict": state, "infogap": meta}, tmp)
+    tmp.replace(out)
     return {"out": str(out), "tensors": len(state), "parameters": sum(v.numel() for v in state.values()), **meta}
 
 

@@ -173,3 +173,28 @@ def test_a_failing_shard_is_reported_and_retried_alone(photos, tmp_path, capsys)
     assert code == 0, err
     report = json.loads((out / "enrich-report.json").read_text())
     assert not report["failed"] and sorted(report["done"]) == ["photos-000000.tar", "photos-000001.tar"]
+
+
+def test_a_shard_counts_as_done_only_when_its_record_matches_it(photos, tmp_path, capsys):
+    """A garbage file with a shard's name, a shard whose content changed after its record, and a shard
+    without a record are redone; an --out under a file is one line."""
+    d, shards = photos
+    notes = tmp_path / "n.jsonl"
+    notes.write_text("".join(json.dumps({"key": s["__key__"], "short_caption": "x"}) + "\n" for p in shards for s in _samples(p)))
+    out = tmp_path / "out"
+    (out).mkdir()
+    (out / "photos-000000.tar").write_bytes(b"garbage!")  # 8 bytes with a shard's name, no record
+    code, _, err = _enrich_in_process(capsys, "--in", f"{d}/photos-{{000000..000001}}.tar", "--out", str(out), "--annotations", str(notes))
+    assert code == 0 and "0 already done, 2 to do" in err
+    assert len(_samples(out / "photos-000000.tar")) == len(_samples(shards[0]))
+    record = json.loads((out / "photos-000000.tar.done.json").read_text())
+    assert record["bytes"] == (out / "photos-000000.tar").stat().st_size and record["samples_written"] == len(_samples(shards[0]))
+    code, _, err = _enrich_in_process(capsys, "--in", f"{d}/photos-{{000000..000001}}.tar", "--out", str(out), "--annotations", str(notes))
+    assert "2 already done, 0 to do" in err
+    (out / "photos-000001.tar").write_bytes((out / "photos-000001.tar").read_bytes()[:-512])  # cut after its record was written
+    (out / "photos-000000.tar.done.json").unlink()
+    code, _, err = _enrich_in_process(capsys, "--in", f"{d}/photos-{{000000..000001}}.tar", "--out", str(out), "--annotations", str(notes))
+    assert code == 0 and "0 already done, 2 to do" in err
+    (tmp_path / "afile").write_text("x")
+    code, _, err = _enrich_in_process(capsys, "--in", f"{d}/photos-000000.tar", "--out", str(tmp_path / "afile" / "o"), "--annotations", str(notes))
+    assert code == 2 and "is a file, not a directory" in err and len(err.strip().splitlines()) == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 from infogap.ablations.runner.local import resume_checkpoint
 from infogap.ablations.runner.slurm import (
@@ -27,7 +28,7 @@ def test_slurm_plan_chains_stages_and_skips_finished_runs(tmp_path):
     runs = expand(ablation, tmp_path, [0, 1])
     base_seed0 = next(r for r in runs if r.stage == "base" and r.seed == 0)
     base_seed0.dir.mkdir(parents=True)
-    (base_seed0.dir / "metrics.json").write_text("{}")
+    (base_seed0.dir / "metrics.json").write_text('{"metrics": {}, "history": {}}')
     options = SlurmOptions.from_sources(ablation.slurm, {"partition": "debug", "nodes": None})
     plan = slurm_plan(ablation, runs, ablate_args("temperature", tmp_path, [0, 1], [], ["trainer.max_steps=5"]), options, tmp_path)
     assert [p.what for p in plan] == ["stage base: 1 run(s)", "stage finetune: 4 run(s)", "aggregate"]
@@ -65,10 +66,13 @@ def test_resume_checkpoint_is_the_newest(tmp_path):
     assert resume_checkpoint(tmp_path) is None
     (tmp_path / "checkpoints").mkdir()
     last = tmp_path / "checkpoints" / "last.ckpt"
-    last.write_text("a")
+    torch.save({"state_dict": {}, "global_step": 1}, last)
     hpc = tmp_path / "hpc_ckpt_1.ckpt"
-    hpc.write_text("b")
+    torch.save({"state_dict": {}, "global_step": 2}, hpc)
     os.utime(last, (1, 1))
     assert resume_checkpoint(tmp_path) == hpc
     os.utime(hpc, (0, 0))
     assert resume_checkpoint(tmp_path) == last
+    hpc.write_text("half a checkpoint")  # not readable: skipped and set aside, whatever its time
+    os.utime(hpc, (2, 2))
+    assert resume_checkpoint(tmp_path) == last and (tmp_path / "hpc_ckpt_1.ckpt.corrupt").is_file()

@@ -8,14 +8,38 @@ import re
 import sys
 from pathlib import Path
 
+
 class ConfigError(Exception):
     """A configuration problem, reported as one line."""
 
 
+class Interrupted(Exception):
+    """A run stopped by SIGTERM or SIGINT after saving its checkpoint: ``exit_code`` is 128 + the signal."""
+
+    def __init__(self, signal_name: str, step: int, checkpoint: Path):
+        self.exit_code = 143 if signal_name == "SIGTERM" else 130
+        super().__init__(f"interrupted by {signal_name} at step {step}; checkpoint saved to {checkpoint}; "
+                         f"resume with --ckpt_path=last (or `infogap ablate` again)")
+
+
+class _Parsed(Exception):
+    """Raised once the arguments of a run parsed (``check_fit_args``): nothing is built. Carries the
+    parser, which parses further command lines in a fraction of the time it takes to build."""
+
+    def __init__(self, parser):
+        super().__init__("parsed")
+        self.parser = parser
+
+
 def lightning_main(argv: list[str]) -> int:
-    """fit / validate / test through LightningCLI, with the project's defaults."""
+    """fit / validate / test through LightningCLI, with the project's defaults. A run stopped by SIGTERM
+    or Ctrl-C saves its checkpoint and ends with one line and exit code 143 or 130."""
+    import logging
+
     from jsonargparse import ArgumentError
 
+    check_yaml_files(argv)
+    logging.getLogger("lightning_fabric.utilities.seed").setLevel(logging.WARNING)  # the seed is in config.yaml, not a line per run
     # LightningCLI reads its arguments from sys.argv; argv[0] stays the program, which Lightning's DDP
     # launcher re-executes for the other ranks
     sys.argv = [sys.argv[0] if sys.argv and sys.argv[0] else "infogap"] + [_expand_run_dir(a) for a in argv]
@@ -23,7 +47,45 @@ def lightning_main(argv: list[str]) -> int:
         InfogapCLI(args=None)
     except ArgumentError as exc:
         raise ConfigError(_first_line(str(exc))) from None
+    except Interrupted as exc:
+        print(f"infogap {argv[0] if argv else 'fit'}: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
     return 0
+
+
+def check_fit_args(*commands: list[str]) -> None:
+    """Parse ``infogap fit`` command lines (their config files, every key and type) without building
+    anything; a problem is a ``ConfigError`` of one line. What ``infogap ablate`` checks before it
+    launches its runs."""
+    import warnings
+
+    from jsonargparse import ArgumentError
+
+    parser = None
+    for argv in commands:
+        check_yaml_files(argv)
+        args = [_expand_run_dir(a) for a in argv]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # LightningCLI warns that args and sys.argv both exist
+                if parser is None:
+                    _lightning_cli_class(parse_only=True)(args=args)
+                else:
+                    parser.parse_args(args)
+        except _Parsed as parsed:
+            parser = parsed.parser
+        except ArgumentError as exc:
+            raise ConfigError(_first_line(str(exc))) from None
+
+
+def check_yaml_files(argv: list[str]) -> None:
+    """Every ``--config FILE`` must exist and be YAML; a syntax error names the file and line."""
+    from infogap.data.files import read_yaml
+
+    for i, arg in enumerate(argv):
+        path = arg.split("=", 1)[1] if arg.startswith("--config=") else argv[i + 1] if arg == "--config" and i + 1 < len(argv) else None
+        if path is not None:
+            read_yaml(path, "--config")
 
 
 def _expand_run_dir(arg: str) -> str:
@@ -68,11 +130,12 @@ def flat_config(config: dict, prefix: str = "") -> dict:
     return out
 
 
-def _lightning_cli_class():
+def _lightning_cli_class(parse_only: bool = False):
     from pytorch_lightning import LightningDataModule
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
+    from infogap.train.checkpoints import SaveOnInterrupt
     from infogap.train.evaluation import RepresentationMetrics
     from infogap.train.loggers import ProgressFile, make_logger
     from infogap.train.module import ContrastiveModule
@@ -101,6 +164,8 @@ def _lightning_cli_class():
             )
 
         def add_arguments_to_parser(self, parser) -> None:
+            parser.add_argument("--overwrite", type=bool, default=False,
+                                help="start afresh in a run directory that holds another run's checkpoints or metrics (they are deleted)")
             parser.add_argument("--log_with", type=str, default="wandb", help="wandb (offline without an API key), csv or none")
             parser.add_argument("--wandb_project", type=str, default="infogap")
             parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
@@ -108,7 +173,24 @@ def _lightning_cli_class():
             parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath", compute_fn=lambda d: str(Path(d or ".") / "checkpoints"))
             parser.add_lightning_class_args(RepresentationMetrics, "metrics")
             parser.add_lightning_class_args(ProgressFile, "progress")
+            parser.add_lightning_class_args(SaveOnInterrupt, "interrupt")
             parser.link_arguments("data.text_spec", "model.text_spec", apply_on="instantiate")
+
+        def parse_arguments(self, parser, args) -> None:
+            super().parse_arguments(parser, args)
+            if parse_only:
+                raise _Parsed(parser)
+            if self.config.get("subcommand") == "fit" and os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("RANK", "0") == "0":
+                claim_run_dir(self.config["fit"])
+
+        def _run_subcommand(self, subcommand: str) -> None:
+            try:
+                super()._run_subcommand(subcommand)
+            except BaseException:  # noqa: BLE001 - SIGTERMException and sys.exit(1) after Ctrl-C are SystemExits
+                saved = next((c for c in self.trainer.callbacks if isinstance(c, SaveOnInterrupt) and c.signal), None)
+                if saved is None:
+                    raise
+                raise Interrupted(saved.signal, saved.step, saved.path) from None
 
         def instantiate_classes(self) -> None:
             try:
@@ -125,6 +207,32 @@ def _lightning_cli_class():
             return super()._instantiate_trainer(config, callbacks)
 
     return _CLI
+
+
+def claim_run_dir(cfg) -> None:
+    """Before anything is built: the run directory belongs to one run. ``--ckpt_path`` resumes from an
+    intact checkpoint (a corrupt one falls back to the newest intact one, with a warning naming both);
+    ``--overwrite=true`` deletes another run's checkpoints and metrics and starts afresh; otherwise a
+    directory holding them is refused with one line, so a new run never mixes with an old one."""
+    from infogap.train.checkpoints import clear_results, previous_results, resolve_resume
+
+    run_dir = Path(cfg.trainer.get("default_root_dir") or os.getcwd())
+    ckpt_dir = Path(cfg.checkpoint.get("dirpath") or run_dir / "checkpoints")
+    if cfg.get("ckpt_path") is None and list(run_dir.glob("hpc_ckpt_*.ckpt")):
+        cfg.ckpt_path = "hpc"  # a requeued SLURM job: Lightning resumes from its hpc checkpoint (the newest intact one here)
+    if cfg.get("ckpt_path") is not None:
+        cfg.ckpt_path, messages = resolve_resume(str(cfg.ckpt_path), ckpt_dir)
+        for message in messages:
+            print(f"infogap fit: warning: {message}", file=sys.stderr, flush=True)
+        if cfg.ckpt_path is not None:
+            return
+    found = previous_results(run_dir, ckpt_dir)
+    if found and not cfg.get("overwrite"):
+        raise ConfigError(f"trainer.default_root_dir={run_dir} holds another run ({found[0].name}"
+                          f"{f' and {len(found) - 1} more' if len(found) > 1 else ''}): resume it with --ckpt_path=last, "
+                          "start afresh with --overwrite=true (deletes them), or choose another directory")
+    if found:
+        clear_results(run_dir, ckpt_dir)
 
 
 def check_strategy(trainer) -> None:

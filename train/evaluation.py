@@ -1,7 +1,7 @@
 """The callback that logs representation metrics as curves during training."""
 from __future__ import annotations
 
-import json
+import os
 import time
 from pathlib import Path
 from typing import Literal, Optional
@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
+from infogap.train.loggers import write_json_atomic
 from infogap.train.metrics import compute_metrics, zero_shot_accuracy
 
 CALLBACK_KEYS = ("temperature", "logit_scale")  # what the callback logs beside the metric suite
@@ -91,6 +92,7 @@ class RepresentationMetrics(pl.Callback):
         self.history: dict[int, dict[str, float]] = {}
         self.seconds = 0.0
         self.enabled = True
+        self._arrays: Optional[dict] = None
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         datamodule = trainer.datamodule
@@ -113,10 +115,23 @@ class RepresentationMetrics(pl.Callback):
     def on_fit_end(self, trainer, pl_module) -> None:
         if not self.enabled:
             return
-        if trainer.global_step != self._last_step:
+        if trainer.global_step != self._last_step or self._arrays is None:  # a run resumed at its end re-embeds once
             self.evaluate(trainer, pl_module)
         if trainer.is_global_zero and self.last:
             self._write_outputs(trainer)
+
+    # --- what survives a resume -------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """The evaluations made so far (every step's metrics), saved in each checkpoint, so a resumed run's
+        ``metrics.json`` holds the whole history, the evaluation at step 0 included."""
+        return {"history": {int(k): dict(v) for k, v in self.history.items()}, "last": dict(self.last), "last_step": self._last_step,
+                "seconds": self.seconds}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = {int(k): dict(v) for k, v in state_dict.get("history", {}).items()}
+        self.last = dict(state_dict.get("last", {}))
+        self._last_step = int(state_dict.get("last_step", -1))
+        self.seconds = float(state_dict.get("seconds", 0.0))
 
     # --- what ---------------------------------------------------------------------------------
     def _eval_set(self, datamodule, rank: int, world: int) -> dict:
@@ -205,7 +220,10 @@ class RepresentationMetrics(pl.Callback):
             "metrics": self.last,
             "history": {str(step): values for step, values in sorted(self.history.items())},
         }
-        (run_dir / "metrics.json").write_text(json.dumps(record, indent=2, sort_keys=True))
-        if self.save_embeddings:
-            np.savez(run_dir / "embeddings.npz", **self._arrays)
+        if self.save_embeddings:  # the embeddings first: metrics.json is what marks the run finished
+            tmp = run_dir / "embeddings.npz.tmp"
+            with open(tmp, "wb") as f:
+                np.savez(f, **self._arrays)
+            os.replace(tmp, run_dir / "embeddings.npz")
+        write_json_atomic(run_dir / "metrics.json", record, indent=2, sort_keys=True)
         rank_zero_info(f"metrics: wrote {run_dir / 'metrics.json'}" + (f" and {run_dir / 'embeddings.npz'}" if self.save_embeddings else ""))

@@ -61,7 +61,8 @@ def make_logger(kind: str, run_dir: str | Path, name: Optional[str] = None, proj
 
 class ProgressFile(Callback):
     """``progress.json`` in the run directory: ``step``, ``max_steps``, ``steps_per_second`` (since
-    this process began training; a resumed run counts from its restart), ``status`` (training, done)
+    this process began training; a resumed run counts from its restart), ``status`` (training, done,
+    interrupted by SIGTERM or Ctrl-C, failed)
     and ``updated`` (Unix time). Written by rank 0 at the start, at most every ``every_n_seconds``
     while training, and at the end, atomically (temporary file, then rename), so a reader never sees
     half a file. ``infogap ablate`` shows each running run's progress from it: the run reports itself.
@@ -85,6 +86,12 @@ class ProgressFile(Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         self._write(trainer, "done")
 
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        """``interrupted`` for SIGTERM and Ctrl-C (the run saved its checkpoint and can resume), else ``failed``."""
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+        self._write(trainer, "interrupted" if isinstance(exception, (SIGTERMException, KeyboardInterrupt)) else "failed")
+
     def _write(self, trainer, status: str) -> None:
         self._written = time.monotonic()
         if not trainer.is_global_zero:
@@ -97,13 +104,18 @@ class ProgressFile(Callback):
         write_json_atomic(Path(trainer.default_root_dir) / PROGRESS, record)
 
 
-def write_json_atomic(path: str | Path, obj, indent: Optional[int] = None) -> None:
+def write_json_atomic(path: str | Path, obj, indent: Optional[int] = None, sort_keys: bool = False) -> None:
     """Write ``obj`` as JSON through a temporary file renamed over ``path``: a reader (or a process
     killed mid-write) never sees half a file."""
+    write_text_atomic(path, json.dumps(obj, indent=indent, sort_keys=sort_keys))
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """``text`` into ``path`` through a temporary file renamed over it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=indent))
+    tmp.write_text(text)
     os.replace(tmp, path)
 
 

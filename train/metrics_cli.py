@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -19,24 +20,36 @@ import torch
 from infogap.train.metrics import ROW_CHUNK, check_inputs, compute_metrics, is_normalized
 
 
-def load_embeddings(path: str | Path) -> dict:
+def read_npz(path: str | Path, what: str = "embeddings file") -> dict[str, np.ndarray]:
+    """Every array of an ``.npz``, read now: an empty, truncated or corrupt file (a bad CRC shows only
+    when an array is read) is one ``ValueError`` naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"embeddings file not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: the file is empty (not an .npz)")
     try:
-        npz = np.load(path, allow_pickle=False)
-    except (zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, zlib.error) as exc:
+        raise ValueError(f"{path}: not a readable .npz file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'corrupt'})") from None
+
+
+def load_embeddings(path: str | Path) -> dict:
+    path = Path(path)
+    npz = read_npz(path)
     for key in ("image", "text"):
-        if key not in npz.files:
-            raise ValueError(f"{path}: missing array {key!r} (found: {', '.join(npz.files)})")
+        if key not in npz:
+            raise ValueError(f"{path}: missing array {key!r} (found: {', '.join(npz)})")
+        if npz[key].ndim != 2:
+            raise ValueError(f"{path}: {key!r} must be 2-D (rows are embeddings), got shape {npz[key].shape}")
     out = {
         "image": np.ascontiguousarray(npz["image"]),
         "text": np.ascontiguousarray(npz["text"]),
-        "logit_scale": float(npz["logit_scale"]) if "logit_scale" in npz.files else 100.0,
-        "object_factor": str(npz["object_factor"]) if "object_factor" in npz.files else "object",
-        "labels": {k[len("labels_"):]: npz[k].astype(np.int64) for k in npz.files if k.startswith("labels_")},
-        "classes": {k[len("classes_"):]: npz[k] for k in npz.files if k.startswith("classes_")},
+        "logit_scale": float(npz["logit_scale"]) if "logit_scale" in npz else 100.0,
+        "object_factor": str(npz["object_factor"]) if "object_factor" in npz else "object",
+        "labels": {k[len("labels_"):]: npz[k].astype(np.int64) for k in npz if k.startswith("labels_")},
+        "classes": {k[len("classes_"):]: npz[k] for k in npz if k.startswith("classes_")},
     }
     for name in ("image", "text"):
         if not np.issubdtype(out[name].dtype, np.floating):

@@ -97,13 +97,18 @@ class ContrastiveModule(pl.LightningModule):
             raise ValueError(f"model.logit_scale_lr must be positive, got {logit_scale_lr}")
         self.save_hyperparameters()
         init_scale = math.log(1.0 / (init_temperature or 0.07)) if loss == "clip" or temperature == "frozen" else math.log(10.0)
-        self.model = build_model(
-            model,
-            **(text_spec or {}),
-            init_logit_scale=init_scale,
-            init_logit_bias=-10.0 if loss == "siglip" else None,
-            pretrained=pretrained,
-        )
+        try:
+            self.model = build_model(
+                model,
+                **(text_spec or {}),
+                init_logit_scale=init_scale,
+                init_logit_bias=-10.0 if loss == "siglip" else None,
+                pretrained=pretrained,
+            )
+        except (ValueError, FileNotFoundError) as exc:
+            if not pretrained or str(pretrained) not in str(exc):
+                raise
+            raise type(exc)(f"model.pretrained: {exc}") from None
         if temperature == "frozen":
             if init_temperature is not None:
                 with torch.no_grad():

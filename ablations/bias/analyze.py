@@ -29,9 +29,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from infogap.ablations.bias.eat import eat_test
+from infogap.data.files import read_yaml
 from infogap.train.embed import Encoder, load_encoder
 
 SETS = ("X", "Y", "A", "B")
@@ -48,7 +48,7 @@ def load_tests(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--tests: no such file: {path}")
-    spec = yaml.safe_load(path.read_text()) or {}
+    spec = read_yaml(path, "--tests") or {}
     tests = spec.get("tests") if isinstance(spec, dict) else None
     if not tests:
         raise ValueError(f"{path}: needs a list under 'tests'")
@@ -120,16 +120,18 @@ def score_tests(enc: Encoder, tests: list[dict], permutations: int = 1_000_000, 
 
 
 def load_npz_sets(path: str | Path) -> list[np.ndarray]:
+    from infogap.train.metrics_cli import read_npz
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--embeddings: no such file: {path}")
-    with np.load(path) as f:
-        missing = [s for s in SETS if s not in f.files]
-        if missing:
-            raise ValueError(f"{path}: needs arrays X, Y, A, B (rows are embeddings); missing {', '.join(missing)}")
-        sets = [np.asarray(f[s], dtype=np.float64) for s in SETS]
+    f = read_npz(path, "--embeddings")
+    missing = [s for s in SETS if s not in f]
+    if missing:
+        raise ValueError(f"{path}: needs arrays X, Y, A, B (rows are embeddings); missing {', '.join(missing)}")
+    sets = [np.asarray(f[s], dtype=np.float64) for s in SETS]
     for s, a in zip(SETS, sets):
-        if a.ndim != 2 or a.shape[1] != sets[0].shape[1]:
+        if a.ndim != 2:
+            raise ValueError(f"{path}: array {s} has shape {a.shape}; every set must be 2-D (rows are embeddings)")
+        if a.shape[1] != sets[0].shape[1]:
             raise ValueError(f"{path}: array {s} has shape {a.shape}; every set must be (rows, {sets[0].shape[1]})")
         if not np.isfinite(a).all():
             raise ValueError(f"{path}: array {s} has non-finite values")

@@ -2,7 +2,7 @@
 A first stage trains with an extra loss that pushes the modality centroids apart (``model.gap_push``);
 then k = 5 training starts either from that large-gap checkpoint or from a random initialisation."""
 from infogap.ablations.runner.claims import paired_claim, per_seed
-from infogap.ablations.runner.results import curve_figure, history
+from infogap.ablations.runner.results import curve_figure, run_start
 from infogap.ablations.runner.study import Study
 
 CURVES = ["rmg", "l2m", "zeroshot_object_acc"]
@@ -10,8 +10,7 @@ CURVES = ["rmg", "l2m", "zeroshot_object_acc"]
 
 class InitGap(Study):
     def rows(self, run, record):
-        h = history(run.dir)
-        start = h[min(h)]
+        start = run_start(run.dir)
         row = dict(record["metrics"])
         row.update({f"{m}_start": start[m] for m in ("rmg", "l2m")})
         return [row]

@@ -4,7 +4,7 @@ rises, and the gap grows more with the frozen temperature. The learnable logit s
 learning rate (``model.logit_scale_lr``): with the weights' rate it moved 1 % in 400 steps, so the
 two arms were the same run; the report shows how far it moved (``temperature_change``)."""
 from infogap.ablations.runner.claims import paired_claim, per_seed
-from infogap.ablations.runner.results import curve_figure, history
+from infogap.ablations.runner.results import curve_figure, run_start
 from infogap.ablations.runner.study import Study
 
 CURVES = ["entropy_i2t", "rmg", "l2m", "temperature"]
@@ -13,8 +13,7 @@ AXIS = "temperature_mode"  # not "temperature": that is the logged metric (1 / l
 
 class Temperature(Study):
     def rows(self, run, record):
-        h = history(run.dir)
-        start = h[min(h)]
+        start = run_start(run.dir)
         row = dict(record["metrics"])
         row.update({f"{m}_start": start[m] for m in ("rmg", "l2m", "entropy_i2t", "moad_image", "temperature")})
         row["temperature_change"] = row["temperature"] / row["temperature_start"] - 1  # relative: how far it moved

@@ -1,5 +1,6 @@
-"""``infogap analyze learn-forget`` (seed 003): any local models and labelled image folders, with the
-same measures, fine-tunes and fits as ``infogap ablate learn_forget``::
+"""``infogap analyze learn-forget`` (seed 003): does the zero-shot IIMM of a model on a task predict what
+fine-tuning on it gains and what it forgets elsewhere? Any local models and labelled image folders,
+with the same measures, fine-tunes and fits as ``infogap ablate learn_forget``::
 
     infogap analyze learn-forget --checkpoint runs/a/checkpoints/last.ckpt --checkpoint runs/b/checkpoints/last.ckpt
     infogap analyze learn-forget --model ViT-B-32=/models/b32_laion.pt --model ViT-B-32=/models/b32_openai.pt \

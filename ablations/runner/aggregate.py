@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import csv
 import itertools
-import json
 import math
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -16,12 +16,15 @@ from infogap.ablations.runner.claims import NOT_TESTED, mean_ci
 from infogap.ablations.runner.results import save_figure
 from infogap.ablations.runner.spec import Ablation, Run, design
 from infogap.data.factors import ATTRIBUTE_FACTORS
+from infogap.train.loggers import write_text_atomic
 
 
 def run_rows(ablation: Ablation, run: Run) -> list[dict]:
     """The summary rows of a finished run: its axes, seed and final metrics. A hook module's
     ``rows(run, record)`` may return several rows, with its ``EXTRA_AXES`` as extra keys."""
-    record = json.loads((run.dir / "metrics.json").read_text())
+    record = run.record()
+    if record is None:
+        raise ValueError(f"{run.dir / 'metrics.json'}: not a whole metrics record (the run is unfinished)")
     rows = ablation.study.rows(run, record)
     out = []
     for metrics in rows:
@@ -41,22 +44,28 @@ def aggregate(ablation: Ablation, runs: list[Run], out: Path, failed: Optional[d
     """Write summary.csv, report.md and figures for the finished runs of the report stage."""
     results = out / ablation.name
     results.mkdir(parents=True, exist_ok=True)
+    for stale in (results / "summary.csv", results / "report.md"):  # never an older table beside newer runs
+        stale.unlink(missing_ok=True)
     reported = [r for r in runs if r.stage == ablation.report_stage]
     rows = [row for r in reported if r.finished for row in run_rows(ablation, r)]
     failed = dict(failed or {})
     for r in runs:
-        if not r.finished and r.name not in failed and r.failure:
-            failed[r.name] = r.failure
+        if not r.finished and r.name not in failed:
+            if r.failure:
+                failed[r.name] = r.failure
+            elif (r.dir / "metrics.json").exists():
+                failed[r.name] = f"{r.dir / 'metrics.json'} is not a whole metrics record: the run counts as unfinished (launch it again to resume it)"
     study = ablation.study
     rows += study.extra_rows(ablation, [r for r in reported if r.finished], results)  # rows of no run: baselines
     axes = list(dict.fromkeys([k for r in reported for k in r.axes] + list(study.extra_axes)))
     metric_cols = sorted({k for row in rows for k in row if k not in axes and k != "seed"})
     columns = axes + ["seed"] + metric_cols
-    with open(results / "summary.csv", "w", newline="") as f:
+    with open(results / "summary.csv.tmp", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         for row in rows:
             writer.writerow({c: row.get(c, "") for c in columns})
+    os.replace(results / "summary.csv.tmp", results / "summary.csv")
     table_cols = [c for c in (ablation.table or metric_cols) if c in metric_cols]
     groups = _group(rows, axes)
     report = _report_markdown(ablation, axes, table_cols, groups, failed, sum(r.finished for r in reported), len(reported))
@@ -67,7 +76,7 @@ def aggregate(ablation: Ablation, runs: list[Run], out: Path, failed: Optional[d
         report += ("\n## Claims\n\n" + CLAIMS_NOTE + "\n\n" + "\n".join(f"- {c.line()}" for c in claims) + "\n")
     if figures:
         report += "\n## Figures\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in figures) + "\n"
-    (results / "report.md").write_text(report)
+    write_text_atomic(results / "report.md", report)
     return {"rows": rows, "axes": axes, "table": table_cols, "groups": groups, "figures": figures, "failed": failed, "claims": claims,
             "summary": results / "summary.csv", "report": results / "report.md"}
 

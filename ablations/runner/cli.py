@@ -3,13 +3,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from infogap.ablations.runner.aggregate import aggregate, format_table, untested
 from infogap.ablations.runner.identity import reuse_finished, run_identity
-from infogap.ablations.runner.local import launch_local
+from infogap.ablations.runner.local import Interrupted, launch_local
 from infogap.ablations.runner.slurm import SlurmOptions, ablate_args, launch_slurm, run_task
-from infogap.ablations.runner.spec import ablation_name, available, expand, fit_command, load_ablation, parse_only, parse_overrides, split_settings
+from infogap.ablations.runner.spec import (
+    ablation_name,
+    available,
+    check_runs,
+    expand,
+    fit_command,
+    load_ablation,
+    parse_only,
+    parse_overrides,
+    parse_seeds,
+    split_settings,
+)
 from infogap.ablations.runner.sweeps import launch_wandb, sweep_config
 
 DEMO_COLUMNS = ["rmg", "l2m", "moad_image", "moad_text", "entropy_i2t", "zeroshot_object_acc", "attr_acc_mean"]
@@ -56,14 +68,18 @@ def main(argv: list[str]) -> int:
     g.add_argument("--entity", default=None, help="W&B entity (default: yours)")
     args = p.parse_intermixed_args(argv)
 
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
     overrides, settings = split_settings(ablation_name(args.name), parse_overrides(args.overrides))
     ablation = load_ablation(args.name, args.sweep, settings)
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     out = Path(args.out).resolve()
     only = parse_only(args.only, ablation)
     runs = expand(ablation, out, seeds, only, overrides)
     if args.task is not None:
         return run_task(ablation, runs, args.stage or ablation.stages[0]["name"], args.task)
+    if not args.aggregate_only:
+        check_runs(ablation, runs, overrides)  # every stage's command parses, before anything is launched
     if args.launcher in ("local", "slurm") and not (args.dry_run or args.aggregate_only):
         reuse_finished(ablation, runs, out)  # a finished run of the same config (any ablation under --out) is not trained twice
     if args.launcher == "slurm" and not args.aggregate_only:
@@ -82,7 +98,11 @@ def main(argv: list[str]) -> int:
                   f"    identity: {json.dumps(run_identity(ablation, run), sort_keys=True)}")
         print(f"{len(runs)} runs")
         return 0
-    failed = {} if args.aggregate_only else launch_local(ablation, runs, args.jobs, args.progress_every)
+    try:
+        failed = {} if args.aggregate_only else launch_local(ablation, runs, args.jobs, args.progress_every)
+    except Interrupted as exc:
+        print(f"infogap ablate {ablation.name}: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
     result = aggregate(ablation, runs, out, failed)
     cols = [c for c in (ablation.table or DEMO_COLUMNS) if c in result["table"]]
     print()

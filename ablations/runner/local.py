@@ -2,8 +2,8 @@
 subprocess ``infogap fit``, a run only after the runs it depends on; an interrupted run resumes."""
 from __future__ import annotations
 
-import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -38,6 +38,7 @@ def launch_local(ablation: Ablation, runs: list[Run], jobs: int = 1, progress_ev
     steps = planned_steps(ablation)
     display = ProgressDisplay(ablation.name, len(todo), jobs, every=progress_every)
     pending, running = list(todo), {}
+    previous = signal.signal(signal.SIGTERM, _raise_stop)  # SIGTERM (SLURM, kill) ends the ablation as Ctrl-C does
     try:
         while pending or running:
             for run in list(pending):
@@ -76,24 +77,83 @@ def launch_local(ablation: Ablation, runs: list[Run], jobs: int = 1, progress_ev
                     display.finished(name, f"{tag} FAILED after {seconds:.0f} s (see {run.dir / 'train.log'})")
                 else:
                     run.record_failure(None)
-                    m = json.loads((run.dir / "metrics.json").read_text())["metrics"]
+                    m = run.record()["metrics"]
                     display.finished(name, f"{tag} done in {seconds:.0f} s (rmg={m.get('rmg', float('nan')):.3f}, "
                                            f"moad_image={m.get('moad_image', float('nan')):.3f})")
-    finally:
+    except (KeyboardInterrupt, _Stop) as exc:
+        name = "SIGTERM" if isinstance(exc, _Stop) else "SIGINT"
         display.close()
+        stopped = _stop_runs([(run, proc) for run, proc, _, _ in running.values()])
+        raise Interrupted(name, stopped, len(todo) - len(pending) - len(running)) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        display.close()
+        for _, _, log, _ in running.values():
+            log.close()
     return failed
 
 
+class _Stop(Exception):
+    """SIGTERM, raised in the launcher's loop."""
+
+
+def _raise_stop(signum, frame) -> None:
+    raise _Stop()
+
+
+class Interrupted(Exception):
+    """The ablation was stopped (SIGINT or SIGTERM): its running runs saved their checkpoints and stopped;
+    ``infogap ablate`` again resumes them. ``exit_code`` is 128 + the signal."""
+
+    def __init__(self, signal_name: str, stopped: list[str], done: int):
+        self.exit_code = 143 if signal_name == "SIGTERM" else 130
+        runs = f"{len(stopped)} running run(s) saved a checkpoint and stopped ({', '.join(stopped)})" if stopped else "no run was running"
+        super().__init__(f"interrupted by {signal_name}: {runs}; {done} run(s) had finished; run the same command again to resume")
+
+
+def _stop_runs(running: list[tuple[Run, subprocess.Popen]], timeout: float = 120.0) -> list[str]:
+    """Ask every running run to stop (SIGTERM: it saves ``last.ckpt`` at its step), wait for them (a run
+    still going after ``timeout`` seconds is killed) and mark each ``interrupted`` in its progress file."""
+    from infogap.train.loggers import PROGRESS, read_progress, write_json_atomic
+
+    for _, proc in running:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for _, proc in running:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for run, _ in running:
+        progress = read_progress(run.dir)
+        if progress and progress.get("status") == "training":
+            write_json_atomic(run.dir / PROGRESS, {**progress, "status": "interrupted"})
+    return [run.label() for run, _ in running]
+
+
 def resume_checkpoint(run_dir: Path) -> Optional[Path]:
-    """The checkpoint an interrupted run resumes from: the newest of ``checkpoints/last.ckpt`` and the
-    ``hpc_ckpt_N.ckpt`` that Lightning writes when SLURM pre-empts it (SIGUSR1), or None."""
-    candidates = [p for p in [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
-    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+    """The checkpoint an interrupted run resumes from: the newest one that loads among its checkpoints
+    and the ``hpc_ckpt_N.ckpt`` that Lightning writes when SLURM pre-empts it (SIGUSR1), or None. A
+    checkpoint that does not load is set aside with a line naming it (``resolve_resume``)."""
+    from infogap.train.checkpoints import resolve_resume
+
+    ckpt, messages = resolve_resume("last", Path(run_dir) / "checkpoints")
+    for message in messages:
+        print(f"warning: {message}", flush=True)
+    return None if ckpt is None else Path(ckpt)
 
 
 def resume_args(run_dir: Path) -> list[str]:
+    """``--ckpt_path`` of the checkpoint to resume from; ``--overwrite=true`` when an unfinished run left
+    results but no checkpoint that loads (it starts afresh); nothing for a new run."""
+    from infogap.train.checkpoints import previous_results
+
     ckpt = resume_checkpoint(run_dir)
-    return [f"--ckpt_path={ckpt}"] if ckpt else []
+    if ckpt is not None:
+        return [f"--ckpt_path={ckpt}"]
+    return ["--overwrite=true"] if previous_results(run_dir, Path(run_dir) / "checkpoints") else []
 
 
 def _failure_reason(log: Path) -> str:

@@ -27,10 +27,20 @@ def cached_json(path: Path, key: dict, compute: Callable[[], dict]) -> dict:
 
 def history(run_dir: Path) -> dict[int, dict]:
     """The metrics the callback logged at each evaluation step of a finished run."""
-    import json
-
     record = json.loads((Path(run_dir) / "metrics.json").read_text())
     return {int(step): values for step, values in record.get("history", {}).items()}
+
+
+def run_start(run_dir: Path) -> dict:
+    """The metrics of a run at step 0, before its first optimizer step (the evaluation every run makes
+    at its start, kept in its checkpoints, so a resumed run has it too). A run without it (an
+    evaluation history cut by a resume before this was kept) is refused: its start is unknown."""
+    h = history(run_dir)
+    if 0 not in h:
+        first = f"starts at step {min(h)}" if h else "is empty"
+        raise ValueError(f"{Path(run_dir) / 'metrics.json'}: no evaluation at step 0 (its history {first}), so the run's start is "
+                         "unknown; train it again (--overwrite) to use it here")
+    return h[0]
 
 
 def curve_figure(runs, results: Path, name: str, metrics: list[str], label: Callable) -> Path:

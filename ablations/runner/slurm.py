@@ -55,6 +55,8 @@ def run_task(ablation: Ablation, runs: list[Run], stage: str, index: int) -> int
     except Exception as exc:  # noqa: BLE001 - recorded for the aggregation, then re-raised
         _fail(run, f"{type(exc).__name__}: {exc}")
         raise
+    if code in (130, 143):  # stopped by SIGINT or SIGTERM (a SLURM cancel, time limit or requeue): it resumes, it did not fail
+        return code
     if code != 0 or not run.finished:
         return _fail(run, f"exit {code}: no metrics.json written")
     run.record_failure(None)

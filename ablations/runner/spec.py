@@ -37,6 +37,7 @@ import yaml
 
 from infogap.ablations.runner.study import NoSettings, Study, make_settings, study_class
 from infogap.data.factors import FACTOR_NAMES
+from infogap.data.files import read_yaml
 
 # configs/ and slurm/ sit beside the code folders: in the repository (an editable install) and inside
 # the installed package (a wheel ships them as infogap/configs and infogap/slurm)
@@ -74,7 +75,13 @@ class Run:
 
     @property
     def finished(self) -> bool:
-        return (self.dir / "metrics.json").is_file()
+        """A run is finished when its ``metrics.json`` reads back whole (``record``)."""
+        return self.record() is not None
+
+    def record(self) -> Optional[dict]:
+        """The run's ``metrics.json`` (final metrics and history), or None when it is missing, truncated
+        or not a record of metrics: such a run is unfinished, and launching it again resumes it."""
+        return read_record(self.dir / "metrics.json")
 
     def label(self) -> str:
         return " ".join([self.stage] + [f"{k}={v}" for k, v in self.axes.items()] + [f"seed={self.seed}"])
@@ -93,6 +100,16 @@ class Run:
         else:
             self.dir.mkdir(parents=True, exist_ok=True)
             path.write_text(why + "\n")
+
+
+def read_record(path: Path) -> Optional[dict]:
+    """A run's metrics record when the file parses and holds ``metrics`` and ``history``, else None."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    ok = isinstance(record, dict) and isinstance(record.get("metrics"), dict) and isinstance(record.get("history"), dict)
+    return record if ok else None
 
 
 @dataclass
@@ -124,7 +141,7 @@ def ablation_name(name: str) -> str:
     if not name.endswith((".yaml", ".yml")):
         return name
     path = Path(name)
-    spec = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    spec = (read_yaml(path, 'ablation') or {}) if path.is_file() else {}
     return spec.get("name", path.stem) if isinstance(spec, dict) else path.stem
 
 
@@ -135,7 +152,9 @@ def load_ablation(name: str, sweep: tuple[str, ...] = (), settings: Optional[dic
     path = Path(name) if name.endswith((".yaml", ".yml")) else CONFIG_DIR / f"{name}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"ablation {name!r} not found ({path}); available: {', '.join(available())}")
-    spec = yaml.safe_load(path.read_text()) or {}
+    spec = read_yaml(path, "ablation") or {}
+    if not isinstance(spec, dict):
+        raise ValueError(f"{path}: an ablation is a mapping (name, study, stages, ...), got {type(spec).__name__}")
     known = {"name", "study", "settings", "base_config", "seeds", "x", "table", "figures", "stages", "report", "description", "slurm"}
     unknown = set(spec) - known
     if unknown:
@@ -200,13 +219,36 @@ def add_sweep(ablation: Ablation, items) -> Ablation:
         check_axis_name(axis, f"--sweep {item}")
         if axis in axes or any(ax["key"] == key for ax in axes.values()):
             raise ValueError(f"--sweep {item}: stage {stage['name']!r} of {ablation.name!r} already sweeps {axis!r}")
-        axes[axis] = {"key": key, "values": [_parse_value(v) for v in values.split(",") if v != ""]}
+        axes[axis] = {"key": key, "values": parse_list(values, f"--sweep {key}")}
     return dataclasses.replace(ablation, stages=stages, swept=ablation.swept + tuple(a for a in axes if a not in design(ablation)))
 
 
 def _parse_value(text: str) -> Any:
     value = yaml.safe_load(text)
     return text if isinstance(value, (dict, list)) and not text.strip().startswith(("{", "[")) else value
+
+
+def parse_list(text: str, option: str, kind=None) -> list:
+    """``a,b,c`` of a list option: each value parsed (``kind``, e.g. ``int``, else as YAML), none empty,
+    none twice; a bad value is named with its option."""
+    items = [t.strip() for t in text.split(",")]
+    if not text.strip() or any(t == "" for t in items):
+        raise ValueError(f"{option}: give a comma-separated list of values, got {text!r}")
+    values = []
+    for item in items:
+        try:
+            values.append(kind(item) if kind else _parse_value(item))
+        except ValueError:
+            raise ValueError(f"{option}: {item!r} is not {'an integer' if kind is int else 'a value'}") from None
+    twice = sorted({str(v) for v in values if values.count(v) > 1})
+    if twice:
+        raise ValueError(f"{option}: {twice[0]} is given twice")
+    return values
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds 0,1,2``: integers, at least one, none twice."""
+    return parse_list(text, "--seeds", int)
 
 
 def parse_only(only: list[str], ablation: Ablation) -> dict[str, list]:
@@ -219,7 +261,9 @@ def parse_only(only: list[str], ablation: Ablation) -> dict[str, list]:
         axis, values = item.split("=", 1)
         if axis not in all_axes:
             raise ValueError(f"--only: ablation {ablation.name!r} has no axis {axis!r}; axes: {', '.join(all_axes) or 'none'}")
-        wanted = [_parse_value(v) for v in values.split(",") if v != ""]
+        if axis in out:
+            raise ValueError(f"--only: axis {axis!r} is given twice")
+        wanted = parse_list(values, f"--only {axis}")
         missing = [v for v in wanted if v not in all_axes[axis]["values"]]
         if missing:
             raise ValueError(f"--only: {axis} has no value(s) {', '.join(map(str, missing))}; values: {', '.join(map(str, all_axes[axis]['values']))}")
@@ -244,6 +288,26 @@ def split_settings(name: str, overrides: dict[str, Any]) -> tuple[dict[str, Any]
     prefix = name + "."
     settings = {k[len(prefix):]: v for k, v in overrides.items() if k.startswith(prefix)}
     return {k: v for k, v in overrides.items() if not k.startswith(prefix)}, settings
+
+
+def check_runs(ablation: Ablation, runs: list[Run], overrides: dict[str, Any]) -> None:
+    """Before anything is launched: the ``infogap fit`` command of one run of each stage parses against
+    the base config (every key exists and every value has its type), so a mistyped override fails
+    once, here, with one line, not in every run. An override named like an axis of the ablation is
+    most likely meant as ``--only``."""
+    from infogap.train.cli import ConfigError, check_fit_args
+
+    axes = {a for st in ablation.stages for a in (st.get("axes") or {})}
+    first = {}
+    for run in runs:
+        first.setdefault(run.stage, run)
+    try:
+        check_fit_args(*(fit_command(ablation, run) for run in first.values()))
+    except ConfigError as exc:
+        bad = next((k for k in overrides if cli_key(k) in str(exc) or k in str(exc)), None)
+        hint = f"; to run some values of the axis {bad!r}, use --only {bad}=..." if bad in axes else ""
+        where = f"override {bad}={_cli_value(overrides[bad])}" if bad else "the runs' configuration"
+        raise ValueError(f"{where}: {exc} (checked against {ablation.base_config.name} before launching){hint}") from None
 
 
 def expand(ablation: Ablation, out: Path, seeds: Optional[list[int]] = None, only: Optional[dict[str, list]] = None,
@@ -319,7 +383,7 @@ def fit_command(ablation: Ablation, run: Run) -> list[str]:
 
 def planned_steps(ablation: Ablation):
     """``run -> its trainer.max_steps`` (its override, else the base config's; None if neither says)."""
-    base = (yaml.safe_load(ablation.base_config.read_text()) or {}).get("trainer", {}).get("max_steps")
+    base = (read_yaml(ablation.base_config, "base_config") or {}).get("trainer", {}).get("max_steps")
 
     def steps(run: Run) -> Optional[int]:
         value = run.overrides.get("trainer.max_steps", base)
