@@ -11,6 +11,15 @@ Factor semantics (reference: Morpho-MNIST):
 - scaling: "small" rescales by 0.75 about the centre and pastes with a random offset of up to 2 px;
 - colour: the stroke intensity times an RGB colour; background pixels stay black.
 
+Dense targets (``dense=True``), for the dense-probe study: the object ``mask``; ``scale_depth``, the
+old target that the ``scaling`` factor alone decides (1 for large objects, 1/0.75 for small ones,
+``DEPTH_BACKGROUND`` elsewhere: a probe of it measures whether the word "small" was in the captions);
+``depth``, a per-pixel surface no caption word determines: the glyph lies on a random plane at a random
+camera distance (tilted in both directions) with a smooth random relief, depth defined on the object's
+pixels (0, missing, elsewhere), and the stroke is shaded by it (intensity x 1.5 / depth, within
+[0.3, 1]: the image shows its depth); and ``edge``, per pixel background, stroke interior or stroke
+edge (a stroke pixel with a background neighbour).
+
 Rendering is two steps: ``render_plan`` draws every random number of a batch from its keys (numpy,
 on the CPU, in the loader worker) and ``render_images`` turns glyphs, plan and labels into images
 with torch operations only, on whatever device the tensors are on. ``render`` does both on the
@@ -39,6 +48,10 @@ BREAKS = 3
 BREAK_HALF_WIDTH_PX = 0.9
 BREAK_HALF_LENGTH_PX = 4.5
 DEPTH_BACKGROUND = 2.0
+SURFACE_DISTANCE = (1.5, 3.0)  # camera distance of the glyph's plane, uniform
+SURFACE_TILT = 0.4  # plane slope per unit of normalised image coordinate (x, y in [-1, 1]), uniform in +-
+SURFACE_RELIEF = 0.2  # amplitude of the relief, uniform in [0, SURFACE_RELIEF]
+SHADE_REFERENCE, SHADE_MIN = 1.5, 0.3  # stroke intensity x clamp(SHADE_REFERENCE / depth, SHADE_MIN, 1)
 
 FONT_FILES = (
     "DejaVuSans-Bold.ttf",
@@ -48,6 +61,16 @@ FONT_FILES = (
     "DejaVuSans-BoldOblique.ttf",
     "STIXGeneralBol.ttf",
 )
+# A second image distribution that no training run sees: regular-weight and Computer Modern faces (the
+# learning-and-forgetting study measures forgetting out of domain on it).
+HELD_OUT_FONT_FILES = (
+    "cmr10.ttf",
+    "cmss10.ttf",
+    "cmtt10.ttf",
+    "STIXGeneralItalic.ttf",
+    "DejaVuSansMono-Oblique.ttf",
+)
+GLYPH_SETS = {"train": FONT_FILES, "held_out": HELD_OUT_FONT_FILES}
 
 # ---------------------------------------------------------------------------------------------
 # Counter-based randomness: uniform numbers as a hash of (key, stream, slot).
@@ -84,7 +107,7 @@ def hash_uniform(keys: np.ndarray, stream: int, n: int) -> np.ndarray:
 
 # Streams: one name per random quantity.
 STREAM = {name: i + 1 for i, name in enumerate(
-    ["factors", "cooccurrence", "caption_pick", "caption_order", "glyph", "jitter", "swell", "fracture", "offset", "prompt"]
+    ["factors", "cooccurrence", "caption_pick", "caption_order", "glyph", "jitter", "swell", "fracture", "offset", "prompt", "surface"]
 )}
 
 
@@ -96,14 +119,14 @@ def _font_dir() -> Path:
     return Path(matplotlib.get_data_path()) / "fonts" / "ttf"
 
 
-@functools.lru_cache(maxsize=1)
-def font_templates() -> torch.Tensor:
+@functools.lru_cache(maxsize=2)
+def font_templates(fonts: tuple[str, ...] = FONT_FILES) -> torch.Tensor:
     """(10, n_fonts, 28, 28) float32 digit glyphs in [0, 1], MNIST-like: a ~20 px box, centred by mass."""
     from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
     hi = SIZE * 4
-    out = np.zeros((10, len(FONT_FILES), SIZE, SIZE), dtype=np.float32)
-    for f, name in enumerate(FONT_FILES):
+    out = np.zeros((10, len(fonts), SIZE, SIZE), dtype=np.float32)
+    for f, name in enumerate(fonts):
         font = ImageFont.truetype(str(_font_dir() / name), size=int(hi * 0.8))
         for d in range(10):
             canvas = Image.new("L", (hi * 2, hi * 2), 0)
@@ -316,7 +339,7 @@ def render_plan(object_keys: np.ndarray, *, jitter: bool = True) -> dict[str, to
     def draw(stream: str, n: int) -> torch.Tensor:
         return torch.from_numpy(hash_uniform(object_keys, STREAM[stream], n)).float()
 
-    plan = {"swell": draw("swell", 1)[:, 0], "fracture": draw("fracture", 2 * BREAKS), "offset": draw("offset", 2)}
+    plan = {"swell": draw("swell", 1)[:, 0], "fracture": draw("fracture", 2 * BREAKS), "offset": draw("offset", 2), "surface": draw("surface", 7)}
     if jitter:
         plan["jitter"] = draw("jitter", 5)
     return plan
@@ -329,9 +352,10 @@ def render_images(glyphs: torch.Tensor, plan: dict[str, torch.Tensor], labels: d
     ``labels`` (index tensors), with torch operations only, on the device of ``glyphs`` (the plan and
     labels are moved there).
 
-    Returns ``image`` (B, 3, 28, 28) float32 in [0, 1], and with ``dense`` an object ``mask``
-    (B, 28, 28) uint8 and a ``depth`` map (B, 28, 28) float32: 1 for large objects, 1/0.75 for small
-    ones (farther), ``DEPTH_BACKGROUND`` elsewhere.
+    Returns ``image`` (B, 3, 28, 28) float32 in [0, 1], and with ``dense`` (see the module docstring)
+    an object ``mask`` (B, 28, 28) uint8, ``edge`` classes (B, 28, 28) uint8, the surface ``depth``
+    (B, 28, 28) float32 on the object (0 elsewhere; the stroke shaded by it) and ``scale_depth``
+    (B, 28, 28) float32 (1 for large objects, 1/0.75 for small ones, ``DEPTH_BACKGROUND`` elsewhere).
     """
     device = glyphs.device
     plan = {name: u.to(device) for name, u in plan.items()}
@@ -357,13 +381,31 @@ def render_images(glyphs: torch.Tensor, plan: dict[str, torch.Tensor], labels: d
 
     x = x.clamp_(0, 1)
     rgb = torch.from_numpy(COLOUR_RGB).to(device)[labels["colour"]]  # (B, 3)
-    out = {"image": x * rgb[:, :, None, None]}
-    if dense:
-        mask = x[:, 0] > 0.5
-        depth_obj = torch.where(small, 1.0 / SMALL_SCALE, 1.0)[:, None, None].to(x.dtype)
-        out["mask"] = mask.to(torch.uint8)
-        out["depth"] = torch.where(mask, depth_obj.expand_as(x[:, 0]), torch.tensor(DEPTH_BACKGROUND, device=device))
+    if not dense:
+        return {"image": x * rgb[:, :, None, None]}
+    mask = x[:, 0] > 0.5
+    depth = surface_depth(plan["surface"])
+    shade = (SHADE_REFERENCE / depth).clamp(SHADE_MIN, 1.0)
+    out = {"image": x * shade[:, None] * rgb[:, :, None, None], "mask": mask.to(torch.uint8)}
+    out["depth"] = torch.where(mask, depth, torch.zeros((), device=device))
+    out["edge"] = (mask.to(torch.uint8) + (mask & ~erode(mask[:, None].float())[:, 0].bool()).to(torch.uint8))  # 0 background, 1 interior, 2 edge
+    depth_obj = torch.where(small, 1.0 / SMALL_SCALE, 1.0)[:, None, None].to(x.dtype)
+    out["scale_depth"] = torch.where(mask, depth_obj.expand_as(x[:, 0]), torch.tensor(DEPTH_BACKGROUND, device=device))
     return out
+
+
+def surface_depth(u: torch.Tensor) -> torch.Tensor:
+    """(B, 28, 28) depth of a random surface per image from 7 uniforms (B, 7): camera distance D, slopes
+    a and b, relief amplitude h, frequencies f, g and phase p; with x, y in [-1, 1] across the image,
+    depth = D + a x + b y + h sin(pi (f x + p)) cos(pi g y). Nothing of it depends on a factor."""
+    coords = _COORDS.to(u.device) / (SIZE - 1) * 2 - 1  # (H, W, 2) as (y, x) in [-1, 1]
+    y, x = coords[None, ..., 0], coords[None, ..., 1]
+    lo, hi = SURFACE_DISTANCE
+    d = lo + (hi - lo) * u[:, 0, None, None]
+    a, b = ((u[:, 1:3] * 2 - 1) * SURFACE_TILT)[..., None, None].unbind(1)
+    h = SURFACE_RELIEF * u[:, 3, None, None]
+    f, g, p = (0.5 + u[:, 4, None, None]), (0.5 + u[:, 5, None, None]), 2 * u[:, 6, None, None]
+    return d + a * x + b * y + h * torch.sin(torch.pi * (f * x + p)) * torch.cos(torch.pi * g * y)
 
 
 def render(
@@ -400,15 +442,18 @@ def mnist_choice(object_keys: np.ndarray, digits: np.ndarray, by_digit: list[np.
 
 
 class GlyphSource:
-    """Base strokes: font glyphs (default, nothing to download) or real MNIST digits from a local directory."""
+    """Base strokes: font glyphs (default, nothing to download; ``glyph_set`` ``train`` or the
+    ``held_out`` faces no training run sees) or real MNIST digits from a local directory."""
 
-    def __init__(self, mnist_dir: Optional[str] = None, train: bool = True):
+    def __init__(self, mnist_dir: Optional[str] = None, train: bool = True, glyph_set: str = "train"):
         self.mnist_dir = mnist_dir
+        if glyph_set not in GLYPH_SETS:
+            raise ValueError(f"glyph set {glyph_set!r}: choose one of {', '.join(GLYPH_SETS)}")
         if mnist_dir:
             self.images, labels = load_mnist_idx(mnist_dir, train)
             self.by_digit = [np.nonzero(labels == d)[0] for d in range(10)]
         else:
-            self.templates = font_templates()
+            self.templates = font_templates(GLYPH_SETS[glyph_set])
 
     @property
     def jitter(self) -> bool:

@@ -30,7 +30,7 @@ from infogap.data.factors import (
     parse_cooccurrence,
     value_index,
 )
-from infogap.data.render import SIZE, STREAM, GlyphSource, hash_uniform, render_images, render_plan, sample_keys
+from infogap.data.render import GLYPH_SETS, SIZE, STREAM, GlyphSource, hash_uniform, render_images, render_plan, sample_keys
 
 # Reserved "epochs" for the fixed splits (training epochs count up from 0).
 VAL_EPOCH = 2**62
@@ -125,6 +125,7 @@ class SyntheticSource:
     tokenizer: Optional[Callable[[list[str]], torch.Tensor]] = None  # None: the word-level vocabulary
     vocab: Vocabulary = field(default_factory=Vocabulary)
     force: Optional[dict[str, int]] = None  # training labels fixed to these values (benchmarks, previews)
+    glyph_set: str = "train"  # the font faces of the glyphs: "train", or "held_out" (a distribution no training run sees)
 
     def __post_init__(self):
         self._glyphs: dict[bool, GlyphSource] = {}
@@ -136,7 +137,7 @@ class SyntheticSource:
 
     def glyphs(self, train: bool) -> GlyphSource:
         if train not in self._glyphs:
-            self._glyphs[train] = GlyphSource(self.mnist_dir, train)
+            self._glyphs[train] = GlyphSource(self.mnist_dir, train, self.glyph_set)
         return self._glyphs[train]
 
     def texts(self, keys: np.ndarray, labels: dict[str, np.ndarray], spec: CaptionSpec) -> torch.Tensor:
@@ -315,7 +316,11 @@ class SyntheticDataModule(pl.LightningDataModule):
         cooccurrence: ``{object, factor, value, p}``: P(factor = value | object) = p in training data;
             ``object`` and ``value`` may be lists (P(factor in values | object in objects) = p), and
             ``cooccurrence`` a list of such entries (see ``infogap.data.factors.parse_cooccurrence``).
-        dense_targets: also yield a per-pixel object ``mask`` and ``depth`` map.
+        dense_targets: also yield the per-pixel targets of the dense probes: the object ``mask``, ``edge``
+            (0 background, 1 stroke interior, 2 boundary), ``depth`` (a random surface per sample, no
+            factor's function) and ``scale_depth`` (decided by the scaling factor).
+        glyph_set: the font faces of the glyphs: ``train``, or ``held_out`` (faces no default run sees:
+            the out-of-domain images of the learn/forget study).
         mnist_dir: render real MNIST digits from IDX files in this local directory instead of font glyphs.
         render_on_device: the loader workers draw labels, captions and every random number of a batch
             and the images are rendered on the training device (``on_after_batch_transfer``), so a
@@ -336,6 +341,7 @@ class SyntheticDataModule(pl.LightningDataModule):
         tokenizer: str = "word",
         cooccurrence: Optional[Union[dict, list[dict]]] = None,
         dense_targets: bool = False,
+        glyph_set: str = "train",
         mnist_dir: Optional[str] = None,
         render_on_device: bool = False,
     ):
@@ -347,11 +353,14 @@ class SyntheticDataModule(pl.LightningDataModule):
                 raise ValueError(f"data.{name} must be positive, got {value}")
         if num_workers < 0:
             raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
+        if glyph_set not in GLYPH_SETS:
+            raise ValueError(f"data.glyph_set must be one of {', '.join(GLYPH_SETS)}, got {glyph_set!r}")
         self.source = SyntheticSource(
             seed=run_seed(seed),
             caption=CaptionSpec(k, always_present),
             cooccurrence=parse_cooccurrence(cooccurrence),
             dense=dense_targets,
+            glyph_set=glyph_set,
             mnist_dir=mnist_dir,
             tokenizer=None if tokenizer == "word" else _open_clip_tokenizer(tokenizer),
         )

@@ -108,13 +108,58 @@ def test_colour_only_touches_stroke_pixels(name):
 
 
 def test_dense_targets_mark_the_object_and_its_depth():
+    """The mask is the unshaded stroke; scale_depth is decided by the scaling factor alone; edges are
+    stroke pixels with a background neighbour."""
     out = _render(scaling=1, dense=True)
     large = _render(dense=True)
+    plain = _render(scaling=1)
     assert out["mask"].shape == (N, 28, 28) and out["mask"].dtype == torch.uint8
-    assert torch.equal(out["mask"].bool(), _stroke(out["image"]))
-    assert out["depth"][out["mask"].bool()].unique().tolist() == [pytest.approx(1 / 0.75)]
-    assert set(large["depth"][large["mask"].bool()].unique().tolist()) == {1.0}
-    assert set(out["depth"][~out["mask"].bool()].unique().tolist()) == {2.0}
+    assert torch.equal(out["mask"].bool(), _stroke(plain["image"]))
+    assert out["scale_depth"][out["mask"].bool()].unique().tolist() == [pytest.approx(1 / 0.75)]
+    assert set(large["scale_depth"][large["mask"].bool()].unique().tolist()) == {1.0}
+    assert set(out["scale_depth"][~out["mask"].bool()].unique().tolist()) == {2.0}
+    mask = out["mask"].bool()
+    inside = mask.clone()
+    inside[:, 1:-1, 1:-1] = mask[:, 1:-1, 1:-1] & mask[:, :-2, 1:-1] & mask[:, 2:, 1:-1] & mask[:, 1:-1, :-2] & mask[:, 1:-1, 2:]
+    inside[:, [0, -1], :] = False
+    inside[:, :, [0, -1]] = False
+    want = torch.where(mask, torch.where(inside, 1, 2), 0)
+    assert torch.equal(out["edge"].long(), want)
+
+
+def test_surface_depth_is_a_function_of_the_sample_key_and_of_no_factor():
+    """The depth of the dense-probe study: defined on the object (0 elsewhere), the same for a sample
+    whatever batch renders it, the same for every factor value (caption words cannot give it away), and
+    shown in the image: the stroke is shaded by 1.5 / depth within [0.3, 1]."""
+    from infogap.data.synthetic import SyntheticSource
+
+    source = SyntheticSource(seed=3, dense=True)
+    a = source.val_batch(np.arange(0, 16))
+    b = source.val_batch(np.array([9, 4, 15]))
+    torch.testing.assert_close(b["depth"], a["depth"][[9, 4, 15]], rtol=0, atol=0)
+    mask = a["mask"].bool()
+    assert bool((a["depth"][mask] > 1.0).all()) and bool((a["depth"][~mask] == 0).all())
+    assert a["depth"][mask].std() > 0.2  # per-pixel structure, not a constant per image
+    s0, s1 = _render(scaling=0, dense=True), _render(scaling=1, dense=True)  # the same objects, another factor value
+    both = s0["mask"].bool() & s1["mask"].bool()
+    torch.testing.assert_close(s0["depth"][both], s1["depth"][both], rtol=0, atol=0)
+    plain = _render(dense=False)["image"][:, 0]
+    shaded = _render(dense=True)
+    shade = (1.5 / shaded["depth"]).clamp(0.3, 1.0)
+    m = shaded["mask"].bool()
+    torch.testing.assert_close(shaded["image"][:, 0][m], (plain * shade)[m])
+
+
+def test_held_out_glyph_set_draws_other_faces_for_the_same_samples():
+    from infogap.data.render import FONT_FILES, HELD_OUT_FONT_FILES
+
+    assert not set(FONT_FILES) & set(HELD_OUT_FONT_FILES)
+    own, other = SyntheticDataModule(k=2, seed=0), SyntheticDataModule(k=2, seed=0, glyph_set="held_out")
+    a, b = own.source.val_batch(np.arange(32)), other.source.val_batch(np.arange(32))
+    assert all(torch.equal(a["labels"][f], b["labels"][f]) for f in FACTOR_NAMES) and torch.equal(a["text"], b["text"])
+    assert not torch.equal(a["image"], b["image"])
+    with pytest.raises(ValueError, match="data.glyph_set must be one of train, held_out, got 'italic'"):
+        SyntheticDataModule(glyph_set="italic")
 
 
 def test_glyphs_vary_per_sample_for_the_same_digit():

@@ -102,11 +102,20 @@ def test_probe_miou_and_rmse_equal_a_hand_computation():
     with torch.no_grad():
         probe.head.weight.fill_(1.0)
         probe.head.bias.zero_()
-    depth_pred = torch.rand(3, 1, 4, 4) + 1
-    depth = torch.rand(3, 4, 4) + 1
+    gen = torch.Generator().manual_seed(0)
+    depth_pred = torch.rand(3, 1, 4, 4, generator=gen) + 1
+    depth = torch.rand(3, 4, 4, generator=gen) + 1
+    depth[0, :2] = 0  # no depth there (the background of a synthetic image): counted nowhere
+    depth[2] = 0  # an image without any depth: not in the per-image mean
     got = probe.evaluate(depth_pred, depth)
-    assert got["rmse"] == pytest.approx(float(((depth_pred[:, 0] - depth) ** 2).mean().sqrt()), rel=1e-5)
-    assert got["absrel"] == pytest.approx(float(((depth_pred[:, 0] - depth).abs() / depth).mean()), rel=1e-5)
+    err, valid = depth_pred[:, 0] - depth, depth > 0
+    per_image = [float((err[i][valid[i]] ** 2).mean().sqrt()) for i in range(2)]  # images 0 and 1
+    assert got["rmse"] == pytest.approx(np.mean(per_image), rel=1e-5)
+    assert got["rmse_pooled"] == pytest.approx(float((err[valid] ** 2).mean().sqrt()), rel=1e-5)
+    assert got["rmse"] != pytest.approx(got["rmse_pooled"], rel=1e-3)  # image 0 has half the pixels: the two means differ
+    assert got["absrel"] == pytest.approx(float((err[valid].abs() / depth[valid]).mean()), rel=1e-5)
+    e, d = err[valid].double(), depth[valid].double()  # the metric sums in float32: R² of 16 pixels to 1e-4
+    assert got["r2"] == pytest.approx(1 - float((e ** 2).sum()) / float(((d - d.mean()) ** 2).sum()), rel=1e-4)
 
 
 @pytest.mark.slow
@@ -123,10 +132,32 @@ def test_an_informative_feature_is_learned_and_a_constant_one_gives_the_majority
     assert probe.evaluate(constant[test], target[test])["miou"] == pytest.approx(base["miou"])
     depth = synthetic_targets(batch, "depth")
     flat = baselines(depth[train], depth[test], "depth")
-    per_image = depth[test].flatten(1)
-    assert flat["rmse"] == pytest.approx(float(((per_image - per_image.mean(1, keepdim=True)) ** 2).mean().sqrt()), rel=1e-5)
+    per_image = [d[d > 0] for d in depth[test]]  # the object's pixels: the background has no depth
+    assert flat["rmse"] == pytest.approx(float(np.mean([((d - d.mean()) ** 2).mean().sqrt() for d in per_image])), rel=1e-5)
     probe = train_probe(constant, depth, train, "depth", steps=150, lr=0.1, accelerator="cpu")
     assert probe.evaluate(constant[test], depth[test])["rmse"] >= flat["rmse"] - 1e-6, "a constant feature cannot beat the per-image oracle"
+
+
+@pytest.mark.slow
+def test_the_label_oracle_gives_away_caption_tasks_and_explains_little_of_the_surface_depth():
+    """A linear probe on the mask and the factor labels alone: it reads the scaling-depth and colour
+    segmentation perfectly (the caption words determine them), but not the surface depth (R² near 0)."""
+    from infogap.ablations.dense.probe import oracle_features, seg_classes
+    from infogap.data.factors import FACTORS
+
+    dm = SyntheticDataModule(k=5, dense_targets=True)
+    b = dm.source.val_batch(np.arange(384))
+    features = oracle_features(b)
+    assert features.shape[1] == 2 + sum(len(v) for v in FACTORS.values()) + 4  # mask, its complement, one-hot factors, coordinates
+    train, test = np.arange(256), slice(256, 384)
+    got = {}
+    for task in ("depth", "scale_depth", "colour"):
+        y = synthetic_targets(b, task)
+        kind = "seg" if task == "colour" else "depth"
+        probe = train_probe(features, y, train, kind, seg_classes(task) if kind == "seg" else 1, steps=300, lr=0.1, accelerator="cpu")
+        got[task] = probe.evaluate(features[test], y[test])
+    assert got["scale_depth"]["r2"] > 0.99 and got["colour"]["miou"] > 0.99
+    assert got["depth"]["r2"] < 0.1, got["depth"]
 
 
 # --- real-data layouts and the command ------------------------------------------------------------

@@ -21,47 +21,76 @@ def test_labels_to_match_interpolates_the_data_efficiency_curve_in_log_fraction(
     assert labels_to_match({0.01: 3.0, 0.1: 2.0, 1.0: 1.0}, 2.0, higher_better=False) == (pytest.approx(0.1), True)
     assert labels_to_match({0.01: 3.0, 0.1: 2.5, 1.0: 1.0}, 1.75, higher_better=False)[0] == pytest.approx(10 ** -0.5)
 
-    rows = [{"encoder": "clip", "task": "object", "k": 0, "fraction": 1.0, "seed": s, "miou": 0.5} for s in (0, 1, 2)]
-    rows += [{"encoder": "clip", "task": "object", "k": 5, "fraction": f, "seed": 0, "miou": m} for f, m in curve.items()]
-    rows += [{"encoder": "clip", "task": "object", "k": 5, "fraction": f, "seed": 1, "miou": m + 0.4} for f, m in curve.items()]
-    rows += [{"encoder": "clip", "task": "object", "k": 5, "fraction": f, "seed": 2, "miou": m - 0.2} for f, m in curve.items()]
-    assert label_savings(rows, "object", 0, 5, (0.01, 0.1, 1.0)) == {0: "3.16x", 1: ">= 100x", 2: "never"}
+    rows = [{"encoder": "clip", "task": "object", "k": 0, "fraction": 1.0, "seed": s, "miou": 0.5, "mode": "finetune"} for s in (0, 1, 2)]
+    rows += [{"encoder": "clip", "task": "object", "k": 5, "fraction": f, "seed": 0, "miou": m, "mode": "finetune"} for f, m in curve.items()]
+    rows += [{"encoder": "clip", "task": "object", "k": 5, "fraction": f, "seed": 1, "miou": m + 0.4, "mode": "finetune"} for f, m in curve.items()]
+    rows += [{"encoder": "clip", "task": "object", "k": 5, "fraction": f, "seed": 2, "miou": m - 0.2, "mode": "finetune"} for f, m in curve.items()]
+    assert label_savings(rows, "object", 0, 5, (0.01, 0.1, 1.0), "finetune") == {0: "3.16x", 1: ">= 100x", 2: "never"}
+    # the linear-probe rows are another curve: none here
+    assert label_savings(rows, "object", 0, 5, (0.01, 0.1, 1.0), "linear") == {}
 
 
 def test_dense_claims_hold_only_when_captions_improve_dense_features():
+    """Per task and mode: k=max beats k=min, k=max beats the converged MAE; per task (fine-tuned): 10 %
+    of the labels at k=max beat all of them at k=min. The untrained-for-long MAE ("mae") is not the
+    baseline of any claim: only "mae_converged" is."""
     from infogap.ablations.dense.study import Dense
 
     dense = Dense()
+    tasks = dense.settings.tasks
 
-    def rows(gain):
+    def rows(gain, mae_level=0.5, modes=("linear", "finetune")):
         out = []
         for s in (0, 1, 2):
-            for k in (0, 5):
+            for mode in modes:
+                for k in (0, 5):
+                    for fraction in dense.settings.fractions:
+                        scale = {0.01: 0.6, 0.1: 0.9, 1.0: 1.0}[fraction]
+                        for t in tasks:
+                            seg = t in ("object", "colour", "edge")
+                            out.append({"encoder": "clip", "k": k, "seed": s, "task": t, "fraction": fraction, "mode": mode,
+                                        "miou": scale * (0.5 + gain * k / 5) + 0.002 * s if seg else math.nan,
+                                        "rmse": math.nan if seg else (0.3 - 0.3 * gain * k / 5) / scale + 0.001 * s})
                 for fraction in dense.settings.fractions:
-                    scale = {0.01: 0.6, 0.1: 0.9, 1.0: 1.0}[fraction]
-                    out += [{"encoder": "clip", "k": k, "seed": s, "task": t, "fraction": fraction,
-                             "miou": scale * (0.5 + gain * k / 5) + 0.002 * s, "rmse": (0.3 - 0.3 * gain * k / 5) / scale + 0.001 * s}
-                            for t in ("object", "colour")]
-                    out += [{"encoder": "clip", "k": k, "seed": s, "task": "depth", "fraction": fraction,
-                             "rmse": (0.3 - 0.3 * gain * k / 5) / scale + 0.001 * s, "miou": math.nan}]
-            for fraction in dense.settings.fractions:
-                out += [{"encoder": "mae", "seed": s, "task": t, "fraction": fraction, "miou": 0.5 + 0.001 * s, "rmse": 0.3 + 0.001 * s}
-                        for t in dense.settings.tasks]
+                    for t in tasks:
+                        seg = t in ("object", "colour", "edge")
+                        out.append({"encoder": "mae_converged", "seed": s, "task": t, "fraction": fraction, "mode": mode,
+                                    "miou": mae_level + 0.001 * s if seg else math.nan, "rmse": math.nan if seg else 0.3 + 0.001 * s})
+                        out.append({"encoder": "mae", "seed": s, "task": t, "fraction": fraction, "mode": mode,  # a weak MAE: never the baseline
+                                    "miou": 0.0 if seg else math.nan, "rmse": math.nan if seg else 9.0})
         return out
 
     good = dense.claims(rows(0.3), {"k": [0, 5]})
-    assert [c.verdict for c in good] == [HOLDS] * 9, [c.line() for c in good]
+    assert len(good) == len(tasks) * (2 * 2 + 1), [c.claim for c in good]
+    assert [c.verdict for c in good] == [HOLDS] * len(good), [c.line() for c in good]
+    assert sum("fine-tuned" in c.claim or "finetune" in c.claim for c in good) >= len(tasks) * 3
     bad = dense.claims(rows(-0.2), {"k": [0, 5]})
     assert all(c.verdict == "does NOT hold" for c in bad), [c.line() for c in bad]
+    # a converged MAE better than every CLIP: the "beats the MAE" claims fail, the k claims still hold
+    strong = {c.claim: c.verdict for c in dense.claims(rows(0.3, mae_level=0.99), {"k": [0, 5]})}
+    beats = [v for c, v in strong.items() if "masked autoencoder" in c and c.startswith(("object", "colour", "edge"))]
+    assert beats and all(v == "does NOT hold" for v in beats)
+    # linear probes only: no fine-tuned claims, the 10x claim falls back to the linear curves
+    linear = dense.claims(rows(0.3, modes=("linear",)), {"k": [0, 5]})
+    assert len(linear) == len(tasks) * 3 and not any("finetune" in c.claim for c in linear)
 
 
 @pytest.mark.slow
 def test_dense_tiny_end_to_end(tmp_path, capsys):
-    """3 tasks x 3 label fractions per encoder: 2 trained runs, then the random and MAE encoders of seed 0."""
+    """5 tasks x 3 label fractions x 2 modes (linear probe, fine-tuned) per encoder: 2 trained runs, then
+    the random, MAE (a CLIP run's image budget) and converged-MAE encoders of seed 0, and the label
+    oracle (linear only: it has no encoder to fine-tune)."""
     _, rows, results = tiny_end_to_end("dense", tmp_path, capsys)
     report = (results / "report.md").read_text()
-    assert len(rows) == 4 * 9 and {r["encoder"] for r in rows} == {"clip", "random", "mae"}
-    assert "runs finished: 2 of 2 " in report  # runs, not rows (36 of them here)
+    per_encoder = 5 * 3 * 2
+    counts = {e: sum(r["encoder"] == e for r in rows) for e in {r["encoder"] for r in rows}}
+    assert counts == {"clip": 2 * per_encoder, "random": per_encoder, "mae": per_encoder, "mae_converged": per_encoder, "oracle": 5 * 3}
+    assert {r["mode"] for r in rows if r["encoder"] == "oracle"} == {"linear"}
+    assert "runs finished: 2 of 2 " in report  # runs, not rows
     assert all(r["k"] == "" for r in rows if r["encoder"] != "clip") and all(r["k"] != "" for r in rows if r["encoder"] == "clip")
-    assert all(0 <= float(r["miou"]) <= 1 for r in rows if r["task"] != "depth") and all(float(r["rmse"]) > 0 for r in rows if r["task"] == "depth")
-    assert (results / "baselines" / "seed0" / "mae.ckpt").is_file() and (results / "dense_probes.png").is_file()
+    seg = [r for r in rows if r["task"] in ("object", "colour", "edge")]
+    depth = [r for r in rows if r["task"] in ("depth", "scale_depth")]
+    assert all(0 <= float(r["miou"]) <= 1 for r in seg) and all(float(r["rmse"]) > 0 and float(r["rmse_pooled"]) > 0 for r in depth)
+    assert (results / "baselines" / "seed0" / "mae.ckpt").is_file() and (results / "baselines" / "seed0" / "mae_converged.ckpt").is_file()
+    assert (results / "dense_probes.png").is_file() and (results / "mae_loss.png").is_file()
+    assert "masked autoencoder trained to convergence" in report and "Study settings:" in report

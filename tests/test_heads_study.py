@@ -44,7 +44,7 @@ def test_analyze_heads_on_a_trained_synthetic_run(tmp_path, capsys):
     capsys.readouterr()
     assert infogap(["analyze", "heads", "--checkpoint", str(run / "checkpoints" / "last.ckpt"), "--n", "128", "--out", str(out)]) == 0
     result = json.loads((out / "heads.json").read_text())
-    assert len(result["heads"]) == 16 and result["images"] == 128 and result["texts"] == 26
+    assert len(result["heads"]) == 16 and result["images"] == 128 and result["texts"] == 6 * 10
     for h in result["heads"]:
         assert len(h["texts"]) == 5 and h["ccs"] == h["concepts"].count(h["label"]) and 1 <= h["ccs"] <= 5
         assert all(0 <= v <= 1 for v in h["variance_explained"]) and sum(h["variance_explained"]) <= 1 + 1e-9
@@ -107,21 +107,36 @@ def test_heads_claims_hold_only_for_object_heads_at_small_k_and_costly_high_ccs_
     from infogap.ablations.heads.study import Heads
 
     heads = Heads()
+    modes = heads.settings.modes
+    assert set(modes) == {"zero", "mean"}
 
-    def rows(share_drop, high_cost):
+    def rows(share_drop, high_cost, true_drop=None, mode_cost=None):
+        true_drop = share_drop if true_drop is None else true_drop
         out = []
         for k in (0, 5):
             for s in (0, 1, 2):
-                out.append({"k": k, "seed": s, "heads_object_share": 0.9 - share_drop * (k == 5) + 0.01 * s,
-                            "object_drop_high": 0.05 + high_cost + 0.003 * s, "object_drop_low": 0.05 + 0.001 * s,
-                            "object_drop_random": 0.05 - 0.001 * s, "attr_drop_high": 0.02 + high_cost + 0.002 * s,
-                            "attr_drop_low": 0.02, "attr_drop_random": 0.02 + 0.001 * s})
+                row = {"k": k, "seed": s, "heads_object_share": 0.9 - share_drop * (k == 5) + 0.01 * s,
+                       "heads_true_object_share": 0.8 - true_drop * (k == 5) + 0.02 * s}
+                for mode in modes:
+                    cost = high_cost if mode_cost is None else mode_cost[mode]
+                    row.update({f"object_drop_high_{mode}": 0.05 + cost + 0.003 * s, f"object_drop_low_{mode}": 0.05 + 0.001 * s,
+                                f"object_drop_random_{mode}": 0.05 - 0.001 * s, f"attr_drop_high_{mode}": 0.02 + cost + 0.002 * s,
+                                f"attr_drop_low_{mode}": 0.02, f"attr_drop_random_{mode}": 0.02 + 0.001 * s,
+                                f"object_drop_gt_high_{mode}": 0.05 + cost + 0.002 * s, f"attr_drop_gt_high_{mode}": 0.02 + cost + 0.001 * s})
+                out.append(row)
         return out
 
     good = heads.claims(rows(0.3, 0.1), {"k": [0, 5]})
-    assert [c.verdict for c in good] == [HOLDS] * 5
+    assert len(good) == 2 + len(modes) * 3 * 2 and [c.verdict for c in good] == [HOLDS] * len(good), [c.line() for c in good]
     bad = heads.claims(rows(-0.1, -0.02), {"k": [0, 5]})
-    assert [c.verdict for c in bad] == ["does NOT hold"] * 5
+    assert [c.verdict for c in bad] == ["does NOT hold"] * len(bad)
+    # the labels move but the ground truth does not: only the label claim holds
+    split = [c.verdict for c in heads.claims(rows(0.3, 0.1, true_drop=-0.1), {"k": [0, 5]})]
+    assert split[:2] == [HOLDS, "does NOT hold"]
+    # pruning costs under zero-ablation only (the published mean-ablation finds none): each mode has its own verdicts
+    by_mode = _by_claim(heads.claims(rows(0.3, 0.1, mode_cost={"zero": 0.1, "mean": -0.02}), {"k": [0, 5]}))
+    assert {v.verdict for c, v in by_mode.items() if "(zero-ablation" in c} == {HOLDS}
+    assert {v.verdict for c, v in by_mode.items() if "(mean-ablation" in c} == {"does NOT hold"}
 
 
 @pytest.mark.slow

@@ -45,13 +45,18 @@ def test_zero_shot_measures_against_a_hand_computation(encoder, tasks):
     lab = task.eval_labels
     sims = x @ classes.T
     assert got["acc"] == pytest.approx(float((sims.argmax(1) == lab).double().mean()))
-    wrong = torch.ones_like(sims, dtype=torch.bool)
-    wrong[torch.arange(len(x)), lab] = False
-    inter = float((sims * wrong).sum(1).div(len(task.classes) - 1).mean())
-    n = len(x)
-    intra = float(((x @ x.T).sum() - (x * x).sum()) / (n * (n - 1)))
+
+    def by_hand(images, labels):
+        sims = images @ classes.T
+        wrong = torch.ones_like(sims, dtype=torch.bool)
+        wrong[torch.arange(len(images)), labels] = False
+        n = len(images)
+        return float((sims * wrong).sum(1).div(len(task.classes) - 1).mean()), float(((images @ images.T).sum() - (images * images).sum()) / (n * (n - 1)))
+
+    inter, intra = by_hand(torch.from_numpy(enc.images(task.train_images)).double(), task.train_labels)  # the reference: training images
     assert got["s_inter"] == pytest.approx(inter, abs=1e-5) and got["s_intra"] == pytest.approx(intra, abs=1e-5)
     assert got["iimm"] == pytest.approx((inter + intra) / 2, abs=1e-5)
+    assert got["iimm_eval"] == pytest.approx(sum(by_hand(x, lab)) / 2, abs=1e-5)
     gap = x.mean(0) - classes[lab].mean(0)
     assert got["l2m"] == pytest.approx(float(gap.norm()), abs=1e-5)
 
@@ -149,3 +154,37 @@ def test_iimm_against_its_pairwise_definition(monkeypatch):
     intra = np.mean([x[i] @ x[j] for i in range(n) for j in range(i + 1, n)])
     assert iimm(x, classes, lab) == pytest.approx((inter + intra) / 2, abs=1e-9)
     assert iimm_parts(x, classes, lab) == pytest.approx((inter, intra), abs=1e-9)
+
+
+def test_class_name_prompts_carry_no_word_of_another_factor(encoder):
+    """The published protocol (FLYP): a task's prompts name its class and nothing else; a full caption
+    with the other factors drawn at random would teach wrong attribute words."""
+    from infogap.ablations.learn_forget.finetune import class_prompts
+    from infogap.data.factors import FACTORS, Vocabulary
+
+    enc = encoder()
+    vocab = Vocabulary()
+    for factor, values in FACTORS.items():
+        prompts = class_prompts(enc, factor)
+        assert prompts.shape[:2] == (len(values), 1)
+        for c, value in enumerate(values):
+            words = [t for t in prompts[c, 0].tolist() if t not in (vocab.pad_id, vocab.sot_id, vocab.eot_id)]
+            assert words == [vocab.token(factor, c)], (factor, value)
+        full = class_prompts(enc, factor, "full")  # the named option: captions naming every factor
+        assert full.shape[1] == 8 and len(set(full[0].flatten().tolist()) - {vocab.pad_id, vocab.sot_id, vocab.eot_id}) > 1
+    with pytest.raises(ValueError, match="word-level model reads only the factor words"):
+        class_prompts(enc, "colour", "class", ("a photo of a {}",))
+
+
+def test_out_of_domain_tasks_use_held_out_glyphs_and_are_never_fine_tuned(encoder):
+    enc = encoder()
+    tasks = synthetic_tasks(enc, ["object", "colour"], n_train=32, n_eval=32, ood=["object"])
+    names = [t.name for t in tasks]
+    assert names == ["object", "colour", "ood_object"] and [t.finetune for t in tasks] == [True, True, False]
+    ood, own = tasks[2], tasks[0]
+    assert torch.equal(ood.eval_labels, own.eval_labels) and not torch.allclose(ood.eval_images, own.eval_images)  # same samples, other glyphs
+    with pytest.raises(ValueError, match="evaluation-only"):
+        finetune(enc.model, ood, "linear", steps=2)
+    out = learn_forget({"object": 0.5, "colour": 0.6, "ood_object": 0.4}, {"object": 0.8, "colour": 0.5, "ood_object": 0.1}, "object",
+                       out_of_domain=["ood_object"])
+    assert out["forgetting"] == pytest.approx(0.1) and out["forgetting_ood"] == pytest.approx(0.3) and out["gain"] == pytest.approx(0.3)

@@ -46,6 +46,11 @@ def test_within_model_fit_recovers_the_slope_inside_models_that_pooled_ols_rever
     assert fit["within_slope"] == pytest.approx(np.sum(xd * yd) / np.sum(xd * xd), rel=1e-9)
     assert np.isnan(within_model_fit(x, y, np.zeros(48))["within_slope"])  # one model: nothing to separate
     assert np.isnan(within_model_fit(centre, y, groups)["within_slope"])  # x constant inside every model
+    assert np.isnan(within_model_fit(x, -3.0 * centre, groups)["within_p"])  # y constant inside every model: no p of float noise
+    two = ols_fit(x[groups < 2], y[groups < 2], groups[groups < 2])  # 2 models: a slope, no clustered interval
+    assert two["slope"] == pytest.approx(ols_fit(x[groups < 2], y[groups < 2])["slope"]) and two["clusters"] == 2
+    assert np.isnan(two["p_value"]) and np.isnan(two["ci"][0])
+    assert not np.isnan(ols_fit(x[groups < 3], y[groups < 3], groups[groups < 3])["p_value"])  # 3 models: tested
 
 
 def test_claims_need_a_rising_fit_and_iimm_to_fit_at_all_before_it_predicts_better():
@@ -54,13 +59,16 @@ def test_claims_need_a_rising_fit_and_iimm_to_fit_at_all_before_it_predicts_bett
     rng = np.random.default_rng(1)
     iimm, acc = rng.uniform(0, 1, 40), rng.uniform(0, 1, 40)
     other = rng.uniform(0, 1, 40)
-    rows = [{"method": "full", "zs_iimm": a, "zs_acc": b, "zs_rmg": c, "zs_l2m": c, "gain": 1.0 * a + 2.0 * b + 0.05 * e,
-             "forgetting": -0.3 * a + 0.01 * e} for a, b, c, e in zip(iimm, acc, other, rng.normal(size=40))]
-    verdict = {c.claim.split(" (")[0]: c.verdict for c in fit_claims(rows) if "(full;" in c.claim}
+    model = np.arange(40) // 4  # 10 models of 4 tasks: the models are the units
+    rows = [{"method": "full", "model": f"m{m}", "zs_iimm": a, "zs_acc": b, "zs_rmg": c, "zs_l2m": c, "gain": 1.0 * a + 2.0 * b + 0.05 * e,
+             "forgetting": -0.3 * a + 0.01 * e} for a, b, c, e, m in zip(iimm, acc, other, rng.normal(size=40), model)]
+    claims = [c for c in fit_claims(rows) if "(full;" in c.claim]
+    verdict = {c.claim.split(" (")[0]: c.verdict for c in claims}
     assert verdict["gain rises with zero-shot IIMM"] == "holds"
     assert verdict["IIMM predicts gain better than zero-shot accuracy, RMG and L2M"] == "does NOT hold"  # the accuracy explains more
     assert verdict["forgetting rises with zero-shot IIMM"] == "does NOT hold"  # it falls
-    assert verdict["IIMM predicts forgetting better than zero-shot accuracy, RMG and L2M"] == "holds"  # R² says nothing of the sign
+    assert verdict["IIMM predicts forgetting better than zero-shot accuracy, RMG and L2M"] == "does NOT hold"  # R² high, but the slope is wrong
+    assert {c.unit for c in claims} == {"models"} and {c.seeds for c in claims} == {10}  # 10 models, not 40 points
     # IIMM has the highest R² of noise: residuals of random numbers on IIMM and the accuracy, plus a trace of IIMM
     alt = 0.3 + 1e-3 * (np.arange(40) % 2)
     design = np.column_stack([np.ones(40), iimm, alt])
@@ -70,6 +78,58 @@ def test_claims_need_a_rising_fit_and_iimm_to_fit_at_all_before_it_predicts_bett
     assert np.corrcoef(iimm, forgetting)[0, 1] ** 2 > np.corrcoef(alt, forgetting)[0, 1] ** 2
     c = next(c for c in fit_claims(noise) if c.claim.startswith("IIMM predicts forgetting") and "(full;" in c.claim)
     assert c.verdict == "does NOT hold" and "explains nothing" in c.detail
+    # no effect: outcomes unrelated to IIMM never "hold"
+    null = [{**r, "gain": g, "forgetting": f} for r, g, f in zip(rows, rng.normal(size=40), rng.normal(size=40))]
+    assert not [c.claim for c in fit_claims(null) if c.verdict == "holds"]
+
+
+def test_fit_intervals_are_clustered_by_model():
+    """Tasks of one model share its level: pooled OLS counts 40 points as independent; the interval
+    clustered by model (statsmodels' cluster-robust covariance, t with models - 1 degrees of freedom)
+    is wider and matches the sandwich formula by hand."""
+    from scipy import stats
+
+    from infogap.ablations.learn_forget.study import ols_fit
+
+    rng = np.random.default_rng(4)
+    g = np.repeat(np.arange(8), 5)
+    x = rng.normal(size=8)[g] + 0.3 * rng.normal(size=40)
+    y = 0.2 * x + rng.normal(size=8)[g] + 0.1 * rng.normal(size=40)
+    fit, plain = ols_fit(x, y, g), ols_fit(x, y)
+    X = np.column_stack([np.ones(40), x])
+    beta = np.linalg.lstsq(X, y, rcond=None)[0]
+    u = y - X @ beta
+    bread = np.linalg.inv(X.T @ X)
+    meat = sum(np.outer(X[g == c].T @ u[g == c], X[g == c].T @ u[g == c]) for c in range(8))
+    G, n, k = 8, 40, 2
+    cov = G / (G - 1) * (n - 1) / (n - k) * bread @ meat @ bread  # statsmodels' small-sample correction
+    se = np.sqrt(cov[1, 1])
+    t = stats.t.ppf(0.975, G - 1)
+    assert fit["slope"] == pytest.approx(beta[1]) and fit["clusters"] == 8
+    assert fit["ci"] == pytest.approx((beta[1] - t * se, beta[1] + t * se), rel=1e-6)
+    assert fit["p_value"] == pytest.approx(2 * stats.t.sf(abs(beta[1] / se), G - 1), rel=1e-6)
+    assert fit["ci"][1] - fit["ci"][0] > plain["ci"][1] - plain["ci"][0]
+
+
+def test_settled_claims_are_equivalence_tests_on_the_models():
+    from scipy import stats
+
+    from infogap.ablations.learn_forget.study import settled_claims
+
+    def rows(diffs):  # per model, 3 tasks whose gain minus half-budget gain average to the model's value
+        return [{"method": "full", "model": f"m{i}", "task": t, "gain": 0.5 + d + e, "gain_half": 0.5}
+                for i, d in enumerate(diffs) for t, e in zip("abc", (-0.01, 0.0, 0.01))]
+
+    settled = [0.004, -0.003, 0.006, 0.001, -0.002, 0.003]
+    (c,) = settled_claims(rows(settled), 0.02)
+    assert c.verdict == "holds" and c.unit == "models" and c.seeds == 6 and c.kind == "equivalence"
+    # TOST by hand: both one-sided t-tests against the margins
+    d = np.array(settled)
+    p = max(stats.ttest_1samp(d, -0.02, alternative="greater").pvalue, stats.ttest_1samp(d, 0.02, alternative="less").pvalue)
+    assert c.p_value == pytest.approx(p, rel=1e-6)
+    assert settled_claims(rows([0.05, 0.06, 0.04, 0.07]), 0.02)[0].verdict == "does NOT hold"  # still rising
+    assert settled_claims(rows([0.03, -0.03, 0.01, -0.02]), 0.02)[0].verdict == "inconclusive"  # too few, too noisy
+    assert settled_claims([{**r, "method": "bitfit"} for r in rows(settled)], 0.02)[0].claim.startswith("the bitfit gains")
 
 
 @pytest.mark.slow
@@ -97,7 +157,7 @@ def test_analyze_learn_forget_on_local_checkpoints_and_a_folder(tmp_path, capsys
     assert {p["task"] for p in points} == {"object", "colour", "thickness", "swelling", "fracture", "scaling", "shapes"}
     assert all(float(p["forgetting"]) == 0 for p in points if p["method"] == "linear")
     with open(out / "fits.csv") as f:
-        assert len(list(csv.DictReader(f))) == 4 * 2 * 4
+        assert len(list(csv.DictReader(f))) == 4 * 4 * 5  # (3 methods + pooled) x 4 outcomes x 5 predictors
     assert (out / "learn_forget_vs_iimm.png").stat().st_size > 10_000
     saved = json.loads((out / "learn_forget.json").read_text())
     assert len(saved) == 2 and all(len(m["finetunes"]) == 3 * 7 for m in saved.values())
@@ -121,4 +181,4 @@ def test_learn_forget_tiny_end_to_end(tmp_path, capsys):
     assert all(float(r["forgetting"]) == 0 for r in rows if r["method"] == "linear"), "a frozen tower forgets nothing"
     assert all(r[k] != "" for r in rows for k in ("zs_iimm", "zs_s_inter", "zs_s_intra", "zs_acc", "zs_rmg", "gain"))
     fits = read_csv(results / "fits.csv")
-    assert len(fits) == 4 * 2 * 4  # (3 methods + pooled) x 2 outcomes x 4 predictors
+    assert len(fits) == 4 * 4 * 5  # (3 methods + pooled) x (gain, relative gain, forgetting, OOD) x (IIMM train/eval, acc, RMG, L2M)

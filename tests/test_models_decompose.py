@@ -89,3 +89,20 @@ def test_pruning_a_last_layer_head_removes_exactly_its_output_from_the_residual_
     with pytest.raises(ValueError, match="no head"):
         with pruned_heads(model, [(12, 0)]):
             pass
+
+
+def test_mean_ablation_keeps_the_mean_embedding_and_changes_only_the_pruned_direct_terms():
+    """Mean-ablating heads replaces each one's direct contribution by its mean over the images: the mean
+    embedding (before normalisation) is unchanged, and each image moves by exactly the pruned heads'
+    deviations from their means."""
+    from infogap.ablations.heads.analysis import mean_ablated
+
+    torch.manual_seed(0)
+    heads, rest = torch.randn(50, 3, 4, 16, dtype=torch.float64), torch.randn(50, 16, dtype=torch.float64)
+    full = rest + heads.sum((1, 2))
+    pruned = [(0, 1), (2, 3)]
+    out = mean_ablated(heads, rest, pruned)
+    torch.testing.assert_close(out.mean(0), full.mean(0))
+    moved = sum(heads[:, layer, head] - heads[:, layer, head].mean(0) for layer, head in pruned)
+    torch.testing.assert_close(full - out, moved)
+    assert torch.equal(mean_ablated(heads, rest, []), full)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from infogap.ablations.runner.claims import (
@@ -75,3 +76,58 @@ def test_compare_pairs_by_seed_and_a_missing_arm_is_not_tested():
     assert compare(only_k0, "k", 0, 5, "rmg", "negative").verdict == NOT_TESTED
     # seeds without both arms are left out, not paired across seeds
     assert compare([ROWS[0], ROWS[4]], "k", 0, 5, "rmg", "negative").verdict == NOT_TESTED
+
+
+# --- claims of no effect -----------------------------------------------------------------------------
+def _tost_by_hand(d, margin):
+    """The 90 % t-interval and the TOST p of a mean, written out: t-quantiles and tail areas from scipy."""
+    from scipy import stats
+
+    d = np.asarray(d, dtype=float)
+    n, mean, se = len(d), float(np.mean(d)), float(np.std(d, ddof=1) / np.sqrt(len(d)))
+    q = stats.t.ppf(0.95, n - 1)
+    p = max(stats.t.sf((mean + margin) / se, n - 1), stats.t.cdf((mean - margin) / se, n - 1))
+    return (mean - q * se, mean + q * se), p
+
+
+def test_equivalence_verdicts_against_hand_computations():
+    from infogap.ablations.runner.claims import INCONCLUSIVE, equivalence_claim
+
+    inside = {0: 0.01, 1: -0.02, 2: 0.005}
+    c = equivalence_claim("x does not move", inside, 0.05)
+    (lo, hi), p = _tost_by_hand(list(inside.values()), 0.05)
+    assert c.verdict == HOLDS and c.ci == pytest.approx((lo, hi)) and c.p_value == pytest.approx(p) and p < 0.05
+    assert c.kind == "equivalence" and c.margin == 0.05 and "margin ±0.05" in c.detail
+    outside = equivalence_claim("x does not move", {0: 0.20, 1: 0.21, 2: 0.22}, 0.05)
+    assert outside.verdict == "does NOT hold" and outside.ci[0] > 0.05
+    # two seeds: a t-test of the mean against 0 finds nothing (p = 0.30), which the old rule called "holds";
+    # the 90 % interval [-0.043, +0.083] straddles the margin: inconclusive, with the seeds it would need
+    two = equivalence_claim("x does not move", {0: 0.01, 1: 0.03}, 0.05)
+    (lo, hi), _ = _tost_by_hand([0.01, 0.03], 0.05)
+    assert two.verdict == INCONCLUSIVE and two.ci == pytest.approx((lo, hi)) and lo < -0.04 and hi > 0.08
+    assert "about 3 seeds at this spread would settle it" in two.detail
+    assert equivalence_claim("x", {0: 0.01}, 0.05).verdict == NOT_TESTED
+
+
+def test_a_bound_and_an_interval_claim_by_hand():
+    from infogap.ablations.runner.claims import INCONCLUSIVE, bound_claim, interval_claim
+
+    gains = {0: 0.044, 1: 0.029, 2: 0.024}  # the published-size posthoc gains at k = 0: all above one point
+    c = bound_claim("no gain of 0.01 or more", gains, 0.01)
+    (lo, hi), _ = _tost_by_hand(list(gains.values()), 1.0)
+    assert c.verdict == "does NOT hold" and c.ci == pytest.approx((lo, hi)) and lo > 0.01
+    small = bound_claim("no gain of 0.01 or more", {0: 0.001, 1: -0.002, 2: 0.0}, 0.01)
+    assert small.verdict == HOLDS and small.ci[1] < 0.01
+    assert bound_claim("no gain", {0: 0.0, 1: 0.02}, 0.01).verdict == INCONCLUSIVE
+    assert interval_claim("slope 0", 0.05, (-0.1, 0.15), 0.2, units=15).verdict == HOLDS
+    assert interval_claim("slope 0", 0.4, (0.3, 0.5), 0.2, units=15).verdict == "does NOT hold"
+    wide = interval_claim("slope 0", 0.05, (-0.3, 0.4), 0.2, units=15)
+    assert wide.verdict == INCONCLUSIVE and "about 82 runs" in wide.detail  # 15 x (0.35 / 0.15)^2 = 81.7, rounded up
+
+
+def test_a_sanity_check_is_not_a_claim():
+    from infogap.ablations.runner.claims import CHECK_FAILED, CHECK_OK, sanity_check
+
+    assert sanity_check("centroids equal after the shift", True).verdict == CHECK_OK
+    assert sanity_check("centroids equal after the shift", False).verdict == CHECK_FAILED
+    assert sanity_check("x", True).kind == "sanity"

@@ -56,7 +56,8 @@ def eat_effect_size(x, y, a, b) -> float:
     """The EAT effect size
     d = [mean_{x in X} s(x, A, B) - mean_{y in Y} s(y, A, B)] / std_{w in X u Y} s(w, A, B)
     (sample standard deviation, ddof = 1). d > 0: X is closer to A (and Y to B) than the reverse; |d| >= 0.2
-    counts as an effect, the largest possible is 2. NaN when s does not vary over X u Y (every target
+    counts as an effect. For |X| = |Y| = n, |d| <= 2 sqrt((2n - 1) / (2n)) < 2; with unequal sizes it can be
+    larger (one target against many tied ones: |d| grows like the square root of the set size). NaN when s does not vary over X u Y (every target
     equally associated: d is 0 / 0)."""
     return _eat_d(*_eat_s(x, y, a, b))
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from infogap.ablations.runner.claims import FAILS, HOLDS, NOT_TESTED, Claim, effect_verdict, paired_claim
+from infogap.ablations.runner.claims import NOT_TESTED, Claim, effect_verdict, interval_claim, paired_claim
 from infogap.ablations.runner.results import cached_json, save_figure
 from infogap.ablations.runner.spec import ROOT
 from infogap.ablations.runner.study import Study, settings_dict
@@ -32,6 +32,8 @@ class Settings:
     planted: tuple[str, ...] = ("objects_colour", "objects_thickness")  # the tests whose associations the ablation plants
     permutations: int = 10_000  # random partitions per test (p resolution 1e-4; the exact test when fewer exist)
     effect: float = 0.2  # |d| >= effect counts as an effect (reference 02, section A)
+    control_margin: float = 0.2  # "does not move with p": the control slope's 90 % interval within +- this (d per unit p)
+    size_margin: float = 0.2  # "model size does not change d": the size coefficient's 90 % interval within +- this
 
 
 def tests_path(settings: Settings) -> Path:
@@ -69,9 +71,10 @@ def _frame(rows, tests):
 def slope_fits(rows, tests) -> dict:
     """d ~ p (+ model size when two sizes are present): OLS, and a mixed model with crossed random
     intercepts per (test, modality combination), as the published design, and per training run (the
-    16 effect sizes of one trained model are not independent: without it the run's own noise would
-    count as evidence). {fit: (slope, (lo, hi), p_value, size_coef, size_p)}; {} when p takes fewer
-    than two values."""
+    unit of the design: the 16 effect sizes of one trained model are not independent, and without the
+    run intercept its own noise would count as evidence). {fit: (slope, (lo, hi) 95 %, p_value,
+    size_coef, size_p, (lo, hi) 90 % of the slope, (lo, hi) 90 % of the size coefficient)}, ``n``
+    effect sizes and ``runs``; {} when p takes fewer than two values."""
     import warnings
 
     import statsmodels.formula.api as smf
@@ -92,11 +95,14 @@ def slope_fits(rows, tests) -> dict:
         if fit is None:
             continue
         lo, hi = fit.conf_int().loc["p"]
+        lo90, hi90 = fit.conf_int(alpha=0.10).loc["p"]
         size_term = next((t for t in fit.params.index if t.startswith("C(model_size)")), None)
+        size90 = tuple(float(v) for v in fit.conf_int(alpha=0.10).loc[size_term]) if size_term else (float("nan"), float("nan"))
         out[name] = (float(fit.params["p"]), (float(lo), float(hi)), float(fit.pvalues["p"]),
                      float(fit.params[size_term]) if size_term else float("nan"),
-                     float(fit.pvalues[size_term]) if size_term else float("nan"))
+                     float(fit.pvalues[size_term]) if size_term else float("nan"), (float(lo90), float(hi90)), size90)
     out["n"] = len(df)
+    out["runs"] = int(df["run"].nunique())
     return out
 
 
@@ -104,10 +110,21 @@ def _fit_text(fits) -> str:
     parts = []
     for name in ("mixed", "ols"):
         if name in fits:
-            b, (lo, hi), p, s, sp = fits[name]
+            b, (lo, hi), p, s, sp = fits[name][:5]
             parts.append(f"{name}: slope {b:+.3f} per unit p, 95 % CI [{lo:+.3f}, {hi:+.3f}], p = {p:.3g}"
                          + ("" if math.isnan(s) else f"; small - tiny {s:+.3f} (p = {sp:.3g})"))
-    return "; ".join(parts) + f"; {fits['n']} effect sizes"
+    return "; ".join(parts) + f"; {fits['n']} effect sizes of {fits['runs']} runs (the unit: a random intercept per run)"
+
+
+def run_points(rows, test: str) -> list[tuple[float, float]]:
+    """One (d, accuracy) point per trained run for ``test``: the run's mean effect size over the modality
+    combinations and its mean zero-shot accuracy (the unit of the correlation is the run)."""
+    by_run: dict[tuple, list] = {}
+    for r in rows:
+        if r["test"] == test and not math.isnan(r["effect_size"]) and not math.isnan(r.get("zeroshot_mean_acc", math.nan)):
+            key = tuple((k, r.get(k)) for k in ("model_size", AXIS, "k", "seed"))
+            by_run.setdefault(key, []).append(r)
+    return [(float(np.mean([r["effect_size"] for r in rs])), rs[0]["zeroshot_mean_acc"]) for rs in by_run.values()]
 
 
 class Bias(Study):
@@ -122,11 +139,13 @@ class Bias(Study):
                 for r in run_eat(run.dir, self.settings)]
 
     def claims(self, rows, design):
-        """Planted tests: d rises with p (mixed-model slope > 0, p < 0.05); control tests: no slope
-        (p >= 0.05); at the largest p the planted effect is an effect (mean d over planted tests and
-        modalities - 0.2 > 0, paired over seeds); model size does not change d (its coefficient's p >= 0.05,
-        the published finding); and per test, d correlates with mean zero-shot accuracy (Pearson r > 0,
-        p < 0.05)."""
+        """Planted tests: d rises with p (mixed-model slope > 0, one-sided p < 0.05); control tests: d does
+        not move with p (the slope's 90 % interval within +-``control_margin``: an equivalence claim); at
+        the largest p the planted effect is an effect (mean d over planted tests and modalities - 0.2 > 0,
+        paired over seeds); model size does not change d (its coefficient's 90 % interval within
+        +-``size_margin``, the published finding); and per test, d correlates with mean zero-shot
+        accuracy over runs (Pearson r > 0, one-sided p < 0.05, one point per run: its mean d over the
+        modality combinations)."""
         from scipy import stats
 
         out = []
@@ -137,22 +156,25 @@ class Bias(Study):
         claim = "planted associations: the effect size d rises with the co-occurrence rate p (mixed model slope > 0, p < 0.05)"
         if "mixed" in planted_fit:
             b, ci, p = planted_fit["mixed"][:3]
+            p = p / 2 if b > 0 else 1 - p / 2  # one-sided, in the claimed direction
             verdict = effect_verdict(b > 0, p) if seeds > 1 else f"direction only ({'right' if b > 0 else 'wrong'})"
             out.append(Claim(claim, verdict, _fit_text(planted_fit) + ("" if seeds > 1 else one_seed), seeds, b, ci, p))
         else:
             out.append(Claim(claim, NOT_TESTED, "fewer than two co-occurrence rates, runs or test groups"))
-        claim = "control tests (nothing planted): d does not move with p (mixed model slope p >= 0.05)"
+        margin = self.settings.control_margin
+        claim = f"control tests (nothing planted): d does not move with p (mixed model slope within ±{margin:g} per unit p)"
         if "mixed" in control_fit and seeds > 1:
-            b, ci, p = control_fit["mixed"][:3]
-            out.append(Claim(claim, HOLDS if p >= 0.05 else FAILS, _fit_text(control_fit), seeds, b, ci, p))
+            b, _, _, _, _, ci90, _ = control_fit["mixed"]
+            out.append(interval_claim(claim, b, ci90, margin, _fit_text(control_fit), control_fit["runs"], "runs"))
         else:
-            out.append(Claim(claim, NOT_TESTED, "needs control tests, two co-occurrence rates and at least 2 seeds"))
-        claim = "model size does not change the planted effect sizes (coefficient of small vs tiny, p >= 0.05)"
+            out.append(Claim(claim, NOT_TESTED, "needs control tests, two co-occurrence rates and at least 2 seeds", kind="equivalence", margin=margin))
+        margin = self.settings.size_margin
+        claim = f"model size does not change the planted effect sizes (small - tiny within ±{margin:g})"
         if "mixed" in planted_fit and not math.isnan(planted_fit["mixed"][3]) and seeds > 1:
-            s, sp = planted_fit["mixed"][3:]
-            out.append(Claim(claim, HOLDS if sp >= 0.05 else FAILS, f"small - tiny {s:+.3f}, p = {sp:.3g}", seeds, s, p_value=sp))
+            s, _, size90 = planted_fit["mixed"][3], planted_fit["mixed"][4], planted_fit["mixed"][6]
+            out.append(interval_claim(claim, s, size90, margin, "mixed model coefficient of small vs tiny", planted_fit["runs"], "runs"))
         else:
-            out.append(Claim(claim, NOT_TESTED, "needs both model sizes and at least 2 seeds"))
+            out.append(Claim(claim, NOT_TESTED, "needs both model sizes and at least 2 seeds", kind="equivalence", margin=margin))
         top = max(design[AXIS])
         per_seed: dict[int, list[float]] = {}
         for r in rows:
@@ -162,17 +184,16 @@ class Bias(Study):
                                 {s: float(np.mean(v)) - self.settings.effect for s, v in per_seed.items()}, "positive",
                                 "; ".join(f"seed {s}: mean d {np.mean(v):+.3f}" for s, v in sorted(per_seed.items()))))
         for test in sorted({r["test"] for r in rows}):
-            pairs = [(r["effect_size"], r["zeroshot_mean_acc"]) for r in rows if r["test"] == test
-                     and not math.isnan(r["effect_size"]) and not math.isnan(r.get("zeroshot_mean_acc", math.nan))]
-            claim = f"{test}: d correlates positively with mean zero-shot accuracy (Pearson)"
+            pairs = run_points(rows, test)
+            claim = f"{test}: d correlates positively with mean zero-shot accuracy (Pearson over runs)"
             d, acc = np.array(pairs).T if len(pairs) else (np.array([]), np.array([]))
             if len(pairs) < 3 or np.ptp(d) == 0 or np.ptp(acc) == 0:
-                out.append(Claim(claim, NOT_TESTED, f"{len(pairs)} (d, accuracy) pairs; Pearson r needs 3 with spread"))
+                out.append(Claim(claim, NOT_TESTED, f"{len(pairs)} runs; Pearson r needs 3 with spread", unit="runs"))
                 continue
-            r, p = stats.pearsonr(d, acc)
+            r, p = stats.pearsonr(d, acc, alternative="greater")
             verdict = effect_verdict(r > 0, p) if seeds > 1 else f"direction only ({'right' if r > 0 else 'wrong'})"
-            out.append(Claim(claim, verdict, f"r = {r:+.3f}, p = {p:.3g}, {len(pairs)} (run, modality) pairs" + ("" if seeds > 1 else one_seed),
-                             seeds, float(r), p_value=float(p)))
+            out.append(Claim(claim, verdict, f"r = {r:+.3f}, one-sided p = {p:.3g}, {len(pairs)} runs (one point each: its mean d over the "
+                             "modality combinations)" + ("" if seeds > 1 else one_seed), len(pairs), float(r), p_value=float(p), unit="runs"))
         return out
 
 

@@ -107,16 +107,31 @@ class MaskedAutoencoder(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-def train_mae(model: str, data, steps: int, checkpoint: str, seed: int = 0, accelerator: str = "auto", **kwargs) -> MaskedAutoencoder:
+class _LossCurve(pl.Callback):
+    """The training loss every ``every`` steps: the MAE's loss curve (does it converge?)."""
+
+    def __init__(self, every: int):
+        self.every, self.curve = max(1, every), {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step % self.every == 0 or trainer.global_step == trainer.max_steps:
+            self.curve[trainer.global_step] = float(outputs["loss"] if isinstance(outputs, dict) else outputs)
+
+
+def train_mae(model: str, data, steps: int, checkpoint: str, seed: int = 0, accelerator: str = "auto", curve_every: int = 0,
+              **kwargs) -> MaskedAutoencoder:
     """Train a masked autoencoder of ``model`` on the images of a synthetic data module ``data`` for
-    ``steps`` steps and save its checkpoint (a Lightning checkpoint whose ``model.*`` weights are a CLIP)."""
+    ``steps`` steps and save its checkpoint (a Lightning checkpoint whose ``model.*`` weights are a CLIP).
+    With ``curve_every``, ``module.loss_curve`` holds the training loss every that many steps."""
     if steps < 1:
         raise ValueError(f"steps must be positive, got {steps}")
     pl.seed_everything(seed, verbose=False)
     module = MaskedAutoencoder(model, text_spec=data.text_spec, **kwargs)
+    curve = _LossCurve(curve_every or steps)
     trainer = pl.Trainer(accelerator=accelerator, devices=1, max_steps=steps, max_epochs=math.ceil(steps / max(1, data.train_size // data.batch_size)) + 1,
                          logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                         num_sanity_val_steps=0)
+                         num_sanity_val_steps=0, callbacks=[curve])
     trainer.fit(module, datamodule=data)
     trainer.save_checkpoint(checkpoint)
+    module.loss_curve = curve.curve
     return module

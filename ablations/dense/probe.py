@@ -9,11 +9,17 @@ segmentation or depth; caption information is the controlled variable upstream.
   for depth.
 - Metrics (torchmetrics): mean IoU over classes, background included (``MulticlassJaccardIndex``,
   macro: IoU_c = TP_c / (TP_c + FP_c + FN_c) over every pixel of the set, averaged over the classes
-  present in predictions or targets; label 255 ignored), RMSE = sqrt(mean (d_hat - d)²) and AbsRel =
-  mean |d_hat - d| / d over the pixels with a depth (d > 0) (``MeanSquaredError(squared=False)``,
-  ``MeanAbsolutePercentageError``).
+  present in predictions or targets; label 255 ignored); for depth, over the pixels with a depth
+  (d > 0): RMSE per image, sqrt(mean_pixels (d_hat - d)²), averaged over the images (the usual
+  definition; ``rmse``), RMSE pooled over every pixel of the set (``rmse_pooled``,
+  ``MeanSquaredError(squared=False)``), AbsRel = mean |d_hat - d| / d (``MeanAbsolutePercentageError``)
+  and R² over the pixels (``R2Score``: the share of the depth variance explained).
 - Baselines beside every probe: the majority class everywhere (segmentation); the best constant per
-  image, its mean depth (depth).
+  image, its mean depth (depth); and the label oracle (``oracle_features``): the same probe on maps
+  that hold only the object mask, the image's factor labels and the pixel coordinates, i.e. how much
+  of the task the caption words (and where the object is) determine.
+- ``DenseFineTune``: the encoder and the head fine-tuned together (a few hundred steps at a small
+  learning rate for the encoder), as the paper evaluated its encoders.
 - ``label_subset``: the labelled training images of a fraction, fixed per seed and nested (1 % ⊂ 10 % ⊂
   100 %).
 """
@@ -29,31 +35,68 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from torchmetrics import Metric
 
 from infogap.ablations.dense.datasets import IGNORE  # segmentation label of pixels that count nowhere; depth <= 0 is missing
 from infogap.train.embed import BATCH
 
-# synthetic segmentation tasks: per-pixel class = 0 (background) or 1 + the object's value of the factor
+# synthetic segmentation tasks: per-pixel class = 0 (background) or 1 + the object's value of the factor;
+# edge: 0 background, 1 stroke interior, 2 stroke edge (the renderer's geometry, no factor's word)
 SEG_FACTORS = ("object", "colour")
+SEG_TASKS = (*SEG_FACTORS, "edge")
+# depth: a random surface per image that no caption word determines; scale_depth: decided by the scaling factor
+DEPTH_TASKS = ("depth", "scale_depth")
 
 
-def seg_classes(factor: str) -> int:
+def seg_classes(task: str) -> int:
     from infogap.data.factors import FACTORS
 
-    if factor not in SEG_FACTORS:
-        raise ValueError(f"segmentation task {factor!r}: choose one of {', '.join(SEG_FACTORS)}")
-    return 1 + len(FACTORS[factor])
+    if task == "edge":
+        return 3
+    if task not in SEG_FACTORS:
+        raise ValueError(f"segmentation task {task!r}: choose one of {', '.join(SEG_TASKS)}")
+    return 1 + len(FACTORS[task])
+
+
+def task_kind(task: str) -> str:
+    """``seg`` or ``depth`` for a synthetic dense task."""
+    if task in DEPTH_TASKS:
+        return "depth"
+    seg_classes(task)
+    return "seg"
 
 
 def synthetic_targets(batch: dict, task: str) -> torch.Tensor:
-    """Dense targets of a synthetic batch rendered with ``dense_targets``: ``depth`` (B, H, W) float, or for
-    a segmentation factor (B, H, W) long classes, 0 off the object and 1 + the object's value on it."""
+    """Dense targets of a synthetic batch rendered with ``dense_targets`` (``infogap.data.render``):
+    ``depth`` or ``scale_depth`` (B, H, W) float (0: missing), ``edge`` (B, H, W) long classes, or for a
+    segmentation factor (B, H, W) long classes, 0 off the object and 1 + the object's value on it."""
     if "mask" not in batch:
         raise ValueError("the batch has no dense targets: render it with dense_targets=True")
-    if task == "depth":
-        return batch["depth"].float()
+    if task in DEPTH_TASKS:
+        return batch[task].float()
+    if task == "edge":
+        return batch["edge"].long()
     seg_classes(task)
     return batch["mask"].long() * (batch["labels"][task].long() + 1)[:, None, None]
+
+
+def oracle_features(batch: dict) -> torch.Tensor:
+    """(B, C, H, W) maps of what the captions and the object's place give away and nothing else: the
+    object mask and its complement, one channel per factor value (1 on the object's pixels when the image
+    has that value), and the pixel coordinates on and off the object. A linear probe on them is the
+    label oracle: the best a per-pixel head can do knowing only the caption words and the mask."""
+    from infogap.data.factors import FACTOR_NAMES, FACTORS
+
+    mask = batch["mask"].float()[:, None]
+    n, _, h, w = mask.shape
+    channels = [1 - mask, mask]
+    for f in FACTOR_NAMES:
+        onehot = F.one_hot(batch["labels"][f].long(), len(FACTORS[f])).float()[:, :, None, None]
+        channels.append(mask * onehot)
+    ys = torch.linspace(-1, 1, h)[None, None, :, None].expand(n, 1, h, w)
+    xs = torch.linspace(-1, 1, w)[None, None, None, :].expand(n, 1, h, w)
+    channels += [mask * xs, mask * ys, (1 - mask) * xs, (1 - mask) * ys]
+    return torch.cat(channels, 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,6 +176,27 @@ def label_subset(n: int, fraction: float, seed: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
+class PerImageRMSE(Metric):
+    """RMSE per image over its pixels with a depth (d > 0), averaged over the images that have any: the
+    usual definition of depth RMSE."""
+
+    def __init__(self):
+        super().__init__()
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        valid = (target > 0).to(torch.float64)
+        n = valid.flatten(1).sum(1)
+        sq = ((pred.double() - target.double()) ** 2 * valid).flatten(1).sum(1)
+        has = n > 0
+        self.total += torch.sqrt(sq[has] / n[has]).sum()
+        self.count += has.sum()
+
+    def compute(self) -> torch.Tensor:
+        return self.total / self.count if self.count > 0 else torch.tensor(float("nan"))
+
+
 class DenseProbe(pl.LightningModule):
     """A dense head on frozen features: (N, C, h, w) -> (N, K, H, W) logits (segmentation, K classes) or
     (N, H, W) depth, upsampled bilinearly to ``size``.
@@ -153,7 +217,7 @@ class DenseProbe(pl.LightningModule):
                  decoder: Literal["linear", "conv"] = "linear", hidden: int = 64, lr: float = 1e-2, weight_decay: float = 1e-4,
                  prefix: str = "probe"):
         super().__init__()
-        from torchmetrics import MeanAbsolutePercentageError, MeanSquaredError
+        from torchmetrics import MeanAbsolutePercentageError, MeanSquaredError, R2Score
         from torchmetrics.classification import MulticlassJaccardIndex
 
         if task not in ("seg", "depth"):
@@ -169,7 +233,8 @@ class DenseProbe(pl.LightningModule):
         if task == "seg":
             self.metrics = torch.nn.ModuleDict({"miou": MulticlassJaccardIndex(num_classes, average="macro", ignore_index=IGNORE)})
         else:
-            self.metrics = torch.nn.ModuleDict({"rmse": MeanSquaredError(squared=False), "absrel": MeanAbsolutePercentageError()})
+            self.metrics = torch.nn.ModuleDict({"rmse": PerImageRMSE(), "rmse_pooled": MeanSquaredError(squared=False),
+                                                "absrel": MeanAbsolutePercentageError(), "r2": R2Score()})
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         y = F.interpolate(self.head(features), size=(self.hparams.size, self.hparams.size), mode="bilinear", align_corners=False)
@@ -192,8 +257,11 @@ class DenseProbe(pl.LightningModule):
             self.metrics["miou"].update(pred.argmax(1), target)
         else:
             valid = target > 0  # missing depth counts nowhere
-            for m in self.metrics.values():
-                m.update(pred[valid], target[valid])
+            for name, m in self.metrics.items():
+                if name == "rmse":
+                    m.update(pred, target)
+                else:
+                    m.update(pred[valid], target[valid])
 
     def validation_step(self, batch, batch_idx: int) -> None:
         features, target = batch
@@ -223,8 +291,9 @@ class DenseProbe(pl.LightningModule):
 
 def baselines(train_targets: torch.Tensor, eval_targets: torch.Tensor, task: str, num_classes: Optional[int] = None) -> dict[str, float]:
     """What a probe must beat. Segmentation: mIoU of the training set's majority class everywhere.
-    Depth: RMSE and AbsRel of the best constant per image (its mean depth: the constant of least
-    squared error), an oracle no per-image-blind head can beat on the overall level."""
+    Depth: RMSE (per image, as the probes'; and pooled) and AbsRel of the best constant per image (its
+    mean depth: the constant of least squared error), an oracle no per-image-blind head can beat on
+    the overall level."""
     from torchmetrics.functional import mean_absolute_percentage_error, mean_squared_error
     from torchmetrics.functional.classification import multiclass_jaccard_index
 
@@ -237,7 +306,9 @@ def baselines(train_targets: torch.Tensor, eval_targets: torch.Tensor, task: str
     valid = eval_targets > 0
     means = (eval_targets * valid).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp(min=1)
     const = means[:, None, None].expand_as(eval_targets)
-    return {"rmse": float(mean_squared_error(const[valid], eval_targets[valid], squared=False)),
+    per_image = PerImageRMSE()
+    per_image.update(const, eval_targets)
+    return {"rmse": float(per_image.compute()), "rmse_pooled": float(mean_squared_error(const[valid], eval_targets[valid], squared=False)),
             "absrel": float(mean_absolute_percentage_error(const[valid], eval_targets[valid]))}
 
 
@@ -284,3 +355,66 @@ def train_probe(features, targets: torch.Tensor, index: np.ndarray, task: str, n
                val_check_interval=min(val_every, steps) if val is not None else None,
                limit_val_batches=1.0 if val is not None else 0).fit(probe, loader, val_loader)
     return probe.eval()
+
+
+# ---------------------------------------------------------------------------------------------
+class DenseFineTune(pl.LightningModule):
+    """The image tower of a CLIP and a dense head trained together, as the paper evaluated its encoders
+    (fine-tuning, not a frozen probe): the patch tokens of block ``layer`` (``forward_intermediates``,
+    through the final LayerNorm) feed a linear ``DenseProbe`` head; AdamW with a small learning rate for
+    the tower (``lr_encoder``) and the probe's for the head (``lr_head``)."""
+
+    def __init__(self, visual: torch.nn.Module, task: Literal["seg", "depth"], num_classes: int, size: int, layer: int = -1,
+                 lr_encoder: float = 1e-4, lr_head: float = 1e-2, weight_decay: float = 1e-4):
+        super().__init__()
+        self.visual = visual
+        self.index = layer_indices(visual, [layer])
+        width = visual.transformer.width
+        self.probe = DenseProbe(width, task, num_classes, size, "linear", lr=lr_head, weight_decay=weight_decay, prefix="finetune")
+        self.lr_encoder, self.weight_decay = lr_encoder, weight_decay
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        maps = self.visual.forward_intermediates(images, indices=self.index, intermediates_only=True, normalize_intermediates=True,
+                                                 output_fmt="NCHW")["image_intermediates"]
+        return self.probe(maps[0])
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images, target = batch
+        loss = self.probe.loss(self(images), target)
+        self.log("finetune/train_loss", loss, batch_size=len(target))
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW([{"params": self.visual.parameters(), "lr": self.lr_encoder},
+                                  {"params": self.probe.head.parameters(), "lr": self.probe.hparams.lr}], weight_decay=self.weight_decay)
+
+    @torch.no_grad()
+    def evaluate(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        self.eval()
+        for m in self.probe.metrics.values():
+            m.reset()
+        for i in range(0, len(targets), BATCH):
+            self.probe.update_metrics(self(images[i: i + BATCH].to(self.device)), targets[i: i + BATCH].to(self.device))
+        out = {name: float(m.compute()) for name, m in self.probe.metrics.items()}
+        for m in self.probe.metrics.values():
+            m.reset()
+        return out
+
+
+def train_finetune(model, images: torch.Tensor, targets: torch.Tensor, index: np.ndarray, task: str, num_classes: int = 11,
+                   steps: int = 200, batch_size: int = 64, lr_encoder: float = 1e-4, lr_head: float = 1e-2, seed: int = 0,
+                   accelerator: str = "auto") -> DenseFineTune:
+    """Fine-tune a copy of ``model``'s image tower with a dense head for ``steps`` steps on the training
+    images ``index`` (one pass of ``steps`` batches through seeded permutations of them, as
+    ``train_probe``); ``model`` itself is left unchanged."""
+    import copy
+
+    pl.seed_everything(seed, verbose=False)
+    module = DenseFineTune(copy.deepcopy(model.visual).train(), task, num_classes, targets.shape[-1], lr_encoder=lr_encoder, lr_head=lr_head)
+    data = torch.utils.data.TensorDataset(images[torch.as_tensor(index)], targets[torch.as_tensor(index)])
+    batch = min(batch_size, len(data))
+    sampler = torch.utils.data.RandomSampler(data, num_samples=steps * batch, generator=torch.Generator().manual_seed(seed))
+    loader = torch.utils.data.DataLoader(data, batch_size=batch, sampler=sampler, drop_last=True)
+    pl.Trainer(accelerator=accelerator, devices=1, max_steps=steps, max_epochs=1, logger=False, enable_checkpointing=False,
+               enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0).fit(module, loader)
+    return module.eval()

@@ -19,16 +19,39 @@ HIGH, LOW = 5, 1  # high-CCS heads: CCS = 5; low-CCS heads: CCS <= 1
 RANDOM_DRAWS = 5
 
 
-def synthetic_pool(enc: Encoder) -> tuple[list[str], list[str], torch.Tensor]:
-    """(texts, concepts, embeddings): every factor value as a text (its single caption word), its factor
-    as its concept."""
-    from infogap.data.factors import FACTORS
+def synthetic_pool(enc: Encoder, texts_per_concept: int = 10, kind: str = "balanced") -> tuple[list[str], list[str], torch.Tensor]:
+    """(texts, concepts, embeddings) of the synthetic world, each text's concept its factor.
+
+    ``balanced`` (default): every concept the same number of texts, ``texts_per_concept`` (at most 10,
+    the number of objects), each a caption the models saw in training: an object is its word alone
+    (a k = 0 caption); an attribute value is named beside an object word ("3, red", the object word
+    always present in every training caption), its values cycling and the object words varying over
+    the concept's texts, so that every concept can reach CCS = 5 and the label shares are not the
+    pool's composition. ``values``: each factor value once, its word alone (object 10 texts, colour 7,
+    thickness 3, the others 2: a swelling head can never reach CCS = 5)."""
+    from infogap.data.factors import FACTORS, OBJECT
 
     texts, concepts = [], []
-    for factor, values in FACTORS.items():
-        texts += list(values)
-        concepts += [factor] * len(values)
+    if kind == "values":
+        for factor, values in FACTORS.items():
+            texts += list(values)
+            concepts += [factor] * len(values)
+    elif kind == "balanced":
+        objects = FACTORS[OBJECT]
+        if not 1 <= texts_per_concept <= len(objects):
+            raise ValueError(f"texts_per_concept must be in 1..{len(objects)} (one text per object word), got {texts_per_concept}")
+        for f, (factor, values) in enumerate(FACTORS.items()):
+            for i in range(texts_per_concept):
+                texts.append(objects[i] if factor == OBJECT else f"{objects[(i + 3 * f) % len(objects)]}, {values[i % len(values)]}")
+                concepts.append(factor)
+    else:
+        raise ValueError(f"pool kind must be 'balanced' or 'values', got {kind!r}")
     return texts, concepts, torch.from_numpy(enc.texts(enc.tokenize(texts)))
+
+
+def pool_shares(concepts: list[str]) -> dict[str, float]:
+    """Each concept's share of the text pool (what the label shares are compared against)."""
+    return {c: concepts.count(c) / len(concepts) for c in dict.fromkeys(concepts)}
 
 
 def read_pool(texts_path: str, concepts_path: Optional[str]) -> tuple[list[str], list[str]]:
@@ -70,65 +93,133 @@ def contributions(enc: Encoder, images: torch.Tensor) -> tuple[torch.Tensor, tor
     return torch.cat([h for h, _ in parts]), torch.cat([r for _, r in parts])
 
 
-def head_table(heads: torch.Tensor, pool: torch.Tensor, texts: list[str], concepts: list[str], m: int = TEXTS_PER_HEAD) -> list[dict]:
-    """Per (layer, head): its TEXTSPAN texts with the variance each explains, its concept label and CCS."""
-    from infogap.ablations.heads.textspan import concept_consistency, textspan
+def factor_r2(contribution: torch.Tensor, labels: dict[str, torch.Tensor]) -> dict[str, float]:
+    """The ground truth of a head: per factor, the share of the variance of its contributions C (N, d)
+    that the factor's labels explain, R² = between-class sum of squares / total sum of squares, summed
+    over the d dimensions (the R² of a one-hot regression), from class sums in O(N d)."""
+    c = contribution.double()
+    mean = c.mean(0)
+    total = float(((c - mean) ** 2).sum())
+    out = {}
+    for factor, lab in labels.items():
+        lab = torch.as_tensor(lab).long()
+        k = int(lab.max()) + 1
+        counts = torch.bincount(lab, minlength=k).double()
+        sums = torch.zeros(k, c.shape[1], dtype=torch.float64).index_add_(0, lab, c)
+        present = counts > 0
+        between = float(((sums[present] / counts[present, None] - mean) ** 2 * counts[present, None]).sum())
+        out[factor] = between / total if total > 0 else float("nan")
+    return out
 
+
+def head_table(heads: torch.Tensor, pool: torch.Tensor, texts: list[str], concepts: list[str], m: int = TEXTS_PER_HEAD,
+               labels: Optional[dict[str, torch.Tensor]] = None, head_width: Optional[int] = None, variant: str = "published") -> list[dict]:
+    """Per (layer, head): its TEXTSPAN texts (rank: the authors' 80, capped by ``head_width``) with the
+    variance each explains, its concept label and CCS; with the images' factor ``labels``, its ground
+    truth: each factor's R² (``factor_r2``), the true concept (the factor with the largest R²) and
+    whether the TEXTSPAN label agrees with it."""
+    from infogap.ablations.heads.textspan import AUTHORS_RANK, concept_consistency, textspan
+
+    rank = min(AUTHORS_RANK, head_width) if head_width else AUTHORS_RANK
     table = []
     for layer in range(heads.shape[1]):
         for head in range(heads.shape[2]):
-            idx, shares = textspan(heads[:, layer, head], pool, m=m)
+            contribution = heads[:, layer, head]
+            idx, shares = textspan(contribution, pool, m=m, rank=rank, variant=variant)
             label, ccs = concept_consistency([concepts[j] for j in idx]) if idx else ("", 0)
-            table.append({"layer": layer, "head": head, "texts": [texts[j] for j in idx], "concepts": [concepts[j] for j in idx],
-                          "variance_explained": shares, "label": label, "ccs": ccs})
+            row = {"layer": layer, "head": head, "texts": [texts[j] for j in idx], "concepts": [concepts[j] for j in idx],
+                   "variance_explained": shares, "label": label, "ccs": ccs}
+            if labels is not None:
+                r2 = factor_r2(contribution, labels)
+                true = max(r2, key=lambda f: -1.0 if np.isnan(r2[f]) else r2[f])
+                row.update({"r2": r2, "true_label": true, "true_r2": r2[true], "agrees": label == true})
+            table.append(row)
     return table
 
 
 def prune_sets(table: list[dict], seed: int = 0) -> dict[str, list[tuple[int, int]]]:
-    """The head sets the published table compares: high-CCS (CCS = 5), low-CCS (<= 1), random heads of the
-    high set's size (5 draws from ``seed``), and per concept all heads labelled with it."""
+    """The head sets the published table compares: high-CCS (CCS = 5), low-CCS (<= 1), random heads of
+    the high set's size (5 draws from ``seed``), and per concept all heads labelled with it; with the
+    ground truth, the heads whose contributions the factors explain most and least (``gt_high``,
+    ``gt_low``: by their largest R², of the sizes of the high and the low CCS sets)."""
     key = lambda r: (r["layer"], r["head"])  # noqa: E731
     sets = {"high": [key(r) for r in table if r["ccs"] >= HIGH], "low": [key(r) for r in table if r["ccs"] <= LOW]}
     rng = random.Random(seed)
     everyone = [key(r) for r in table]
     for i in range(RANDOM_DRAWS):
         sets[f"random_{i}"] = rng.sample(everyone, len(sets["high"]))
+    if table and "true_r2" in table[0]:
+        by_truth = sorted(table, key=lambda r: (-r["true_r2"], r["layer"], r["head"]))
+        sets["gt_high"] = [key(r) for r in by_truth[: len(sets["high"])]]
+        sets["gt_low"] = [key(r) for r in by_truth[len(by_truth) - len(sets["low"]):]] if sets["low"] else []
     for label in sorted({r["label"] for r in table if r["label"]}):
         sets[f"concept_{label}"] = [key(r) for r in table if r["label"] == label]
     return sets
 
 
 @torch.no_grad()
-def evaluate_synthetic(enc: Encoder, n: int = 1024, k: int = 50) -> dict[str, float]:
-    """Zero-shot accuracy per factor, MOAD (image) and MaxSkew@k of the object-only prompts over each
-    attribute factor (mean), on ``n`` validation renders."""
-    from infogap.data.factors import ATTRIBUTE_FACTORS, FACTOR_NAMES, OBJECT
+def evaluation_set(enc: Encoder, n: int = 1024) -> dict:
+    """What ``evaluate`` scores against, computed once: ``n`` validation renders (``images``), their full
+    captions' embeddings, factor labels, class embeddings (full-description prompts) and the neutral
+    object-only queries of MaxSkew."""
+    from infogap.data.factors import FACTOR_NAMES, OBJECT
     from infogap.train.evaluation import class_embeddings
-    from infogap.train.metrics import compute_metrics
 
     batch = enc.source.val_batch(np.arange(n))
-    x = torch.from_numpy(enc.images(enc.rendered(batch["image"]))).double()
-    y = torch.from_numpy(enc.texts(batch["text_full"])).double()
-    labels = {f: batch["labels"][f].numpy() for f in FACTOR_NAMES}
     embed = lambda tokens: torch.from_numpy(enc.texts(tokens)).double()  # noqa: E731
-    classes = {f: class_embeddings(embed, enc.source.class_prompts(f, 8, "full")) for f in FACTOR_NAMES}
-    out = compute_metrics(x, y, labels, class_embeddings=classes, metrics=["zeroshot", "moad_image"])
-    neutral = torch.from_numpy(enc.texts(enc.source.class_prompts(OBJECT, 1, "word")[:, 0])).double()
-    out["max_skew"] = float(np.mean([max_skew(x, neutral, labels[f], k) for f in ATTRIBUTE_FACTORS]))
+    return {"images": enc.rendered(batch["image"]), "text": embed(batch["text_full"]),
+            "labels": {f: batch["labels"][f].numpy() for f in FACTOR_NAMES},
+            "classes": {f: class_embeddings(embed, enc.source.class_prompts(f, 8, "full")) for f in FACTOR_NAMES},
+            "neutral": embed(enc.source.class_prompts(OBJECT, 1, "word")[:, 0])}
+
+
+def evaluate(x: torch.Tensor, data: dict, k: int = 50) -> dict[str, float]:
+    """Zero-shot accuracy per factor, MOAD (image) and MaxSkew@k of the object-only prompts over each
+    attribute factor (mean), of image embeddings ``x`` (normalised here) on the ``evaluation_set``."""
+    from infogap.data.factors import ATTRIBUTE_FACTORS
+    from infogap.train.metrics import compute_metrics
+
+    x = M.normalize(M.as_tensor(x).double())
+    out = compute_metrics(x, data["text"], data["labels"], class_embeddings=data["classes"], metrics=["zeroshot", "moad_image"])
+    out["max_skew"] = float(np.mean([max_skew(x, data["neutral"], data["labels"][f], k) for f in ATTRIBUTE_FACTORS]))
     return out
 
 
+@torch.no_grad()
+def evaluate_synthetic(enc: Encoder, n: int = 1024, k: int = 50) -> dict[str, float]:
+    """``evaluate`` of the model's own image embeddings on ``n`` validation renders."""
+    data = evaluation_set(enc, n)
+    return evaluate(torch.from_numpy(enc.images(data["images"])), data, k)
+
+
+def mean_ablated(heads: torch.Tensor, rest: torch.Tensor, pruned: list[tuple[int, int]]) -> torch.Tensor:
+    """Un-normalised image embeddings with the direct contribution of each ``pruned`` head replaced by its
+    mean over the images (mean-ablation, as the decomposition papers do): embedding - c_h + mean(c_h).
+    The embeddings' mean is unchanged; only the pruned heads' direct terms are."""
+    full = rest + heads.sum((1, 2))
+    for layer, head in pruned:
+        c = heads[:, layer, head]
+        full = full - c + c.mean(0, keepdim=True)
+    return full
+
+
 def pruning_table(enc: Encoder, table: list[dict], n: int = 1024, seed: int = 0) -> list[dict]:
-    """The metrics of ``evaluate_synthetic`` with no head pruned, then with each set of ``prune_sets``."""
+    """``evaluate`` with no head pruned, then with each set of ``prune_sets`` removed in both modes:
+    ``zero`` (the CCS study's protocol: the heads' slice of the attention output projection set to 0,
+    so every later layer sees it) and ``mean`` (the decomposition papers': each head's direct
+    contribution to the embedding replaced by its mean over the images)."""
     from infogap.models.decompose import pruned_heads
 
-    rows = [{"pruned": "none", "n_heads": 0, **evaluate_synthetic(enc, n)}]
-    for name, heads in prune_sets(table, seed).items():
-        if not heads:
-            rows.append({"pruned": name, "n_heads": 0})
+    data = evaluation_set(enc, n)
+    heads, rest = contributions(enc, data["images"])
+    rows = [{"pruned": "none", "mode": "none", "n_heads": 0, **evaluate(torch.from_numpy(enc.images(data["images"])), data)}]
+    for name, chosen in prune_sets(table, seed).items():
+        if not chosen:
+            rows += [{"pruned": name, "mode": mode, "n_heads": 0} for mode in ("zero", "mean")]
             continue
-        with pruned_heads(enc.model, heads):
-            rows.append({"pruned": name, "n_heads": len(heads), **evaluate_synthetic(enc, n)})
+        with pruned_heads(enc.model, chosen):
+            rows.append({"pruned": name, "mode": "zero", "n_heads": len(chosen), **evaluate(torch.from_numpy(enc.images(data["images"])), data)})
+        rows.append({"pruned": name, "mode": "mean", "n_heads": len(chosen), **evaluate(mean_ablated(heads, rest, chosen), data)})
     return rows
 
 

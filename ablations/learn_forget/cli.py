@@ -69,7 +69,8 @@ def main(argv: list[str]) -> int:
         enc = load_encoder(**spec)
         if args.folder and enc.word_level:
             raise ValueError(f"{label}: a word-level synthetic model cannot read the class prompts of --folder (use BPE models)")
-        tasks = [] if args.no_synthetic else synthetic_tasks(enc, FACTOR_NAMES, settings.n_train, settings.n_eval)
+        tasks = [] if args.no_synthetic else synthetic_tasks(enc, FACTOR_NAMES, settings.n_train, settings.n_eval, settings.prompts,
+                                                             settings.templates, settings.ood)
         tasks += [folder_task(enc, folder, templates) for folder in args.folder]
         names = [t.name for t in tasks]
         if len(set(names)) != len(names):

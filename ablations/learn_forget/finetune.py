@@ -4,8 +4,15 @@ its parts, the gap, zero-shot accuracy), and the fine-tuning itself.
 
 A ``Task`` is a labelled image set with class prompts: each factor of the synthetic data
 (``synthetic_tasks``) or any local labelled image folder (``folder_task``, ImageFolder layout, class
-prompts from templates). ``FineTune`` fine-tunes a CLIP on one task with one of three methods, all
-for the same number of steps:
+prompts from templates). Class prompts name the task's class only (FLYP and the published protocol:
+templates of the class name), never a value of another factor: a full synthetic caption with the
+other factors drawn at random would teach every image wrong attribute words and manufacture
+forgetting. For the word-level synthetic models the only template is the class word itself (every
+other word of their vocabulary is a value of some factor); the full-caption ensemble stays available
+as ``prompts="full"``, named in the report. Evaluation-only tasks on the held-out glyph set (images
+no fine-tuning and no training run sees) measure forgetting out of domain.
+
+``FineTune`` fine-tunes a CLIP on one task with one of three methods, all for the same number of steps:
 
 - ``full``: every weight of both towers, with the contrastive loss between images and their class
   prompts (FLYP, Goyal et al. 2023: the fine-tuning loss is the pretraining loss);
@@ -13,8 +20,8 @@ for the same number of steps:
   embeddings (so step 0 is the zero-shot classifier); cross-entropy;
 - ``bitfit``: only the bias terms (Ben Zaken et al. 2022), with the FLYP loss.
 
-``learn_forget`` turns accuracies before and after into the gain on the task and the change on every
-other task.
+``learn_forget`` turns accuracies before and after into the gain on the task and the change on the
+other in-domain tasks and on the out-of-domain ones.
 """
 from __future__ import annotations
 
@@ -50,6 +57,7 @@ class Task:
     train_labels: torch.Tensor
     eval_images: torch.Tensor
     eval_labels: torch.Tensor
+    finetune: bool = True  # False: an evaluation-only (out-of-domain) task, never fine-tuned on
 
     def __post_init__(self):
         c = len(self.classes)
@@ -62,23 +70,53 @@ class Task:
                 raise ValueError(f"task {self.name!r}: {len(images)} {split} images with {len(labels)} labels")
 
 
-def synthetic_tasks(enc, factors: Sequence[str], n_train: int = 2048, n_eval: int = 1024, prompt_mode: str = "full",
-                    prompts_per_value: int = 8) -> list[Task]:
+def synthetic_tasks(enc, factors: Sequence[str], n_train: int = 2048, n_eval: int = 1024, prompts: str = "class",
+                    templates: Sequence[str] = ("{}",), ood: Sequence[str] = (), prompts_per_value: int = 8) -> list[Task]:
     """One task per factor of the synthetic data, for the model of ``enc`` (an ``infogap.train.embed.Encoder``):
     training images are the first ``n_train`` samples of training epoch 0, evaluation images the first
-    ``n_eval`` validation samples (the same images for every factor, labelled by it); class prompts as
-    the metrics callback makes them (``prompt_mode`` full: captions naming every factor, the class's
-    value fixed; word: the value's word)."""
+    ``n_eval`` validation samples (the same images for every factor, labelled by it). Class prompts
+    (``class_prompts``): ``class`` names the class only, through ``templates``; ``full`` is the metrics
+    callback's ensemble of captions naming every factor. Each factor of ``ood`` adds an evaluation-only
+    task ``ood_<factor>`` on the same samples drawn with the held-out glyph set."""
+    import dataclasses
+
     from infogap.data.factors import FACTORS, check_factor
 
-    for f in factors:
+    for f in [*factors, *ood]:
         check_factor(f)
-    source = enc.source
-    train = source.train_batch(0, np.arange(n_train))
-    val = source.val_batch(np.arange(n_eval))
-    train_images, eval_images = enc.rendered(train["image"]), enc.rendered(val["image"])
-    return [Task(f, list(FACTORS[f]), source.class_prompts(f, prompts_per_value, prompt_mode), train_images, train["labels"][f],
-                 eval_images, val["labels"][f]) for f in factors]
+    out = []
+    for glyphs, names, finetune_on in (("train", factors, True), ("held_out", ood, False)):
+        if not names:
+            continue
+        source = dataclasses.replace(enc.source, glyph_set=glyphs)
+        train = source.train_batch(0, np.arange(n_train))
+        val = source.val_batch(np.arange(n_eval))
+        train_images, eval_images = enc.rendered(train["image"]), enc.rendered(val["image"])
+        for f in names:
+            out.append(Task(f if finetune_on else f"ood_{f}", list(FACTORS[f]), class_prompts(enc, f, prompts, templates, prompts_per_value),
+                            train_images, train["labels"][f], eval_images, val["labels"][f], finetune=finetune_on))
+    return out
+
+
+def class_prompts(enc, factor: str, mode: str = "class", templates: Sequence[str] = ("{}",), prompts_per_value: int = 8) -> torch.Tensor:
+    """(classes, prompts per class, context) tokens for a factor task. ``class``: each value's word
+    through each template, nothing else; a word-level model reads only factor words, so its only
+    template is ``{}`` (any other word would be a value of another factor). ``full``: captions naming
+    every factor, the class's value fixed and the others drawn uniformly."""
+    from infogap.data.factors import FACTORS
+
+    if mode == "full":
+        return enc.source.class_prompts(factor, prompts_per_value, "full")
+    if mode != "class":
+        raise ValueError(f"class prompts must be 'class' or 'full', got {mode!r}")
+    if not templates or any("{}" not in t for t in templates):
+        raise ValueError(f"class prompt templates need '{{}}' for the class name, got {list(templates)}")
+    if enc.word_level:
+        if list(templates) != ["{}"]:
+            raise ValueError(f"a word-level model reads only the factor words: its class prompt is the class word alone (templates: ['{{}}']), "
+                             f"got {list(templates)}")
+        return enc.source.class_prompts(factor, 1, "word")
+    return torch.stack([enc.tokenize([t.format(value) for t in templates]) for value in FACTORS[factor]])
 
 
 def folder_task(enc, folder: str, templates: Sequence[str] = ("a photo of a {}.",), eval_fraction: float = 0.5, seed: int = 0,
@@ -125,36 +163,51 @@ def image_embeddings(model, images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def zero_shot(model, task: Task, x: Optional[torch.Tensor] = None) -> dict[str, float]:
-    """Zero-shot measures of ``model`` on the task's evaluation images (``x``: their embeddings when
-    already computed, e.g. for several tasks on one image set): accuracy, IIMM = (S_inter + S_intra) / 2
-    and both parts, and the gap (RMG, L2M) between each image and its true class's embedding (the
-    competing predictors)."""
+def zero_shot(model, task: Task, x: Optional[torch.Tensor] = None, x_train: Optional[torch.Tensor] = None) -> dict[str, float]:
+    """Zero-shot measures of ``model`` on a task: accuracy on its evaluation images; IIMM =
+    (S_inter + S_intra) / 2 and both parts on its training images (the reference's protocol) and, as
+    ``iimm_eval``, on its evaluation images; and the gap (RMG, L2M) between each evaluation image and
+    its true class's embedding (the competing predictors). ``x``, ``x_train``: the images' embeddings
+    when already computed (several tasks share one image set)."""
+    x = image_embeddings(model, task.eval_images) if x is None else x
+    x_train = image_embeddings(model, task.train_images) if x_train is None else x_train
+    was_training = model.training
+    model.eval()
+    classes = class_embeddings(lambda t: encode(model.encode_text, t, next(model.parameters()).device), task.prompts)
+    model.train(was_training)
+    inter, intra = iimm_parts(x_train, classes, task.train_labels)
+    inter_eval, intra_eval = iimm_parts(x, classes, task.eval_labels)
+    y = classes[task.eval_labels]
+    return {"acc": zero_shot_accuracy(x, classes, task.eval_labels), "iimm": (inter + intra) / 2, "s_inter": inter, "s_intra": intra,
+            "iimm_eval": (inter_eval + intra_eval) / 2, "rmg": relative_modality_gap(x, y), "l2m": l2m(x, y)}
+
+
+@torch.no_grad()
+def zero_shot_acc(model, task: Task, x: Optional[torch.Tensor] = None) -> float:
+    """Zero-shot accuracy of ``model`` on the task's evaluation images, with the task's class prompts."""
     x = image_embeddings(model, task.eval_images) if x is None else x
     was_training = model.training
     model.eval()
     classes = class_embeddings(lambda t: encode(model.encode_text, t, next(model.parameters()).device), task.prompts)
     model.train(was_training)
-    inter, intra = iimm_parts(x, classes, task.eval_labels)
-    y = classes[task.eval_labels]
-    return {"acc": zero_shot_accuracy(x, classes, task.eval_labels), "iimm": (inter + intra) / 2, "s_inter": inter, "s_intra": intra,
-            "rmg": relative_modality_gap(x, y), "l2m": l2m(x, y)}
+    return zero_shot_accuracy(x, classes, task.eval_labels)
 
 
-def embedded_sets(model, tasks: Sequence[Task]) -> dict[str, torch.Tensor]:
-    """{task: its evaluation images' embeddings}, each distinct image set embedded once (the six
-    synthetic factor tasks share theirs)."""
+def embedded_sets(model, tasks: Sequence[Task], split: str = "eval") -> dict[str, torch.Tensor]:
+    """{task: its ``split`` images' embeddings}, each distinct image set embedded once (the synthetic
+    factor tasks share theirs)."""
     by_set: dict[int, torch.Tensor] = {}
     for t in tasks:
-        if id(t.eval_images) not in by_set:
-            by_set[id(t.eval_images)] = image_embeddings(model, t.eval_images)
-    return {t.name: by_set[id(t.eval_images)] for t in tasks}
+        images = t.eval_images if split == "eval" else t.train_images
+        if id(images) not in by_set:
+            by_set[id(images)] = image_embeddings(model, images)
+    return {t.name: by_set[id(t.eval_images if split == "eval" else t.train_images)] for t in tasks}
 
 
 def zero_shots(model, tasks: Sequence[Task]) -> dict[str, dict[str, float]]:
     """``zero_shot`` of every task (``embedded_sets``)."""
-    x = embedded_sets(model, tasks)
-    return {t.name: zero_shot(model, t, x[t.name]) for t in tasks}
+    x, x_train = embedded_sets(model, tasks), embedded_sets(model, tasks, "train")
+    return {t.name: zero_shot(model, t, x[t.name], x_train[t.name]) for t in tasks}
 
 
 def accuracies(module: "FineTune", tasks: Sequence[Task]) -> dict[str, float]:
@@ -163,18 +216,21 @@ def accuracies(module: "FineTune", tasks: Sequence[Task]) -> dict[str, float]:
     return {t.name: module.accuracy(t, x[t.name]) for t in tasks}
 
 
-def learn_forget(before: dict[str, float], after: dict[str, float], task: str) -> dict[str, float]:
+def learn_forget(before: dict[str, float], after: dict[str, float], task: str, out_of_domain: Sequence[str] = ()) -> dict[str, float]:
     """Accuracy per task before and after fine-tuning on ``task``: ``gain`` = after - before on the task,
     ``relative_gain`` = gain / (1 - before) (the share of the zero-shot error removed; NaN when
-    zero-shot is already perfect), ``off_task_change`` = mean over the other tasks of after - before,
-    and ``forgetting`` = its negative (positive when the model forgot)."""
+    zero-shot is already perfect), ``off_task_change`` = mean over the other in-domain tasks of
+    after - before and ``forgetting`` = its negative (positive when the model forgot); the same over
+    the ``out_of_domain`` tasks as ``forgetting_ood`` (NaN without any)."""
     if task not in before or set(before) != set(after):
         raise ValueError(f"accuracies before {sorted(before)} and after {sorted(after)} must cover the same tasks, including {task!r}")
-    others = [t for t in before if t != task]
+    others = [t for t in before if t != task and t not in out_of_domain]
     gain = after[task] - before[task]
     change = float(np.mean([after[t] - before[t] for t in others])) if others else float("nan")
+    ood = [t for t in out_of_domain if t != task]
+    ood_change = float(np.mean([after[t] - before[t] for t in ood])) if ood else float("nan")
     return {"gain": gain, "relative_gain": gain / (1 - before[task]) if before[task] < 1 else float("nan"),
-            "off_task_change": change, "forgetting": -change}
+            "off_task_change": change, "forgetting": -change, "forgetting_ood": -ood_change}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,6 +253,7 @@ class FineTune(pl.LightningModule):
             raise ValueError(f"fine-tuning method must be one of {', '.join(METHODS)}, got {method!r}")
         self.save_hyperparameters(ignore=["model", "prompts"])
         self.model, self.method, self.task = model, method, task
+        self.accuracy_at: dict[int, float] = {}  # the task's accuracy at steps before the end (``finetune(check_at=...)``)
         self.register_buffer("prompts", prompts, persistent=False)
         self.loss_fn = ClipLoss()
         if method == "linear":
@@ -255,19 +312,34 @@ class FineTune(pl.LightningModule):
         zero-shot with the task's class prompts on any other task (and for the other methods; ``x``:
         the images' embeddings when already computed)."""
         if self.method != "linear" or task.name != self.task:
-            return zero_shot(self.model, task, x)["acc"]
+            return zero_shot_acc(self.model, task, x)
         device = self.head.device
         preds = torch.cat([self.logits(task.eval_images[i: i + BATCH].to(device)).argmax(1).cpu()
                            for i in range(0, len(task.eval_images), BATCH)])
         return float((preds == task.eval_labels).float().mean())
 
 
+class _AccuracyAt(pl.Callback):
+    """The task's accuracy once ``step`` optimizer steps are done (``FineTune.accuracy_at``)."""
+
+    def __init__(self, task: Task, step: int):
+        self.task, self.step = task, step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            pl_module.accuracy_at[self.step] = pl_module.accuracy(self.task)
+
+
 def finetune(model, task: Task, method: str, steps: int, batch_size: int = 128, lr: float = 1e-4, seed: int = 0,
-             weight_decay: float = 0.1, warmup_steps: int = 10, accelerator: str = "auto") -> FineTune:
+             weight_decay: float = 0.1, warmup_steps: int = 10, accelerator: str = "auto", check_at: Sequence[int] = ()) -> FineTune:
     """Fine-tune ``model`` on ``task`` for ``steps`` optimizer steps (the same budget for every task and
-    method), batches drawn from the task's training images in a shuffled order fixed by ``seed``."""
+    method), batches drawn from the task's training images in a shuffled order fixed by ``seed``. The
+    task's accuracy is also taken after each step of ``check_at`` (``module.accuracy_at``: has the gain
+    settled before the budget ends?), within the same run and schedule."""
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be positive, got {steps} and {batch_size}")
+    if not task.finetune:
+        raise ValueError(f"task {task.name!r} is evaluation-only (out of domain): it is never fine-tuned on")
     pl.seed_everything(seed, verbose=False)
     module = FineTune(model, task.prompts, method, task.name, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps)
     data = torch.utils.data.TensorDataset(task.train_images, task.train_labels)
@@ -275,6 +347,7 @@ def finetune(model, task: Task, method: str, steps: int, batch_size: int = 128, 
                                          generator=torch.Generator().manual_seed(seed))
     epochs = math.ceil(steps / max(1, len(loader)))
     pl.Trainer(accelerator=accelerator, devices=1, max_steps=steps, max_epochs=epochs, logger=False, enable_checkpointing=False,
-               enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0).fit(module, loader)
+               enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+               callbacks=[_AccuracyAt(task, s) for s in check_at if 0 < s < steps]).fit(module, loader)
     module.eval()
     return module

@@ -15,6 +15,7 @@ import numpy as np
 from infogap.ablations.runner.claims import NOT_TESTED, mean_ci
 from infogap.ablations.runner.results import save_figure
 from infogap.ablations.runner.spec import Ablation, Run, design
+from infogap.ablations.runner.study import settings_dict
 from infogap.data.factors import ATTRIBUTE_FACTORS
 from infogap.train.loggers import write_text_atomic
 
@@ -72,8 +73,12 @@ def aggregate(ablation: Ablation, runs: list[Run], out: Path, failed: Optional[d
     figures = _figures(ablation, axes, groups, results, rows)
     figures += study.figures(ablation, runs, results)
     claims = run_claims(ablation, rows)
-    if claims:
-        report += ("\n## Claims\n\n" + CLAIMS_NOTE + "\n\n" + "\n".join(f"- {c.line()}" for c in claims) + "\n")
+    findings = [c for c in claims if c.kind != "sanity"]
+    checks = [c for c in claims if c.kind == "sanity"]
+    if findings:
+        report += ("\n## Claims\n\n" + CLAIMS_NOTE + "\n\n" + "\n".join(f"- {c.line()}" for c in findings) + "\n")
+    if checks:
+        report += ("\n## Sanity checks\n\n" + SANITY_NOTE + "\n\n" + "\n".join(f"- {c.line()}" for c in checks) + "\n")
     if figures:
         report += "\n## Figures\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in figures) + "\n"
     write_text_atomic(results / "report.md", report)
@@ -81,10 +86,13 @@ def aggregate(ablation: Ablation, runs: list[Run], out: Path, failed: Optional[d
             "summary": results / "summary.csv", "report": results / "report.md"}
 
 
-CLAIMS_NOTE = ("Each claim is tested over seeds: the per-seed difference it predicts, its mean with a 95 % t-interval, "
-               "a one-sided paired t-test (scipy.stats.ttest_1samp) and the effect size d_z. It holds when the mean "
-               "has the claimed sign and p < 0.05; one seed gives the direction only; a claim with no seed "
-               "that has every arm it compares is not tested.")
+CLAIMS_NOTE = ("A claim of an effect is tested over its units (seeds unless it names others): the per-unit difference it "
+               "predicts, its mean with a 95 % t-interval, a one-sided test and the effect size. It holds when the estimate "
+               "has the claimed sign and p < 0.05; one seed gives the direction only. A claim of no effect states a margin "
+               "and holds only when its 90 % interval lies inside it (TOST); an interval wholly outside does NOT hold, one "
+               "that straddles the margin is inconclusive. A claim with no unit that has every arm it compares is not tested.")
+SANITY_NOTE = ("These hold for any data by construction (e.g. shifting one modality by the mean difference equalises the "
+               "centroids): they check that the analysis ran as designed and are not findings.")
 
 
 def run_claims(ablation: Ablation, rows: list[dict]) -> list:
@@ -139,6 +147,9 @@ def _report_markdown(ablation: Ablation, axes, cols, groups, failed, n_finished:
     if ablation.source:
         text += [f"Config: `{ablation.source.name}`; base: `{ablation.base_config.name}`; seeds: {', '.join(map(str, seeds)) or 'none'}; "
                  f"runs finished: {n_finished} of {n_runs} (report stage `{ablation.report_stage}`).", ""]
+    settings = settings_dict(ablation.study.settings)
+    if settings:
+        text += ["Study settings: " + ", ".join(f"`{k}` = {v}" for k, v in settings.items()) + ".", ""]
     text += ["Means over seeds, with 95 % t-intervals [low, high] (scipy.stats.t, n - 1 degrees of freedom) where there are "
              "several seeds.", "", format_table(axes, cols, groups), ""]
     if failed:
