@@ -18,3 +18,18 @@ class StepClock(pl.Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         Path(trainer.default_root_dir, "step_times.json").write_text(json.dumps(self.times))
+
+
+class KillAtStep(pl.Callback):
+    """A job killed without warning (SIGKILL to itself) once ``step`` optimizer steps are done: nothing
+    is saved but the checkpoints already written (``benchmarks/gpu_check.py``'s kill and resume)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step >= self.step:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -12,17 +12,70 @@ from tests.helpers import ROOT
 
 
 @pytest.mark.slow
-def test_vs_open_clip_smoke():
-    proc = subprocess.run([sys.executable, "benchmarks/run.py", "--smoke", "vs_open_clip"], cwd=ROOT, capture_output=True,
+def test_gpu_check_dry_run_writes_every_file_the_reader_reads(tmp_path):
+    """The prepared GPU check on the CPU (``--dry-run``): every part written, DeepSpeed skipped with its
+    reason, the DDP run killed by SIGKILL, resumed with its history from step 0 and exported; the
+    comparison with open_clip_train has every tool; and the reader renders each part."""
+    proc = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--dry-run", "--out", str(tmp_path)], cwd=ROOT, capture_output=True,
                           text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    name, _, payload = proc.stdout.strip().splitlines()[-1].partition(" ")
-    result = json.loads(payload)
-    assert name == "vs_open_clip" and result["steps"] == 6
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    parts = {p: json.loads((tmp_path / f"{p}.json").read_text()) for p in ("strategies", "vs_open_clip", "speed_paths", "metrics", "loaders", "imbalance")}
+    s = parts["strategies"]
+    for name in ("zero1", "zero2", "zero3"):
+        assert "without" in s[name]["skipped"]
+    assert s["ddp"]["killed_at_step"] == 4 and s["ddp"]["resumed_from"] == "step0000003.ckpt" and s["ddp"]["final_step"] == 6
+    assert s["ddp"]["history_steps"][0] == 0 and s["ddp"]["history_steps"][-1] == 6 and s["ddp"]["exported_mib"] > 0
+    v = parts["vs_open_clip"]
+    assert v["steps"] == 6
     for tool in ("open_clip_train", "infogap_table", "infogap_shards"):
-        assert len(result["runs"][tool]) == 1 and result[tool]["wall_s"] > 0 and result[tool]["steady_samples_per_s"] > 0
-    for tool in ("infogap_table", "infogap_shards"):
-        assert set(result[f"{tool}_over_open_clip"]) == {"steady_ratio", "wall_ratio"}
+        assert len(v["runs"][tool]) == 1 and v[tool]["wall_s"] > 0 and v[tool]["steady_samples_per_s"] > 0
+    assert parts["speed_paths"]["bf16_channels_last"]["steady_samples_per_s"] > 0 and "skipped" in parts["speed_paths"]["bf16_compile"]
+    assert parts["metrics"]["n1000"]["metrics"] == 12 and parts["metrics"]["n500"]["suite"] == "full"
+    assert parts["loaders"]["tiny_on_device"]["steady_samples_per_s"] > 0
+    assert parts["imbalance"]["runs"] == ["k5_seed0"]
+    run = json.loads((tmp_path / "imbalance" / "k5_seed0.json").read_text())
+    assert run["k"] == 5 and 0 <= run["metrics"]["rmg"] <= 1
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.gpu_report import benchmarks_md, load, readme_table
+
+    data = load(tmp_path)
+    text = benchmarks_md(data)
+    assert "DRY RUN" in text and "| zero2 | skipped (no CUDA" in text and "| ddp |" in text and "killed at step 4" in text
+    assert "| infogap_shards |" in text and "| N = 1000 (O(N d)) | 12 |" in text and "| tiny |" in text and "missing" not in text
+    assert readme_table(data).count("\n| ") == 2  # the header and the one run
+
+
+def test_gpu_report_reads_a_fabricated_directory(tmp_path):
+    """The reader on hand-made results: numbers as written, a part that failed listed with its error, a
+    missing part listed as not reached, imbalance rows sorted by (k, seed)."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.gpu_report import benchmarks_md, load, readme_table
+
+    (tmp_path / "machine.json").write_text(json.dumps({"date": "2026-12-02 10:00 UTC", "cpus": 16, "torch": "2.14.1", "gpu": "H200",
+                                                       "gpu_memory_gib": 139.8, "commit": "abc1234", "dry_run": False}))
+    (tmp_path / "strategies.json").write_text(json.dumps({
+        "model": "small", "steps": 200, "precision": "bf16-mixed", "ddp": {"wall_s": 30.0, "steady_samples_per_s": 41234.5},
+        "zero1": {"wall_s": 31.0, "steady_samples_per_s": 39000.0},
+        "zero2": {"killed_at_step": 101, "resumed_from": "step0000100.ckpt", "resumed": {"wall_s": 20.0, "steady_samples_per_s": 38000.0},
+                  "exported_mib": 90.5, "final_step": 200, "metrics": {}, "history_steps": [0, 100, 200]},
+        "zero3": {"skipped": "no CUDA: Lightning refuses DeepSpeed without it"}}))
+    (tmp_path / "metrics.error.txt").write_text("RuntimeError: CUDA out of memory\n")
+    (tmp_path / "imbalance").mkdir()
+    for k, seed, rmg in ((5, 0, 0.081), (0, 1, 0.402), (0, 0, 0.4219)):
+        (tmp_path / "imbalance" / f"k{k}_seed{seed}.json").write_text(json.dumps({"k": k, "seed": seed, "seconds": 61.0,
+                                                                                  "metrics": {"rmg": rmg, "l2m": 0.5}}))
+    (tmp_path / "imbalance.json").write_text(json.dumps({"model": "small", "steps": 6000, "runs": [], "complete": False}))
+    data = load(tmp_path)
+    text = benchmarks_md(data)
+    assert "H200 (139.8 GiB), 16 CPUs, torch 2.14.1, commit abc1234" in text and "DRY RUN" not in text
+    assert "| ddp | 41,234 |" in text and "| zero1 | 39,000 |" in text
+    assert "| zero2 | 38,000 | killed at step 101, resumed from step0000100.ckpt to step 200, exported (90.5 MiB); evaluations at steps [0, 100, 200] |" in text
+    assert "| zero3 | skipped (no CUDA: Lightning refuses DeepSpeed without it) |" in text
+    assert "- metrics: missing (RuntimeError: CUDA out of memory)" in text and "- loaders: missing (not reached)" in text
+    rows = [line for line in readme_table(data).splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert rows == ["| 0 | 0 | 0.422 | 0.500 | – | – | – | 61.0 |", "| 0 | 1 | 0.402 | 0.500 | – | – | – | 61.0 |",
+                    "| 5 | 0 | 0.081 | 0.500 | – | – | – | 61.0 |"]
+    assert "6000 steps" in readme_table(data)
 
 
 def test_open_clip_steady_state_reads_the_log_windows():
