@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench clean-venv
+.PHONY: demo test test-fast bench reproduce clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ test: $(STAMP)
 ## Everything but the slow end-to-end tests.
 test-fast: $(STAMP)
 	$(PYTEST) -m "not slow"
+
+## Every study of a plan in one command and one report: make reproduce SIZE=smoke|cpu|gpu (JOBS=2)
+SIZE ?= smoke
+JOBS ?= 2
+reproduce: $(STAMP)
+	WANDB_MODE=$${WANDB_MODE:-offline} $(VENV)/bin/infogap reproduce --size $(SIZE) --jobs $(JOBS)
 
 ## Throughput and memory benchmarks; results go to BENCHMARKS.md by hand with the machine.
 bench: $(STAMP)

@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export-ckpt": ("infogap.models.export:main", "one plain state dict from a Lightning or DeepSpeed checkpoint"),
     "ablate": ("infogap.ablations.runner.cli:main", "expand, launch and aggregate an ablation from configs/ablations/"),
     "analyze": ("infogap.cli:analyze", "analyses of finished or local models: gap-performance, eat, heads, learn-forget"),
+    "reproduce": ("infogap.ablations.runner.reproduce:main", "every study of a plan (smoke, cpu, gpu) in one command and one report"),
     "probe": ("infogap.ablations.dense.cli:main", "dense probes (segmentation, depth) on a frozen image tower, with label fractions"),
 }
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test")

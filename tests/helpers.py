@@ -251,28 +251,29 @@ def make_tiny_captioner(path: Path) -> Path:
     return Path(path)
 
 
-# --- tiny ablations end to end -------------------------------------------------------------------
-# name -> (--only restriction for a tiny run, number of runs it then launches, axes of summary.csv,
-#          claims the restriction leaves without the arm they compare: "not tested", exit 1)
+# --- the smoke plan's studies (configs/reproduce/smoke.yaml: each at toy size, one seed) ----------
+# name -> (number of runs the plan launches for it, axes of summary.csv, claims the plan's restriction
+#          leaves without the arms or units they need: "not tested", exit 1)
 TINY_RUNS = {
-    "imbalance": (["k=0,5"], 2, ["k"], 0),
-    "presence": (["always_present=object,colour"], 2, ["always_present"], 2),
-    "gap_dims": (["k=5"], 1, ["k", "n"], 1),
-    "posthoc": (["k=0"], 1, ["k", "shift"], 2),
-    "temperature": ([], 3, ["temperature_mode"], 0),
-    "init_gap": ([], 3, ["init"], 0),
-    "bias": (["model_size=tiny", "cooccurrence_p=0.0,0.9"], 2, ["model_size", "cooccurrence_p", "test", "modality"], 6),  # no equivalence or correlation test from one seed, two runs
-    "heads": (["k=0,5"], 2, ["k"], 12),  # 4-step models have no CCS = 5 head: the 12 pruning claims are not tested
-    "learn_forget": (["k=0,5"], 2, ["k", "method", "task"], 30),  # 2 models: no clustered fit (14 fits x 2 claims; the 2 linear forgetting fits have no spread)
-    "dense": (["k=0,5"], 2, ["k", "encoder", "task", "fraction", "mode"], 0),
+    "imbalance": (2, ["k"], 0),
+    "presence": (2, ["always_present"], 2),
+    "gap_dims": (1, ["k", "n"], 1),
+    "posthoc": (1, ["k", "shift"], 2),
+    "temperature": (3, ["temperature_mode"], 0),
+    "init_gap": (3, ["init"], 0),
+    "bias": (2, ["model_size", "cooccurrence_p", "test", "modality"], 6),  # no equivalence or correlation test from one seed, two runs
+    "heads": (2, ["k"], 12),  # 4-step models have no CCS = 5 head: the 12 pruning claims are not tested
+    "learn_forget": (2, ["k", "method", "task"], 30),  # 2 models: no clustered fit (14 fits x 2 claims; the 2 linear forgetting fits have no spread)
+    "dense": (2, ["k", "encoder", "task", "fraction", "mode"], 0),
 }
-# the study settings that shrink the analyses an ablation runs on each finished model (NAME.key=value)
-TINY_SETTINGS = {
-    "dense": ["dense.n_train=64", "dense.n_val=32", "dense.probe_steps=3", "dense.finetune_steps=2", "dense.mae_converged_steps=4"],
-    "learn_forget": ["learn_forget.steps=3", "learn_forget.finetune_seeds=[0]", "learn_forget.n_train=64", "learn_forget.n_eval=64",
-                     "learn_forget.batch_size=16", "learn_forget.lr={full: 1.0e-3, linear: 1.0e-2, bitfit: 1.0e-2}"],
-    "bias": ["bias.permutations=2000"],
-}
+
+
+def smoke_settings(name: str) -> list[str]:
+    """The study settings (``NAME.key=value``) that shrink a study's analyses in the smoke plan."""
+    import yaml
+
+    plan = yaml.safe_load((ROOT / "configs" / "reproduce" / "smoke.yaml").read_text())
+    return [o for s in plan["studies"] if s["name"] == name for o in s.get("overrides", [])]
 
 
 class Proc:
@@ -299,29 +300,3 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def tiny_end_to_end(name: str, out: Path, capsys, *extra: str) -> tuple[Proc, list[dict], Path]:
-    """``infogap ablate NAME`` at tiny size (one seed, ``TINY_RUNS`` restriction, ``TINY_SETTINGS``), with
-    what every ablation must do: its runs and exit code, the claims it leaves untested, one seed never
-    "holds", summary.csv with the axes first and the core metrics, a report with claims and figures.
-    Returns the process, the summary rows and the results folder for the study's own checks."""
-    only, n_runs, axes, untested = TINY_RUNS[name]
-    args = [name, "--seeds", "0", "--out", str(out), "--jobs", "2"] + [a for o in only for a in ("--only", o)]
-    proc = ablate(capsys, *args, *TINY_OVERRIDES, *TINY_SETTINGS.get(name, []), *extra)
-    assert proc.returncode == (1 if untested else 0), proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "run(s) failed" not in proc.stdout, proc.stdout[-3000:]
-    assert proc.stdout.count("\nnot tested: ") == untested, proc.stdout[-3000:]
-    assert ("claim(s) not tested" in proc.stdout) == bool(untested)
-    verdicts = [line for line in proc.stdout.splitlines() if line.startswith(("holds:", "does NOT hold:", "direction only", "not tested:"))]
-    if name != "learn_forget":  # its fits are over (run, task) points, not seeds
-        assert verdicts and all(not v.startswith("holds:") for v in verdicts)  # one seed never "holds": it gives the direction only
-    results = out / name
-    assert len(list((results / "runs").iterdir())) == n_runs
-    rows = read_csv(results / "summary.csv")
-    assert rows and list(rows[0])[: len(axes) + 1] == axes + ["seed"]
-    for key in ("rmg", "l2m", "moad_image", "zeroshot_object_acc", "attr_acc_mean"):
-        assert key in rows[0] and rows[0][key] != ""
-    report = (results / "report.md").read_text()
-    assert f"# Ablation `{name}`" in report and "## Claims" in report and "## Figures" in report
-    figures = list(results.glob("*.png"))
-    assert figures and all(fig.stat().st_size > 10_000 for fig in figures)
-    return proc, rows, results

@@ -1,13 +1,11 @@
 """The co-occurrence ablation (seed 001): its fits and claims on hand-made effect sizes, and the ablation end to end."""
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
 import pytest
 
-from tests.helpers import tiny_end_to_end
 
 
 # --- the causal experiment's statistics -----------------------------------------------------------
@@ -69,16 +67,6 @@ def test_bias_claims_on_hand_made_effect_sizes():
     assert all(not c.verdict.startswith("holds") for c in one) and one[0].verdict == "direction only (right)"
     single_p = [r for r in rows if r["cooccurrence_p"] == 0.9]
     assert bias.claims(single_p, design)[0].verdict == "not tested"
-
-
-@pytest.mark.slow
-def test_bias_tiny_end_to_end(tmp_path, capsys):
-    """4 tests x 4 modality combinations per run, scored once and kept beside the run."""
-    _, rows, results = tiny_end_to_end("bias", tmp_path, capsys)
-    assert len(rows) == 2 * 16 and {r["modality"] for r in rows} == {"image-image", "text-text", "image-text", "text-image"}
-    assert all(json.loads((run / "eat.json").read_text())["results"] for run in (results / "runs").iterdir())
-    assert {p.name for p in results.glob("*.png")} == {"bias_effect_vs_p.png", "bias_effect_vs_accuracy.png"}
-    assert all(json.loads((run / "eat.json").read_text())["key"]["permutations"] == 2000 for run in (results / "runs").iterdir())
 
 
 def test_the_bias_accuracy_correlation_counts_each_run_once():

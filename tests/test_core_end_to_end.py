@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tests.helpers import TINY_OVERRIDES, ablate, cli, read_csv, tiny_end_to_end
+from tests.helpers import TINY_OVERRIDES, ablate, cli, read_csv
 
 pytestmark = pytest.mark.slow
 
@@ -44,25 +44,3 @@ def test_reduced_imbalance_reproduces_the_direction_of_gap_and_bias(tmp_path):
     assert rows[5]["l2m"] < rows[0]["l2m"]
     assert rows[5]["moad_image"] < rows[0]["moad_image"]
     assert rows[5]["attr_acc_mean"] > rows[0]["attr_acc_mean"]
-
-
-@pytest.mark.parametrize("name", ["imbalance", "presence", "init_gap"])
-def test_tiny_end_to_end(name, tmp_path, capsys):
-    tiny_end_to_end(name, tmp_path, capsys)
-
-
-def test_temperature_tiny_end_to_end(tmp_path, capsys):
-    _, rows, _ = tiny_end_to_end("temperature", tmp_path, capsys)
-    # the axis keeps its labels beside the logged temperature (a float)
-    assert {r["temperature_mode"] for r in rows} == {"learnable", "frozen"} and all(float(r["temperature"]) > 0 for r in rows)
-
-
-def test_gap_dims_tiny_end_to_end(tmp_path, capsys):
-    _, rows, _ = tiny_end_to_end("gap_dims", tmp_path, capsys, "gap_dims.max_removed=12")
-    assert sorted({int(r["n"]) for r in rows}) == list(range(13))  # the setting decides the rows
-
-
-def test_posthoc_tiny_end_to_end(tmp_path, capsys):
-    _, rows, _ = tiny_end_to_end("posthoc", tmp_path, capsys)
-    by_shift = {r["shift"]: float(r["l2m"]) for r in rows}
-    assert by_shift["text"] < by_shift["none"]

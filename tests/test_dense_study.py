@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from infogap.ablations.runner.claims import HOLDS
-from tests.helpers import tiny_end_to_end
 
 
 def test_labels_to_match_interpolates_the_data_efficiency_curve_in_log_fraction():
@@ -73,24 +72,3 @@ def test_dense_claims_hold_only_when_captions_improve_dense_features():
     # linear probes only: no fine-tuned claims, the 10x claim falls back to the linear curves
     linear = dense.claims(rows(0.3, modes=("linear",)), {"k": [0, 5]})
     assert len(linear) == len(tasks) * 3 and not any("finetune" in c.claim for c in linear)
-
-
-@pytest.mark.slow
-def test_dense_tiny_end_to_end(tmp_path, capsys):
-    """5 tasks x 3 label fractions x 2 modes (linear probe, fine-tuned) per encoder: 2 trained runs, then
-    the random, MAE (a CLIP run's image budget) and converged-MAE encoders of seed 0, and the label
-    oracle (linear only: it has no encoder to fine-tune)."""
-    _, rows, results = tiny_end_to_end("dense", tmp_path, capsys)
-    report = (results / "report.md").read_text()
-    per_encoder = 5 * 3 * 2
-    counts = {e: sum(r["encoder"] == e for r in rows) for e in {r["encoder"] for r in rows}}
-    assert counts == {"clip": 2 * per_encoder, "random": per_encoder, "mae": per_encoder, "mae_converged": per_encoder, "oracle": 5 * 3}
-    assert {r["mode"] for r in rows if r["encoder"] == "oracle"} == {"linear"}
-    assert "runs finished: 2 of 2 " in report  # runs, not rows
-    assert all(r["k"] == "" for r in rows if r["encoder"] != "clip") and all(r["k"] != "" for r in rows if r["encoder"] == "clip")
-    seg = [r for r in rows if r["task"] in ("object", "colour", "edge")]
-    depth = [r for r in rows if r["task"] in ("depth", "scale_depth")]
-    assert all(0 <= float(r["miou"]) <= 1 for r in seg) and all(float(r["rmse"]) > 0 and float(r["rmse_pooled"]) > 0 for r in depth)
-    assert (results / "baselines" / "seed0" / "mae.ckpt").is_file() and (results / "baselines" / "seed0" / "mae_converged.ckpt").is_file()
-    assert (results / "dense_probes.png").is_file() and (results / "mae_loss.png").is_file()
-    assert "masked autoencoder trained to convergence" in report and "Study settings:" in report

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import json
 
 import numpy as np
 import pytest
@@ -10,7 +9,6 @@ import torch
 
 from infogap.ablations.runner.claims import HOLDS
 from infogap.models import build_model
-from tests.helpers import tiny_end_to_end
 
 
 def test_max_skew_against_a_hand_count():
@@ -137,11 +135,3 @@ def test_heads_claims_hold_only_for_object_heads_at_small_k_and_costly_high_ccs_
     by_mode = _by_claim(heads.claims(rows(0.3, 0.1, mode_cost={"zero": 0.1, "mean": -0.02}), {"k": [0, 5]}))
     assert {v.verdict for c, v in by_mode.items() if "(zero-ablation" in c} == {HOLDS}
     assert {v.verdict for c, v in by_mode.items() if "(mean-ablation" in c} == {"does NOT hold"}
-
-
-@pytest.mark.slow
-def test_heads_tiny_end_to_end(tmp_path, capsys):
-    """Every head of the 32-head ViT analysed, kept beside the run."""
-    _, rows, results = tiny_end_to_end("heads", tmp_path, capsys)
-    assert all(len(json.loads((run / "heads.json").read_text())["heads"]) == 32 for run in (results / "runs").iterdir())
-    assert 0 < float(rows[0]["ccs_mean"]) <= 5 and (results / "heads_by_k.png").is_file()

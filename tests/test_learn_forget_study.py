@@ -9,7 +9,6 @@ import torch
 
 from infogap.data.synthetic import SyntheticSource
 from infogap.train.module import ContrastiveModule
-from tests.helpers import read_csv, tiny_end_to_end
 
 
 def test_ols_fit_against_polyfit_and_a_hand_r2():
@@ -169,16 +168,3 @@ def test_analyze_learn_forget_on_local_checkpoints_and_a_folder(tmp_path, capsys
                          (["--model", f"tiny-bpe={paths[0]}", "--methods", "lora"], "unknown method lora")):
         assert infogap(["analyze", "learn-forget", *bad, "--out", str(out)]) == 2
         assert message in capsys.readouterr().err
-
-
-@pytest.mark.slow
-def test_learn_forget_tiny_end_to_end(tmp_path, capsys):
-    """3 methods x 6 tasks per run, each task's zero-shot measures and its gain and forgetting."""
-    _, rows, results = tiny_end_to_end("learn_forget", tmp_path, capsys)
-    report = (results / "report.md").read_text()
-    assert len(rows) == 2 * 3 * 6 and {r["method"] for r in rows} == {"full", "linear", "bitfit"}
-    assert "runs finished: 2 of 2 " in report
-    assert all(float(r["forgetting"]) == 0 for r in rows if r["method"] == "linear"), "a frozen tower forgets nothing"
-    assert all(r[k] != "" for r in rows for k in ("zs_iimm", "zs_s_inter", "zs_s_intra", "zs_acc", "zs_rmg", "gain"))
-    fits = read_csv(results / "fits.csv")
-    assert len(fits) == 4 * 4 * 5  # (3 methods + pooled) x (gain, relative gain, forgetting, OOD) x (IIMM train/eval, acc, RMG, L2M)

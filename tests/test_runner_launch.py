@@ -13,7 +13,7 @@ from infogap.ablations.runner.spec import (
     parse_only,
     parse_overrides,
 )
-from tests.helpers import ROOT, TINY_OVERRIDES, TINY_SETTINGS, ablate, read_csv
+from tests.helpers import ROOT, TINY_OVERRIDES, ablate, read_csv, smoke_settings
 
 
 @pytest.mark.slow
@@ -63,7 +63,7 @@ def test_a_finished_run_with_the_same_config_is_reused_not_trained_again(tmp_pat
     source = out / "imbalance" / "runs" / "train__k=0__seed=0"
     assert json.loads((source / "run.json").read_text())["overrides"]
     proc = ablate(capsys, "learn_forget", "--only", "k=0", "--seeds", "0", "--out", str(out), *TINY_OVERRIDES, "log_with=csv",
-                  *TINY_SETTINGS["learn_forget"])
+                  *smoke_settings("learn_forget"))
     assert "train k=0 seed=0: reused the finished run" in proc.stdout and "1 already finished, 0 to run" in proc.stdout
     reused = out / "learn_forget" / "runs" / "train__k=0__seed=0"
     assert (reused / "metrics.json").read_bytes() == (source / "metrics.json").read_bytes()

@@ -1,10 +1,13 @@
 """Aggregation: the finished runs of an ablation's report stage become ``summary.csv`` (one row per
 run and study row), ``report.md`` (means with 95 % t-intervals over seeds, the claims with their
-statistics, failed runs) and figures (each metric against the x axis)."""
+statistics, failed runs), ``claims.json`` (the claims as data, for ``infogap reproduce``) and figures
+(each metric against the x axis)."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import itertools
+import json
 import math
 import os
 from pathlib import Path
@@ -45,7 +48,7 @@ def aggregate(ablation: Ablation, runs: list[Run], out: Path, failed: Optional[d
     """Write summary.csv, report.md and figures for the finished runs of the report stage."""
     results = out / ablation.name
     results.mkdir(parents=True, exist_ok=True)
-    for stale in (results / "summary.csv", results / "report.md"):  # never an older table beside newer runs
+    for stale in (results / "summary.csv", results / "report.md", results / "claims.json"):  # never an older table beside newer runs
         stale.unlink(missing_ok=True)
     reported = [r for r in runs if r.stage == ablation.report_stage]
     rows = [row for r in reported if r.finished for row in run_rows(ablation, r)]
@@ -82,6 +85,7 @@ def aggregate(ablation: Ablation, runs: list[Run], out: Path, failed: Optional[d
     if figures:
         report += "\n## Figures\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in figures) + "\n"
     write_text_atomic(results / "report.md", report)
+    write_text_atomic(results / "claims.json", json.dumps([dataclasses.asdict(c) for c in claims], indent=1) + "\n")
     return {"rows": rows, "axes": axes, "table": table_cols, "groups": groups, "figures": figures, "failed": failed, "claims": claims,
             "summary": results / "summary.csv", "report": results / "report.md"}
 

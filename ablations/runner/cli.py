@@ -119,6 +119,6 @@ def main(argv: list[str]) -> int:
         print(f"{len(result['failed'])} run(s) failed: " + ", ".join(result["failed"]))
         code = 1
     if untested(result["claims"]):
-        print(f"{len(untested(result['claims']))} claim(s) not tested: a run they compare is missing (see report.md)")
+        print(f"{len(untested(result['claims']))} claim(s) not tested: too few runs, seeds or models for them (each says why; see report.md)")
         code = 1
     return code

@@ -14,6 +14,8 @@ from infogap.ablations.runner.identity import write_identity
 from infogap.ablations.runner.progress import ProgressDisplay
 from infogap.ablations.runner.spec import Ablation, Run, fit_command, planned_steps
 
+KILL_AFTER_ENV = "INFOGAP_KILL_AFTER_RUNS"  # tests only: SIGKILL this process once N runs of one launch have finished
+
 
 def launch_local(ablation: Ablation, runs: list[Run], jobs: int = 1, progress_every: float = 30.0) -> dict[str, str]:
     """Run every unfinished run on this machine, up to ``jobs`` at a time (each with its share of the
@@ -26,6 +28,7 @@ def launch_local(ablation: Ablation, runs: list[Run], jobs: int = 1, progress_ev
         raise ValueError(f"--jobs must be >= 1, got {jobs}")
     failed: dict[str, str] = {}
     todo = [r for r in runs if not r.finished]
+    trained = 0
     print(f"{ablation.name}: {len(runs)} runs, {len(runs) - len(todo)} already finished, {len(todo)} to run"
           + (f", {jobs} at a time" if jobs > 1 and len(todo) > 1 else ""), flush=True)
     dirs = {r.name: str(r.dir) for r in runs}
@@ -80,6 +83,9 @@ def launch_local(ablation: Ablation, runs: list[Run], jobs: int = 1, progress_ev
                     m = run.record()["metrics"]
                     display.finished(name, f"{tag} done in {seconds:.0f} s (rmg={m.get('rmg', float('nan')):.3f}, "
                                            f"moad_image={m.get('moad_image', float('nan')):.3f})")
+                    trained += 1
+                    if trained == int(os.environ.get(KILL_AFTER_ENV, "0") or 0):  # tests: a kill at a known point
+                        os.kill(os.getpid(), signal.SIGKILL)
     except (KeyboardInterrupt, _Stop) as exc:
         name = "SIGTERM" if isinstance(exc, _Stop) else "SIGINT"
         display.close()

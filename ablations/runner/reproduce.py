@@ -1,0 +1,358 @@
+"""``infogap reproduce``: every study of a plan (``configs/reproduce/{smoke,cpu,gpu}.yaml``) in one command
+and one report.
+
+A plan lists ablations, each with its seeds, ``--only`` restrictions, ``--sweep`` axes, overrides and
+study settings, plus what the paper published (``published``: one line per finding). Every study runs
+through ``infogap ablate`` under one ``--out``, so a run of one study that another already finished
+(same run identity) is reused, not trained again, and a restart after a kill at any point does only
+what is missing (finished runs are kept, the aggregation is redone).
+
+The report, under ``--out``: ``REPORT.md`` and a self-contained ``report.html`` (figures embedded as
+data URIs): the environment (packages, commit, machine, wall time per study), a summary table (per
+study, the claims that hold / do NOT hold / are inconclusive / not tested, and its sanity checks), then
+per study the published findings, every claim with its estimate, interval, p, units and verdict, and
+the study's own tables and figures. ``reproduce.json`` holds the same as data; ``--compare OLD_DIR``
+lists the verdicts and estimates that changed against an earlier ``reproduce.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+import math
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from infogap.ablations.runner.claims import CHECK_FAILED, CHECK_OK, FAILS, HOLDS, INCONCLUSIVE, NOT_TESTED
+
+ROOT = Path(__file__).resolve().parents[2]
+PLANS = ROOT / "configs" / "reproduce"
+PACKAGES = ("torch", "torchvision", "open_clip_torch", "pytorch-lightning", "webdataset", "numpy", "scipy", "statsmodels", "wandb")
+COLUMNS = (HOLDS, FAILS, INCONCLUSIVE, NOT_TESTED, "direction only")
+
+
+@dataclass
+class Entry:
+    """One study of a plan: the arguments of its ``infogap ablate`` line and the published findings."""
+
+    name: str
+    seeds: list[int]
+    only: list[str] = field(default_factory=list)
+    sweep: list[str] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)  # key=value and NAME.key=value (study settings)
+    published: list[str] = field(default_factory=list)
+    title: str = ""
+
+    def argv(self, out: Path, jobs: int, launcher: str, common: list[str]) -> list[str]:
+        args = [self.name, *common, *self.overrides, "--seeds", ",".join(map(str, self.seeds)), "--out", str(out), "--jobs", str(jobs),
+                "--launcher", launcher]
+        for o in self.only:
+            args += ["--only", o]
+        for s in self.sweep:
+            args += ["--sweep", s]
+        return args
+
+
+@dataclass
+class Plan:
+    size: str
+    description: str
+    overrides: list[str]
+    studies: list[Entry]
+
+
+def load_plan(size_or_path: str) -> Plan:
+    """A plan by size (``smoke``, ``cpu``, ``gpu``) or path; a bad field is a one-line error naming it."""
+    path = Path(size_or_path) if size_or_path.endswith((".yaml", ".yml")) else PLANS / f"{size_or_path}.yaml"
+    if not path.is_file():
+        sizes = sorted(p.stem for p in PLANS.glob("*.yaml"))
+        raise ValueError(f"no reproduction plan {size_or_path!r}: choose a size from {', '.join(sizes)} or give a plan YAML")
+    raw = yaml.safe_load(path.read_text()) or {}
+    unknown = sorted(set(raw) - {"size", "description", "overrides", "studies"})
+    if unknown:
+        raise ValueError(f"{path}: unknown field(s) {', '.join(unknown)}")
+    studies = []
+    for i, item in enumerate(raw.get("studies") or []):
+        if not isinstance(item, dict) or "name" not in item or "seeds" not in item:
+            raise ValueError(f"{path}: studies[{i}] needs a name and seeds")
+        bad = sorted(set(item) - {f for f in Entry.__dataclass_fields__})
+        if bad:
+            raise ValueError(f"{path}: studies[{i}] ({item['name']}): unknown field(s) {', '.join(bad)}")
+        if not isinstance(item["seeds"], list) or not item["seeds"] or not all(isinstance(s, int) for s in item["seeds"]):
+            raise ValueError(f"{path}: studies[{i}] ({item['name']}): seeds must be a non-empty list of integers, got {item['seeds']!r}")
+        studies.append(Entry(**{**item, **{k: [str(v) for v in item.get(k) or []] for k in ("only", "sweep", "overrides", "published")}}))
+    names = [s.name for s in studies]
+    if not studies or len(set(names)) != len(names):
+        raise ValueError(f"{path}: studies must list each ablation once, got {names}")
+    return Plan(str(raw.get("size", path.stem)), str(raw.get("description", "")), [str(o) for o in raw.get("overrides") or []], studies)
+
+
+def plan_runs(plan: Plan, out: Path, check: bool = False) -> dict[str, tuple[int, int]]:
+    """Per study: (runs finished, runs in all) as ``infogap ablate`` would expand them now; with
+    ``check``, each stage's ``infogap fit`` command is parsed too (a bad key is one line, before any run)."""
+    from infogap.ablations.runner.spec import ablation_name, check_runs, expand, load_ablation, parse_only, parse_overrides, split_settings
+
+    counts = {}
+    for e in plan.studies:
+        overrides, settings = split_settings(ablation_name(e.name), parse_overrides([*plan.overrides, *e.overrides]))
+        ablation = load_ablation(e.name, e.sweep, settings)
+        runs = expand(ablation, out, e.seeds, parse_only(e.only, ablation), overrides)
+        if check:
+            check_runs(ablation, runs, overrides)
+        counts[e.name] = (sum(r.finished for r in runs), len(runs))
+    return counts
+
+
+def environment() -> dict:
+    from importlib import metadata
+
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True)
+    return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
+            "machine": platform.processor() or platform.machine(),
+            "commit": (commit.stdout.strip() or "unknown") + (" (with uncommitted changes)" if dirty.stdout.strip() else ""),
+            "packages": {p: version(p) for p in PACKAGES}}
+
+
+def counts(claims: list[dict]) -> dict[str, int]:
+    """Per verdict column, the claims (findings only) with it; sanity checks passed / failed apart."""
+    out = {c: 0 for c in COLUMNS}
+    out["checks passed"] = out["checks FAILED"] = 0
+    for c in claims:
+        v = c["verdict"]
+        if c.get("kind") == "sanity":
+            out["checks passed" if v == CHECK_OK else "checks FAILED"] += v in (CHECK_OK, CHECK_FAILED)
+        elif v.startswith("direction only"):
+            out["direction only"] += 1
+        elif v in out:
+            out[v] += 1
+    return out
+
+
+def _num(v, fmt: str = "+.3g") -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+
+
+def claim_row(c: dict) -> str:
+    ci = c.get("ci") or [math.nan, math.nan]
+    interval = "–" if any(v is None or math.isnan(v) for v in ci) else f"[{ci[0]:+.3g}, {ci[1]:+.3g}]"
+    margin = "" if c.get("margin") is None or math.isnan(c["margin"]) else f" (margin ±{c['margin']:g})"
+    units = f"{c['seeds']} {c.get('unit', 'seeds')}" if c.get("seeds") else "–"
+    return (f"| {c['claim'].replace('|', '/')} | {c.get('kind', 'effect')}{margin} | {_num(c.get('mean'))} | {interval} | "
+            f"{_num(c.get('p_value'), '.3g')} | {units} | **{c['verdict']}** |")
+
+
+def load_study(out: Path, e: Entry, wall: float, code: int) -> dict:
+    folder = out / e.name
+    claims_path = folder / "claims.json"
+    claims = json.loads(claims_path.read_text()) if claims_path.is_file() else []
+    return {"name": e.name, "title": e.title or e.name, "published": e.published, "wall_s": round(wall, 1), "exit_code": code,
+            "claims": claims, "counts": counts(claims), "report": str(folder / "report.md") if (folder / "report.md").is_file() else None}
+
+
+def render_markdown(result: dict, compare: list[str] | None = None) -> str:
+    env = result["environment"]
+    lines = [f"# Reproduction report: plan `{result['size']}`", "", result["description"], "",
+             f"Command: `{result['command']}`. Finished {result['finished']}; wall time {result['wall_s'] / 60:.1f} min.", "",
+             "## Summary", "", "| study | " + " | ".join(COLUMNS) + " | sanity checks | wall time |",
+             "|" + "---|" * (len(COLUMNS) + 3)]
+    for s in result["studies"]:
+        c = s["counts"]
+        checks = f"{c['checks passed']} passed" + (f", **{c['checks FAILED']} FAILED**" if c["checks FAILED"] else "")
+        lines.append(f"| [{s['name']}](#{s['name']}) | " + " | ".join(str(c[k]) for k in COLUMNS) + f" | {checks} | {s['wall_s'] / 60:.1f} min |")
+    if compare is not None:
+        lines += ["", f"## Changes against {result.get('compared_with', 'the earlier report')}", ""]
+        lines += [f"- {line}" for line in compare] or ["- none: every verdict and estimate is the same"]
+    lines += ["", "## Environment", "", f"- commit {env['commit']}; Python {env['python']}; {env['platform']}; {env['cpus']} CPUs ({env['machine']})",
+              "- " + ", ".join(f"{k} {v}" for k, v in env["packages"].items())]
+    for s in result["studies"]:
+        lines += ["", f"## {s['name']}", "", f"**{s['title']}**", ""]
+        if s["published"]:
+            lines += ["Published:", *[f"- {p}" for p in s["published"]], ""]
+        findings = [c for c in s["claims"] if c.get("kind") != "sanity"]
+        checks = [c for c in s["claims"] if c.get("kind") == "sanity"]
+        if findings:
+            lines += ["| claim | kind | estimate | interval | p | units | verdict |", "|---|---|---|---|---|---|---|", *map(claim_row, findings), ""]
+        if checks:
+            lines += ["Sanity checks (true by construction, not findings):", *[f"- {c['verdict']}: {c['claim']}" for c in checks], ""]
+        if s["exit_code"] not in (0, 1):
+            lines += [f"`infogap ablate {s['name']}` exited {s['exit_code']}; see its output.", ""]
+        if s["report"]:
+            own = Path(s["report"]).read_text()
+            own = re.sub(r"^# .*\n", "", own, count=1)  # the study's title is this section's
+            own = re.sub(r"^(#+) ", lambda m: "#" * (len(m.group(1)) + 2) + " ", own, flags=re.M)
+            own = re.sub(r"!\[([^\]]*)\]\(([^)/]+)\)", lambda m: f"![{m.group(1)}]({s['name']}/{m.group(2)})", own)
+            lines += ["<details><summary>the study's report: tables and figures</summary>", "", own.strip(), "", "</details>"]
+    return "\n".join(lines) + "\n"
+
+
+def render_html(markdown: str, out: Path) -> str:
+    """A self-contained page from the report's Markdown (headings, tables, lists, images as data URIs,
+    details blocks): no network and no external file needed to read it."""
+    def inline(text: str) -> str:
+        text = html.escape(text, quote=False)
+        text = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", lambda m: _img(out / m.group(2), m.group(1)), text)
+        text = re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r'<a href="\2">\1</a>', text)
+        text = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", text)
+        return re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+
+    body, table, items = [], [], []
+
+    def flush() -> None:
+        if table:
+            rows = [r for r in table if not re.fullmatch(r"\|(\s*-+\s*\|)+", r)]
+            cells = [[c.strip() for c in r.strip("|").split(" | ")] for r in rows]
+            body.append("<table><tr>" + "".join(f"<th>{inline(c)}</th>" for c in cells[0]) + "</tr>"
+                        + "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>" for r in cells[1:]) + "</table>")
+            table.clear()
+        if items:
+            body.append("<ul>" + "".join(f"<li>{inline(i)}</li>" for i in items) + "</ul>")
+            items.clear()
+
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        if line.startswith("- "):
+            items.append(line[2:])
+            continue
+        flush()
+        heading = re.match(r"(#+) (.*)", line)
+        if heading:
+            level = min(len(heading.group(1)), 6)
+            anchor = re.sub(r"[^a-z0-9_-]", "", heading.group(2).lower().replace(" ", "-"))
+            body.append(f'<h{level} id="{anchor}">{inline(heading.group(2))}</h{level}>')
+        elif line.startswith(("<details>", "</details>")):
+            body.append(line)
+        elif line.strip():
+            body.append(f"<p>{inline(line)}</p>")
+    flush()
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}table{border-collapse:collapse;margin:1em 0}"
+             "td,th{border:1px solid #ccc;padding:3px 6px;font-size:90%}img{max-width:100%}")
+    return f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>infogap reproduction report</title><style>{style}</style></head><body>\n" \
+           + "\n".join(body) + "\n</body></html>\n"
+
+
+def _img(path: Path, alt: str) -> str:
+    if not path.is_file():
+        return f"[missing figure {html.escape(path.name)}]"
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def compare(new: dict, old: dict) -> list[str]:
+    """The claims whose verdict changed, whose estimate moved by more than its printed precision (3
+    significant digits), that appeared or that disappeared, per study."""
+    lines = []
+    old_studies = {s["name"]: s for s in old.get("studies", [])}
+    for s in new["studies"]:
+        before = {c["claim"]: c for c in old_studies.get(s["name"], {}).get("claims", [])}
+        now = {c["claim"]: c for c in s["claims"]}
+        for claim, c in now.items():
+            if claim not in before:
+                lines.append(f"{s['name']}: new claim: {claim}: {c['verdict']}")
+                continue
+            b = before[claim]
+            if b["verdict"] != c["verdict"]:
+                lines.append(f"{s['name']}: {claim}: verdict {b['verdict']} -> {c['verdict']}")
+            elif _num(b.get("mean")) != _num(c.get("mean")):
+                lines.append(f"{s['name']}: {claim}: estimate {_num(b.get('mean'))} -> {_num(c.get('mean'))}")
+        lines += [f"{s['name']}: claim no longer made: {claim}" for claim in before if claim not in now]
+    return lines
+
+
+def write_report(out: Path, result: dict, compare_dir: Path | None) -> list[str] | None:
+    changes = None
+    if compare_dir is not None:
+        old_path = compare_dir / "reproduce.json"
+        if not old_path.is_file():
+            raise ValueError(f"--compare: {old_path} does not exist")
+        changes = compare(result, json.loads(old_path.read_text()))
+        result["compared_with"] = str(compare_dir)
+    text = render_markdown(result, changes)
+    (out / "REPORT.md").write_text(text)
+    (out / "report.html").write_text(render_html(text, out))
+    (out / "reproduce.json").write_text(json.dumps(result, indent=1) + "\n")
+    return changes
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="infogap reproduce", description=__doc__.splitlines()[0])
+    p.add_argument("--size", default="smoke", help="the plan: smoke, cpu, gpu (configs/reproduce/SIZE.yaml) or a plan YAML")
+    p.add_argument("--out", default=None, help="results directory (default: results/reproduce-SIZE)")
+    p.add_argument("--launcher", choices=["local", "slurm"], default="local")
+    p.add_argument("--jobs", type=int, default=1, help="local: runs at a time")
+    p.add_argument("--compare", type=Path, default=None, metavar="OLD_DIR", help="list what changed against an earlier report")
+    p.add_argument("--report-only", action="store_true", help="aggregate what is finished and write the report; launch nothing")
+    p.add_argument("--dry-run", action="store_true", help="print the plan's ablate lines and run counts; launch nothing")
+    args = p.parse_args(argv)
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+    plan = load_plan(args.size)
+    out = Path(args.out or f"results/reproduce-{plan.size}").resolve()
+    if args.compare is not None and not (args.compare / "reproduce.json").is_file():
+        raise ValueError(f"--compare: {args.compare / 'reproduce.json'} does not exist")
+    from infogap.ablations.runner.cli import main as ablate
+
+    counts_now = plan_runs(plan, out, check=True)
+    total = sum(n for _, n in counts_now.values())
+    done_before = sum(d for d, _ in counts_now.values())
+    print(f"reproduce {plan.size}: {len(plan.studies)} studies, {total} runs ({done_before} finished, the rest to run) under {out}", flush=True)
+    if args.dry_run:
+        for e in plan.studies:
+            d, n = counts_now[e.name]
+            print(f"  infogap ablate {shlex.join(e.argv(out, args.jobs, args.launcher, plan.overrides))}    # {d}/{n} runs finished")
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    studies = []
+    for i, e in enumerate(plan.studies, 1):
+        d_all = sum(d for d, _ in plan_runs(plan, out).values())
+        trained, elapsed = d_all - done_before, time.perf_counter() - start
+        eta = f", ETA {(total - d_all) * elapsed / trained / 60:.0f} min" if trained > 0 else ""
+        print(f"\n=== reproduce {plan.size} [{i}/{len(plan.studies)}] {e.name}: plan {d_all}/{total} runs finished{eta}", flush=True)
+        argv = e.argv(out, args.jobs, args.launcher, plan.overrides) + (["--aggregate-only"] if args.report_only else [])
+        t0 = time.perf_counter()
+        code = ablate(argv)
+        studies.append(load_study(out, e, time.perf_counter() - t0, code))
+    if args.launcher == "slurm" and not args.report_only:
+        print(f"\nsubmitted; once the jobs have finished: infogap reproduce --size {args.size} --out {out} --report-only")
+        return 0
+    result = {"size": plan.size, "description": plan.description, "command": "infogap reproduce " + " ".join(argv_display(args)),
+              "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "wall_s": round(time.perf_counter() - start, 1),
+              "environment": environment(), "studies": studies}
+    changes = write_report(out, result, args.compare)
+    print(f"\nreport: {out / 'REPORT.md'}\nhtml:   {out / 'report.html'}")
+    for s in studies:
+        c = s["counts"]
+        print(f"  {s['name']:<13} " + ", ".join(f"{c[k]} {k}" for k in COLUMNS if c[k]))
+    if changes is not None:
+        print(f"{len(changes)} change(s) against {args.compare}:" + "".join(f"\n  {line}" for line in changes))
+    return 0 if all(s["exit_code"] in (0, 1) for s in studies) else 1
+
+
+def argv_display(args) -> list[str]:
+    out = ["--size", str(args.size), "--jobs", str(args.jobs)]
+    if args.launcher != "local":
+        out += ["--launcher", args.launcher]
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

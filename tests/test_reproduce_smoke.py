@@ -1,0 +1,138 @@
+"""The smoke plan (``infogap reproduce --size smoke``, slow): every study of every paper end to end at toy
+size in one command, once per test session; the report has every study's section and summary row, and
+each study's own outputs are checked here (its runs, exit code, untested claims, summary, report,
+figures and what the study alone writes)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import ROOT, TINY_RUNS, read_csv
+
+pytestmark = pytest.mark.slow
+STUDIES = ["imbalance", "presence", "gap_dims", "temperature", "posthoc", "init_gap", "bias", "dense", "learn_forget", "heads"]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke")
+    proc = subprocess.run([sys.executable, "-m", "infogap", "reproduce", "--size", "smoke", "--out", str(out), "--jobs", "2"], cwd=ROOT,
+                          capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "disabled"}, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout, out
+
+
+def study(smoke, name: str) -> tuple[str, list[dict], object]:
+    """A study's part of the plan's output and what every ablation must do (``TINY_RUNS``): its runs
+    and exit code, the claims it leaves untested, one seed never "holds", summary.csv with the axes
+    first and the core metrics, a report with claims and figures. Returns its output, summary rows and
+    results folder."""
+    stdout, out = smoke
+    part = re.split(r"\n=== reproduce smoke \[\d+/\d+\] ", stdout)[STUDIES.index(name) + 1]
+    assert part.startswith(f"{name}: "), part[:200]
+    n_runs, axes, untested = TINY_RUNS[name]
+    record = next(s for s in json.loads((out / "reproduce.json").read_text())["studies"] if s["name"] == name)
+    assert record["exit_code"] == (1 if untested else 0), part[-3000:]
+    assert "run(s) failed" not in part, part[-3000:]
+    assert part.count("\nnot tested: ") == untested == record["counts"]["not tested"], part[-3000:]
+    verdicts = [line for line in part.splitlines() if line.startswith(("holds:", "does NOT hold:", "direction only", "not tested:"))]
+    if name != "learn_forget":  # its fits are over (model, task) points, not seeds
+        assert verdicts and all(not v.startswith("holds:") for v in verdicts)  # one seed never "holds": it gives the direction only
+    results = out / name
+    assert len(list((results / "runs").iterdir())) == n_runs
+    rows = read_csv(results / "summary.csv")
+    assert rows and list(rows[0])[: len(axes) + 1] == axes + ["seed"]
+    for key in ("rmg", "l2m", "moad_image", "zeroshot_object_acc", "attr_acc_mean"):
+        assert key in rows[0] and rows[0][key] != ""
+    report = (results / "report.md").read_text()
+    assert f"# Ablation `{name}`" in report and "## Claims" in report and "## Figures" in report
+    figures = list(results.glob("*.png"))
+    assert figures and all(fig.stat().st_size > 10_000 for fig in figures)
+    return part, rows, results
+
+
+def test_the_report_has_every_study(smoke):
+    stdout, out = smoke
+    report = (out / "REPORT.md").read_text()
+    for name in STUDIES:
+        assert re.search(rf"\n\| \[{name}\]\(#{name}\) \| \d+ \| \d+ \| \d+ \| \d+ \| \d+ \| ", report), name
+        assert f"\n## {name}\n" in report
+    assert "## Environment" in report and "torch 2.14" in report
+    page = (out / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') >= len(STUDIES) and "http" not in page
+    assert "posthoc: 1 runs, 1 already finished, 0 to run" in stdout  # imbalance's k = 0 run, reused, not trained again
+
+
+@pytest.mark.parametrize("name", ["imbalance", "presence", "init_gap"])
+def test_core_study(smoke, name):
+    study(smoke, name)
+
+
+def test_temperature(smoke):
+    _, rows, _ = study(smoke, "temperature")
+    # the axis keeps its labels beside the logged temperature (a float)
+    assert {r["temperature_mode"] for r in rows} == {"learnable", "frozen"} and all(float(r["temperature"]) > 0 for r in rows)
+
+
+def test_gap_dims(smoke):
+    _, rows, _ = study(smoke, "gap_dims")
+    assert sorted({int(r["n"]) for r in rows}) == list(range(13))  # the plan's gap_dims.max_removed=12 decides the rows
+
+
+def test_posthoc(smoke):
+    _, rows, _ = study(smoke, "posthoc")
+    by_shift = {r["shift"]: float(r["l2m"]) for r in rows}
+    assert by_shift["text"] < by_shift["none"]
+
+
+def test_bias(smoke):
+    """4 tests x 4 modality combinations per run, scored once and kept beside the run."""
+    _, rows, results = study(smoke, "bias")
+    assert len(rows) == 2 * 16 and {r["modality"] for r in rows} == {"image-image", "text-text", "image-text", "text-image"}
+    assert all(json.loads((run / "eat.json").read_text())["results"] for run in (results / "runs").iterdir())
+    assert {p.name for p in results.glob("*.png")} == {"bias_effect_vs_p.png", "bias_effect_vs_accuracy.png"}
+    assert all(json.loads((run / "eat.json").read_text())["key"]["permutations"] == 2000 for run in (results / "runs").iterdir())
+
+
+def test_dense(smoke):
+    """5 tasks x 3 label fractions x 2 modes (linear probe, fine-tuned) per encoder: 2 trained runs, then
+    the random, MAE (a CLIP run's image budget) and converged-MAE encoders of seed 0, and the label
+    oracle (linear only: it has no encoder to fine-tune)."""
+    _, rows, results = study(smoke, "dense")
+    report = (results / "report.md").read_text()
+    per_encoder = 5 * 3 * 2
+    counts = {e: sum(r["encoder"] == e for r in rows) for e in {r["encoder"] for r in rows}}
+    assert counts == {"clip": 2 * per_encoder, "random": per_encoder, "mae": per_encoder, "mae_converged": per_encoder, "oracle": 5 * 3}
+    assert {r["mode"] for r in rows if r["encoder"] == "oracle"} == {"linear"}
+    assert "runs finished: 2 of 2 " in report  # runs, not rows
+    assert all(r["k"] == "" for r in rows if r["encoder"] != "clip") and all(r["k"] != "" for r in rows if r["encoder"] == "clip")
+    seg = [r for r in rows if r["task"] in ("object", "colour", "edge")]
+    depth = [r for r in rows if r["task"] in ("depth", "scale_depth")]
+    assert all(0 <= float(r["miou"]) <= 1 for r in seg) and all(float(r["rmse"]) > 0 and float(r["rmse_pooled"]) > 0 for r in depth)
+    assert (results / "baselines" / "seed0" / "mae.ckpt").is_file() and (results / "baselines" / "seed0" / "mae_converged.ckpt").is_file()
+    assert (results / "dense_probes.png").is_file() and (results / "mae_loss.png").is_file()
+    assert "masked autoencoder trained to convergence" in report and "Study settings:" in report
+
+
+def test_learn_forget(smoke):
+    """3 methods x 6 tasks per run, each task's zero-shot measures and its gain and forgetting."""
+    _, rows, results = study(smoke, "learn_forget")
+    report = (results / "report.md").read_text()
+    assert len(rows) == 2 * 3 * 6 and {r["method"] for r in rows} == {"full", "linear", "bitfit"}
+    assert "runs finished: 2 of 2 " in report
+    assert all(float(r["forgetting"]) == 0 for r in rows if r["method"] == "linear"), "a frozen tower forgets nothing"
+    assert all(r[k] != "" for r in rows for k in ("zs_iimm", "zs_s_inter", "zs_s_intra", "zs_acc", "zs_rmg", "gain"))
+    fits = read_csv(results / "fits.csv")
+    assert len(fits) == 4 * 4 * 5  # (3 methods + pooled) x (gain, relative gain, forgetting, OOD) x (IIMM train/eval, acc, RMG, L2M)
+
+
+def test_heads(smoke):
+    """Every head of the 32-head ViT analysed, kept beside the run."""
+    _, rows, results = study(smoke, "heads")
+    assert all(len(json.loads((run / "heads.json").read_text())["heads"]) == 32 for run in (results / "runs").iterdir())
+    assert 0 < float(rows[0]["ccs_mean"]) <= 5 and (results / "heads_by_k.png").is_file()

@@ -1,0 +1,121 @@
+"""``infogap reproduce``: plans load with one-line errors and every shipped plan's commands parse; the
+report's summary counts, its comparison with an earlier report and its self-contained HTML; and a plan
+killed after its first finished run, restarted, trains nothing twice and reports what an uninterrupted
+one reports."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import ROOT
+
+
+def _claim(claim: str, verdict: str, mean: float = 0.1, kind: str = "effect") -> dict:
+    return {"claim": claim, "verdict": verdict, "detail": "", "seeds": 3, "mean": mean, "ci": [mean - 0.05, mean + 0.05], "p_value": 0.01,
+            "effect_size": 1.0, "kind": kind, "margin": float("nan"), "unit": "seeds"}
+
+
+@pytest.mark.parametrize("size", ["smoke", "cpu", "gpu"])
+def test_every_shipped_plan_expands_and_its_fit_commands_parse(size, tmp_path):
+    from infogap.ablations.runner.reproduce import load_plan, plan_runs
+
+    plan = load_plan(size)
+    assert [s.name for s in plan.studies] == ["imbalance", "presence", "gap_dims", "temperature", "posthoc", "init_gap", "bias", "dense",
+                                               "learn_forget", "heads"]
+    counts = plan_runs(plan, tmp_path, check=True)
+    assert all(done == 0 and n > 0 for done, n in counts.values())
+
+
+def test_a_bad_plan_is_one_line_naming_the_file_and_field(tmp_path):
+    from infogap.ablations.runner.reproduce import load_plan
+
+    cases = {"studies:\n  - {name: imbalance, seeds: [0], sede: 1}\n": r"studies\[0\] \(imbalance\): unknown field\(s\) sede",
+             "studies:\n  - {name: imbalance}\n": r"studies\[0\] needs a name and seeds",
+             "studies:\n  - {name: imbalance, seeds: []}\n": "seeds must be a non-empty list of integers",
+             "studies:\n  - {name: imbalance, seeds: [0]}\n  - {name: imbalance, seeds: [1]}\n": "each ablation once",
+             "size: x\nstudy: []\n": r"unknown field\(s\) study"}
+    for i, (text, message) in enumerate(cases.items()):
+        path = tmp_path / f"plan{i}.yaml"
+        path.write_text(text)
+        with pytest.raises(ValueError, match=message) as err:
+            load_plan(str(path))
+        assert str(path) in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="choose a size from cpu, gpu, smoke"):
+        load_plan("huge")
+
+
+def test_summary_counts_compare_and_the_html_stands_alone(tmp_path):
+    from infogap.ablations.runner.reproduce import compare, counts, render_html, render_markdown
+
+    claims = [_claim("a falls", "holds"), _claim("b falls", "does NOT hold"), _claim("c same", "inconclusive", kind="equivalence"),
+              _claim("d rises", "not tested"), _claim("e rises", "direction only (right)"), _claim("closes", "check passed", kind="sanity")]
+    c = counts(claims)
+    assert (c["holds"], c["does NOT hold"], c["inconclusive"], c["not tested"], c["direction only"], c["checks passed"]) == (1, 1, 1, 1, 1, 1)
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "fig.png").write_bytes(b"\x89PNG fake")
+    (tmp_path / "s" / "report.md").write_text("# Ablation `s`\n\n## Figures\n\n![fig](fig.png)\n")
+    study = {"name": "s", "title": "S study", "published": ["a falls"], "wall_s": 60.0, "exit_code": 0, "claims": claims, "counts": c,
+             "report": str(tmp_path / "s" / "report.md")}
+    env = {"python": "3.11", "platform": "linux", "cpus": 2, "machine": "x86_64", "commit": "abc", "packages": {"torch": "2.14.1"}}
+    new = {"size": "smoke", "description": "d", "command": "infogap reproduce", "finished": "now", "wall_s": 60.0, "environment": env,
+           "studies": [study]}
+    text = render_markdown(new)
+    assert "| [s](#s) | 1 | 1 | 1 | 1 | 1 | 1 passed | 1.0 min |" in text
+    assert "Published:\n- a falls" in text and "| a falls | effect | +0.1 | [+0.05, +0.15] | 0.01 | 3 seeds | **holds** |" in text
+    assert "- check passed: closes" in text and "![fig](s/fig.png)" in text and "torch 2.14.1" in text
+    page = render_html(text, tmp_path)
+    assert 'src="data:image/png;base64,' in page and "http" not in page and "<table>" in page
+    old = json.loads(json.dumps(new))
+    assert compare(new, old) == []
+    old["studies"][0]["claims"][1]["verdict"] = "holds"
+    assert compare(new, old) == ["s: b falls: verdict holds -> does NOT hold"]
+    old = json.loads(json.dumps(new))
+    old["studies"][0]["claims"][0]["mean"] = 0.2
+    old["studies"][0]["claims"].append(_claim("gone", "holds"))
+    assert compare(new, old) == ["s: a falls: estimate +0.2 -> +0.1", "s: claim no longer made: gone"]
+
+
+MINI_PLAN = """size: mini
+description: two studies sharing their runs
+overrides: [log_with=none, trainer.max_steps=4, data.batch_size=16, data.val_size=64, metrics.num_samples=64, metrics.prompts_per_value=2,
+            trainer.limit_val_batches=0, metrics.eval_every_n_steps=2]
+studies:
+  - {name: imbalance, seeds: [0, 1], only: ["k=0,5"], published: ["the gap falls with k"]}
+  - {name: posthoc, seeds: [0, 1], only: ["k=0"]}
+"""
+
+
+def _reproduce(plan, out, env=None, *extra):
+    return subprocess.run([sys.executable, "-m", "infogap", "reproduce", "--size", str(plan), "--out", str(out), "--jobs", "1", *extra],
+                          cwd=ROOT, capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "disabled", **(env or {})}, timeout=900)
+
+
+@pytest.mark.slow
+def test_a_killed_plan_restarts_without_training_twice_and_reports_as_an_uninterrupted_one(tmp_path):
+    plan = tmp_path / "mini.yaml"
+    plan.write_text(MINI_PLAN)
+    killed = _reproduce(plan, tmp_path / "a", {"INFOGAP_KILL_AFTER_RUNS": "1"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    first = [p for p in (tmp_path / "a" / "imbalance" / "runs").iterdir() if (p / "metrics.json").is_file()]
+    assert len(first) == 1 and not (tmp_path / "a" / "REPORT.md").exists()
+    stamp = (first[0] / "metrics.json").stat().st_mtime_ns
+    again = _reproduce(plan, tmp_path / "a")
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert "6 runs (1 finished, the rest to run)" in again.stdout  # 4 of imbalance, 2 of posthoc (its own directories)
+    assert (first[0] / "metrics.json").stat().st_mtime_ns == stamp, "a finished run was trained again"
+    assert "posthoc: 2 runs, 2 already finished, 0 to run" in again.stdout  # posthoc's runs are imbalance's, reused
+    whole = _reproduce(plan, tmp_path / "b")
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    a, b = (json.loads((tmp_path / d / "reproduce.json").read_text()) for d in ("a", "b"))
+    assert [s["claims"] for s in a["studies"]] == [s["claims"] for s in b["studies"]] and a["studies"][0]["claims"]
+    report = (tmp_path / "a" / "REPORT.md").read_text()
+    for name in ("imbalance", "posthoc"):
+        assert f"| [{name}](#{name}) |" in report and f"\n## {name}\n" in report
+    assert "Published:\n- the gap falls with k" in report and (tmp_path / "a" / "report.html").stat().st_size > 10_000
+    same = _reproduce(plan, tmp_path / "b", None, "--report-only", "--compare", str(tmp_path / "a"))
+    assert same.returncode == 0 and "0 change(s) against" in same.stdout
