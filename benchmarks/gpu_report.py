@@ -71,7 +71,9 @@ def benchmarks_md(data: dict) -> str:
         lines += ["", f"| metrics on {mt['device']} | metrics | seconds |", "|---|---|---|"]
         lines += [f"| N = {k[1:]} ({e['suite']}) | {e['metrics']} | {e['seconds']} |" for k, e in mt.items() if k.startswith("n")]
     lo = parts["loaders"]
-    if lo:
+    if lo and "skipped" in lo:
+        lines += ["", f"- loaders: skipped ({lo['skipped']})"]
+    elif lo:
         lines += ["", f"| model | CPU workers ({lo['workers']}) samples/s | on-device rendering samples/s |", "|---|---|---|"]
         for model in ("tiny", "small"):
             if f"{model}_cpu_workers" in lo:
