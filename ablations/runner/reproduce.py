@@ -330,6 +330,9 @@ def main(argv: list[str]) -> int:
         argv = e.argv(out, args.jobs, args.launcher, plan.overrides) + (["--aggregate-only"] if args.report_only else [])
         t0 = time.perf_counter()
         code = ablate(argv)
+        if code in (130, 143):  # Ctrl-C or SIGTERM: its runs are stopped and saved; the same command resumes the plan
+            print(f"reproduce {plan.size}: interrupted in {e.name}; the same command resumes the plan", file=sys.stderr)
+            return code
         studies.append(load_study(out, e, time.perf_counter() - t0, code))
     if args.launcher == "slurm" and not args.report_only:
         print(f"\nsubmitted; once the jobs have finished: infogap reproduce --size {args.size} --out {out} --report-only")
