@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,18 @@ def test_regular_wheel_in_a_fresh_venv(tmp_path):
     assert dry.returncode == 0, dry.stderr[-3000:]
     assert "18 runs" in dry.stdout and f"{site}/infogap/configs/synthetic.yaml" in dry.stdout
     assert Path(site, "infogap", "slurm", "array.sbatch").is_file()
+    plan = subprocess.run([infogap, "reproduce", "--size", "smoke", "--dry-run", "--out", str(tmp_path / "results")], cwd=cwd, env=_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert "reproduce smoke: 10 studies" in plan.stdout, plan.stdout
+
+
+def test_every_config_folder_ships_in_the_wheel():
+    """A configs/ folder missing from pyproject's packages or package-data installs editable but not
+    as a wheel (configs/reproduce once did)."""
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {p.parent for p in (ROOT / "configs").rglob("*.yaml")}
+    for folder in folders:
+        package = ".".join(("infogap", *folder.relative_to(ROOT).parts))
+        assert package in tool["packages"], f"{package} is not in [tool.setuptools] packages"
+        assert tool["package-data"].get(package) == ["*.yaml"], f"{package} has no *.yaml package-data"
