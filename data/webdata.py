@@ -24,6 +24,7 @@ import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from infogap.data import tarstream
 from infogap.data.captions import CaptionTransform
 from infogap.data.synthetic import pin_memory, run_seed
 
@@ -144,11 +145,11 @@ class ShardStream(IterableDataset):
         decode = _Decoder(preprocess=self.preprocess, counter=counter, seed=stream_seed + self.epoch * 7919, **self.decode_args)
         if self.train:
             shards = wds.ResampledShards(self.urls, seed=self.seed + self.epoch, worker_seed=lambda: self.rank * 1000 + worker, deterministic=True)
-            stages = [shards, wds.tarfile_to_samples(handler=wds.warn_and_continue),
+            stages = [shards, tarstream.tarfile_to_samples(handler=wds.warn_and_continue),
                       wds.shuffle(self.shuffle_buffer, rng=random.Random(stream_seed + self.epoch))]
         else:
             mine = self.urls[self.rank:: self.world_size][worker::workers]
-            stages = [wds.SimpleShardList(mine), wds.tarfile_to_samples(handler=wds.warn_and_continue)]
+            stages = [wds.SimpleShardList(mine), tarstream.tarfile_to_samples(handler=wds.warn_and_continue)]
         samples = (ex for ex in (decode(s) for s in wds.DataPipeline(*stages)) if ex is not None)
         batch: list = []
         for example in samples:

@@ -6,6 +6,7 @@ import io
 
 import pytest
 import pytorch_lightning as pl
+import torch
 import webdataset as wds
 from PIL import Image
 
@@ -66,6 +67,56 @@ def test_corrupt_members_are_skipped_counted_and_warned_once_per_shard(shards, c
     assert batches[-1]["skipped"].tolist() == [0, 2]  # the corrupt jpeg and the sample without caption
     warnings = [r.getMessage() for r in caplog.records if "skipping sample" in r.getMessage()]
     assert len(warnings) == 1 and "broken-000000.tar" in warnings[0], "one warning per shard, naming it"
+
+
+def _as_table(shards, tmp_path):
+    """The synthetic shards' samples as PNG files and a TSV, read with webdataset's own reader."""
+    rows = ["filepath\tcaption"]
+    urls = expand_shards(f"{shards}/synthetic-train-{{000000..000001}}.tar")
+    for sample in wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples()):
+        (tmp_path / f"{sample['__key__']}.png").write_bytes(sample["png"])
+        rows.append(f"{tmp_path / sample['__key__']}.png\t{sample['txt'].decode()}")
+    (tmp_path / "pairs.tsv").write_text("\n".join(rows) + "\n")
+    return tmp_path / "pairs.tsv"
+
+
+def test_shards_and_the_caption_table_give_the_same_pairs(shards, tmp_path):
+    """The same 80 samples as shards and as a CSV of files: in order on the ordered (validation) path,
+    and every pair of a resampled training epoch is one of the table's (same image transform, so the
+    pairs compare as tensors)."""
+    from infogap.data.webdata import PairTable
+
+    dm = _module(shards, num_workers=0, samples_per_epoch=80)
+    table = PairTable(read_pairs(_as_table(shards, tmp_path)), dm.preprocess_val, dm.tokenizer, None, seed=0)
+    rows = [table[i] for i in range(len(table))]
+    ordered = list(dm._stream(dm.val_urls, train=False))
+    images, texts = torch.cat([b["image"] for b in ordered]), torch.cat([b["text"] for b in ordered])
+    assert len(images) == len(rows) == 80
+    assert torch.equal(images, torch.stack([r[0] for r in rows])) and torch.equal(texts, dm.tokenizer([r[1] for r in rows]))
+    stream = dm._stream(dm.train_urls, train=True)
+    stream.urls, stream.preprocess = dm.val_urls, dm.preprocess_val  # the synthetic shards, the deterministic transform
+    known = {(img.numpy().tobytes(), tuple(txt.tolist())) for img, txt in zip(images, texts)}
+    epoch = [(img.numpy().tobytes(), tuple(txt.tolist())) for b in stream for img, txt in zip(b["image"], b["text"])]
+    assert len(epoch) == 80 and set(epoch) <= known and len(set(epoch)) > 40  # drawn with replacement from the 80
+
+
+def test_the_shard_reader_keeps_the_sample_order_of_webdatasets_own(shards, monkeypatch):
+    """Reading the tars with infogap's reader instead of webdataset's tarfile_to_samples changes no
+    sample and no order: the same seeded training epoch, batch for batch."""
+    from infogap.data import tarstream
+
+    def epoch():
+        dm = _module(shards, num_workers=0, samples_per_epoch=96)
+        return list(dm.train_dataloader())
+
+    torch.manual_seed(0)
+    ours = epoch()
+    monkeypatch.setattr(tarstream, "tarfile_to_samples", wds.tarfile_to_samples)
+    torch.manual_seed(0)
+    theirs = epoch()
+    assert len(ours) == len(theirs) == 12
+    for a, b in zip(ours, theirs):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["text"], b["text"]) and torch.equal(a["skipped"], b["skipped"])
 
 
 def test_training_stream_is_resampled_in_epochs_of_fixed_length(shards):
