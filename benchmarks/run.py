@@ -9,7 +9,10 @@
   heads         head contributions of 10,000 images and TEXTSPAN over every head of small-h8
   dense         patch-feature caching (images/s) and probe training on cached features (samples/s), tiny and small
   vs_open_clip  the same model, data, batch and precision trained by open_clip_train and by infogap fit:
-                steady-state samples/s and whole-process time, alternating runs
+                steady-state samples/s and whole-process time, alternating runs (prints the ratio table)
+  loaders       where a loader worker's time goes on the caption-table and the shards paths: each stage
+                (read, decode, transform, tokenise, collate) alone on the same samples, then each path whole
+  startup       whole-process floor: the imports of each tool, and a one-step run of each (start-up and exit)
 
 Each benchmark runs in its own process (so peak memory is its own) and prints one JSON line; the
 results are also written to benchmarks/results.json. ``--smoke`` runs a benchmark at a few steps
@@ -27,8 +30,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["data", "jpeg", "metrics_1m", "metrics_100k", "callback", "eat", "heads", "dense", "vs_open_clip"]
-SMOKE = {"vs_open_clip"}  # benchmarks with a smoke mode
+ORDER = ["data", "jpeg", "metrics_1m", "metrics_100k", "callback", "eat", "heads", "dense", "vs_open_clip", "loaders", "startup"]
+SMOKE = {"vs_open_clip", "loaders", "startup"}  # benchmarks with a smoke mode
 
 
 def _rss_gib() -> float:
@@ -348,7 +351,130 @@ def bench_vs_open_clip(smoke: bool = False) -> dict:
         pair_ratios = [(i["steady_samples_per_s"] / o["steady_samples_per_s"], i["wall_s"] / o["wall_s"])
                        for i, o in zip(runs[tool], runs["open_clip_train"])]
         out[f"{tool}_over_open_clip"] = {"steady_ratio": round(statistics.median(r[0] for r in pair_ratios), 3),
-                                         "wall_ratio": round(statistics.median(r[1] for r in pair_ratios), 3)}
+                                         "wall_ratio": round(statistics.median(r[1] for r in pair_ratios), 3),  # time: > 1 is slower
+                                         "speed_ratio": round(statistics.median(1 / r[1] for r in pair_ratios), 3)}  # > 1 is faster
+    return out
+
+
+def ratio_table(result: dict) -> str:
+    """The vs_open_clip result as the markdown table of BENCHMARKS.md (medians; ratios are the
+    medians of per-pair ratios, speed over open_clip_train's: > 1 is faster)."""
+    lines = ["| | whole process (median) | steady state (median) | speed ratio to open_clip_train: steady / whole process |",
+             "|---|---|---|---|"]
+    names = {"open_clip_train": "open_clip_train, CSV of PNGs", "infogap_table": "infogap, the same CSV (`data.train_table`)",
+             "infogap_shards": "infogap, the same samples as webdataset shards"}
+    for tool, label in names.items():
+        r = result[tool]
+        ratio = "1 / 1" if tool == "open_clip_train" else "{steady_ratio:.3f} / {speed_ratio:.3f}".format(**result[f"{tool}_over_open_clip"])
+        lines.append(f"| {label} | {r['wall_s']:.2f} s | {r['steady_samples_per_s']:.0f} samples/s | {ratio} |")
+    return "\n".join(lines)
+
+
+def _timed(fn, *args) -> tuple[float, object]:
+    start = time.perf_counter()
+    value = fn(*args)
+    return time.perf_counter() - start, value
+
+
+def bench_loaders(smoke: bool = False) -> dict:
+    """One loader worker's work (main process, one thread) on the same synthetic samples (``tiny-bpe``
+    transforms, batch 128) as a caption table of PNG files and as webdataset shards: first each stage
+    alone (µs per sample), then each path whole through ``WebDataModule.train_dataloader`` (samples/s).
+    What a path's whole costs beyond its stages is the pipeline (shuffle buffer, sample grouping,
+    generators). webdataset's own tar reader is timed beside infogap's."""
+    import tempfile
+
+    import torch
+    import webdataset as wds
+
+    from infogap.data import tarstream
+    from infogap.data.webdata import WebDataModule, decode_image, read_pairs
+
+    torch.set_num_threads(1)
+    n, batch = (512, 64) if smoke else (6400, 128)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        table = _export_table(tmp / "data", n)
+        subprocess.run([sys.executable, "-m", "infogap", "data", "export", "--out", str(tmp / "shards"), "--n", str(n),
+                        "--shard-size", str(n // 4)], cwd=ROOT, capture_output=True, check=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+        urls = [str(p) for p in sorted((tmp / "shards").glob("*.tar"))]
+        rows = read_pairs(table)
+        dm = WebDataModule(train_table=str(table), model="tiny-bpe", batch_size=batch, num_workers=0, seed=0)
+        per = {}  # stage -> µs per sample
+        t, raw = _timed(lambda: [Path(p).read_bytes() for p, _ in rows])
+        per["read: PNG files"] = t
+        t, samples = _timed(lambda: list(tarstream.tar_samples(iter([{"url": u} for u in urls]))))
+        per["read: shards, infogap's tar reader"] = t
+        t, _ = _timed(lambda: list(wds.tarfile_to_samples()(iter([{"url": u} for u in urls]))))
+        per["read: shards, webdataset's tarfile_to_samples"] = t
+        t, images = _timed(lambda: [decode_image(b) for b in raw])
+        per["decode (PIL, RGB)"] = t
+        t, tensors = _timed(lambda: [dm.preprocess_train(im) for im in images])
+        per["transform (open_clip train)"] = t
+        captions = [c for _, c in rows]
+        t, _ = _timed(lambda: [dm.tokenizer(captions[i:i + batch]) for i in range(0, n, batch)])
+        per["tokenise (open_clip BPE, per batch)"] = t
+        t, _ = _timed(lambda: [torch.stack(tensors[i:i + batch]) for i in range(0, n, batch)])
+        per["collate (stack)"] = t
+        assert len(samples) == n, f"{len(samples)} samples read from the shards, expected {n}"
+        out: dict = {"samples": n, "batch_size": batch, "stage_us_per_sample": {k: round(v / n * 1e6, 1) for k, v in per.items()}}
+        paths = {"table": dm, "shards": WebDataModule(train_shards="::".join(urls), model="tiny-bpe", batch_size=batch, num_workers=0,
+                                                       seed=0, samples_per_epoch=n)}
+        for name, module in paths.items():
+            it = iter(module.train_dataloader())
+            first, _ = _timed(next, it)
+            t, count = _timed(lambda: sum(len(b["image"]) for b in it))
+            shared = sum(v for k, v in out["stage_us_per_sample"].items() if not k.startswith("read"))
+            read = out["stage_us_per_sample"]["read: PNG files" if name == "table" else "read: shards, infogap's tar reader"]
+            out[name] = {"first_batch_s": round(first, 3), "samples_per_s": round(count / t), "us_per_sample": round(t / count * 1e6, 1),
+                         "pipeline_us_per_sample": round(t / count * 1e6 - shared - read, 1)}
+    return out
+
+
+def bench_startup(smoke: bool = False) -> dict:
+    """The whole-process floor (median of 3, smoke 1): each tool's imports, ``infogap --help``, and a
+    run of one step (batch 128, the ``tiny-bpe`` model, the caption table of vs_open_clip) by each tool,
+    so start-up and exit with almost no training."""
+    import statistics
+    import tempfile
+
+    reps = 1 if smoke else 3
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        batch = 16 if smoke else 128
+        table = _export_table(tmp / "data", batch)
+        model_dir = _open_clip_model_dir(tmp / "model", "tiny-bpe")
+        py = sys.executable
+        commands = {
+            "import torch": [py, "-c", "import torch"],
+            "import torch, open_clip": [py, "-c", "import torch, open_clip"],
+            "import open_clip_train.main (its imports)": [py, "-c", "import open_clip_train.main"],
+            "import pytorch_lightning": [py, "-c", "import pytorch_lightning"],
+            "import pytorch_lightning, open_clip, jsonargparse (infogap's floor)": [py, "-c", "import pytorch_lightning, open_clip, jsonargparse"],
+            "infogap --help": [py, "-m", "infogap", "--help"],
+            "open_clip_train, one step": [py, "-m", "open_clip_train.main", "--model", model_dir, "--train-data", str(table), "--dataset-type",
+                                          "csv", "--csv-img-key", "filepath", "--csv-caption-key", "caption", "--batch-size", str(batch),
+                                          "--workers", "1", "--epochs", "1", "--precision", "fp32", "--report-to", "", "--device", "cpu",
+                                          "--logs", "{run}", "--name", "run"],
+            "infogap fit, one step": [py, "-m", "infogap", "fit", "--model.model=tiny-bpe", "--trainer.max_steps=1", "--trainer.precision=32-true",
+                                      "--log_with=none", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+                                      "--data.class_path=infogap.data.webdata.WebDataModule", "--data.model=tiny-bpe",
+                                      f"--data.batch_size={batch}", "--data.num_workers=1", f"--data.train_table={table}",
+                                      "--trainer.default_root_dir={run}"],
+        }
+        out = {}
+        for name, command in commands.items():
+            times = []
+            for rep in range(reps):
+                run = tmp / f"run-{len(out)}-{rep}"
+                t, proc = _timed(lambda: subprocess.run([a.replace("{run}", str(run)) for a in command], cwd=tmp, capture_output=True,
+                                                        text=True, env=env))
+                if proc.returncode != 0:
+                    raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
+                times.append(t)
+            out[name] = {"median_s": round(statistics.median(times), 2), "runs_s": [round(t, 2) for t in times]}
     return out
 
 
@@ -369,8 +495,10 @@ def main(names: list[str]) -> None:
                               env={**os.environ, "INFOGAP_BENCH_CHILD": "1", "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline"})
         if proc.returncode != 0:
             raise SystemExit(f"benchmark {name} failed:\n{proc.stderr[-3000:]}")
-        results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+        results[name] = {**json.loads(proc.stdout.strip().splitlines()[-1]), "measured": time.strftime("%Y-%m-%d %H:%M %Z")}
         print(name, json.dumps(results[name]), flush=True)
+        if name == "vs_open_clip":
+            print(ratio_table(results[name]), flush=True)
     if smoke:
         return
     path = ROOT / "benchmarks" / "results.json"

@@ -92,3 +92,34 @@ def test_open_clip_steady_state_reads_the_log_windows():
     assert _open_clip_steady(log, 128, warm=20) == pytest.approx(128 * 79 / (20 * 0.25 + 59 * 0.25))
     with pytest.raises(RuntimeError, match="no open_clip_train log line"):
         _open_clip_steady(log, 128, warm=100)
+
+
+def test_the_ratio_table_reads_speed_over_open_clip_train():
+    """Ratios as speed (> 1 faster): steady samples/s over open_clip_train's, and its wall time over
+    infogap's, medians of the pairs; open_clip_train's own row is 1 / 1."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.run import ratio_table
+
+    result = {"open_clip_train": {"wall_s": 28.27, "steady_samples_per_s": 589.0},
+              "infogap_table": {"wall_s": 30.71, "steady_samples_per_s": 635.4},
+              "infogap_shards": {"wall_s": 32.81, "steady_samples_per_s": 539.0},
+              "infogap_table_over_open_clip": {"steady_ratio": 1.08, "wall_ratio": 1.086, "speed_ratio": 0.92},
+              "infogap_shards_over_open_clip": {"steady_ratio": 0.915, "wall_ratio": 1.16, "speed_ratio": 0.862}}
+    rows = ratio_table(result).splitlines()[2:]
+    assert rows == ["| open_clip_train, CSV of PNGs | 28.27 s | 589 samples/s | 1 / 1 |",
+                    "| infogap, the same CSV (`data.train_table`) | 30.71 s | 635 samples/s | 1.080 / 0.920 |",
+                    "| infogap, the same samples as webdataset shards | 32.81 s | 539 samples/s | 0.915 / 0.862 |"]
+
+
+@pytest.mark.slow
+def test_the_loader_benchmark_times_every_stage_of_both_paths():
+    """``benchmarks/run.py loaders --smoke``: every stage timed on the same 512 samples (the benchmark
+    itself checks the shards hold all of them), both paths whole; nothing written."""
+    proc = subprocess.run([sys.executable, "benchmarks/run.py", "loaders", "--smoke"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.split("loaders ", 1)[1])
+    assert result["samples"] == 512 and set(result["stage_us_per_sample"]) == {
+        "read: PNG files", "read: shards, infogap's tar reader", "read: shards, webdataset's tarfile_to_samples", "decode (PIL, RGB)",
+        "transform (open_clip train)", "tokenise (open_clip BPE, per batch)", "collate (stack)"}
+    assert all(v > 0 for v in result["stage_us_per_sample"].values())
+    assert result["table"]["samples_per_s"] > 0 and result["shards"]["samples_per_s"] > 0

@@ -4,6 +4,11 @@ runner nor a study (every import counts, also those inside functions)."""
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
+
+import pytest
 
 from tests.helpers import ROOT
 
@@ -81,3 +86,38 @@ def test_the_rule_is_checked_on_a_planted_violation(tmp_path):
     assert _imports(path) == {"infogap.ablations.heads.study", "infogap.ablations.runner.spec"}
     assert _layer("infogap.ablations.heads.study") == "study:heads" and _layer("infogap.ablations.runner.spec") == "runner"
     assert _layer("infogap.train.metrics") == "train"
+
+
+FIT_PROBE = """
+import sys
+import jsonargparse, open_clip, pytorch_lightning, webdataset  # the floor: what any Lightning + open_clip trainer imports
+before = set(sys.modules)
+from infogap.cli import main
+code = main(["fit", "--config", sys.argv[1], "--trainer.max_steps=1", "--log_with=none", "--trainer.enable_progress_bar=false",
+             "--data.batch_size=8", "--data.val_size=16", "--metrics.num_samples=16", "--trainer.limit_val_batches=0",
+             "--trainer.default_root_dir=" + sys.argv[2]])
+print(code)
+print(" ".join(sorted(set(sys.modules) - before)))
+"""
+
+
+@pytest.mark.slow
+def test_a_fit_imports_nothing_beyond_lightning_open_clip_and_its_own_training_code(tmp_path):
+    """Start-up (issue 29): ``infogap fit`` adds to the imports of Lightning, open_clip and jsonargparse
+    only infogap's data, model and training modules and jsonargparse's signature helpers; nothing that
+    only ``ablate``, ``analyze``, ``reproduce`` or the statistics need."""
+    proc = subprocess.run([sys.executable, "-c", FIT_PROBE, str(ROOT / "configs" / "synthetic.yaml"), str(tmp_path / "run")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "WANDB_MODE": "disabled"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    code, modules = proc.stdout.strip().splitlines()[-2:]
+    assert code == "0"
+    modules = modules.split()
+    ours = [m for m in modules if m.split(".")[0] == "infogap"]
+    assert "infogap.train.module" in ours and "infogap.data.synthetic" in ours  # the probe saw the fit's own imports
+    assert [m for m in ours if not m.startswith(("infogap.cli", "infogap.data", "infogap.models", "infogap.train"))
+            and m != "infogap"] == []
+    assert not [m for m in ours if m in ("infogap.train.metrics_cli", "infogap.train.embed", "infogap.models.export", "infogap.data.enrich")]
+    others = {m.split(".")[0] for m in modules} - {"infogap"}
+    assert others <= {"attr", "attrs", "docstring_parser", "typeshed_client", "importlib", "torch", "fsspec", "pytorch_lightning", "jsonargparse",
+                      "yaml", "lightning_fabric", "lightning_utilities"}, sorted(others)
+    assert not others & {"statsmodels", "sklearn", "pandas", "peft", "deepspeed", "skimage"}
