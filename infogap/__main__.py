@@ -1,7 +1,7 @@
 """``python -m infogap ...`` is the ``infogap`` console script."""
 import sys
 
-from infogap.cli import main
+from infogap.cli import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -96,5 +96,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     return int(result or 0)
 
 
+def run() -> int:
+    """The process entry point (the ``infogap`` script and ``python -m infogap``): ``main``, then
+    ``gc.freeze()`` so that the interpreter's exit skips its final garbage collection. That collection
+    walks every object torch, Lightning, torchmetrics and open_clip created at import and took about
+    1.4 s on 2 cores, longer than any command's own clean-up (BENCHMARKS.md, start-up). atexit handlers
+    (W&B's among them) still run; every file infogap writes is closed where it is written; the memory
+    of the frozen objects goes back with the process. Not for in-process callers: they call ``main``."""
+    import gc
+
+    code = main()
+    gc.freeze()
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

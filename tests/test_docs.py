@@ -141,3 +141,20 @@ def test_documented_commands_are_found():
     found = {tuple(a[:1]) for _, a in ALL}
     assert {("fit",), ("ablate",), ("analyze",), ("probe",), ("metrics",), ("data",), ("embed",), ("export-ckpt",)} <= found
     assert len(ALL) >= 30 and ("analyze", "learn-forget") in NAMED and ("data", "enrich") in NAMED
+
+
+def test_result_tables_are_what_the_committed_report_renders():
+    """README's table of studies and the claim tables of docs/results/ are rendered from the committed
+    report of the cpu plan (``infogap reproduce --render-docs``): a number edited by hand, or a report
+    committed without rendering again, fails here. Every study of the report has its block on the page
+    of its folder, and the README has the summary."""
+    import json
+
+    from infogap.ablations.runner.docs import BLOCK, published_report, stale_blocks
+
+    result = json.loads((published_report(ROOT) / "reproduce.json").read_text())
+    assert stale_blocks(ROOT) == []
+    assert [m.group(2) for m in BLOCK.finditer((ROOT / "README.md").read_text())] == ["summary"]
+    for study in result["studies"]:
+        page = ROOT / "docs" / "results" / f"{study['folder']}.md"
+        assert study["name"] in [m.group(2) for m in BLOCK.finditer(page.read_text())], f"{page.name} has no block for {study['name']}"

@@ -60,12 +60,13 @@ def test_summary_counts_compare_and_the_html_stands_alone(tmp_path):
     (tmp_path / "s" / "fig.png").write_bytes(b"\x89PNG fake")
     (tmp_path / "s" / "report.md").write_text("# Ablation `s`\n\n## Figures\n\n![fig](fig.png)\n")
     study = {"name": "s", "title": "S study", "published": ["a falls"], "wall_s": 60.0, "exit_code": 0, "claims": claims, "counts": c,
-             "report": str(tmp_path / "s" / "report.md")}
+             "report": str(tmp_path / "s" / "report.md"), "runs": [2, 3]}
     env = {"python": "3.11", "platform": "linux", "cpus": 2, "machine": "x86_64", "commit": "abc", "packages": {"torch": "2.14.1"}}
     new = {"size": "smoke", "description": "d", "command": "infogap reproduce", "finished": "now", "wall_s": 60.0, "environment": env,
            "studies": [study]}
     text = render_markdown(new)
-    assert "| [s](#s) | 1 | 1 | 1 | 1 | 1 | 1 passed | 1.0 min |" in text
+    assert "| [s](#s) | 2/3 | 1 | 1 | 1 | 1 | 1 | 1 passed | 1.0 min |" in text
+    assert "**Incomplete**: 2 of 3 runs finished when this was aggregated" in text
     assert "Published:\n- a falls" in text and "| a falls | effect | +0.1 | [+0.05, +0.15] | 0.01 | 3 seeds | **holds** |" in text
     assert "- check passed: closes" in text and "![fig](s/fig.png)" in text and "torch 2.14.1" in text
     page = render_html(text, tmp_path)
@@ -119,3 +120,50 @@ def test_a_killed_plan_restarts_without_training_twice_and_reports_as_an_uninter
     assert "Published:\n- the gap falls with k" in report and (tmp_path / "a" / "report.html").stat().st_size > 10_000
     same = _reproduce(plan, tmp_path / "b", None, "--report-only", "--compare", str(tmp_path / "a"))
     assert same.returncode == 0 and "0 change(s) against" in same.stdout
+
+
+def test_rendered_docs_tables_come_from_the_report_and_a_hand_edit_is_stale(tmp_path):
+    """``--render-docs``: the README's summary and a study's claims table are rewritten from the report
+    (rows written out by hand here), text outside the blocks is kept, the report is copied under
+    docs/reproduce-SIZE/ with its figures, and a number edited by hand in a block is reported stale."""
+    from infogap.ablations.runner.docs import block, render_docs, stale_blocks
+    from infogap.ablations.runner.reproduce import counts
+
+    report = tmp_path / "results"
+    (report / "imbalance").mkdir(parents=True)
+    (report / "imbalance" / "rmg.png").write_bytes(b"\x89PNG fake")
+    (report / "REPORT.md").write_text("# report\n\n![rmg](imbalance/rmg.png)\n")
+    claims = [_claim("RMG falls with k", "holds", mean=-0.35), _claim("the shift closes the gap", "check passed", kind="sanity")]
+    env = {"python": "3.11", "platform": "linux", "cpus": 2, "machine": "x86_64", "commit": "abc1234", "packages": {}}
+    result = {"size": "cpu", "description": "d", "command": "c", "finished": "2026-12-02 18:00 UTC", "wall_s": 1.0, "environment": env,
+              "studies": [{"name": "imbalance", "title": "Imbalance (claim 1)", "published": [], "wall_s": 1.0, "exit_code": 0,
+                           "folder": "core", "claims": claims, "counts": counts(claims), "report": None},
+                          {"name": "heads", "title": "Heads", "published": [], "wall_s": 1.0, "exit_code": 3, "folder": "heads",
+                           "claims": [], "counts": counts([]), "report": None},
+                          {"name": "posthoc", "title": "Posthoc", "published": [], "wall_s": 1.0, "exit_code": 0, "folder": "core",
+                           "claims": claims, "counts": counts(claims), "report": None, "runs": [4, 6]}]}
+    (report / "reproduce.json").write_text(json.dumps(result))
+    root = tmp_path / "repo"
+    (root / "docs" / "results").mkdir(parents=True)
+    (root / "README.md").write_text("# x\n\nbefore\n\n" + block("summary", "old\n") + "\n\nafter\n")
+    (root / "docs" / "results" / "core.md").write_text("# core\n\n" + block("imbalance", "| hand | made |\n") + "\n\n"
+                                                       + block("posthoc", "x\n") + "\n")
+    changed = render_docs(report, root)
+    assert [p.name for p in changed] == ["README.md", "core.md"]
+    readme = (root / "README.md").read_text()
+    assert readme.startswith("# x\n\nbefore\n\n<!-- reproduce:summary ") and readme.endswith("<!-- /reproduce:summary -->\n\nafter\n")
+    assert ("From the `cpu` reproduction report ([REPORT.md](docs/reproduce-cpu/REPORT.md), commit abc1234, finished 2026-12-02 18:00 UTC)."
+            in readme)
+    assert "| Imbalance (claim 1) | `infogap ablate imbalance` | 1 | 0 | 0 | 0 | 0 | 1 passed | [core](docs/results/core.md) |" in readme
+    assert "| Heads | `infogap ablate heads` | 0 | 0 | 0 | 0 | 0 | no result (exit 3) | [heads](docs/results/heads.md) |" in readme
+    core = (root / "docs" / "results" / "core.md").read_text()
+    assert "([REPORT.md](../reproduce-cpu/REPORT.md#imbalance)" in core and "| hand | made |" not in core
+    assert "| RMG falls with k | effect | -0.35 | [-0.4, -0.3] | 0.01 | 3 seeds | **holds** |" in core
+    assert "- check passed: the shift closes the gap" in core
+    assert "`posthoc` is incomplete in this report: 4 of 6 runs finished; its claims are shown once it is whole." in core
+    assert "| Posthoc | `infogap ablate posthoc` | – | – | – | – | – | incomplete: 4/6 runs | [core](docs/results/core.md) |" in readme
+    published = root / "docs" / "reproduce-cpu"
+    assert sorted(p.name for p in published.rglob("*") if p.is_file()) == ["REPORT.md", "reproduce.json", "rmg.png"]
+    assert stale_blocks(root) == [] and render_docs(published, root) == []  # rendering again changes nothing
+    (root / "docs" / "results" / "core.md").write_text(core.replace("-0.35", "-0.36"))
+    assert stale_blocks(root) == ["docs/results/core.md: imbalance"]

@@ -151,6 +151,11 @@ def _lightning_cli_class(parse_only: bool = False):
 
     class _CLI(LightningCLI):
         def __init__(self, args, run: bool = True):
+            # Lightning builds one sub-parser per subcommand (fit, validate, test, predict), each with every
+            # Trainer, model, data and callback argument; a command runs one, so only its parser is built
+            # (a quarter of the parser's set-up). The shared parser of ``check_fit_args`` keeps them all.
+            given = [a for a in (args if args is not None else sys.argv[1:]) if not str(a).startswith("-")][:1]
+            self._only = given[0] if given and given[0] in LightningCLI.subcommands() and not parse_only else None
             super().__init__(
                 ContrastiveModule,
                 LightningDataModule,
@@ -162,6 +167,10 @@ def _lightning_cli_class(parse_only: bool = False):
                 save_config_kwargs={"overwrite": True},
                 seed_everything_default=0,
             )
+
+        def subcommands(self) -> dict[str, set[str]]:
+            every = LightningCLI.subcommands()
+            return {self._only: every[self._only]} if getattr(self, "_only", None) else every
 
         def add_arguments_to_parser(self, parser) -> None:
             parser.add_argument("--overwrite", type=bool, default=False,

@@ -158,11 +158,17 @@ def claim_row(c: dict) -> str:
             f"{_num(c.get('p_value'), '.3g')} | {units} | **{c['verdict']}** |")
 
 
-def load_study(out: Path, e: Entry, wall: float, code: int) -> dict:
+def load_study(out: Path, e: Entry, wall: float, code: int, runs: tuple[int, int] = (0, 0)) -> dict:
+    """A study's part of the report; ``folder`` is its code's folder under ablations/ (and its page
+    under docs/results/), ``runs`` its (finished, planned) runs when it was aggregated."""
+    from infogap.ablations.runner.spec import load_ablation
+
     folder = out / e.name
     claims_path = folder / "claims.json"
     claims = json.loads(claims_path.read_text()) if claims_path.is_file() else []
+    package = type(load_ablation(e.name, tuple(e.sweep)).study).__module__.split(".")
     return {"name": e.name, "title": e.title or e.name, "published": e.published, "wall_s": round(wall, 1), "exit_code": code,
+            "folder": package[2] if package[:2] == ["infogap", "ablations"] and len(package) > 3 else e.name, "runs": list(runs),
             "claims": claims, "counts": counts(claims), "report": str(folder / "report.md") if (folder / "report.md").is_file() else None}
 
 
@@ -170,12 +176,13 @@ def render_markdown(result: dict, compare: list[str] | None = None) -> str:
     env = result["environment"]
     lines = [f"# Reproduction report: plan `{result['size']}`", "", result["description"], "",
              f"Command: `{result['command']}`. Finished {result['finished']}; wall time {result['wall_s'] / 60:.1f} min.", "",
-             "## Summary", "", "| study | " + " | ".join(COLUMNS) + " | sanity checks | wall time |",
-             "|" + "---|" * (len(COLUMNS) + 3)]
+             "## Summary", "", "| study | runs | " + " | ".join(COLUMNS) + " | sanity checks | wall time |",
+             "|" + "---|" * (len(COLUMNS) + 4)]
     for s in result["studies"]:
         c = s["counts"]
         checks = f"{c['checks passed']} passed" + (f", **{c['checks FAILED']} FAILED**" if c["checks FAILED"] else "")
-        lines.append(f"| [{s['name']}](#{s['name']}) | " + " | ".join(str(c[k]) for k in COLUMNS) + f" | {checks} | {s['wall_s'] / 60:.1f} min |")
+        runs = "{}/{}".format(*s["runs"]) if s.get("runs") else "–"
+        lines.append(f"| [{s['name']}](#{s['name']}) | {runs} | " + " | ".join(str(c[k]) for k in COLUMNS) + f" | {checks} | {s['wall_s'] / 60:.1f} min |")
     if compare is not None:
         lines += ["", f"## Changes against {result.get('compared_with', 'the earlier report')}", ""]
         lines += [f"- {line}" for line in compare] or ["- none: every verdict and estimate is the same"]
@@ -191,6 +198,8 @@ def render_markdown(result: dict, compare: list[str] | None = None) -> str:
             lines += ["| claim | kind | estimate | interval | p | units | verdict |", "|---|---|---|---|---|---|---|", *map(claim_row, findings), ""]
         if checks:
             lines += ["Sanity checks (true by construction, not findings):", *[f"- {c['verdict']}: {c['claim']}" for c in checks], ""]
+        if s.get("runs") and s["runs"][0] < s["runs"][1]:
+            lines += [f"**Incomplete**: {s['runs'][0]} of {s['runs'][1]} runs finished when this was aggregated; the claims use those only.", ""]
         if s["exit_code"] not in (0, 1):
             lines += [f"`infogap ablate {s['name']}` exited {s['exit_code']}; see its output.", ""]
         if s["report"]:
@@ -301,7 +310,21 @@ def main(argv: list[str]) -> int:
     p.add_argument("--compare", type=Path, default=None, metavar="OLD_DIR", help="list what changed against an earlier report")
     p.add_argument("--report-only", action="store_true", help="aggregate what is finished and write the report; launch nothing")
     p.add_argument("--dry-run", action="store_true", help="print the plan's ablate lines and run counts; launch nothing")
+    p.add_argument("--render-docs", type=Path, default=None, metavar="REPORT_DIR",
+                   help="copy a finished report to docs/reproduce-SIZE/ and regenerate the result tables of README.md and docs/results/ "
+                        "from it (run in the repository's root); launch nothing")
     args = p.parse_args(argv)
+    if args.render_docs is not None:
+        from infogap.ablations.runner.docs import render_docs
+
+        root = Path.cwd()
+        if not (args.render_docs / "reproduce.json").is_file():
+            raise ValueError(f"--render-docs: {args.render_docs / 'reproduce.json'} does not exist (run infogap reproduce first)")
+        if not ((root / "README.md").is_file() and (root / "docs" / "results").is_dir()):
+            raise ValueError(f"--render-docs: run it in the repository's root (no README.md and docs/results/ in {root})")
+        changed = render_docs(args.render_docs, root)
+        print(f"rendered {len(changed)} page(s) from {args.render_docs}" + "".join(f"\n  {p.relative_to(root)}" for p in changed))
+        return 0
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
     plan = load_plan(args.size)
@@ -333,7 +356,7 @@ def main(argv: list[str]) -> int:
         if code in (130, 143):  # Ctrl-C or SIGTERM: its runs are stopped and saved; the same command resumes the plan
             print(f"reproduce {plan.size}: interrupted in {e.name}; the same command resumes the plan", file=sys.stderr)
             return code
-        studies.append(load_study(out, e, time.perf_counter() - t0, code))
+        studies.append(load_study(out, e, time.perf_counter() - t0, code, plan_runs(Plan(plan.size, "", plan.overrides, [e]), out)[e.name]))
     if args.launcher == "slurm" and not args.report_only:
         print(f"\nsubmitted; once the jobs have finished: infogap reproduce --size {args.size} --out {out} --report-only")
         return 0
