@@ -67,6 +67,8 @@ def test_summary_counts_compare_and_the_html_stands_alone(tmp_path):
     text = render_markdown(new)
     assert "| [s](#s) | 2/3 | 1 | 1 | 1 | 1 | 1 | 1 passed | 1.0 min |" in text
     assert "**Incomplete**: 2 of 3 runs finished when this was aggregated" in text
+    aggregated = render_markdown({**new, "report_only": True})  # no run trained by this command: no wall time per study
+    assert "| [s](#s) | 2/3 | 1 | 1 | 1 | 1 | 1 | 1 passed | – |" in aggregated and "(aggregation only" in aggregated
     assert "Published:\n- a falls" in text and "| a falls | effect | +0.1 | [+0.05, +0.15] | 0.01 | 3 seeds | **holds** |" in text
     assert "- check passed: closes" in text and "![fig](s/fig.png)" in text and "torch 2.14.1" in text
     page = render_html(text, tmp_path)

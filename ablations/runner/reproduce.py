@@ -175,14 +175,16 @@ def load_study(out: Path, e: Entry, wall: float, code: int, runs: tuple[int, int
 def render_markdown(result: dict, compare: list[str] | None = None) -> str:
     env = result["environment"]
     lines = [f"# Reproduction report: plan `{result['size']}`", "", result["description"], "",
-             f"Command: `{result['command']}`. Finished {result['finished']}; wall time {result['wall_s'] / 60:.1f} min.", "",
+             f"Command: `{result['command']}`. Finished {result['finished']}; wall time {result['wall_s'] / 60:.1f} min"
+             + (" (aggregation only: the runs were trained by earlier invocations)." if result.get("report_only") else "."), "",
              "## Summary", "", "| study | runs | " + " | ".join(COLUMNS) + " | sanity checks | wall time |",
              "|" + "---|" * (len(COLUMNS) + 4)]
     for s in result["studies"]:
         c = s["counts"]
         checks = f"{c['checks passed']} passed" + (f", **{c['checks FAILED']} FAILED**" if c["checks FAILED"] else "")
         runs = "{}/{}".format(*s["runs"]) if s.get("runs") else "–"
-        lines.append(f"| [{s['name']}](#{s['name']}) | {runs} | " + " | ".join(str(c[k]) for k in COLUMNS) + f" | {checks} | {s['wall_s'] / 60:.1f} min |")
+        wall = "–" if result.get("report_only") else f"{s['wall_s'] / 60:.1f} min"  # aggregation alone says nothing of the runs
+        lines.append(f"| [{s['name']}](#{s['name']}) | {runs} | " + " | ".join(str(c[k]) for k in COLUMNS) + f" | {checks} | {wall} |")
     if compare is not None:
         lines += ["", f"## Changes against {result.get('compared_with', 'the earlier report')}", ""]
         lines += [f"- {line}" for line in compare] or ["- none: every verdict and estimate is the same"]
@@ -362,7 +364,7 @@ def main(argv: list[str]) -> int:
         return 0
     result = {"size": plan.size, "description": plan.description, "command": "infogap reproduce " + " ".join(argv_display(args)),
               "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "wall_s": round(time.perf_counter() - start, 1),
-              "environment": environment(), "studies": studies}
+              "environment": environment(), "studies": studies, "report_only": args.report_only}
     changes = write_report(out, result, args.compare)
     print(f"\nreport: {out / 'REPORT.md'}\nhtml:   {out / 'report.html'}")
     for s in studies:
@@ -377,7 +379,7 @@ def argv_display(args) -> list[str]:
     out = ["--size", str(args.size), "--jobs", str(args.jobs)]
     if args.launcher != "local":
         out += ["--launcher", args.launcher]
-    return out
+    return out + (["--report-only"] if args.report_only else [])
 
 
 if __name__ == "__main__":
