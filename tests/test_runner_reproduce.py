@@ -50,7 +50,7 @@ def test_a_bad_plan_is_one_line_naming_the_file_and_field(tmp_path):
 
 
 def test_summary_counts_compare_and_the_html_stands_alone(tmp_path):
-    from infogap.ablations.runner.reproduce import compare, counts, render_html, render_markdown
+    from infogap.ablations.runner.reproduce import claim_row, compare, counts, render_html, render_markdown
 
     claims = [_claim("a falls", "holds"), _claim("b falls", "does NOT hold"), _claim("c same", "inconclusive", kind="equivalence"),
               _claim("d rises", "not tested"), _claim("e rises", "direction only (right)"), _claim("closes", "check passed", kind="sanity")]
@@ -71,6 +71,8 @@ def test_summary_counts_compare_and_the_html_stands_alone(tmp_path):
     assert "| [s](#s) | 2/3 | 1 | 1 | 1 | 1 | 1 | 1 passed | – |" in aggregated and "(aggregation only" in aggregated
     assert "Published:\n- a falls" in text and "| a falls | effect | +0.1 | [+0.05, +0.15] | 0.01 | 3 seeds | **holds** |" in text
     assert "- check passed: closes" in text and "![fig](s/fig.png)" in text and "torch 2.14.1" in text
+    one = {**claims[0], "seeds": 1, "verdict": "direction only (right)"}
+    assert claim_row(one).endswith("| 1 seed | **direction only (right)** |") and "| 2 runs |" in claim_row({**claims[0], "seeds": 2, "unit": "runs"})
     page = render_html(text, tmp_path)
     assert 'src="data:image/png;base64,' in page and "http" not in page and "<table>" in page
     old = json.loads(json.dumps(new))

@@ -153,7 +153,8 @@ def claim_row(c: dict) -> str:
     ci = c.get("ci") or [math.nan, math.nan]
     interval = "–" if any(v is None or math.isnan(v) for v in ci) else f"[{ci[0]:+.3g}, {ci[1]:+.3g}]"
     margin = "" if c.get("margin") is None or math.isnan(c["margin"]) else f" (margin ±{c['margin']:g})"
-    units = f"{c['seeds']} {c.get('unit', 'seeds')}" if c.get("seeds") else "–"
+    unit = c.get("unit", "seeds")
+    units = f"{c['seeds']} {unit.removesuffix('s') if c['seeds'] == 1 else unit}" if c.get("seeds") else "–"
     return (f"| {c['claim'].replace('|', '/')} | {c.get('kind', 'effect')}{margin} | {_num(c.get('mean'))} | {interval} | "
             f"{_num(c.get('p_value'), '.3g')} | {units} | **{c['verdict']}** |")
 
