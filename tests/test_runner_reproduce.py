@@ -60,14 +60,14 @@ def test_summary_counts_compare_and_the_html_stands_alone(tmp_path):
     (tmp_path / "s" / "fig.png").write_bytes(b"\x89PNG fake")
     (tmp_path / "s" / "report.md").write_text("# Ablation `s`\n\n## Figures\n\n![fig](fig.png)\n")
     study = {"name": "s", "title": "S study", "published": ["a falls"], "wall_s": 60.0, "exit_code": 0, "claims": claims, "counts": c,
-             "report": str(tmp_path / "s" / "report.md"), "runs": [2, 3]}
+             "report": "s/report.md", "runs": [2, 3]}  # relative to the results directory
     env = {"python": "3.11", "platform": "linux", "cpus": 2, "machine": "x86_64", "commit": "abc", "packages": {"torch": "2.14.1"}}
     new = {"size": "smoke", "description": "d", "command": "infogap reproduce", "finished": "now", "wall_s": 60.0, "environment": env,
            "studies": [study]}
-    text = render_markdown(new)
+    text = render_markdown(new, out=tmp_path)
     assert "| [s](#s) | 2/3 | 1 | 1 | 1 | 1 | 1 | 1 passed | 1.0 min |" in text
     assert "**Incomplete**: 2 of 3 runs finished when this was aggregated" in text
-    aggregated = render_markdown({**new, "report_only": True})  # no run trained by this command: no wall time per study
+    aggregated = render_markdown({**new, "report_only": True}, out=tmp_path)  # no run trained by this command: no wall time per study
     assert "| [s](#s) | 2/3 | 1 | 1 | 1 | 1 | 1 | 1 passed | – |" in aggregated and "(aggregation only" in aggregated
     assert "Published:\n- a falls" in text and "| a falls | effect | +0.1 | [+0.05, +0.15] | 0.01 | 3 seeds | **holds** |" in text
     assert "- check passed: closes" in text and "![fig](s/fig.png)" in text and "torch 2.14.1" in text

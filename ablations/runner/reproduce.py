@@ -170,10 +170,11 @@ def load_study(out: Path, e: Entry, wall: float, code: int, runs: tuple[int, int
     package = type(load_ablation(e.name, tuple(e.sweep)).study).__module__.split(".")
     return {"name": e.name, "title": e.title or e.name, "published": e.published, "wall_s": round(wall, 1), "exit_code": code,
             "folder": package[2] if package[:2] == ["infogap", "ablations"] and len(package) > 3 else e.name, "runs": list(runs),
-            "claims": claims, "counts": counts(claims), "report": str(folder / "report.md") if (folder / "report.md").is_file() else None}
+            "claims": claims, "counts": counts(claims), "report": f"{e.name}/report.md" if (folder / "report.md").is_file() else None}
 
 
-def render_markdown(result: dict, compare: list[str] | None = None) -> str:
+def render_markdown(result: dict, compare: list[str] | None = None, out: Path | None = None) -> str:
+    """REPORT.md; a study's own ``report`` path is relative to ``out`` (the results directory)."""
     env = result["environment"]
     lines = [f"# Reproduction report: plan `{result['size']}`", "", result["description"], "",
              f"Command: `{result['command']}`. Finished {result['finished']}; wall time {result['wall_s'] / 60:.1f} min"
@@ -206,7 +207,7 @@ def render_markdown(result: dict, compare: list[str] | None = None) -> str:
         if s["exit_code"] not in (0, 1):
             lines += [f"`infogap ablate {s['name']}` exited {s['exit_code']}; see its output.", ""]
         if s["report"]:
-            own = Path(s["report"]).read_text()
+            own = (Path(s["report"]) if out is None else out / s["report"]).read_text()
             own = re.sub(r"^# .*\n", "", own, count=1)  # the study's title is this section's
             own = re.sub(r"^(#+) ", lambda m: "#" * (len(m.group(1)) + 2) + " ", own, flags=re.M)
             own = re.sub(r"!\[([^\]]*)\]\(([^)/]+)\)", lambda m: f"![{m.group(1)}]({s['name']}/{m.group(2)})", own)
@@ -297,7 +298,7 @@ def write_report(out: Path, result: dict, compare_dir: Path | None) -> list[str]
             raise ValueError(f"--compare: {old_path} does not exist")
         changes = compare(result, json.loads(old_path.read_text()))
         result["compared_with"] = str(compare_dir)
-    text = render_markdown(result, changes)
+    text = render_markdown(result, changes, out)
     (out / "REPORT.md").write_text(text)
     (out / "report.html").write_text(render_html(text, out))
     (out / "reproduce.json").write_text(json.dumps(result, indent=1) + "\n")
