@@ -12,7 +12,10 @@ data URIs): the environment (packages, commit, machine, wall time per study), a 
 study, the claims that hold / do NOT hold / are inconclusive / not tested, and its sanity checks), then
 per study the published findings, every claim with its estimate, interval, p, units and verdict, and
 the study's own tables and figures. ``reproduce.json`` holds the same as data; ``--compare OLD_DIR``
-lists the verdicts and estimates that changed against an earlier ``reproduce.json``.
+lists the verdicts and estimates that changed against an earlier ``reproduce.json``. A study aggregated
+before all its runs finished is marked incomplete (runs finished / planned). ``--render-docs
+REPORT_DIR`` publishes a report under ``docs/`` and renders the result tables of the docs from it
+(``infogap.ablations.runner.docs``).
 """
 from __future__ import annotations
 
