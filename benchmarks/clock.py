@@ -20,6 +20,14 @@ class StepClock(pl.Callback):
         Path(trainer.default_root_dir, "step_times.json").write_text(json.dumps(self.times))
 
 
+def steady_rate(times: list[float], batch: int, warm: int) -> float:
+    """Samples/s after the first ``warm`` steps, from the step end times ``StepClock`` writes: the
+    ``len(times) - warm`` later steps over the time from the end of step ``warm`` to the end of the last."""
+    if not 1 <= warm < len(times):
+        raise ValueError(f"{len(times)} steps timed: none after the first {warm}")
+    return (len(times) - warm) * batch / (times[-1] - times[warm - 1])
+
+
 class KillAtStep(pl.Callback):
     """A job killed without warning (SIGKILL to itself) once ``step`` optimizer steps are done: nothing
     is saved but the checkpoints already written (``benchmarks/gpu_check.py``'s kill and resume)."""

@@ -220,11 +220,13 @@ class Check:
 
 
 def steady(run: Path, batch: int) -> dict:
+    from benchmarks.clock import steady_rate
+
     times = json.loads((run / "step_times.json").read_text())
     warm = max(1, len(times) // 5)
     if len(times) <= warm:
         return {"steps_timed": len(times)}
-    return {"steps_timed": len(times), "steady_samples_per_s": round((len(times) - warm) * batch / (times[-1] - times[warm - 1]), 1)}
+    return {"steps_timed": len(times), "steady_samples_per_s": round(steady_rate(times, batch, warm), 1)}
 
 
 def machine() -> dict:
@@ -274,4 +276,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))  # benchmarks.clock, as benchmarks/run.py does
     sys.exit(main())

@@ -295,6 +295,8 @@ def bench_vs_open_clip(smoke: bool = False) -> dict:
 
     import torch
 
+    from benchmarks.clock import steady_rate
+
     device = "cuda" if torch.cuda.is_available() else "cpu"  # infogap fit picks the same (accelerator auto)
     n, batch, pairs = (96, 16, 1) if smoke else (12_800, 128, 3)
     steps, warm = n // batch, max(1, n // batch // 5)
@@ -341,7 +343,7 @@ def bench_vs_open_clip(smoke: bool = False) -> dict:
                     times = json.loads((run / "step_times.json").read_text())
                     if len(times) != steps:
                         raise RuntimeError(f"{tool}: {len(times)} steps timed, expected {steps}")
-                    steady = (steps - warm) * batch / (times[-1] - times[warm - 1])
+                    steady = steady_rate(times, batch, warm)
                 runs[tool].append({"wall_s": round(wall, 2), "steady_samples_per_s": round(steady, 1)})
     out: dict = {"device": device, "samples": n, "batch_size": batch, "steps": steps, "steady_after_step": warm, "runs": runs}
     for tool, rs in runs.items():

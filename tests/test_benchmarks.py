@@ -123,3 +123,16 @@ def test_the_loader_benchmark_times_every_stage_of_both_paths():
         "transform (open_clip train)", "tokenise (open_clip BPE, per batch)", "collate (stack)"}
     assert all(v > 0 for v in result["stage_us_per_sample"].values())
     assert result["table"]["samples_per_s"] > 0 and result["shards"]["samples_per_s"] > 0
+
+
+def test_steady_rate_counts_the_steps_after_the_warm_up():
+    """Step end times 0, 10, 11, 12, 13 (s): after 1 warm-up step, 4 steps of 8 samples in 13 - 0 s;
+    after 2, 3 steps in 13 - 10 s."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.clock import steady_rate
+
+    times = [0.0, 10.0, 11.0, 12.0, 13.0]
+    assert steady_rate(times, 8, warm=1) == pytest.approx(4 * 8 / 13)
+    assert steady_rate(times, 8, warm=2) == pytest.approx(3 * 8 / 3)
+    with pytest.raises(ValueError, match="none after the first 5"):
+        steady_rate(times, 8, warm=5)
