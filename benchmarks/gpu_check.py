@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -153,20 +152,18 @@ class Check:
         return result
 
     def metrics(self) -> dict:
-        import numpy as np
         import torch
 
+        from benchmarks.run import embeddings
         from infogap.train.metrics import compute_metrics
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         result: dict = {"device": device}
         for n, keys in ((1_000 if self.dry_run else 1_000_000, ["l2m", "l2i", "rmg", "alignment", "gap", "moad"]),
                         (500 if self.dry_run else 100_000, None)):
-            rng = np.random.default_rng(0)
-            x = torch.from_numpy(rng.standard_normal((n, 512), dtype=np.float32)).to(device)
-            y = (x + 0.5 + torch.from_numpy(rng.standard_normal((n, 512), dtype=np.float32)).to(device))
-            x, y = x / x.norm(dim=1, keepdim=True), y / y.norm(dim=1, keepdim=True)
-            labels = {f: torch.from_numpy(rng.integers(0, c, n)).to(device) for f, c in (("object", 10), ("colour", 7))}
+            x, y, labels = embeddings(n, 512)  # the CPU benchmark's inputs (BENCHMARKS.md, metrics), moved to the device
+            x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+            labels = {f: torch.from_numpy(v).to(device) for f, v in labels.items()}
             if device == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
@@ -230,17 +227,17 @@ def steady(run: Path, batch: int) -> dict:
 
 
 def machine() -> dict:
+    """The reproduction report's environment (commit, Python, platform, CPUs, package versions), the
+    date, torch's version and the GPU."""
     import torch
 
-    info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "cpus": os.cpu_count(), "cuda": torch.cuda.is_available()}
+    from infogap.ablations.runner.reproduce import environment
+
+    info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), **environment(), "torch": torch.__version__,
+            "cuda": torch.cuda.is_available()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
         info["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
-    try:
-        info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        pass
     return info
 
 

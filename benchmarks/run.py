@@ -89,7 +89,7 @@ def bench_jpeg() -> dict:
     return out
 
 
-def _embeddings(n: int, d: int, seed: int = 0):
+def embeddings(n: int, d: int, seed: int = 0):
     """Normalised float32 pairs with a gap, generated chunk by chunk into the final arrays (so the
     process's peak memory before the metrics is the inputs, not generation temporaries)."""
     import numpy as np
@@ -112,7 +112,7 @@ def bench_metrics_1m() -> dict:
     from infogap.train.metrics import compute_metrics
 
     n, d = 1_000_000, 512
-    x, y, labels = _embeddings(n, d)
+    x, y, labels = embeddings(n, d)
     input_gib = (x.nbytes + y.nbytes) / 2**30
     before = _rss_gib()
     keys = ["l2m", "l2i", "rmg", "alignment", "gap", "moad"]
@@ -131,7 +131,7 @@ def bench_metrics_100k() -> dict:
     from infogap.train.metrics import compute_metrics
 
     n, d = 100_000, 512
-    x, y, labels = _embeddings(n, d)
+    x, y, labels = embeddings(n, d)
     start = time.perf_counter()
     out = compute_metrics(torch.from_numpy(x), torch.from_numpy(y), labels, logit_scale=100.0)
     seconds = time.perf_counter() - start

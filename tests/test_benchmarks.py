@@ -30,7 +30,8 @@ def test_gpu_check_dry_run_writes_every_file_the_reader_reads(tmp_path):
     for tool in ("open_clip_train", "infogap_table", "infogap_shards"):
         assert len(v["runs"][tool]) == 1 and v[tool]["wall_s"] > 0 and v[tool]["steady_samples_per_s"] > 0
     assert parts["speed_paths"]["bf16_channels_last"]["steady_samples_per_s"] > 0 and "skipped" in parts["speed_paths"]["bf16_compile"]
-    assert parts["metrics"]["n1000"]["metrics"] == 12 and parts["metrics"]["n500"]["suite"] == "full"
+    # L2M, L2I, RMG, alignment, 4 gap shares, MOAD image / text and per non-object factor (colour, thickness) on each: 14
+    assert parts["metrics"]["n1000"]["metrics"] == 14 and parts["metrics"]["n500"]["suite"] == "full"
     assert "skipped" in parts["loaders"]
     assert parts["imbalance"]["runs"] == ["k5_seed0"]
     run = json.loads((tmp_path / "imbalance" / "k5_seed0.json").read_text())
@@ -41,7 +42,7 @@ def test_gpu_check_dry_run_writes_every_file_the_reader_reads(tmp_path):
     data = load(tmp_path)
     text = benchmarks_md(data)
     assert "DRY RUN" in text and "| zero2 | skipped (no CUDA" in text and "| ddp |" in text and "killed at step 4" in text
-    assert "| infogap_shards |" in text and "| N = 1000 (O(N d)) | 12 |" in text and "- loaders: skipped" in text and "missing" not in text
+    assert "| infogap_shards |" in text and "| N = 1000 (O(N d)) | 14 |" in text and "- loaders: skipped" in text and "missing" not in text
     assert readme_table(data).count("\n| ") == 2  # the header and the one run
 
 
