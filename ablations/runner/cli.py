@@ -10,18 +10,7 @@ from infogap.ablations.runner.aggregate import aggregate, format_table, untested
 from infogap.ablations.runner.identity import reuse_finished, run_identity
 from infogap.ablations.runner.local import Interrupted, launch_local
 from infogap.ablations.runner.slurm import SlurmOptions, ablate_args, launch_slurm, run_task
-from infogap.ablations.runner.spec import (
-    ablation_name,
-    available,
-    check_runs,
-    expand,
-    fit_command,
-    load_ablation,
-    parse_only,
-    parse_overrides,
-    parse_seeds,
-    split_settings,
-)
+from infogap.ablations.runner.spec import available, check_runs, fit_command, parse_seeds, resolve
 from infogap.ablations.runner.sweeps import launch_wandb, sweep_config
 
 DEMO_COLUMNS = ["rmg", "l2m", "moad_image", "moad_text", "entropy_i2t", "zeroshot_object_acc", "attr_acc_mean"]
@@ -70,12 +59,10 @@ def main(argv: list[str]) -> int:
 
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
-    overrides, settings = split_settings(ablation_name(args.name), parse_overrides(args.overrides))
-    ablation = load_ablation(args.name, args.sweep, settings)
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     out = Path(args.out).resolve()
-    only = parse_only(args.only, ablation)
-    runs = expand(ablation, out, seeds, only, overrides)
+    resolved = resolve(args.name, args.overrides, args.sweep, seeds, args.only, out)
+    ablation, runs, overrides, only = resolved.ablation, resolved.runs, resolved.overrides, resolved.only
     if args.task is not None:
         return run_task(ablation, runs, args.stage or ablation.stages[0]["name"], args.task)
     if not args.aggregate_only:

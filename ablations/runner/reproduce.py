@@ -103,16 +103,14 @@ def load_plan(size_or_path: str) -> Plan:
 def plan_runs(plan: Plan, out: Path, check: bool = False) -> dict[str, tuple[int, int]]:
     """Per study: (runs finished, runs in all) as ``infogap ablate`` would expand them now; with
     ``check``, each stage's ``infogap fit`` command is parsed too (a bad key is one line, before any run)."""
-    from infogap.ablations.runner.spec import ablation_name, check_runs, expand, load_ablation, parse_only, parse_overrides, split_settings
+    from infogap.ablations.runner.spec import check_runs, resolve
 
     counts = {}
     for e in plan.studies:
-        overrides, settings = split_settings(ablation_name(e.name), parse_overrides([*plan.overrides, *e.overrides]))
-        ablation = load_ablation(e.name, e.sweep, settings)
-        runs = expand(ablation, out, e.seeds, parse_only(e.only, ablation), overrides)
+        r = resolve(e.name, [*plan.overrides, *e.overrides], e.sweep, e.seeds, e.only, out)
         if check:
-            check_runs(ablation, runs, overrides)
-        counts[e.name] = (sum(r.finished for r in runs), len(runs))
+            check_runs(r.ablation, r.runs, r.overrides)
+        counts[e.name] = (sum(run.finished for run in r.runs), len(r.runs))
     return counts
 
 

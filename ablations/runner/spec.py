@@ -310,6 +310,27 @@ def check_runs(ablation: Ablation, runs: list[Run], overrides: dict[str, Any]) -
         raise ValueError(f"{where}: {exc} (checked against {ablation.base_config.name} before launching){hint}") from None
 
 
+@dataclass
+class Resolved:
+    """An ablation as ``infogap ablate NAME [key=value ...] --sweep ... --only ... --seeds ...`` means it:
+    the ablation with its study settings, its runs under ``out``, the fit overrides and the parsed
+    ``--only`` restrictions."""
+
+    ablation: Ablation
+    runs: list
+    overrides: dict[str, Any]
+    only: dict[str, list]
+
+
+def resolve(name: str, overrides: list[str], sweep: list[str], seeds: Optional[list[int]], only: list[str], out: Path) -> Resolved:
+    """What ``infogap ablate`` and ``infogap reproduce`` both do first: split the overrides into fit
+    overrides and study settings, load the ablation with its sweep axes, and expand its runs."""
+    fit_overrides, settings = split_settings(ablation_name(name), parse_overrides(overrides))
+    ablation = load_ablation(name, sweep, settings)
+    restricted = parse_only(only, ablation)
+    return Resolved(ablation, expand(ablation, out, seeds, restricted, fit_overrides), fit_overrides, restricted)
+
+
 def expand(ablation: Ablation, out: Path, seeds: Optional[list[int]] = None, only: Optional[dict[str, list]] = None,
            overrides: Optional[dict[str, Any]] = None) -> list[Run]:
     """Every run of the ablation, stage by stage, in launch order."""
