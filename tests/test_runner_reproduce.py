@@ -67,6 +67,9 @@ def test_summary_counts_compare_and_the_html_stands_alone(tmp_path):
     text = render_markdown(new, out=tmp_path)
     assert "| [s](#s) | 2/3 | 1 | 1 | 1 | 1 | 1 | 1 passed | 1.0 min |" in text
     assert "**Incomplete**: 2 of 3 runs finished when this was aggregated" in text
+    left_out = {**study, "name": "t", "claims": [], "counts": counts([]), "exit_code": None, "aggregated": False, "runs": [3, 3]}
+    text2 = render_markdown({**new, "studies": [study, left_out]}, out=tmp_path)
+    assert "| [t](#t) | 3/3 | 0 | 0 | 0 | 0 | 0 | not aggregated | – |" in text2 and "**Not aggregated** by this invocation" in text2
     aggregated = render_markdown({**new, "report_only": True}, out=tmp_path)  # no run trained by this command: no wall time per study
     assert "| [s](#s) | 2/3 | 1 | 1 | 1 | 1 | 1 | 1 passed | – |" in aggregated and "(aggregation only" in aggregated
     assert "Published:\n- a falls" in text and "| a falls | effect | +0.1 | [+0.05, +0.15] | 0.01 | 3 seeds | **holds** |" in text
@@ -145,7 +148,9 @@ def test_rendered_docs_tables_come_from_the_report_and_a_hand_edit_is_stale(tmp_
                           {"name": "heads", "title": "Heads", "published": [], "wall_s": 1.0, "exit_code": 3, "folder": "heads",
                            "claims": [], "counts": counts([]), "report": None},
                           {"name": "posthoc", "title": "Posthoc", "published": [], "wall_s": 1.0, "exit_code": 0, "folder": "core",
-                           "claims": claims, "counts": counts(claims), "report": None, "runs": [4, 6]}]}
+                           "claims": claims, "counts": counts(claims), "report": None, "runs": [4, 6]},
+                          {"name": "dense", "title": "Dense", "published": [], "wall_s": 0.0, "exit_code": None, "folder": "dense",
+                           "claims": [], "counts": counts([]), "report": None, "runs": [18, 18], "aggregated": False}]}
     (report / "reproduce.json").write_text(json.dumps(result))
     root = tmp_path / "repo"
     (root / "docs" / "results").mkdir(parents=True)
@@ -166,8 +171,16 @@ def test_rendered_docs_tables_come_from_the_report_and_a_hand_edit_is_stale(tmp_
     assert "- check passed: the shift closes the gap" in core
     assert "`posthoc` is incomplete in this report: 4 of 6 runs finished; its claims are shown once it is whole." in core
     assert "| Posthoc | `infogap ablate posthoc` | – | – | – | – | – | incomplete: 4/6 runs | [core](docs/results/core.md) |" in readme
+    assert "| Dense | `infogap ablate dense` | – | – | – | – | – | not aggregated: 18/18 runs | [dense](docs/results/dense.md) |" in readme
     published = root / "docs" / "reproduce-cpu"
     assert sorted(p.name for p in published.rglob("*") if p.is_file()) == ["REPORT.md", "reproduce.json", "rmg.png"]
     assert stale_blocks(root) == [] and render_docs(published, root) == []  # rendering again changes nothing
     (root / "docs" / "results" / "core.md").write_text(core.replace("-0.35", "-0.36"))
     assert stale_blocks(root) == ["docs/results/core.md: imbalance"]
+
+
+def test_studies_outside_the_plan_are_one_line_errors(capsys):
+    from infogap.ablations.runner.reproduce import main
+
+    with pytest.raises(ValueError, match=r"--studies: densse not in the plan 'smoke' \(imbalance, presence, .*heads\)"):
+        main(["--size", "smoke", "--studies", "imbalance,densse", "--dry-run"])

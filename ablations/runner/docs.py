@@ -48,6 +48,8 @@ def study_body(result: dict, name: str, report: Path, page: Path) -> str:
     study = next((s for s in result["studies"] if s["name"] == name), None)
     lines = [_provenance(result, report, page, f"#{name}"), ""]
     runs = study.get("runs") if study else None
+    if study is not None and study.get("aggregated") is False:
+        return "\n".join([*lines, f"`{name}` was not aggregated in this report: {runs[0]} of {runs[1]} runs finished.", ""]) + "\n"
     if runs and runs[0] < runs[1]:
         return "\n".join([*lines, f"`{name}` is incomplete in this report: {runs[0]} of {runs[1]} runs finished; its claims are shown once it "
                                   "is whole.", ""]) + "\n"
@@ -73,7 +75,9 @@ def summary_body(result: dict, report: Path, page: Path, results_dir: Path) -> s
         if not s["claims"]:
             checks = f"no result (exit {s['exit_code']})"
         runs = s.get("runs")
-        if runs and runs[0] < runs[1]:
+        if s.get("aggregated") is False:
+            cells, checks = ["–"] * len(COLUMNS), f"not aggregated: {runs[0]}/{runs[1]} runs"
+        elif runs and runs[0] < runs[1]:
             cells, checks = ["–"] * len(COLUMNS), f"incomplete: {runs[0]}/{runs[1]} runs"
         folder = s.get("folder", s["name"])
         lines.append(f"| {s['title'].replace('|', '/')} | `infogap ablate {s['name']}` | " + " | ".join(cells)

@@ -33,6 +33,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import yaml
 
@@ -160,18 +161,20 @@ def claim_row(c: dict) -> str:
             f"{_num(c.get('p_value'), '.3g')} | {units} | **{c['verdict']}** |")
 
 
-def load_study(out: Path, e: Entry, wall: float, code: int, runs: tuple[int, int] = (0, 0)) -> dict:
+def load_study(out: Path, e: Entry, wall: float, code: Optional[int], runs: tuple[int, int] = (0, 0), aggregated: bool = True) -> dict:
     """A study's part of the report; ``folder`` is its code's folder under ablations/ (and its page
-    under docs/results/), ``runs`` its (finished, planned) runs when it was aggregated."""
+    under docs/results/), ``runs`` its (finished, planned) runs when it was aggregated. A study left out
+    by ``--studies`` (``aggregated=False``) has no claims, whatever an earlier aggregation left on disk."""
     from infogap.ablations.runner.spec import load_ablation
 
     folder = out / e.name
     claims_path = folder / "claims.json"
-    claims = json.loads(claims_path.read_text()) if claims_path.is_file() else []
+    claims = json.loads(claims_path.read_text()) if aggregated and claims_path.is_file() else []
     package = type(load_ablation(e.name, tuple(e.sweep)).study).__module__.split(".")
     return {"name": e.name, "title": e.title or e.name, "published": e.published, "wall_s": round(wall, 1), "exit_code": code,
             "folder": package[2] if package[:2] == ["infogap", "ablations"] and len(package) > 3 else e.name, "runs": list(runs),
-            "claims": claims, "counts": counts(claims), "report": f"{e.name}/report.md" if (folder / "report.md").is_file() else None}
+            "aggregated": aggregated,
+            "claims": claims, "counts": counts(claims), "report": f"{e.name}/report.md" if aggregated and (folder / "report.md").is_file() else None}
 
 
 def render_markdown(result: dict, compare: list[str] | None = None, out: Path | None = None) -> str:
@@ -186,7 +189,9 @@ def render_markdown(result: dict, compare: list[str] | None = None, out: Path | 
         c = s["counts"]
         checks = f"{c['checks passed']} passed" + (f", **{c['checks FAILED']} FAILED**" if c["checks FAILED"] else "")
         runs = "{}/{}".format(*s["runs"]) if s.get("runs") else "–"
-        wall = "–" if result.get("report_only") else f"{s['wall_s'] / 60:.1f} min"  # aggregation alone says nothing of the runs
+        wall = "–" if result.get("report_only") or s.get("aggregated") is False else f"{s['wall_s'] / 60:.1f} min"
+        if s.get("aggregated") is False:
+            checks = "not aggregated"
         lines.append(f"| [{s['name']}](#{s['name']}) | {runs} | " + " | ".join(str(c[k]) for k in COLUMNS) + f" | {checks} | {wall} |")
     if compare is not None:
         lines += ["", f"## Changes against {result.get('compared_with', 'the earlier report')}", ""]
@@ -203,9 +208,11 @@ def render_markdown(result: dict, compare: list[str] | None = None, out: Path | 
             lines += ["| claim | kind | estimate | interval | p | units | verdict |", "|---|---|---|---|---|---|---|", *map(claim_row, findings), ""]
         if checks:
             lines += ["Sanity checks (true by construction, not findings):", *[f"- {c['verdict']}: {c['claim']}" for c in checks], ""]
-        if s.get("runs") and s["runs"][0] < s["runs"][1]:
+        if s.get("aggregated") is False:
+            lines += [f"**Not aggregated** by this invocation (`--studies`); {s['runs'][0]} of {s['runs'][1]} runs finished.", ""]
+        elif s.get("runs") and s["runs"][0] < s["runs"][1]:
             lines += [f"**Incomplete**: {s['runs'][0]} of {s['runs'][1]} runs finished when this was aggregated; the claims use those only.", ""]
-        if s["exit_code"] not in (0, 1):
+        if s["exit_code"] not in (0, 1, None):
             lines += [f"`infogap ablate {s['name']}` exited {s['exit_code']}; see its output.", ""]
         if s["report"]:
             own = (Path(s["report"]) if out is None else out / s["report"]).read_text()
@@ -315,6 +322,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--compare", type=Path, default=None, metavar="OLD_DIR", help="list what changed against an earlier report")
     p.add_argument("--report-only", action="store_true", help="aggregate what is finished and write the report; launch nothing")
     p.add_argument("--dry-run", action="store_true", help="print the plan's ablate lines and run counts; launch nothing")
+    p.add_argument("--studies", default=None, metavar="NAME,NAME",
+                   help="run (or with --report-only aggregate) only these studies of the plan; the report lists the others as not aggregated")
     p.add_argument("--render-docs", type=Path, default=None, metavar="REPORT_DIR",
                    help="copy a finished report to docs/reproduce-SIZE/ and regenerate the result tables of README.md and docs/results/ "
                         "from it (run in the repository's root); launch nothing")
@@ -333,6 +342,11 @@ def main(argv: list[str]) -> int:
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
     plan = load_plan(args.size)
+    chosen = [n.strip() for n in args.studies.split(",") if n.strip()] if args.studies else [e.name for e in plan.studies]
+    unknown = [n for n in chosen if n not in {e.name for e in plan.studies}]
+    if unknown or not chosen:
+        raise ValueError(f"--studies: {', '.join(unknown) or 'none given'} not in the plan {plan.size!r} "
+                         f"({', '.join(e.name for e in plan.studies)})")
     out = Path(args.out or f"results/reproduce-{plan.size}").resolve()
     if args.compare is not None and not (args.compare / "reproduce.json").is_file():
         raise ValueError(f"--compare: {args.compare / 'reproduce.json'} does not exist")
@@ -355,6 +369,10 @@ def main(argv: list[str]) -> int:
         trained, elapsed = d_all - done_before, time.perf_counter() - start
         eta = f", ETA {(total - d_all) * elapsed / trained / 60:.0f} min" if trained > 0 else ""
         print(f"\n=== reproduce {plan.size} [{i}/{len(plan.studies)}] {e.name}: plan {d_all}/{total} runs finished{eta}", flush=True)
+        if e.name not in chosen:
+            studies.append(load_study(out, e, 0.0, None, plan_runs(Plan(plan.size, "", plan.overrides, [e]), out)[e.name], aggregated=False))
+            print(f"{e.name}: not in --studies, not aggregated", flush=True)
+            continue
         argv = e.argv(out, args.jobs, args.launcher, plan.overrides) + (["--aggregate-only"] if args.report_only else [])
         t0 = time.perf_counter()
         code = ablate(argv)
@@ -375,14 +393,14 @@ def main(argv: list[str]) -> int:
         print(f"  {s['name']:<13} " + ", ".join(f"{c[k]} {k}" for k in COLUMNS if c[k]))
     if changes is not None:
         print(f"{len(changes)} change(s) against {args.compare}:" + "".join(f"\n  {line}" for line in changes))
-    return 0 if all(s["exit_code"] in (0, 1) for s in studies) else 1
+    return 0 if all(s["exit_code"] in (0, 1, None) for s in studies) else 1
 
 
 def argv_display(args) -> list[str]:
     out = ["--size", str(args.size), "--jobs", str(args.jobs)]
     if args.launcher != "local":
         out += ["--launcher", args.launcher]
-    return out + (["--report-only"] if args.report_only else [])
+    return out + (["--studies", args.studies] if args.studies else []) + (["--report-only"] if args.report_only else [])
 
 
 if __name__ == "__main__":
