@@ -317,7 +317,7 @@ class Resolved:
     ``--only`` restrictions."""
 
     ablation: Ablation
-    runs: list
+    runs: list[Run]
     overrides: dict[str, Any]
     only: dict[str, list]
 
