@@ -365,12 +365,12 @@ def main(argv: list[str]) -> int:
     start = time.perf_counter()
     studies = []
     for i, e in enumerate(plan.studies, 1):
-        d_all = sum(d for d, _ in plan_runs(plan, out).values())
+        d_all = sum(d for d, _ in counts_now.values())  # every study's runs as the previous study left them
         trained, elapsed = d_all - done_before, time.perf_counter() - start
         eta = f", ETA {(total - d_all) * elapsed / trained / 60:.0f} min" if trained > 0 else ""
         print(f"\n=== reproduce {plan.size} [{i}/{len(plan.studies)}] {e.name}: plan {d_all}/{total} runs finished{eta}", flush=True)
         if e.name not in chosen:
-            studies.append(load_study(out, e, 0.0, None, plan_runs(Plan(plan.size, "", plan.overrides, [e]), out)[e.name], aggregated=False))
+            studies.append(load_study(out, e, 0.0, None, counts_now[e.name], aggregated=False))
             print(f"{e.name}: not in --studies, not aggregated", flush=True)
             continue
         argv = e.argv(out, args.jobs, args.launcher, plan.overrides) + (["--aggregate-only"] if args.report_only else [])
@@ -379,7 +379,8 @@ def main(argv: list[str]) -> int:
         if code in (130, 143):  # Ctrl-C or SIGTERM: its runs are stopped and saved; the same command resumes the plan
             print(f"reproduce {plan.size}: interrupted in {e.name}; the same command resumes the plan", file=sys.stderr)
             return code
-        studies.append(load_study(out, e, time.perf_counter() - t0, code, plan_runs(Plan(plan.size, "", plan.overrides, [e]), out)[e.name]))
+        counts_now = plan_runs(plan, out)  # once per study: its own runs now, and the next study's progress line
+        studies.append(load_study(out, e, time.perf_counter() - t0, code, counts_now[e.name]))
     if args.launcher == "slurm" and not args.report_only:
         print(f"\nsubmitted; once the jobs have finished: infogap reproduce --size {args.size} --out {out} --report-only")
         return 0
