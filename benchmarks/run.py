@@ -265,6 +265,30 @@ def _open_clip_model_dir(out: Path, name: str) -> str:
     return f"local-dir:{out}"
 
 
+def _export_shards(out: Path, n: int) -> list[str]:
+    """The same ``n`` samples as ``_export_table``, as four webdataset shards (``infogap data export``)."""
+    subprocess.run([sys.executable, "-m", "infogap", "data", "export", "--out", str(out), "--n", str(n), "--shard-size", str(max(1, n // 4))],
+                   cwd=ROOT, capture_output=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return [str(p) for p in sorted(out.glob("*.tar"))]
+
+
+def _open_clip_train_command(model_dir: str, table: Path, batch: int, device: str, *extra: str) -> list[str]:
+    """open_clip_train on the caption table: one epoch, one loader worker, fp32, no reporting; the run
+    directory is ``{run}``."""
+    return [sys.executable, "-m", "open_clip_train.main", "--model", model_dir, "--train-data", str(table), "--dataset-type", "csv",
+            "--csv-img-key", "filepath", "--csv-caption-key", "caption", "--batch-size", str(batch), "--workers", "1", "--epochs", "1",
+            "--precision", "fp32", "--report-to", "", "--device", device, "--logs", "{run}", "--name", "run", *extra]
+
+
+def _infogap_fit_command(batch: int, steps: int, *extra: str) -> list[str]:
+    """``infogap fit`` of ``tiny-bpe`` on real-data loading (``WebDataModule``, one worker), fp32, no
+    logger; the run directory is ``{run}``; ``extra`` names the data."""
+    return [sys.executable, "-m", "infogap", "fit", "--model.model=tiny-bpe", f"--trainer.max_steps={steps}", "--trainer.precision=32-true",
+            "--log_with=none", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+            "--data.class_path=infogap.data.webdata.WebDataModule", "--data.model=tiny-bpe", f"--data.batch_size={batch}",
+            "--data.num_workers=1", "--trainer.default_root_dir={run}", *extra]
+
+
 def _open_clip_steady(log: str, batch: int, warm: int) -> float:
     """Steady-state samples/s from open_clip_train's log: its lines give the samples seen so far and the
     mean batch time of the window since the previous line; the windows that start after step ``warm``."""
@@ -306,26 +330,15 @@ def bench_vs_open_clip(smoke: bool = False) -> dict:
         tmp = Path(tmp)
         table = _export_table(tmp / "data", n)
         model_dir = _open_clip_model_dir(tmp / "model", "tiny-bpe")
-        subprocess.run([sys.executable, "-m", "infogap", "data", "export", "--out", str(tmp / "shards"), "--n", str(n),
-                        "--shard-size", str(max(1, n // 4))], cwd=ROOT, capture_output=True, check=True, env=env)
-        shards = sorted((tmp / "shards").glob("*.tar"))
-        shard_spec = f"{tmp}/shards/synthetic-train-{{000000..{len(shards) - 1:06d}}}.tar"
-        data = ["--data.class_path=infogap.data.webdata.WebDataModule", "--data.model=tiny-bpe", f"--data.batch_size={batch}",
-                "--data.num_workers=1"]
-        common = ["--model.model=tiny-bpe", f"--trainer.max_steps={steps}", "--trainer.precision=32-true", "--log_with=none", "--model.lr=0.002",
-                  "--model.weight_decay=0.1", "--model.warmup_steps=50", "--trainer.enable_progress_bar=false",
-                  "--trainer.enable_model_summary=false", "--trainer.callbacks+=benchmarks.clock.StepClock"]
+        shards = _export_shards(tmp / "shards", n)
+        train = ["--model.lr=0.002", "--model.weight_decay=0.1", "--model.warmup_steps=50", "--trainer.callbacks+=benchmarks.clock.StepClock"]
         commands = {
-            "open_clip_train": [sys.executable, "-m", "open_clip_train.main", "--model", model_dir, "--train-data", str(table),
-                                "--dataset-type", "csv", "--csv-img-key", "filepath", "--csv-caption-key", "caption",
-                                "--batch-size", str(batch), "--workers", "1", "--epochs", "1", "--precision", "fp32",
-                                "--lr", "0.002", "--wd", "0.1", "--beta1", "0.9", "--beta2", "0.98", "--eps", "1e-6",
-                                "--warmup", "50", "--report-to", "", "--log-every-n-steps", str(warm), "--seed", "0",
-                                "--device", device, "--logs", "{run}", "--name", "run"],
-            "infogap_table": [sys.executable, "-m", "infogap", "fit", *common, *data,
-                              f"--data.train_table={table}", "--trainer.default_root_dir={run}"],
-            "infogap_shards": [sys.executable, "-m", "infogap", "fit", *common, *data,
-                               f"--data.train_shards={shard_spec}", f"--data.samples_per_epoch={n}", "--trainer.default_root_dir={run}"],
+            "open_clip_train": _open_clip_train_command(model_dir, table, batch, device, "--lr", "0.002", "--wd", "0.1", "--beta1", "0.9",
+                                                        "--beta2", "0.98", "--eps", "1e-6", "--warmup", "50", "--log-every-n-steps", str(warm),
+                                                        "--seed", "0"),
+            "infogap_table": _infogap_fit_command(batch, steps, *train, f"--data.train_table={table}"),
+            "infogap_shards": _infogap_fit_command(batch, steps, *train, f"--data.train_shards={'::'.join(shards)}",
+                                                   f"--data.samples_per_epoch={n}"),
         }
         for pair in range(pairs):
             order = list(commands) if pair % 2 == 0 else list(reversed(commands))
@@ -397,10 +410,7 @@ def bench_loaders(smoke: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         table = _export_table(tmp / "data", n)
-        subprocess.run([sys.executable, "-m", "infogap", "data", "export", "--out", str(tmp / "shards"), "--n", str(n),
-                        "--shard-size", str(n // 4)], cwd=ROOT, capture_output=True, check=True,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})
-        urls = [str(p) for p in sorted((tmp / "shards").glob("*.tar"))]
+        urls = _export_shards(tmp / "shards", n)
         rows = read_pairs(table)
         dm = WebDataModule(train_table=str(table), model="tiny-bpe", batch_size=batch, num_workers=0, seed=0)
         per = {}  # stage -> µs per sample
@@ -456,15 +466,8 @@ def bench_startup(smoke: bool = False) -> dict:
             "import pytorch_lightning": [py, "-c", "import pytorch_lightning"],
             "import pytorch_lightning, open_clip, jsonargparse (infogap's floor)": [py, "-c", "import pytorch_lightning, open_clip, jsonargparse"],
             "infogap --help": [py, "-m", "infogap", "--help"],
-            "open_clip_train, one step": [py, "-m", "open_clip_train.main", "--model", model_dir, "--train-data", str(table), "--dataset-type",
-                                          "csv", "--csv-img-key", "filepath", "--csv-caption-key", "caption", "--batch-size", str(batch),
-                                          "--workers", "1", "--epochs", "1", "--precision", "fp32", "--report-to", "", "--device", "cpu",
-                                          "--logs", "{run}", "--name", "run"],
-            "infogap fit, one step": [py, "-m", "infogap", "fit", "--model.model=tiny-bpe", "--trainer.max_steps=1", "--trainer.precision=32-true",
-                                      "--log_with=none", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-                                      "--data.class_path=infogap.data.webdata.WebDataModule", "--data.model=tiny-bpe",
-                                      f"--data.batch_size={batch}", "--data.num_workers=1", f"--data.train_table={table}",
-                                      "--trainer.default_root_dir={run}"],
+            "open_clip_train, one step": _open_clip_train_command(model_dir, table, batch, "cpu"),
+            "infogap fit, one step": _infogap_fit_command(batch, 1, f"--data.train_table={table}"),
         }
         out = {}
         for name, command in commands.items():
