@@ -184,3 +184,64 @@ def test_studies_outside_the_plan_are_one_line_errors(capsys):
 
     with pytest.raises(ValueError, match=r"--studies: densse not in the plan 'smoke' \(imbalance, presence, .*heads\)"):
         main(["--size", "smoke", "--studies", "imbalance,densse", "--dry-run"])
+
+
+def _part(folder, commit: str, finished: str, aggregated: dict[str, list[dict]], size: str = "cpu") -> None:
+    """A fabricated report whose studies ``a`` and ``b`` are aggregated with the given claims, or (absent
+    from ``aggregated``) left out by --studies; each aggregated study has a figure."""
+    from infogap.ablations.runner.reproduce import counts, render_markdown
+
+    studies = []
+    for name in ("a", "b"):
+        claims = aggregated.get(name, [])
+        if name in aggregated:
+            (folder / name).mkdir(parents=True)
+            (folder / name / "fig.png").write_bytes(b"\x89PNG " + commit.encode())
+            (folder / name / "report.md").write_text(f"# Ablation `{name}`\n\n## Figures\n\n![fig](fig.png)\n")
+        studies.append({"name": name, "title": name.upper(), "published": [], "wall_s": 60.0, "exit_code": 0 if claims else None,
+                        "folder": name, "runs": [3, 3], "aggregated": name in aggregated, "claims": claims, "counts": counts(claims),
+                        "report": f"{name}/report.md" if name in aggregated else None})
+    env = {"python": "3.11", "platform": "linux", "cpus": 2, "machine": "x86_64", "commit": commit, "packages": {"torch": "2.14.1"}}
+    result = {"size": size, "description": "d", "command": f"infogap reproduce --size {size} --studies {','.join(aggregated)}",
+              "finished": finished, "wall_s": 60.0, "environment": env, "studies": studies, "report_only": False}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "REPORT.md").write_text(render_markdown(result, out=folder))
+    (folder / "reproduce.json").write_text(json.dumps(result))
+
+
+def test_merge_takes_each_study_from_the_part_that_aggregated_it_with_that_parts_commit(tmp_path):
+    """``--merge``: study ``a`` from part 1 and ``b`` from part 2 (which left ``a`` out), each with its
+    claims, section, figure and its own part's commit in the rendered docs; the summary lists both parts."""
+    from infogap.ablations.runner.docs import block, render_docs
+    from infogap.ablations.runner.reproduce import main
+
+    _part(tmp_path / "one", "aaa1111", "2026-12-01 17:00 UTC", {"a": [_claim("a falls", "holds")], "b": [_claim("b old", "holds")]})
+    _part(tmp_path / "two", "bbb2222", "2026-12-02 20:00 UTC", {"b": [_claim("b rises", "does NOT hold")]})
+    assert main(["--merge", str(tmp_path / "one"), str(tmp_path / "two"), "--out", str(tmp_path / "merged")]) == 0
+    merged = json.loads((tmp_path / "merged" / "reproduce.json").read_text())
+    assert [(s["name"], s["part"], [c["claim"] for c in s["claims"]]) for s in merged["studies"]] == [("a", 0, ["a falls"]),
+                                                                                                   ("b", 1, ["b rises"])]
+    report = (tmp_path / "merged" / "REPORT.md").read_text()
+    assert "| [a](#a) | 3/3 | 1 | 0 | 0 | 0 | 0 | 0 passed | 1.0 min |" in report
+    assert "| [b](#b) | 3/3 | 0 | 1 | 0 | 0 | 0 | 0 passed | 1.0 min |" in report
+    assert "| b rises | effect |" in report and "b old" not in report and report.count("![fig](a/fig.png)") == 1
+    assert "- part 1: `infogap reproduce --size cpu --studies a,b`, finished 2026-12-01 17:00 UTC; studies a" in report
+    assert "- part 2: `infogap reproduce --size cpu --studies b`, finished 2026-12-02 20:00 UTC; studies b" in report
+    assert "commit aaa1111" in report and "commit bbb2222" in report
+    assert (tmp_path / "merged" / "a" / "fig.png").read_bytes() == b"\x89PNG aaa1111"
+    assert (tmp_path / "merged" / "b" / "fig.png").read_bytes() == b"\x89PNG bbb2222"
+    root = tmp_path / "repo"
+    (root / "docs" / "results").mkdir(parents=True)
+    (root / "README.md").write_text(block("summary", "x\n") + "\n")
+    (root / "docs" / "results" / "x.md").write_text(block("a", "x\n") + "\n" + block("b", "x\n") + "\n")
+    render_docs(tmp_path / "merged", root)
+    page = (root / "docs" / "results" / "x.md").read_text()
+    assert "REPORT.md#a), commit aaa1111, finished 2026-12-01 17:00 UTC)" in page
+    assert "REPORT.md#b), commit bbb2222, finished 2026-12-02 20:00 UTC)" in page
+    assert ("merged from 2 parts: commit aaa1111, finished 2026-12-01 17:00 UTC; commit bbb2222, finished 2026-12-02 20:00 UTC."
+            in (root / "README.md").read_text())
+    _part(tmp_path / "gpu", "ccc", "now", {"a": []}, size="gpu")
+    with pytest.raises(ValueError, match=r"--merge: the reports are of different plans \(cpu, gpu\)"):
+        main(["--merge", str(tmp_path / "one"), str(tmp_path / "gpu"), "--out", str(tmp_path / "m2")])
+    with pytest.raises(ValueError, match="--merge: give --out"):
+        main(["--merge", str(tmp_path / "one")])

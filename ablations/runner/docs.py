@@ -38,15 +38,24 @@ def _link(page: Path, target: Path) -> str:
     return os.path.relpath(target, page.parent).replace(os.sep, "/")
 
 
-def _provenance(result: dict, report: Path, page: Path, anchor: str = "") -> str:
+def _provenance(result: dict, report: Path, page: Path, anchor: str = "", study: dict | None = None) -> str:
+    """Where a block's numbers come from: the report, and the commit and date of the run that aggregated
+    them (for a merged report, the study's own part; for the summary, every part)."""
+    link = f"[REPORT.md]({_link(page, report / 'REPORT.md')}{anchor})"
+    parts = result.get("parts")
+    if parts and study is not None and "part" in study:
+        part = parts[study["part"]]
+        return f"From the `{result['size']}` reproduction report ({link}, commit {part['environment']['commit']}, finished {part['finished']})."
+    if parts:
+        return (f"From the `{result['size']}` reproduction report ({link}), merged from {len(parts)} parts: "
+                + "; ".join(f"commit {p['environment']['commit']}, finished {p['finished']}" for p in parts) + ".")
     env = result["environment"]
-    return (f"From the `{result['size']}` reproduction report ([REPORT.md]({_link(page, report / 'REPORT.md')}{anchor}), "
-            f"commit {env['commit']}, finished {result['finished']}).")
+    return f"From the `{result['size']}` reproduction report ({link}, commit {env['commit']}, finished {result['finished']})."
 
 
 def study_body(result: dict, name: str, report: Path, page: Path) -> str:
     study = next((s for s in result["studies"] if s["name"] == name), None)
-    lines = [_provenance(result, report, page, f"#{name}"), ""]
+    lines = [_provenance(result, report, page, f"#{name}", study), ""]
     runs = study.get("runs") if study else None
     if study is not None and study.get("aggregated") is False:
         return "\n".join([*lines, f"`{name}` was not aggregated in this report: {runs[0]} of {runs[1]} runs finished.", ""]) + "\n"

@@ -15,7 +15,9 @@ the study's own tables and figures. ``reproduce.json`` holds the same as data; `
 lists the verdicts and estimates that changed against an earlier ``reproduce.json``. A study aggregated
 before all its runs finished is marked incomplete (runs finished / planned). ``--render-docs
 REPORT_DIR`` publishes a report under ``docs/`` and renders the result tables of the docs from it
-(``infogap.ablations.runner.docs``).
+(``infogap.ablations.runner.docs``). ``--merge DIR DIR ...`` joins reports of one plan whose studies
+were run in parts (``--studies`` on different machines or days) into one: each study comes from the
+last part that aggregated it, with that part's commit, date and machine beside it.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -177,28 +180,50 @@ def load_study(out: Path, e: Entry, wall: float, code: Optional[int], runs: tupl
             "claims": claims, "counts": counts(claims), "report": f"{e.name}/report.md" if aggregated and (folder / "report.md").is_file() else None}
 
 
-def render_markdown(result: dict, compare: list[str] | None = None, out: Path | None = None) -> str:
-    """REPORT.md; a study's own ``report`` path is relative to ``out`` (the results directory)."""
+def _environment_line(env: dict) -> str:
+    return f"commit {env['commit']}; Python {env['python']}; {env['platform']}; {env['cpus']} CPUs ({env['machine']})"
+
+
+def render_markdown(result: dict, compare: list[str] | None = None, out: Path | None = None, sections: dict[str, str] | None = None) -> str:
+    """REPORT.md; a study's own ``report`` path is relative to ``out`` (the results directory). A merged
+    report (``parts``) lists each part's command and environment, and takes each study's section verbatim
+    from ``sections`` (its part's REPORT.md)."""
     env = result["environment"]
-    lines = [f"# Reproduction report: plan `{result['size']}`", "", result["description"], "",
-             f"Command: `{result['command']}`. Finished {result['finished']}; wall time {result['wall_s'] / 60:.1f} min"
-             + (" (aggregation only: the runs were trained by earlier invocations)." if result.get("report_only") else "."), "",
+    parts = result.get("parts")
+    if parts:
+        head = (f"Merged by `{result['command']}` from {len(parts)} parts of this plan, run apart (`--studies`); each study is its "
+                "last aggregating part's, listed under Environment.")
+    else:
+        head = (f"Command: `{result['command']}`. Finished {result['finished']}; wall time {result['wall_s'] / 60:.1f} min"
+                + (" (aggregation only: the runs were trained by earlier invocations)." if result.get("report_only") else "."))
+    lines = [f"# Reproduction report: plan `{result['size']}`", "", result["description"], "", head, "",
              "## Summary", "", "| study | runs | " + " | ".join(COLUMNS) + " | sanity checks | wall time |",
              "|" + "---|" * (len(COLUMNS) + 4)]
     for s in result["studies"]:
         c = s["counts"]
         checks = f"{c['checks passed']} passed" + (f", **{c['checks FAILED']} FAILED**" if c["checks FAILED"] else "")
         runs = "{}/{}".format(*s["runs"]) if s.get("runs") else "–"
-        wall = "–" if result.get("report_only") or s.get("aggregated") is False else f"{s['wall_s'] / 60:.1f} min"
+        report_only = parts[s["part"]]["report_only"] if parts else result.get("report_only")
+        wall = "–" if report_only or s.get("aggregated") is False else f"{s['wall_s'] / 60:.1f} min"
         if s.get("aggregated") is False:
             checks = "not aggregated"
         lines.append(f"| [{s['name']}](#{s['name']}) | {runs} | " + " | ".join(str(c[k]) for k in COLUMNS) + f" | {checks} | {wall} |")
     if compare is not None:
         lines += ["", f"## Changes against {result.get('compared_with', 'the earlier report')}", ""]
         lines += [f"- {line}" for line in compare] or ["- none: every verdict and estimate is the same"]
-    lines += ["", "## Environment", "", f"- commit {env['commit']}; Python {env['python']}; {env['platform']}; {env['cpus']} CPUs ({env['machine']})",
-              "- " + ", ".join(f"{k} {v}" for k, v in env["packages"].items())]
+    lines += ["", "## Environment", ""]
+    if parts:
+        for i, part in enumerate(parts, 1):
+            names = ", ".join(s["name"] for s in result["studies"] if s["part"] == i - 1) or "none"
+            lines += [f"- part {i}: `{part['command']}`, finished {part['finished']}; studies {names}",
+                      f"  - {_environment_line(part['environment'])}",
+                      "  - " + ", ".join(f"{k} {v}" for k, v in part["environment"]["packages"].items())]
+    else:
+        lines += [f"- {_environment_line(env)}", "- " + ", ".join(f"{k} {v}" for k, v in env["packages"].items())]
     for s in result["studies"]:
+        if sections is not None:
+            lines += ["", sections[s["name"]].rstrip("\n")]
+            continue
         lines += ["", f"## {s['name']}", "", f"**{s['title']}**", ""]
         if s["published"]:
             lines += ["Published:", *[f"- {p}" for p in s["published"]], ""]
@@ -313,6 +338,65 @@ def write_report(out: Path, result: dict, compare_dir: Path | None) -> list[str]
     return changes
 
 
+def _section(report: str, name: str) -> str:
+    """A study's section of a REPORT.md: from its ``## name`` heading to the next ``## `` heading (a
+    study's own headings are demoted to ``###`` and deeper)."""
+    m = re.search(rf"^## {re.escape(name)}\n.*?(?=^## |\Z)", report, flags=re.S | re.M)
+    if m is None:
+        raise ValueError(f"--merge: the report has no section for {name!r}")
+    return m.group(0)
+
+
+def merge(dirs: list[Path], out: Path) -> dict:
+    """One report from reports of the same plan run in parts: each study from the last of ``dirs`` that
+    aggregated it (its claims, runs, section of REPORT.md and figures, copied under ``out``), each part's
+    command, date and environment kept. A study no part aggregated stays "not aggregated"; reports of
+    different plans or study lists are one-line errors."""
+    results = []
+    for d in dirs:
+        path = d / "reproduce.json"
+        if not path.is_file():
+            raise ValueError(f"--merge: {path} does not exist")
+        results.append(json.loads(path.read_text()))
+    sizes = {r["size"] for r in results}
+    if len(sizes) != 1:
+        raise ValueError(f"--merge: the reports are of different plans ({', '.join(sorted(sizes))})")
+    names = [s["name"] for s in results[0]["studies"]]
+    for d, r in zip(dirs, results):
+        if [s["name"] for s in r["studies"]] != names:
+            raise ValueError(f"--merge: {d / 'reproduce.json'} lists other studies than {dirs[0] / 'reproduce.json'}")
+    out.mkdir(parents=True, exist_ok=True)
+    studies, sections, used = [], {}, set()
+    for name in names:
+        chosen = max((i for i, r in enumerate(results) if _study(r, name).get("aggregated", True)), default=0)
+        study = {**_study(results[chosen], name), "part": chosen}
+        section = _section((dirs[chosen] / "REPORT.md").read_text(), name)
+        if not study.get("aggregated", True):
+            section = section.replace("**Not aggregated** by this invocation (`--studies`)", "**Not aggregated** by any part")
+        for figure in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", section):
+            if (dirs[chosen] / figure).is_file() and (dirs[chosen] / figure).resolve() != (out / figure).resolve():
+                (out / figure).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(dirs[chosen] / figure, out / figure)
+        studies.append(study)
+        sections[name] = section
+        used.add(chosen)
+    parts = [{"command": r.get("command", ""), "finished": r["finished"], "environment": r["environment"],
+              "report_only": bool(r.get("report_only"))} for r in results]
+    result = {"size": results[0]["size"], "description": results[0]["description"],
+              "command": "infogap reproduce --merge " + " ".join(d.name for d in dirs),
+              "finished": max(r["finished"] for r in results), "wall_s": sum(r["wall_s"] for r in results),
+              "environment": results[max(used)]["environment"], "parts": parts, "studies": studies, "report_only": True}
+    text = render_markdown(result, sections=sections)
+    (out / "REPORT.md").write_text(text)
+    (out / "report.html").write_text(render_html(text, out))
+    (out / "reproduce.json").write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def _study(result: dict, name: str) -> dict:
+    return next(s for s in result["studies"] if s["name"] == name)
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="infogap reproduce", description=__doc__.splitlines()[0])
     p.add_argument("--size", default="smoke", help="the plan: smoke, cpu, gpu (configs/reproduce/SIZE.yaml) or a plan YAML")
@@ -327,7 +411,18 @@ def main(argv: list[str]) -> int:
     p.add_argument("--render-docs", type=Path, default=None, metavar="REPORT_DIR",
                    help="copy a finished report to docs/reproduce-SIZE/ and regenerate the result tables of README.md and docs/results/ "
                         "from it (run in the repository's root); launch nothing")
+    p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="REPORT_DIR",
+                   help="join reports of one plan run in parts (--studies) into one under --out: each study from the last "
+                        "report that aggregated it; launch nothing")
     args = p.parse_args(argv)
+    if args.merge is not None:
+        if args.out is None:
+            raise ValueError("--merge: give --out, the folder for the merged report")
+        result = merge(args.merge, Path(args.out))
+        print(f"merged {len(args.merge)} reports into {Path(args.out) / 'REPORT.md'}")
+        for s in result["studies"]:
+            print(f"  {s['name']:<13} from {args.merge[s['part']]}" + ("" if s.get("aggregated", True) else " (not aggregated in any)"))
+        return 0
     if args.render_docs is not None:
         from infogap.ablations.runner.docs import render_docs
 
