@@ -240,6 +240,14 @@ def test_merge_takes_each_study_from_the_part_that_aggregated_it_with_that_parts
     assert "REPORT.md#b), commit bbb2222, finished 2026-12-02 20:00 UTC)" in page
     assert ("merged from 2 parts: commit aaa1111, finished 2026-12-01 17:00 UTC; commit bbb2222, finished 2026-12-02 20:00 UTC."
             in (root / "README.md").read_text())
+    # a merged report merged again keeps each study's own part; a part no study comes from any more is dropped
+    _part(tmp_path / "three", "ccc3333", "2026-12-03 09:00 UTC", {"b": [_claim("b rises", "holds")]})
+    assert main(["--merge", str(tmp_path / "merged"), str(tmp_path / "three"), "--out", str(tmp_path / "again")]) == 0
+    again = json.loads((tmp_path / "again" / "reproduce.json").read_text())
+    assert [p["environment"]["commit"] for p in again["parts"]] == ["aaa1111", "ccc3333"]
+    assert [(s["name"], s["part"], s["claims"][0]["verdict"]) for s in again["studies"]] == [("a", 0, "holds"), ("b", 1, "holds")]
+    text = (tmp_path / "again" / "REPORT.md").read_text()
+    assert "bbb2222" not in text and (tmp_path / "again" / "a" / "fig.png").read_bytes() == b"\x89PNG aaa1111"
     _part(tmp_path / "gpu", "ccc", "now", {"a": []}, size="gpu")
     with pytest.raises(ValueError, match=r"--merge: the reports are of different plans \(cpu, gpu\)"):
         main(["--merge", str(tmp_path / "one"), str(tmp_path / "gpu"), "--out", str(tmp_path / "m2")])

@@ -366,10 +366,16 @@ def merge(dirs: list[Path], out: Path) -> dict:
         if [s["name"] for s in r["studies"]] != names:
             raise ValueError(f"--merge: {d / 'reproduce.json'} lists other studies than {dirs[0] / 'reproduce.json'}")
     out.mkdir(parents=True, exist_ok=True)
+    parts, offset = [], []  # every input's own parts (a merged report brings its parts), in order
+    for r in results:
+        offset.append(len(parts))
+        parts += r.get("parts") or [{"command": r.get("command", ""), "finished": r["finished"], "environment": r["environment"],
+                                     "report_only": bool(r.get("report_only"))}]
     studies, sections, used = [], {}, set()
     for name in names:
         chosen = max((i for i, r in enumerate(results) if _study(r, name).get("aggregated", True)), default=0)
-        study = {**_study(results[chosen], name), "part": chosen}
+        study = {**_study(results[chosen], name)}
+        study["part"] = offset[chosen] + study.get("part", 0)
         section = _section((dirs[chosen] / "REPORT.md").read_text(), name)
         if not study.get("aggregated", True):
             section = section.replace("**Not aggregated** by this invocation (`--studies`)", "**Not aggregated** by any part")
@@ -379,18 +385,28 @@ def merge(dirs: list[Path], out: Path) -> dict:
                 shutil.copy2(dirs[chosen] / figure, out / figure)
         studies.append(study)
         sections[name] = section
-        used.add(chosen)
-    parts = [{"command": r.get("command", ""), "finished": r["finished"], "environment": r["environment"],
-              "report_only": bool(r.get("report_only"))} for r in results]
+        used.add(study["part"])
+    kept = sorted(used)  # parts no study comes from are dropped
+    for study in studies:
+        study["part"] = kept.index(study["part"])
+    parts = [parts[i] for i in kept]
     result = {"size": results[0]["size"], "description": results[0]["description"],
-              "command": "infogap reproduce --merge " + " ".join(d.name for d in dirs),
-              "finished": max(r["finished"] for r in results), "wall_s": sum(r["wall_s"] for r in results),
-              "environment": results[max(used)]["environment"], "parts": parts, "studies": studies, "report_only": True}
+              "command": "infogap reproduce --merge " + " ".join(_shown(d) for d in dirs) + f" --out {_shown(out)}",
+              "finished": max(p["finished"] for p in parts), "wall_s": sum(r["wall_s"] for r in results),
+              "environment": parts[-1]["environment"], "parts": parts, "studies": studies, "report_only": True}
     text = render_markdown(result, sections=sections)
     (out / "REPORT.md").write_text(text)
     (out / "report.html").write_text(render_html(text, out))
     (out / "reproduce.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
+
+
+def _shown(path: Path) -> str:
+    """A folder as a report shows it: relative to the working directory when under it (no machine paths)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return Path(path).name
 
 
 def _study(result: dict, name: str) -> dict:
