@@ -203,6 +203,7 @@ def label_savings(rows, task: str, lo, hi, fractions, mode: str = "linear") -> d
 class Dense(Study):
     Settings = Settings
     extra_axes = ("encoder", "task", "fraction", "mode")
+    parallel_rows = True  # rows probes and fine-tunes each run
 
     def rows(self, run, record):
         ckpt = Path(run.dir) / "checkpoints" / "last.ckpt"

@@ -73,6 +73,7 @@ def drops(pruning: list[dict]) -> dict[str, float]:
 
 class Heads(Study):
     Settings = Settings
+    parallel_rows = True  # rows decomposes, labels and prunes every head of each run
 
     def rows(self, run, record):
         """One row per run: the CCS distribution, the share of heads labelled with each factor (and the

@@ -321,6 +321,7 @@ def scatter(table: list[dict], path: Path, colour_by: str) -> Path:
 class LearnForget(Study):
     Settings = Settings
     extra_axes = ("method", "task")
+    parallel_rows = True  # rows fine-tunes each run on every task
 
     def rows(self, run, record):
         """One row per (method, task) of a run: its final metrics, the task's zero-shot measures and the gain

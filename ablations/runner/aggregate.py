@@ -44,14 +44,41 @@ def run_rows(ablation: Ablation, run: Run) -> list[dict]:
     return out
 
 
-def aggregate(ablation: Ablation, runs: list[Run], out: Path, failed: Optional[dict[str, str]] = None) -> dict:
-    """Write summary.csv, report.md and figures for the finished runs of the report stage."""
+def _worker_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def finished_rows(ablation: Ablation, runs: list[Run], jobs: int = 1) -> list[dict]:
+    """``run_rows`` of every finished run, in the runs' order. A study that analyses each run in
+    ``rows`` (``parallel_rows``) gets them from ``jobs`` worker processes at once (spawned, each with
+    its share of the cores as torch threads); the analyses keep their results beside each run, so
+    the workers share nothing."""
+    finished = [r for r in runs if r.finished]
+    workers = min(jobs, len(finished))
+    if workers > 1 and ablation.study.parallel_rows:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_threads,
+                                 initargs=(threads,)) as pool:
+            per_run = list(pool.map(run_rows, itertools.repeat(ablation), finished))
+    else:
+        per_run = [run_rows(ablation, r) for r in finished]
+    return [row for rows in per_run for row in rows]
+
+
+def aggregate(ablation: Ablation, runs: list[Run], out: Path, failed: Optional[dict[str, str]] = None, jobs: int = 1) -> dict:
+    """Write summary.csv, report.md and figures for the finished runs of the report stage (``jobs``:
+    worker processes for a study's per-run analyses, ``finished_rows``)."""
     results = out / ablation.name
     results.mkdir(parents=True, exist_ok=True)
     for stale in (results / "summary.csv", results / "report.md", results / "claims.json"):  # never an older table beside newer runs
         stale.unlink(missing_ok=True)
     reported = [r for r in runs if r.stage == ablation.report_stage]
-    rows = [row for r in reported if r.finished for row in run_rows(ablation, r)]
+    rows = finished_rows(ablation, reported, jobs)
     failed = dict(failed or {})
     for r in runs:
         if not r.finished and r.name not in failed:

@@ -10,6 +10,8 @@ command line. The runner calls these methods and knows nothing else of a study:
 ``sweep_claims``    claims across the ``--sweep`` axes (default: none)
 ``figures``         figures beyond the runner's metric-vs-axis plots (default: none)
 ``extra_axes``      columns of ``rows`` that are axes of the table (e.g. ``n`` removed dimensions)
+``parallel_rows``   True when ``rows`` analyses its run (minutes each: fine-tunes, probes): the runner
+                    then computes the runs' rows ``--jobs`` at a time, in worker processes
 ==================  ==================================================================================
 """
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Study:
 
     Settings: ClassVar[type] = NoSettings
     extra_axes: ClassVar[tuple[str, ...]] = ()
+    parallel_rows: ClassVar[bool] = False
 
     def __init__(self, settings: Optional[Any] = None):
         self.settings = settings if settings is not None else self.Settings()

@@ -1,0 +1,53 @@
+"""A study that analyses each run in ``rows`` (``parallel_rows``) gets its runs' rows from ``--jobs``
+worker processes, each with its share of the cores, in the runs' order and equal to the rows of one
+process; a study that does not is never sent to workers."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from infogap.ablations.runner.aggregate import finished_rows
+from infogap.ablations.runner.spec import Ablation, Run
+from infogap.ablations.runner.study import Study
+
+
+class AnalysedRuns(Study):
+    parallel_rows = True
+
+    def rows(self, run, record):
+        import torch
+
+        return [{"value": record["metrics"]["value"] * 10 + i, "pid": os.getpid(), "threads": torch.get_num_threads()} for i in range(2)]
+
+
+class PlainRuns(AnalysedRuns):
+    parallel_rows = False
+
+
+def _runs(tmp_path: Path) -> list[Run]:
+    runs = []
+    for i, value in enumerate([3.0, 1.0, None, 2.0]):  # the third run is unfinished
+        run = Run("train", {"k": i}, 0, {}, tmp_path / f"run{i}")
+        run.dir.mkdir()
+        if value is not None:
+            (run.dir / "metrics.json").write_text(json.dumps({"metrics": {"value": value}, "history": {}}))
+        runs.append(run)
+    return runs
+
+
+def test_analysed_runs_come_from_workers_in_order_and_equal_one_process(tmp_path):
+    runs = _runs(tmp_path)
+    ablation = Ablation("t", tmp_path / "base.yaml", [], study=AnalysedRuns())
+    one = finished_rows(ablation, runs, jobs=1)
+    two = finished_rows(ablation, runs, jobs=2)
+    strip = [{k: v for k, v in r.items() if k not in ("pid", "threads")} for r in two]
+    assert strip == [{k: v for k, v in r.items() if k not in ("pid", "threads")} for r in one]
+    assert [r["value"] for r in two] == [30, 31, 10, 11, 20, 21] and [r["k"] for r in two] == [0, 0, 1, 1, 3, 3]
+    assert {r["pid"] for r in one} == {os.getpid()} and os.getpid() not in {r["pid"] for r in two}
+    assert {r["threads"] for r in two} == {max(1, (os.cpu_count() or 1) // 2)}
+
+
+def test_a_study_that_does_not_analyse_its_runs_stays_in_this_process(tmp_path):
+    rows = finished_rows(Ablation("t", tmp_path / "base.yaml", [], study=PlainRuns()), _runs(tmp_path), jobs=2)
+    assert {r["pid"] for r in rows} == {os.getpid()} and len(rows) == 6
