@@ -13,6 +13,8 @@
   loaders       where a loader worker's time goes on the caption-table and the shards paths: each stage
                 (read, decode, transform, tokenise, collate) alone on the same samples, then each path whole
   startup       whole-process floor: the imports of each tool, and a one-step run of each (start-up and exit)
+  aggregate_jobs  the per-run analyses of an aggregation (learn_forget's fine-tunes of 4 runs) in one
+                process and in --jobs 2 worker processes
 
 Each benchmark runs in its own process (so peak memory is its own) and prints one JSON line; the
 results are also written to benchmarks/results.json. ``--smoke`` runs a benchmark at a few steps
@@ -30,8 +32,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["data", "jpeg", "metrics_1m", "metrics_100k", "callback", "eat", "heads", "dense", "vs_open_clip", "loaders", "startup"]
-SMOKE = {"vs_open_clip", "loaders", "startup"}  # benchmarks with a smoke mode
+ORDER = ["data", "jpeg", "metrics_1m", "metrics_100k", "callback", "eat", "heads", "dense", "vs_open_clip", "loaders", "startup",
+         "aggregate_jobs"]
+SMOKE = {"vs_open_clip", "loaders", "startup", "aggregate_jobs"}  # benchmarks with a smoke mode
 
 
 def _rss_gib() -> float:
@@ -480,6 +483,37 @@ def bench_startup(smoke: bool = False) -> dict:
                     raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
                 times.append(t)
             out[name] = {"median_s": round(statistics.median(times), 2), "runs_s": [round(t, 2) for t in times]}
+    return out
+
+
+def bench_aggregate_jobs(smoke: bool = False) -> dict:
+    """The per-run analyses of an aggregation (``parallel_rows``) in one process against ``--jobs 2``
+    worker processes: ``infogap ablate learn_forget --aggregate-only`` over 4 finished tiny runs (smoke:
+    2 runs, toy settings), one fine-tuning seed, every method, the analyses' caches cleared before each
+    timing."""
+    import tempfile
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
+    ks = "0,5" if smoke else "0,1,4,5"
+    steps = ["trainer.max_steps=4", "data.batch_size=16", "data.val_size=64", "metrics.num_samples=64", "trainer.limit_val_batches=0"] \
+        if smoke else ["trainer.max_steps=300"]
+    settings = ["learn_forget.finetune_seeds=[0]"] + (["learn_forget.steps=4", "learn_forget.n_train=64", "learn_forget.n_eval=64"] if smoke else [])
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        base = [sys.executable, "-m", "infogap", "ablate", "learn_forget", "--seeds", "0", "--only", f"k={ks}", "--out", tmp, "log_with=none",
+                *steps, *settings]
+        train = subprocess.run([*base, "--jobs", "2"], cwd=ROOT, capture_output=True, text=True, env=env)
+        if train.returncode not in (0, 1):  # 1: a claim does not hold (at toy size)
+            raise RuntimeError(f"training failed:\n{train.stderr[-3000:]}")
+        for jobs in (1, 2):
+            for cache in Path(tmp).rglob("learn_forget.json"):
+                cache.unlink()
+            t, proc = _timed(lambda: subprocess.run([*base, "--aggregate-only", "--jobs", str(jobs)], cwd=ROOT, capture_output=True, text=True,
+                                                    env=env))
+            if proc.returncode not in (0, 1):
+                raise RuntimeError(f"aggregation with --jobs {jobs} failed:\n{proc.stderr[-3000:]}")
+            out[f"jobs_{jobs}_s"] = round(t, 1)
+    out.update(runs=len(ks.split(",")), speedup=round(out["jobs_1_s"] / out["jobs_2_s"], 2), cpus=os.cpu_count())
     return out
 
 
