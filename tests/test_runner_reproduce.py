@@ -225,8 +225,8 @@ def test_merge_takes_each_study_from_the_part_that_aggregated_it_with_that_parts
     assert "| [a](#a) | 3/3 | 1 | 0 | 0 | 0 | 0 | 0 passed | 1.0 min |" in report
     assert "| [b](#b) | 3/3 | 0 | 1 | 0 | 0 | 0 | 0 passed | 1.0 min |" in report
     assert "| b rises | effect |" in report and "b old" not in report and report.count("![fig](a/fig.png)") == 1
-    assert "- part 1: `infogap reproduce --size cpu --studies a,b`, finished 2026-12-01 17:00 UTC; studies a" in report
-    assert "- part 2: `infogap reproduce --size cpu --studies b`, finished 2026-12-02 20:00 UTC; studies b" in report
+    assert "- part 1: `infogap reproduce --size cpu --studies a,b`, finished 2026-12-01 17:00 UTC; studies aggregated: a" in report
+    assert "- part 2: `infogap reproduce --size cpu --studies b`, finished 2026-12-02 20:00 UTC; studies aggregated: b" in report
     assert "commit aaa1111" in report and "commit bbb2222" in report
     assert (tmp_path / "merged" / "a" / "fig.png").read_bytes() == b"\x89PNG aaa1111"
     assert (tmp_path / "merged" / "b" / "fig.png").read_bytes() == b"\x89PNG bbb2222"

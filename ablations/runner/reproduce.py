@@ -214,8 +214,8 @@ def render_markdown(result: dict, compare: list[str] | None = None, out: Path | 
     lines += ["", "## Environment", ""]
     if parts:
         for i, part in enumerate(parts, 1):
-            names = ", ".join(s["name"] for s in result["studies"] if s["part"] == i - 1) or "none"
-            lines += [f"- part {i}: `{part['command']}`, finished {part['finished']}; studies {names}",
+            names = ", ".join(s["name"] for s in result["studies"] if s["part"] == i - 1 and s.get("aggregated", True)) or "none"
+            lines += [f"- part {i}: `{part['command']}`, finished {part['finished']}; studies aggregated: {names}",
                       f"  - {_environment_line(part['environment'])}",
                       "  - " + ", ".join(f"{k} {v}" for k, v in part["environment"]["packages"].items())]
     else:
