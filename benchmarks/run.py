@@ -14,7 +14,7 @@
                 (read, decode, transform, tokenise, collate) alone on the same samples, then each path whole
   startup       whole-process floor: the imports of each tool, and a one-step run of each (start-up and exit)
   aggregate_jobs  the per-run analyses of an aggregation (learn_forget's fine-tunes of 4 runs) in one
-                process and in --jobs 2 worker processes
+                process and in --analysis-jobs 2 worker processes
 
 Each benchmark runs in its own process (so peak memory is its own) and prints one JSON line; the
 results are also written to benchmarks/results.json. ``--smoke`` runs a benchmark at a few steps
@@ -487,8 +487,8 @@ def bench_startup(smoke: bool = False) -> dict:
 
 
 def bench_aggregate_jobs(smoke: bool = False) -> dict:
-    """The per-run analyses of an aggregation (``parallel_rows``) in one process against ``--jobs 2``
-    worker processes: ``infogap ablate learn_forget --aggregate-only`` over 4 finished tiny runs (smoke:
+    """The per-run analyses of an aggregation (``parallel_rows``) in one process against
+    ``--analysis-jobs 2`` worker processes: ``infogap ablate learn_forget --aggregate-only`` over 4 finished tiny runs (smoke:
     2 runs, toy settings), one fine-tuning seed, every method, the analyses' caches cleared before each
     timing."""
     import tempfile
@@ -511,8 +511,8 @@ def bench_aggregate_jobs(smoke: bool = False) -> dict:
         for jobs in (1, 2):
             for cache in Path(tmp).rglob("learn_forget.json"):
                 cache.unlink()
-            t, proc = _timed(lambda: subprocess.run([*base, "--aggregate-only", "--jobs", str(jobs)], cwd=ROOT, capture_output=True, text=True,
-                                                    env=env))
+            t, proc = _timed(lambda: subprocess.run([*base, "--aggregate-only", "--analysis-jobs", str(jobs)], cwd=ROOT, capture_output=True,
+                                                    text=True, env=env))
             if proc.returncode not in (0, 1):
                 raise RuntimeError(f"aggregation with --jobs {jobs} failed:\n{proc.stderr[-3000:]}")
             out[f"jobs_{jobs}_s"] = round(t, 1)

@@ -1,6 +1,6 @@
-"""A study that analyses each run in ``rows`` (``parallel_rows``) gets its runs' rows from ``--jobs``
-worker processes, each with its share of the cores, in the runs' order and equal to the rows of one
-process; a study that does not is never sent to workers."""
+"""A study that analyses each run in ``rows`` (``parallel_rows``) gets its runs' rows from
+``--analysis-jobs`` worker processes, each with its share of the cores, in the runs' order and equal
+to the rows of one process; a study that does not is never sent to workers."""
 from __future__ import annotations
 
 import json
@@ -51,3 +51,12 @@ def test_analysed_runs_come_from_workers_in_order_and_equal_one_process(tmp_path
 def test_a_study_that_does_not_analyse_its_runs_stays_in_this_process(tmp_path):
     rows = finished_rows(Ablation("t", tmp_path / "base.yaml", [], study=PlainRuns()), _runs(tmp_path), jobs=2)
     assert {r["pid"] for r in rows} == {os.getpid()} and len(rows) == 6
+
+
+def test_analysis_jobs_below_one_is_a_one_line_error():
+    import pytest
+
+    from infogap.ablations.runner.cli import main
+
+    with pytest.raises(ValueError, match=r"^--analysis-jobs must be >= 1, got 0$"):
+        main(["imbalance", "--analysis-jobs", "0", "--dry-run"])

@@ -34,9 +34,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--launcher", choices=["local", "slurm", "wandb"], default="local",
                    help="local: one run after another here; slurm: one array job per stage, then an aggregation job; "
                         "wandb: create a W&B grid sweep (one-stage ablations)")
-    p.add_argument("--jobs", type=int, default=1,
-                   help="local: runs at a time; for a study that analyses each run, also runs analysed at a time when it aggregates "
-                        "(each gets its share of the cores; default 1)")
+    p.add_argument("--jobs", type=int, default=1, help="local: runs at a time (each gets its share of the cores; default 1)")
+    p.add_argument("--analysis-jobs", type=int, default=1,
+                   help="worker processes for a study's per-run analyses when it aggregates (learn_forget, dense, heads; default 1: "
+                        "one process; more pays only where cores outnumber what one analysis uses, see BENCHMARKS.md)")
     p.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
                    help="local, output not a terminal: a progress line every SECONDS (on a terminal the display is live)")
     p.add_argument("--dry-run", action="store_true", help="print the runs (local), the sbatch lines (slurm) or the sweep (wandb); launch nothing")
@@ -61,6 +62,8 @@ def main(argv: list[str]) -> int:
 
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.analysis_jobs < 1:
+        raise ValueError(f"--analysis-jobs must be >= 1, got {args.analysis_jobs}")
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     out = Path(args.out).resolve()
     resolved = resolve(args.name, args.overrides, args.sweep, seeds, args.only, out)
@@ -92,7 +95,7 @@ def main(argv: list[str]) -> int:
     except Interrupted as exc:
         print(f"infogap ablate {ablation.name}: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
-    result = aggregate(ablation, runs, out, failed, jobs=args.jobs)
+    result = aggregate(ablation, runs, out, failed, jobs=args.analysis_jobs)
     cols = [c for c in (ablation.table or DEMO_COLUMNS) if c in result["table"]]
     print()
     print(format_table(result["axes"], cols, result["groups"]))
