@@ -19,9 +19,10 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	WANDB_MODE=$${WANDB_MODE:-offline} $(VENV)/bin/infogap ablate imbalance --seeds 0 --out results --jobs 2
 
-# pytest workers; a test file stays on one worker (module fixtures such as the SLURM cluster start once)
+# pytest workers; a test file stays on one worker (module fixtures such as the SLURM cluster start once);
+# the 15 slowest tests are listed at the end, to watch the suite's time
 TEST_WORKERS ?= 2
-PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 ## The whole test suite, slow end-to-end tests included.
 test: $(STAMP)

@@ -60,3 +60,12 @@ def test_analysis_jobs_below_one_is_a_one_line_error():
 
     with pytest.raises(ValueError, match=r"^--analysis-jobs must be >= 1, got 0$"):
         main(["imbalance", "--analysis-jobs", "0", "--dry-run"])
+
+
+def test_each_worker_gets_its_share_of_the_cores(monkeypatch):
+    from infogap.ablations.runner.spec import cores_per_worker
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert [cores_per_worker(w) for w in (0, 1, 2, 3, 16, 40)] == [16, 16, 8, 5, 1, 1]
+    monkeypatch.setattr(os, "cpu_count", lambda: None)  # unknown: one thread each
+    assert cores_per_worker(2) == 1

@@ -17,7 +17,7 @@ import numpy as np
 
 from infogap.ablations.runner.claims import NOT_TESTED, mean_ci
 from infogap.ablations.runner.results import save_figure
-from infogap.ablations.runner.spec import Ablation, Run, design
+from infogap.ablations.runner.spec import Ablation, Run, cores_per_worker, design
 from infogap.ablations.runner.study import settings_dict
 from infogap.data.factors import ATTRIBUTE_FACTORS
 from infogap.train.loggers import write_text_atomic
@@ -61,9 +61,8 @@ def finished_rows(ablation: Ablation, runs: list[Run], jobs: int = 1) -> list[di
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        threads = max(1, (os.cpu_count() or 1) // workers)
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_threads,
-                                 initargs=(threads,)) as pool:
+                                 initargs=(cores_per_worker(workers),)) as pool:
             per_run = list(pool.map(run_rows, itertools.repeat(ablation), finished))
     else:
         per_run = [run_rows(ablation, r) for r in finished]

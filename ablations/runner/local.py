@@ -12,7 +12,7 @@ from typing import Optional
 
 from infogap.ablations.runner.identity import write_identity
 from infogap.ablations.runner.progress import ProgressDisplay
-from infogap.ablations.runner.spec import Ablation, Run, fit_command, planned_steps
+from infogap.ablations.runner.spec import Ablation, Run, cores_per_worker, fit_command, planned_steps
 
 KILL_AFTER_ENV = "INFOGAP_KILL_AFTER_RUNS"  # tests only: SIGKILL this process once N runs of one launch have finished
 
@@ -34,7 +34,7 @@ def launch_local(ablation: Ablation, runs: list[Run], jobs: int = 1, progress_ev
     dirs = {r.name: str(r.dir) for r in runs}
     depends = {r.name: [o.name for o in todo if o is not r and any(dirs[o.name] in str(v) for v in r.overrides.values())] for r in todo}
     number = {r.name: i for i, r in enumerate(todo, 1)}
-    threads = str(max(1, (os.cpu_count() or 1) // min(jobs, max(1, len(todo)))))
+    threads = str(cores_per_worker(min(jobs, len(todo))))
     env = dict(os.environ)
     if jobs > 1:
         env["OMP_NUM_THREADS"] = threads
