@@ -209,7 +209,7 @@ def _part(folder, commit: str, finished: str, aggregated: dict[str, list[dict]],
     (folder / "reproduce.json").write_text(json.dumps(result))
 
 
-def test_merge_takes_each_study_from_the_part_that_aggregated_it_with_that_parts_commit(tmp_path):
+def test_merge_takes_each_study_from_the_part_that_aggregated_it_with_that_parts_commit(tmp_path, capsys):
     """``--merge``: study ``a`` from part 1 and ``b`` from part 2 (which left ``a`` out), each with its
     claims, section, figure and its own part's commit in the rendered docs; the summary lists both parts."""
     from infogap.ablations.runner.docs import block, render_docs
@@ -242,7 +242,11 @@ def test_merge_takes_each_study_from_the_part_that_aggregated_it_with_that_parts
             in (root / "README.md").read_text())
     # a merged report merged again keeps each study's own part; a part no study comes from any more is dropped
     _part(tmp_path / "three", "ccc3333", "2026-12-03 09:00 UTC", {"b": [_claim("b rises", "holds")]})
+    capsys.readouterr()
     assert main(["--merge", str(tmp_path / "merged"), str(tmp_path / "three"), "--out", str(tmp_path / "again")]) == 0
+    printed = capsys.readouterr().out.splitlines()  # each study named by its own part, not by the input folder
+    assert printed[1:] == ["  a             from part 1 (commit aaa1111, finished 2026-12-01 17:00 UTC)",
+                           "  b             from part 2 (commit ccc3333, finished 2026-12-03 09:00 UTC)"]
     again = json.loads((tmp_path / "again" / "reproduce.json").read_text())
     assert [p["environment"]["commit"] for p in again["parts"]] == ["aaa1111", "ccc3333"]
     assert [(s["name"], s["part"], s["claims"][0]["verdict"]) for s in again["studies"]] == [("a", 0, "holds"), ("b", 1, "holds")]

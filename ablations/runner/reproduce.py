@@ -436,8 +436,10 @@ def main(argv: list[str]) -> int:
             raise ValueError("--merge: give --out, the folder for the merged report")
         result = merge(args.merge, Path(args.out))
         print(f"merged {len(args.merge)} reports into {Path(args.out) / 'REPORT.md'}")
-        for s in result["studies"]:
-            print(f"  {s['name']:<13} from {args.merge[s['part']]}" + ("" if s.get("aggregated", True) else " (not aggregated in any)"))
+        for s in result["studies"]:  # a study's part indexes the merged parts (a merged input brings several)
+            part = result["parts"][s["part"]]
+            print(f"  {s['name']:<13} from part {s['part'] + 1} (commit {part['environment'].get('commit', '?')}, finished {part['finished']})"
+                  + ("" if s.get("aggregated", True) else " (not aggregated in any)"))
         return 0
     if args.render_docs is not None:
         from infogap.ablations.runner.docs import render_docs
