@@ -514,7 +514,7 @@ def bench_aggregate_jobs(smoke: bool = False) -> dict:
             t, proc = _timed(lambda: subprocess.run([*base, "--aggregate-only", "--analysis-jobs", str(jobs)], cwd=ROOT, capture_output=True,
                                                     text=True, env=env))
             if proc.returncode not in (0, 1):
-                raise RuntimeError(f"aggregation with --jobs {jobs} failed:\n{proc.stderr[-3000:]}")
+                raise RuntimeError(f"aggregation with --analysis-jobs {jobs} failed:\n{proc.stderr[-3000:]}")
             out[f"jobs_{jobs}_s"] = round(t, 1)
     out.update(runs=len(ks.split(",")), speedup=round(out["jobs_1_s"] / out["jobs_2_s"], 2), cpus=os.cpu_count())
     return out
