@@ -65,7 +65,7 @@ def test_sigusr1_requeues_and_resumes_without_losing_steps(slurm, tmp_path):
     """The run parks itself at step 30 (tests.helpers.ParkAtStep) until the signal is handled, so the
     signal always lands mid-run, whatever the machine's speed."""
     run = tmp_path / "run"
-    steps, park = 150, 30
+    steps, park = 60, 30
     argv = ["sbatch", "--parsable", "--job-name=infogap-requeue", f"--output={tmp_path}/%x-%j.out", f"--export=ALL,INFOGAP_ROOT={ROOT}",
             "--ntasks-per-node=1", "--gpus-per-node=0", "--cpus-per-task=1", "--time=00:20:00",
             str(ROOT / "slurm" / "train.sbatch"), "--config", str(ROOT / "configs" / "synthetic.yaml"),

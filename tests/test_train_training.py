@@ -1,6 +1,7 @@
 """The foundation: distributed loss, exact resume, temperature handling, configuration errors."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -72,6 +73,16 @@ def test_resume_from_last_checkpoint_equals_uninterrupted_run(tmp_path):
         for k in ("exp_avg", "exp_avg_sq", "step"):
             torch.testing.assert_close(sb[k], sa[k], atol=1e-6, rtol=0)
     assert a["lr_schedulers"][0]["last_epoch"] == b["lr_schedulers"][0]["last_epoch"] == 2 * n
+
+
+def test_last_checkpoint_is_the_final_step_when_max_steps_is_off_the_checkpoint_schedule(tmp_path):
+    """5 steps, a checkpoint every 2: ``last.ckpt`` holds step 5, the step of the run's metrics, not step 4,
+    where Lightning's ModelCheckpoint alone leaves it; the scheduled step-4 checkpoint is still there."""
+    proc = cli(*tiny_fit_args(tmp_path, 5, "--log_with=none", "--checkpoint.every_n_train_steps=2", "--metrics.eval_every_n_steps=0"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 5 and json.loads((tmp_path / "metrics.json").read_text())["step"] == 5
+    assert torch.load(tmp_path / "checkpoints" / "step0000004.ckpt", weights_only=False)["global_step"] == 4
 
 
 class _RecordScale(pl.Callback):

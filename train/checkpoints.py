@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from pytorch_lightning import Callback
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 RESULTS = ("metrics.json", "embeddings.npz")  # what a finished (or finishing) run leaves beside its checkpoints
@@ -116,6 +117,19 @@ def clear_results(run_dir: str | Path, checkpoint_dir: str | Path) -> None:
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` (``--checkpoint.*``), with ``last.ckpt`` written at the final step
+    whenever training ends. Lightning's own writes ``last`` at the end only when it has never written
+    one, so a run whose ``max_steps`` is not a multiple of ``every_n_train_steps`` (250 steps, every 200)
+    ended with ``last.ckpt`` at step 200: the analyses that read the trained encoder from it, and a
+    later ``--ckpt_path=last``, got a model 50 steps short of the run's metrics."""
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        super().on_train_end(trainer, pl_module)
+        if self.save_last and not trainer.fast_dev_run and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 class SaveOnInterrupt(Callback):

@@ -132,10 +132,9 @@ def flat_config(config: dict, prefix: str = "") -> dict:
 
 def _lightning_cli_class(parse_only: bool = False):
     from pytorch_lightning import LightningDataModule
-    from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
-    from infogap.train.checkpoints import SaveOnInterrupt
+    from infogap.train.checkpoints import SaveOnInterrupt, StepCheckpoint
     from infogap.train.evaluation import RepresentationMetrics
     from infogap.train.loggers import ProgressFile, make_logger
     from infogap.train.module import ContrastiveModule
@@ -177,7 +176,7 @@ def _lightning_cli_class(parse_only: bool = False):
                                 help="start afresh in a run directory that holds another run's checkpoints or metrics (they are deleted)")
             parser.add_argument("--log_with", type=str, default="wandb", help="wandb (offline without an API key), csv or none")
             parser.add_argument("--wandb_project", type=str, default="infogap")
-            parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+            parser.add_lightning_class_args(StepCheckpoint, "checkpoint")
             parser.set_defaults({"checkpoint.save_last": True, "checkpoint.filename": "step{step:07d}", "checkpoint.auto_insert_metric_name": False})
             parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath", compute_fn=lambda d: str(Path(d or ".") / "checkpoints"))
             parser.add_lightning_class_args(RepresentationMetrics, "metrics")
