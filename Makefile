@@ -19,10 +19,11 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	WANDB_MODE=$${WANDB_MODE:-offline} $(VENV)/bin/infogap ablate imbalance --seeds 0 --out results --jobs 2
 
-# pytest workers; a test file stays on one worker (module fixtures such as the SLURM cluster start once);
-# the 15 slowest tests are listed at the end, to watch the suite's time
+# pytest workers; a test file stays on one worker (module fixtures such as the SLURM cluster start once),
+# files handed out in the order tests/conftest.py gives (most slow tests first, not xdist's most tests
+# first); the 25 slowest tests are listed at the end, to watch the suite's time
 TEST_WORKERS ?= 2
-PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
 
 ## The whole test suite, slow end-to-end tests included.
 test: $(STAMP)

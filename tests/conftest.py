@@ -7,14 +7,26 @@ fixture is built once per file that uses it):
 - ``golden_run``: a copy of the fixed tiny finished run of ``tests/golden/run`` (30 steps at k = 2: its
   metrics with history, embeddings, checkpoint), for any analysis of a finished run;
 - ``image_folder(root, {class: n})``: an ImageFolder-layout folder of random 28 px images.
+
+The files run most-slow-tests first (``pytest_collection_modifyitems``).
 """
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+
+def pytest_collection_modifyitems(config, items):
+    """The test files in the order of their number of slow tests, most first (stable: the order within a
+    file is kept). pytest-xdist (``--dist loadfile --no-loadscope-reorder``, the Makefile's) hands the
+    files out in this order, so the long files start first and the short ones fill in at the end,
+    instead of a long file starting last on one worker while the other has nothing left."""
+    slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.path])
 
 
 @pytest.fixture(scope="module")
