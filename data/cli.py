@@ -24,6 +24,20 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epoch", type=int, default=0, help="training epoch to draw (train split)")
 
 
+def _check_args(args, positive: tuple[str, ...]) -> None:
+    """Before anything is rendered: the counts and sizes in ``positive`` are >= 1, the seed and epoch are not
+    negative, and an epoch is given only for the train split (the others are fixed sets); one line each."""
+    for name in positive:
+        value = getattr(args, name)
+        if value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    for name in ("seed", "epoch"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name} must be >= 0, got {getattr(args, name)}")
+    if args.epoch and args.split != "train":
+        raise ValueError(f"--epoch {args.epoch}: the {args.split} split is one fixed set of samples; --epoch draws an epoch of the train split")
+
+
 def _module(args, batch_size: int, **kwargs) -> SyntheticDataModule:
     return SyntheticDataModule(k=args.k, always_present=args.always_present, seed=args.seed, batch_size=batch_size, **kwargs)
 
@@ -53,6 +67,7 @@ def preview(argv: list[str]) -> int:
     p.add_argument("--cols", type=int, default=8)
     p.add_argument("--out", default="grid.png")
     args = p.parse_args(argv)
+    _check_args(args, ("n", "cols"))
     import matplotlib
 
     matplotlib.use("Agg")
@@ -90,6 +105,7 @@ def bench(argv: list[str]) -> int:
                    help="render on this device (cpu, cuda) as data.render_on_device does: the worker's part (labels, captions, "
                         "random numbers; one thread) and the device's part (images) are timed apart")
     args = p.parse_args(argv)
+    _check_args(args, ("n", "batch_size"))
     torch.set_num_threads(1)  # what a DataLoader worker gets
     dm = _module(args, batch_size=args.batch_size, tokenizer=args.tokenizer, dense_targets=args.dense, train_size=max(args.n, args.batch_size),
                  render_on_device=args.device is not None)
@@ -151,6 +167,7 @@ def export(argv: list[str]) -> int:
     p.add_argument("--dense", action="store_true", help="also write mask.png and depth.npy")
     p.add_argument("--overwrite", action="store_true", help="replace the shards of this split already in --out (default: refuse)")
     args = p.parse_args(argv)
+    _check_args(args, ("n", "shard_size"))
     import webdataset as wds
     from PIL import Image
 

@@ -7,6 +7,7 @@ stderr and exit code 2; ``INFOGAP_TRACEBACK=1`` shows the traceback instead.
 """
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import sys
@@ -72,6 +73,7 @@ def analyze(argv: list[str]) -> int:
 
 def main(argv: Optional[list[str]] = None) -> int:
     from infogap.train.cli import ConfigError
+    from infogap.train.locks import DirectoryInUse
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -87,13 +89,26 @@ def main(argv: Optional[list[str]] = None) -> int:
     fn = _resolve(SUBCOMMANDS[name][0])
     try:
         result = fn(argv if name in LIGHTNING_SUBCOMMANDS else argv[1:])
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
-        if os.environ.get("INFOGAP_TRACEBACK"):
+    except (ConfigError, DirectoryInUse, FileNotFoundError, NotADirectoryError, ValueError) as exc:
+        return _one_line(name, str(exc))
+    except OSError as exc:
+        if exc.errno not in DISK_ERRNOS:
             raise
-        message = " ".join(str(exc).split())  # one line
-        print(f"infogap {name}: error: {message}", file=sys.stderr)
-        return 2
+        where = f" writing {exc.filename}" if exc.filename else ""
+        return _one_line(name, f"{os.strerror(exc.errno).lower()}{where}; nothing half-written was left under a result's name; free space "
+                               "and run it again (an ablation resumes its runs; `infogap fit` resumes with --ckpt_path=last)")
     return int(result or 0)
+
+
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # a full disk, a quota, a read-only file system
+
+
+def _one_line(name: str, message: str) -> int:
+    """A user's error as one line on stderr, exit code 2 (``INFOGAP_TRACEBACK=1``: the traceback)."""
+    if os.environ.get("INFOGAP_TRACEBACK"):
+        raise
+    print(f"infogap {name}: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
 
 
 def run() -> int:

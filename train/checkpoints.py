@@ -2,8 +2,9 @@
 
 A checkpoint counts only when it can be read back: a truncated or garbage file (a disk filling up, a
 copy cut short) is skipped with a warning that names it and the checkpoint used instead, so one bad
-file never blocks a run that has an intact checkpoint beside it. Lightning writes checkpoints through
-a temporary file (fsspec transaction), so a killed writer leaves the previous file whole.
+file never blocks a run that has an intact checkpoint beside it. Every checkpoint file is written to a
+temporary name and renamed over the old one (``AtomicCheckpointIO``), so neither a killed writer nor a
+full disk ever leaves half a checkpoint under a checkpoint's name.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning import Callback
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -119,12 +121,57 @@ def clear_results(run_dir: str | Path, checkpoint_dir: str | Path) -> None:
             path.unlink(missing_ok=True)
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` to ``NAME.tmp`` beside the checkpoint, then a rename over ``NAME``; a failed write
+    (``ENOSPC`` on a full disk) removes the temporary file and raises an ``OSError`` naming the
+    checkpoint. Lightning's own ``TorchCheckpointIO`` writes through an fsspec transaction that left a
+    truncated ``last.ckpt`` under its final name when the disk filled up mid-write."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        import io
+
+        import torch
+
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()  # serialised in memory first (as Lightning does): a full disk is then a plain ENOSPC on write
+        torch.save(checkpoint, buffer)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(buffer.getbuffer())
+            tmp.replace(path)
+        except BaseException as exc:
+            tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and exc.filename is None:
+                raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+            raise
+
+
+def use_atomic_checkpoints(trainer) -> None:
+    """Give the trainer's strategy ``AtomicCheckpointIO`` where it writes plain torch checkpoint files
+    (DeepSpeed writes its own sharded directories and is left as it is)."""
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+
+
 class StepCheckpoint(ModelCheckpoint):
-    """Lightning's ``ModelCheckpoint`` (``--checkpoint.*``), with ``last.ckpt`` written at the final step
-    whenever training ends. Lightning's own writes ``last`` at the end only when it has never written
-    one, so a run whose ``max_steps`` is not a multiple of ``every_n_train_steps`` (250 steps, every 200)
-    ended with ``last.ckpt`` at step 200: the analyses that read the trained encoder from it, and a
-    later ``--ckpt_path=last``, got a model 50 steps short of the run's metrics."""
+    """Lightning's ``ModelCheckpoint`` (``--checkpoint.*``), with ``last.ckpt`` always the run's last state:
+
+    - it is written at the final step whenever training ends. Lightning's own writes ``last`` at the end
+      only when it has never written one, so a run whose ``max_steps`` is not a multiple of
+      ``every_n_train_steps`` (250 steps, every 200) ended with ``last.ckpt`` at step 200: the analyses
+      that read the trained encoder from it, and a later ``--ckpt_path=last``, got a model 50 steps short
+      of the run's metrics;
+    - it is overwritten, never versioned (``enable_version_counter`` off): a resumed run whose restored
+      callback state does not name the ``last.ckpt`` on disk (one written by ``SaveOnInterrupt`` before
+      the first periodic checkpoint, or a copied run directory) wrote ``last-v1.ckpt`` beside it, and
+      ``last.ckpt`` stayed at the interrupt."""
+
+    def __init__(self, *args, enable_version_counter: bool = False, **kwargs):
+        super().__init__(*args, enable_version_counter=enable_version_counter, **kwargs)
 
     def on_train_end(self, trainer, pl_module) -> None:
         super().on_train_end(trainer, pl_module)
@@ -149,6 +196,10 @@ class SaveOnInterrupt(Callback):
         self.signal = "SIGTERM" if isinstance(exception, SIGTERMException) else "SIGINT"
         self.step = trainer.global_step
         ckpt = trainer.checkpoint_callback
-        folder = Path(ckpt.dirpath) if ckpt is not None and ckpt.dirpath else Path(trainer.default_root_dir) / "checkpoints"
-        self.path = folder / "last.ckpt"
-        trainer.save_checkpoint(self.path)
+        if isinstance(ckpt, ModelCheckpoint) and ckpt.save_last and ckpt.dirpath:
+            # through the checkpoint callback, so that its state (saved in the checkpoint, restored on resume) names this last.ckpt
+            ckpt._save_last_checkpoint(trainer, ckpt._monitor_candidates(trainer))
+            self.path = Path(ckpt.last_model_path)
+        else:
+            self.path = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+            trainer.save_checkpoint(self.path)

@@ -34,12 +34,11 @@ class _Parsed(Exception):
 def lightning_main(argv: list[str]) -> int:
     """fit / validate / test through LightningCLI, with the project's defaults. A run stopped by SIGTERM
     or Ctrl-C saves its checkpoint and ends with one line and exit code 143 or 130."""
-    import logging
 
     from jsonargparse import ArgumentError
 
     check_yaml_files(argv)
-    logging.getLogger("lightning_fabric.utilities.seed").setLevel(logging.WARNING)  # the seed is in config.yaml, not a line per run
+    quiet_lightning()
     # LightningCLI reads its arguments from sys.argv; argv[0] stays the program, which Lightning's DDP
     # launcher re-executes for the other ranks
     sys.argv = [sys.argv[0] if sys.argv and sys.argv[0] else "infogap"] + [_expand_run_dir(a) for a in argv]
@@ -51,6 +50,36 @@ def lightning_main(argv: list[str]) -> int:
         print(f"infogap {argv[0] if argv else 'fit'}: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
     return 0
+
+
+# Lightning's start-up lines that tell a user nothing about the run: advertisements, the srun hint (an
+# ablation's runs are launched by infogap, under SLURM by its own array jobs), the seed line (it is in
+# config.yaml), and warnings about how our own data module is built (an IterableDataset with a length,
+# which is the synthetic world's known size) or about Lightning's own internals
+QUIET_LINES = ("💡 Tip:", "Seed set to")
+QUIET_WARNINGS = (r"The `srun` command is available on your system but is not used", r"Your `IterableDataset` has `__len__` defined",
+                  r"`isinstance\(treespec, LeafSpec\)` is deprecated", r"The number of training batches .* is smaller than the logging interval")
+
+
+class _QuietLines:
+    """A logging filter that drops Lightning's lines starting with one of ``QUIET_LINES``."""
+
+    @staticmethod
+    def filter(record) -> bool:
+        return not str(record.getMessage()).startswith(QUIET_LINES)
+
+
+def quiet_lightning() -> None:
+    """Drop Lightning's start-up noise (``QUIET_LINES``, ``QUIET_WARNINGS``) from this process's output."""
+    import logging
+    import warnings
+
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero", "lightning_fabric.utilities.seed"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _QuietLines) for f in logger.filters):
+            logger.addFilter(_QuietLines())
+    for pattern in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
 
 
 def check_fit_args(*commands: list[str]) -> None:
@@ -134,7 +163,7 @@ def _lightning_cli_class(parse_only: bool = False):
     from pytorch_lightning import LightningDataModule
     from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
-    from infogap.train.checkpoints import SaveOnInterrupt, StepCheckpoint
+    from infogap.train.checkpoints import SaveOnInterrupt, StepCheckpoint, use_atomic_checkpoints
     from infogap.train.evaluation import RepresentationMetrics
     from infogap.train.loggers import ProgressFile, make_logger
     from infogap.train.module import ContrastiveModule
@@ -189,7 +218,7 @@ def _lightning_cli_class(parse_only: bool = False):
             if parse_only:
                 raise _Parsed(parser)
             if self.config.get("subcommand") == "fit" and os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("RANK", "0") == "0":
-                claim_run_dir(self.config["fit"])
+                self.run_dir_lock = claim_run_dir(self.config["fit"])  # held until this process exits
 
         def _run_subcommand(self, subcommand: str) -> None:
             try:
@@ -206,6 +235,7 @@ def _lightning_cli_class(parse_only: bool = False):
             except (TypeError, ValueError, FileNotFoundError) as exc:
                 raise ConfigError(_first_line(str(exc))) from None
             check_strategy(self.trainer)
+            use_atomic_checkpoints(self.trainer)
 
         def _instantiate_trainer(self, config, callbacks):
             cfg = self.config[self.subcommand] if self.subcommand else self.config
@@ -217,23 +247,41 @@ def _lightning_cli_class(parse_only: bool = False):
     return _CLI
 
 
-def claim_run_dir(cfg) -> None:
-    """Before anything is built: the run directory belongs to one run. ``--ckpt_path`` resumes from an
-    intact checkpoint (a corrupt one falls back to the newest intact one, with a warning naming both);
-    ``--overwrite=true`` deletes another run's checkpoints and metrics and starts afresh; otherwise a
-    directory holding them is refused with one line, so a new run never mixes with an old one."""
-    from infogap.train.checkpoints import clear_results, previous_results, resolve_resume
+def claim_run_dir(cfg):
+    """Before anything is built: the run directory belongs to one run, and to one process. It is locked
+    for this process (``infogap.train.locks``: a second process into it fails at once, naming this one;
+    the lock goes with the process, however it ends) and the lock is returned. ``--ckpt_path``
+    resumes from an intact checkpoint (a corrupt one falls back to the newest intact one, with a warning
+    naming both; ``last`` with no checkpoint says it starts from scratch); ``--overwrite=true`` deletes
+    another run's checkpoints and metrics and starts afresh; otherwise a directory holding them is
+    refused with one line, so a new run never mixes with an old one."""
+    from infogap.train.locks import hold
 
     run_dir = Path(cfg.trainer.get("default_root_dir") or os.getcwd())
     ckpt_dir = Path(cfg.checkpoint.get("dirpath") or run_dir / "checkpoints")
+    lock = hold(run_dir, "trainer.default_root_dir")
+    try:
+        _claim(cfg, run_dir, ckpt_dir)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _claim(cfg, run_dir: Path, ckpt_dir: Path) -> None:
+    from infogap.train.checkpoints import clear_results, previous_results, resolve_resume
+
     if cfg.get("ckpt_path") is None and list(run_dir.glob("hpc_ckpt_*.ckpt")):
         cfg.ckpt_path = "hpc"  # a requeued SLURM job: Lightning resumes from its hpc checkpoint (the newest intact one here)
     if cfg.get("ckpt_path") is not None:
-        cfg.ckpt_path, messages = resolve_resume(str(cfg.ckpt_path), ckpt_dir)
+        asked = str(cfg.ckpt_path)
+        cfg.ckpt_path, messages = resolve_resume(asked, ckpt_dir)
         for message in messages:
             print(f"infogap fit: warning: {message}", file=sys.stderr, flush=True)
         if cfg.ckpt_path is not None:
             return
+        if not messages:
+            print(f"infogap fit: --ckpt_path={asked}: {ckpt_dir} holds no checkpoint yet; training from scratch", file=sys.stderr, flush=True)
     found = previous_results(run_dir, ckpt_dir)
     if found and not cfg.get("overwrite"):
         raise ConfigError(f"trainer.default_root_dir={run_dir} holds another run ({found[0].name}"

@@ -165,6 +165,9 @@ def main(argv: list[str]) -> int:
         raise ValueError(f"--out {out}: the file name must end in .npz")
     if args.n < 2 or args.batch_size < 1:
         raise ValueError(f"--n must be >= 2 and --batch-size >= 1, got {args.n} and {args.batch_size}")
+    blocker = next((d for d in (out.parent, *out.parent.parents) if d.exists() and not d.is_dir()), None)
+    if blocker is not None or out.is_dir():  # before the model is loaded and the shards embedded
+        raise ValueError(f"--out {out}: {blocker or out} is {'a file' if blocker else 'a directory'}; give the path of an .npz file")
     result = embed(args.model, args.pretrained, args.shards, args.n, args.batch_size, args.device)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, image=result["image"], text=result["text"], logit_scale=np.float64(result["logit_scale"]),

@@ -83,16 +83,23 @@ class ProgressFile(Callback):
         if time.monotonic() - self._written >= self.every:
             self._write(trainer, "training")
 
-    def on_train_end(self, trainer, pl_module) -> None:
-        self._write(trainer, "done")
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        """``done`` once fit has ended whole: after the final checkpoint and ``metrics.json`` are written
+        (Lightning calls ``teardown`` only when fit raised nothing)."""
+        if stage == "fit" and self._start is not None:
+            self._write(trainer, "done")
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        """``interrupted`` for SIGTERM and Ctrl-C (the run saved its checkpoint and can resume), else ``failed``."""
+        """``interrupted`` for SIGTERM and Ctrl-C (the run saved its checkpoint and can resume), else ``failed``
+        with the reason (the exception's first line)."""
         from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-        self._write(trainer, "interrupted" if isinstance(exception, (SIGTERMException, KeyboardInterrupt)) else "failed")
+        if isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
+            self._write(trainer, "interrupted")
+        else:
+            self._write(trainer, "failed", reason=f"{type(exception).__name__}: {str(exception).strip().splitlines()[0][:300] if str(exception).strip() else ''}")
 
-    def _write(self, trainer, status: str) -> None:
+    def _write(self, trainer, status: str, reason: Optional[str] = None) -> None:
         self._written = time.monotonic()
         if not trainer.is_global_zero:
             return
@@ -101,7 +108,15 @@ class ProgressFile(Callback):
         max_steps = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else int(trainer.estimated_stepping_batches)
         record = {"step": trainer.global_step, "max_steps": max_steps, "status": status, "updated": time.time(),
                   "steps_per_second": (trainer.global_step - first) / elapsed if elapsed > 0 else None}
-        write_json_atomic(Path(trainer.default_root_dir) / PROGRESS, record)
+        if reason is not None:
+            record["reason"] = reason
+        path = Path(trainer.default_root_dir) / PROGRESS
+        try:
+            write_json_atomic(path, record)
+        except OSError:
+            if status != "failed" or not path.is_file():
+                raise
+            overwrite_in_place(path, json.dumps(record))  # a full disk: the old file's own space still takes the reason
 
 
 def write_json_atomic(path: str | Path, obj, indent: Optional[int] = None, sort_keys: bool = False) -> None:
@@ -111,12 +126,25 @@ def write_json_atomic(path: str | Path, obj, indent: Optional[int] = None, sort_
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
-    """``text`` into ``path`` through a temporary file renamed over it."""
+    """``text`` into ``path`` through a temporary file renamed over it; a failed write (a full disk)
+    removes the temporary file and leaves ``path`` as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def overwrite_in_place(path: str | Path, text: str) -> None:
+    """``text`` over an existing file's bytes (no new file): what still fits on a full disk when the text is
+    no longer than the file's allocated space. Not atomic: only for a last status that would be lost otherwise."""
+    with open(path, "r+") as f:
+        f.write(text)
+        f.truncate()
 
 
 def read_progress(run_dir: str | Path) -> Optional[dict]:

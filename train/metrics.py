@@ -510,8 +510,22 @@ def compute_metrics(
     return {k: out[k] for k in keys}
 
 
+def check_rows(a, what: str) -> None:
+    """Every row of embeddings ``a`` is finite and not all zero (a zero row has no direction: normalising
+    it gives a zero or NaN embedding, and the metrics a plausible-looking wrong number), chunk by chunk."""
+    t = as_tensor(a)
+    for sl in row_chunks(len(t), ROW_CHUNK):
+        chunk = t[sl]
+        if not bool(torch.isfinite(chunk).all()):
+            raise ValueError(f"{what} contains NaN or infinite values")
+        zero = (chunk == 0).all(dim=1)
+        if bool(zero.any()):
+            first = sl.start + int(torch.nonzero(zero)[0, 0])
+            raise ValueError(f"{what} has all-zero rows (the first is row {first}): a zero embedding has no direction")
+
+
 def check_inputs(x, y, labels: Mapping[str, object], source: str = "input") -> None:
-    """Clear errors for shape mismatch, NaN/inf, and label arrays of the wrong length."""
+    """Clear errors for shape mismatch, NaN/inf or all-zero rows, and label arrays of the wrong length."""
     if x.ndim != 2 or y.ndim != 2:
         raise ValueError(f"{source}: 'image' and 'text' must be 2-D (N, d), got shapes {tuple(x.shape)} and {tuple(y.shape)}")
     if x.shape != y.shape:
@@ -519,10 +533,7 @@ def check_inputs(x, y, labels: Mapping[str, object], source: str = "input") -> N
     if len(x) < 2:
         raise ValueError(f"{source}: need at least 2 rows, got {len(x)}")
     for name, a in (("image", x), ("text", y)):
-        t = as_tensor(a)
-        for sl in row_chunks(len(t), ROW_CHUNK):
-            if not bool(torch.isfinite(t[sl]).all()):
-                raise ValueError(f"{source}: '{name}' contains NaN or infinite values")
+        check_rows(a, f"{source}: '{name}'")
     for f, lab in labels.items():
         if len(lab) != len(x):
             raise ValueError(f"{source}: 'labels_{f}' has {len(lab)} entries, expected {len(x)} (one per row)")

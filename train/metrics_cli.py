@@ -54,6 +54,10 @@ def load_embeddings(path: str | Path) -> dict:
     for name in ("image", "text"):
         if not np.issubdtype(out[name].dtype, np.floating):
             raise ValueError(f"{path}: {name!r} must be a float array, got {out[name].dtype}")
+    common = np.result_type(out["image"], out["text"], *out["classes"].values())  # mixed float32/float64: one dtype for both towers
+    for name in ("image", "text"):
+        out[name] = out[name].astype(common, copy=False)
+    out["classes"] = {f: np.asarray(c).astype(common, copy=False) for f, c in out["classes"].items()}
     for f, lab in out["labels"].items():
         if lab.ndim != 1:
             raise ValueError(f"{path}: 'labels_{f}' must be 1-D, got shape {lab.shape}")

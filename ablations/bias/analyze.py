@@ -120,6 +120,7 @@ def score_tests(enc: Encoder, tests: list[dict], permutations: int = 1_000_000, 
 
 
 def load_npz_sets(path: str | Path) -> list[np.ndarray]:
+    from infogap.train.metrics import check_rows
     from infogap.train.metrics_cli import read_npz
 
     path = Path(path)
@@ -133,8 +134,7 @@ def load_npz_sets(path: str | Path) -> list[np.ndarray]:
             raise ValueError(f"{path}: array {s} has shape {a.shape}; every set must be 2-D (rows are embeddings)")
         if a.shape[1] != sets[0].shape[1]:
             raise ValueError(f"{path}: array {s} has shape {a.shape}; every set must be (rows, {sets[0].shape[1]})")
-        if not np.isfinite(a).all():
-            raise ValueError(f"{path}: array {s} has non-finite values")
+        check_rows(a, f"{path}: array {s}")
     return sets
 
 

@@ -76,10 +76,11 @@ def model_measures(path: Path) -> dict:
     if path.suffix == ".npz":
         import torch
 
-        from infogap.train.metrics import compute_metrics, normalize
+        from infogap.train.metrics import check_inputs, compute_metrics, normalize
         from infogap.train.metrics_cli import load_embeddings
 
         emb = load_embeddings(path)
+        check_inputs(emb["image"], emb["text"], emb["labels"], source=str(path))
         with np.load(path, allow_pickle=False) as npz:
             group = str(npz["group"]) if "group" in npz.files else ""
         keys = list(GAP_MEASURES) + list(RETRIEVAL) + [f"zeroshot_{f}_acc" for f in emb["classes"]]
@@ -88,6 +89,23 @@ def model_measures(path: Path) -> dict:
                                   class_embeddings={f: torch.from_numpy(c) for f, c in emb["classes"].items()}, metrics=keys)
         return {"model": path.stem, "group": group or f"{path.stem} (no group)", **metrics}
     raise ValueError(f"{path}: neither a run directory nor an .npz file")
+
+
+def check_distinct(paths: list[Path]) -> None:
+    """Each model once: the same run directory or file given twice (or a copy of it: the same
+    ``metrics.json`` or ``.npz`` bytes) would count one model as several in τ and its p."""
+    import hashlib
+
+    seen: dict[str, Path] = {}
+    for path in paths:
+        source = path / "metrics.json" if path.is_dir() else path
+        if not source.is_file():
+            continue  # model_measures says what is wrong with it
+        digest = hashlib.sha256(source.read_bytes()).hexdigest()
+        for key in (str(path.resolve()), digest):
+            if key in seen:
+                raise ValueError(f"{path}: the same model as {seen[key]} (given twice, or a copy of it); each model counts once")
+            seen[key] = path
 
 
 def performance_measures(models: list[dict]) -> list[str]:
@@ -155,12 +173,17 @@ def main(argv: list[str]) -> int:
     p.add_argument("--resamples", type=int, default=100_000, help="permutations when n! is larger (default 100000)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    check_distinct([Path(i) for i in args.inputs])
     models = [model_measures(Path(i)) for i in args.inputs]
     if len(models) < MIN_MODELS:
         raise ValueError(f"{len(models)} model(s) given; a rank correlation needs at least {MIN_MODELS}")
     missing = [f"{m['model']}: {g}" for m in models for g in GAP_MEASURES if g not in m]
     if missing:
         raise ValueError(f"gap measure missing for {missing[0]}")
+    for m in models:
+        for k in [*GAP_MEASURES, *performance_measures(models)]:
+            if not isinstance(m[k], (int, float)) or not math.isfinite(m[k]):
+                raise ValueError(f"model {m['model']}: {k} is {m[k]!r}, not a finite number (a diverged or broken model); leave it out")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     perf = performance_measures(models)

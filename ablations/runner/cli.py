@@ -7,13 +7,39 @@ import sys
 from pathlib import Path
 
 from infogap.ablations.runner.aggregate import aggregate, format_table, untested
-from infogap.ablations.runner.identity import reuse_finished, run_identity
+from infogap.ablations.runner.identity import check_identities, identity_problems, reuse_finished, run_identity
 from infogap.ablations.runner.local import Interrupted, launch_local
 from infogap.ablations.runner.slurm import SlurmOptions, ablate_args, launch_slurm, run_task
 from infogap.ablations.runner.spec import available, check_runs, fit_command, parse_seeds, resolve
 from infogap.ablations.runner.sweeps import launch_wandb, sweep_config
+from infogap.train.locks import held
 
 DEMO_COLUMNS = ["rmg", "l2m", "moad_image", "moad_text", "entropy_i2t", "zeroshot_object_acc", "attr_acc_mean"]
+
+
+def check_flags(args) -> None:
+    """Counts positive, no empty SLURM resource, and no two flags that contradict each other: one line each."""
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.analysis_jobs < 1:
+        raise ValueError(f"--analysis-jobs must be >= 1, got {args.analysis_jobs}")
+    if args.dry_run and args.aggregate_only:
+        raise ValueError("--dry-run and --aggregate-only contradict each other (one prints what would run, the other aggregates); give one")
+    if args.rerun and (args.aggregate_only or args.dry_run):
+        raise ValueError(f"--rerun trains runs again; it does not go with {'--aggregate-only' if args.aggregate_only else '--dry-run'}")
+    if args.launcher != "local" and args.jobs != 1:
+        raise ValueError(f"--jobs {args.jobs} is for the local launcher; with --launcher {args.launcher} the scheduler runs the runs "
+                         "side by side (leave --jobs out)")
+    for flag in ("partition", "account", "time", "mem", "qos"):
+        value = getattr(args, flag)
+        if value is not None and not value.strip():
+            raise ValueError(f"--{flag}: an empty value; leave the flag out to use the ablation's (or the cluster's) default")
+    for flag in ("nodes", "cpus_per_task"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    if args.gpus_per_node is not None and args.gpus_per_node < 0:
+        raise ValueError(f"--gpus-per-node must be >= 0, got {args.gpus_per_node}")
 
 
 def main(argv: list[str]) -> int:
@@ -42,6 +68,9 @@ def main(argv: list[str]) -> int:
                    help="local, output not a terminal: a progress line every SECONDS (on a terminal the display is live)")
     p.add_argument("--dry-run", action="store_true", help="print the runs (local), the sbatch lines (slurm) or the sweep (wandb); launch nothing")
     p.add_argument("--aggregate-only", action="store_true", help="aggregate the finished runs, launch nothing")
+    p.add_argument("--rerun", action="store_true",
+                   help="train again every run whose directory holds a run trained with other settings (another override or base "
+                        "config; without --rerun such a plan is refused); the old run is moved to OUT/NAME/superseded/")
     g = p.add_argument_group("one run (what a SLURM array task executes)")
     g.add_argument("--stage", default=None, help="stage of --task (default: the first)")
     g.add_argument("--task", type=int, default=None, metavar="INDEX", help="run only run INDEX of --stage, in this process")
@@ -60,10 +89,7 @@ def main(argv: list[str]) -> int:
     g.add_argument("--entity", default=None, help="W&B entity (default: yours)")
     args = p.parse_intermixed_args(argv)
 
-    if args.jobs < 1:
-        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
-    if args.analysis_jobs < 1:
-        raise ValueError(f"--analysis-jobs must be >= 1, got {args.analysis_jobs}")
+    check_flags(args)
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     out = Path(args.out).resolve()
     resolved = resolve(args.name, args.overrides, args.sweep, seeds, args.only, out)
@@ -72,6 +98,16 @@ def main(argv: list[str]) -> int:
         return run_task(ablation, runs, args.stage or ablation.stages[0]["name"], args.task)
     if not args.aggregate_only:
         check_runs(ablation, runs, overrides)  # every stage's command parses, before anything is launched
+    if args.dry_run or (args.launcher == "wandb" and not args.aggregate_only):
+        return _plan(args, ablation, runs, overrides, only, seeds, out)
+    with held(out / ablation.name, "--out"):  # one infogap ablate (or reproduce) at a time in an ablation's results
+        return _plan(args, ablation, runs, overrides, only, seeds, out)
+
+
+def _plan(args, ablation, runs, overrides, only, seeds, out: Path) -> int:
+    """Check identities, launch (or print) and aggregate the runs, as ``main`` parsed and checked them."""
+    if args.launcher in ("local", "slurm") and not args.dry_run:
+        check_identities(ablation, runs, rerun=args.rerun and not args.aggregate_only)  # never reuse or report a run trained otherwise
     if args.launcher in ("local", "slurm") and not (args.dry_run or args.aggregate_only):
         reuse_finished(ablation, runs, out)  # a finished run of the same config (any ablation under --out) is not trained twice
     if args.launcher == "slurm" and not args.aggregate_only:
@@ -84,8 +120,10 @@ def main(argv: list[str]) -> int:
         launch_wandb(config, args.project, args.entity, args.dry_run, SlurmOptions.from_sources(ablation.slurm, {}))
         return 0
     if args.dry_run:
+        problems = identity_problems(ablation, runs)
         for run in runs:
-            state = "finished" if run.finished else "to run"
+            state = (f"trained otherwise: {problems[run.name]}; refused without --rerun" if run.name in problems
+                     else "finished" if run.finished else "to run")
             print(f"{run.name}  [{state}]\n    infogap {' '.join(fit_command(ablation, run))}\n"
                   f"    identity: {json.dumps(run_identity(ablation, run), sort_keys=True)}")
         print(f"{len(runs)} runs")

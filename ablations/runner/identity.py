@@ -1,15 +1,27 @@
 """Run identity and reuse: every launched run records what decides its result (``run.json``), and an
 unfinished run takes a copy of a finished run with the same training identity from any ablation under
-the same ``--out``, so nothing trains twice."""
+the same ``--out``, so nothing trains twice.
+
+A run directory that already holds a run trained under another identity (a changed override, a changed
+base config) is never reused, resumed or aggregated as if it were the plan's: ``check_identities``
+refuses the plan with one line naming the run and the setting that differs, before anything is
+launched; ``--rerun`` moves such runs aside (``NAME/superseded/``, nothing is deleted) and trains them
+anew. Refusing, rather than training into directories named by a hash of the identity, keeps run
+directories readable and stable (later stages, SLURM array tasks and the docs name them) and never
+leaves an old run silently beside a new one: a user who changed a setting on purpose says so."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 from infogap.ablations.runner.spec import Ablation, Run, _cli_value, cli_key
 from infogap.ablations.runner.study import settings_dict
 
-NOT_IDENTITY = ("log_with", "wandb_project", "trainer.enable_progress_bar", "progress.every_n_seconds")
+# what does not decide a run's result: where it logs, what it shows, and callbacks added on the command line
+# (a profiler's, a test's that parks or stops a run: they observe the run; a resumed run may drop them)
+NOT_IDENTITY = ("log_with", "wandb_project", "trainer.enable_progress_bar", "progress.every_n_seconds", "trainer.callbacks",
+                "trainer.callbacks+")
 
 
 IDENTITY = "run.json"
@@ -36,6 +48,80 @@ def write_identity(ablation: Ablation, run: Run) -> None:
 
     run.dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run.dir / IDENTITY, run_identity(ablation, run))
+
+
+def training_identity(identity: dict) -> dict:
+    """The part of a run's identity that decides the trained model (``TRAINING``)."""
+    return {k: identity.get(k) for k in TRAINING}
+
+
+def recorded_identity(run: Run) -> Optional[dict]:
+    """The identity a run directory records (``run.json``), or None when it has none or it does not read."""
+    try:
+        identity = json.loads((run.dir / IDENTITY).read_text())
+    except (OSError, ValueError):
+        return None
+    return identity if isinstance(identity, dict) else None
+
+
+def identity_difference(recorded: dict, planned: dict, base_config: Path) -> Optional[str]:
+    """None when the recorded training identity equals the planned one, else what differs, in words:
+    ``trained with trainer.max_steps=4, this plan asks 6`` (the first differing override) or that the
+    base config's content changed."""
+    if training_identity(recorded) == training_identity(planned):
+        return None
+    was = {k: v for k, v in recorded.get("overrides") or []}
+    now = {k: v for k, v in planned.get("overrides") or []}
+    for key in sorted(set(was) | set(now)):
+        if was.get(key) != now.get(key):
+            before = f"{key}={was[key]}" if key in was else f"no {key} override"
+            after = now[key] if key in now else "none"
+            return f"trained with {before}, this plan asks {after}"
+    return f"trained with another content of {base_config.name} (sha256 {str(recorded.get('base_config'))[:12]}, now {planned['base_config'][:12]})"
+
+
+def identity_problems(ablation: Ablation, runs: list[Run]) -> dict[str, str]:
+    """{run name: why} for every run whose directory holds a run (its ``run.json``, or a finished run's
+    ``metrics.json``) trained under another training identity than the plan's."""
+    problems = {}
+    for run in runs:
+        if not run.dir.is_dir():
+            continue
+        recorded = recorded_identity(run)
+        if recorded is None and not run.finished:
+            continue  # nothing launched there under an identity yet
+        why = ("it records no run.json, so how it was trained is unknown" if recorded is None
+               else identity_difference(recorded, run_identity(ablation, run), ablation.base_config))
+        if why is not None:
+            problems[run.name] = why
+    return problems
+
+
+def check_identities(ablation: Ablation, runs: list[Run], rerun: bool = False) -> list[Run]:
+    """Before anything is launched or aggregated: every run directory that holds a run holds the run the
+    plan asks for (``identity_problems``). A mismatch is refused with one line naming the run and the
+    differing setting; with ``rerun`` each mismatched run is moved to ``OUT/NAME/superseded/RUN-N``
+    (kept, not deleted) and will train anew. Returns the runs moved."""
+    import shutil
+
+    problems = identity_problems(ablation, runs)
+    moved = []
+    for run in runs:
+        why = problems.get(run.name)
+        if why is None:
+            continue
+        if not rerun:
+            raise ValueError(f"run {run.label()} of {ablation.name!r} ({run.dir}): {why}; use another --out, or --rerun to train it "
+                             "again (the old run is moved to superseded/)")
+        n = 1
+        while (run.dir.parent.parent / "superseded" / f"{run.dir.name}-{n}").exists():
+            n += 1
+        target = run.dir.parent.parent / "superseded" / f"{run.dir.name}-{n}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(run.dir), str(target))
+        print(f"{run.label()}: {why}; moved to {target}, training it again (--rerun)", flush=True)
+        moved.append(run)
+    return moved
 
 
 def reuse_finished(ablation: Ablation, runs: list[Run], out: Path) -> list[Run]:

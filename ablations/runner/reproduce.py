@@ -61,8 +61,8 @@ class Entry:
     title: str = ""
 
     def argv(self, out: Path, jobs: int, launcher: str, common: list[str]) -> list[str]:
-        args = [self.name, *common, *self.overrides, "--seeds", ",".join(map(str, self.seeds)), "--out", str(out), "--jobs", str(jobs),
-                "--launcher", launcher]
+        args = [self.name, *common, *self.overrides, "--seeds", ",".join(map(str, self.seeds)), "--out", str(out), "--launcher", launcher]
+        args += ["--jobs", str(jobs)] if launcher == "local" else []
         for o in self.only:
             args += ["--only", o]
         for s in self.sweep:
@@ -80,6 +80,8 @@ class Plan:
 
 def load_plan(size_or_path: str) -> Plan:
     """A plan by size (``smoke``, ``cpu``, ``gpu``) or path; a bad field is a one-line error naming it."""
+    from infogap.ablations.runner.spec import check_seeds
+
     path = Path(size_or_path) if size_or_path.endswith((".yaml", ".yml")) else PLANS / f"{size_or_path}.yaml"
     if not path.is_file():
         sizes = sorted(p.stem for p in PLANS.glob("*.yaml"))
@@ -97,6 +99,7 @@ def load_plan(size_or_path: str) -> Plan:
             raise ValueError(f"{path}: studies[{i}] ({item['name']}): unknown field(s) {', '.join(bad)}")
         if not isinstance(item["seeds"], list) or not item["seeds"] or not all(isinstance(s, int) for s in item["seeds"]):
             raise ValueError(f"{path}: studies[{i}] ({item['name']}): seeds must be a non-empty list of integers, got {item['seeds']!r}")
+        check_seeds(item["seeds"], f"{path}: studies[{i}] ({item['name']})")
         studies.append(Entry(**{**item, **{k: [str(v) for v in item.get(k) or []] for k in ("only", "sweep", "overrides", "published")}}))
     names = [s.name for s in studies]
     if not studies or len(set(names)) != len(names):
@@ -104,9 +107,12 @@ def load_plan(size_or_path: str) -> Plan:
     return Plan(str(raw.get("size", path.stem)), str(raw.get("description", "")), [str(o) for o in raw.get("overrides") or []], studies)
 
 
-def plan_runs(plan: Plan, out: Path, check: bool = False) -> dict[str, tuple[int, int]]:
+def plan_runs(plan: Plan, out: Path, check: bool = False, rerun: bool = False) -> dict[str, tuple[int, int]]:
     """Per study: (runs finished, runs in all) as ``infogap ablate`` would expand them now; with
-    ``check``, each stage's ``infogap fit`` command is parsed too (a bad key is one line, before any run)."""
+    ``check``, each stage's ``infogap fit`` command is parsed too (a bad key is one line, before any run),
+    and unless ``rerun``, a run directory holding a run trained with other settings is refused
+    (``check_identities``)."""
+    from infogap.ablations.runner.identity import check_identities
     from infogap.ablations.runner.spec import check_runs, resolve
 
     counts = {}
@@ -114,6 +120,8 @@ def plan_runs(plan: Plan, out: Path, check: bool = False) -> dict[str, tuple[int
         r = resolve(e.name, [*plan.overrides, *e.overrides], e.sweep, e.seeds, e.only, out)
         if check:
             check_runs(r.ablation, r.runs, r.overrides)
+            if not rerun:
+                check_identities(r.ablation, r.runs)
         counts[e.name] = (sum(run.finished for run in r.runs), len(r.runs))
     return counts
 
@@ -422,6 +430,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--compare", type=Path, default=None, metavar="OLD_DIR", help="list what changed against an earlier report")
     p.add_argument("--report-only", action="store_true", help="aggregate what is finished and write the report; launch nothing")
     p.add_argument("--dry-run", action="store_true", help="print the plan's ablate lines and run counts; launch nothing")
+    p.add_argument("--rerun", action="store_true",
+                   help="train again every run trained with other settings than the plan's (moved to superseded/); "
+                        "without it such a plan is refused")
     p.add_argument("--studies", default=None, metavar="NAME,NAME",
                    help="run (or with --report-only aggregate) only these studies of the plan; the report lists the others as not aggregated")
     p.add_argument("--render-docs", type=Path, default=None, metavar="REPORT_DIR",
@@ -454,6 +465,12 @@ def main(argv: list[str]) -> int:
         return 0
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.launcher != "local" and args.jobs != 1:
+        raise ValueError(f"--jobs {args.jobs} is for the local launcher; with --launcher {args.launcher} the scheduler runs the runs "
+                         "side by side (leave --jobs out)")
+    conflicting = [f for f, on in (("--dry-run", args.dry_run), ("--report-only", args.report_only), ("--rerun", args.rerun)) if on]
+    if len(conflicting) > 1:
+        raise ValueError(f"{' and '.join(conflicting)} contradict each other; give one")
     plan = load_plan(args.size)
     chosen = [n.strip() for n in args.studies.split(",") if n.strip()] if args.studies else [e.name for e in plan.studies]
     unknown = [n for n in chosen if n not in {e.name for e in plan.studies}]
@@ -463,9 +480,7 @@ def main(argv: list[str]) -> int:
     out = Path(args.out or f"results/reproduce-{plan.size}").resolve()
     if args.compare is not None and not (args.compare / "reproduce.json").is_file():
         raise ValueError(f"--compare: {args.compare / 'reproduce.json'} does not exist")
-    from infogap.ablations.runner.cli import main as ablate
-
-    counts_now = plan_runs(plan, out, check=True)
+    counts_now = plan_runs(plan, out, check=True, rerun=args.rerun)
     total = sum(n for _, n in counts_now.values())
     done_before = sum(d for d, _ in counts_now.values())
     print(f"reproduce {plan.size}: {len(plan.studies)} studies, {total} runs ({done_before} finished, the rest to run) under {out}", flush=True)
@@ -474,7 +489,16 @@ def main(argv: list[str]) -> int:
             d, n = counts_now[e.name]
             print(f"  infogap ablate {shlex.join(e.argv(out, args.jobs, args.launcher, plan.overrides))}    # {d}/{n} runs finished")
         return 0
-    out.mkdir(parents=True, exist_ok=True)
+    from infogap.train.locks import held
+
+    with held(out, "--out"):  # one reproduce in a results folder at a time
+        return _reproduce(args, plan, chosen, out, counts_now, total, done_before)
+
+
+def _reproduce(args, plan: Plan, chosen: list[str], out: Path, counts_now: dict, total: int, done_before: int) -> int:
+    """Run and aggregate the plan's studies in order, then write the report (``main`` checked everything)."""
+    from infogap.ablations.runner.cli import main as ablate
+
     start = time.perf_counter()
     studies = []
     for i, e in enumerate(plan.studies, 1):
@@ -486,7 +510,8 @@ def main(argv: list[str]) -> int:
             studies.append(load_study(out, e, 0.0, None, counts_now[e.name], aggregated=False))
             print(f"{e.name}: not in --studies, not aggregated", flush=True)
             continue
-        argv = e.argv(out, args.jobs, args.launcher, plan.overrides) + (["--aggregate-only"] if args.report_only else [])
+        argv = e.argv(out, args.jobs, args.launcher, plan.overrides) + (["--aggregate-only"] if args.report_only else []) \
+            + (["--rerun"] if args.rerun else [])
         t0 = time.perf_counter()
         code = ablate(argv)
         if code in (130, 143):  # Ctrl-C or SIGTERM: its runs are stopped and saved; the same command resumes the plan
@@ -514,7 +539,8 @@ def argv_display(args) -> list[str]:
     out = ["--size", str(args.size), "--jobs", str(args.jobs)]
     if args.launcher != "local":
         out += ["--launcher", args.launcher]
-    return out + (["--studies", args.studies] if args.studies else []) + (["--report-only"] if args.report_only else [])
+    return out + (["--studies", args.studies] if args.studies else []) + (["--report-only"] if args.report_only else []) \
+        + (["--rerun"] if args.rerun else [])
 
 
 if __name__ == "__main__":

@@ -248,8 +248,17 @@ def parse_list(text: str, option: str, kind=None) -> list:
 
 
 def parse_seeds(text: str) -> list[int]:
-    """``--seeds 0,1,2``: integers, at least one, none twice."""
-    return parse_list(text, "--seeds", int)
+    """``--seeds 0,1,2``: integers from 0 to 2**32 - 1 (what a run's ``seed_everything`` takes), at least
+    one, none twice."""
+    seeds = parse_list(text, "--seeds", int)
+    check_seeds(seeds, "--seeds")
+    return seeds
+
+
+def check_seeds(seeds: list[int], where: str) -> None:
+    bad = [s for s in seeds if not 0 <= s <= 2**32 - 1]
+    if bad:
+        raise ValueError(f"{where}: seed {bad[0]} is out of range (a seed is an integer from 0 to 4294967295)")
 
 
 def parse_only(only: list[str], ablation: Ablation) -> dict[str, list]:
