@@ -16,6 +16,7 @@ from typing import Callable, Iterator, Optional, Union
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from infogap.data.factors import (
@@ -393,6 +394,10 @@ class SyntheticDataModule(pl.LightningDataModule):
             start = loop.epoch_loop.batch_progress.current.processed
             if start >= trainer.num_training_batches:
                 epoch, start = epoch + 1, 0
+            if start and not getattr(self, "_said_resume", False):
+                self._said_resume = True
+                rank_zero_info(f"data: resumed mid-epoch at epoch {epoch}, batch {start}: the batches already trained are skipped, "
+                               "so the samples and their order equal an uninterrupted run's")
         return epoch, start
 
     def _loader(self, split: str, size: int, position: Callable[[], tuple[int, int]]) -> DataLoader:
@@ -405,6 +410,12 @@ class SyntheticDataModule(pl.LightningDataModule):
         return finish_render(batch)
 
     def train_dataloader(self) -> DataLoader:
+        import warnings
+
+        # Lightning warns on every mid-epoch resume that a loader without state_dict may repeat or skip samples;
+        # this one resumes exactly (``_train_position``: the same samples in the same order as an uninterrupted
+        # run, tested in tests/test_train_faults.py), so the warning would only mislead
+        warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
         return self._loader("train", self.train_size, self._train_position)
 
     def val_dataloader(self) -> DataLoader:
@@ -414,16 +425,19 @@ class SyntheticDataModule(pl.LightningDataModule):
         return self._loader("test", self.test_size, lambda: (0, 0))
 
     # --- what the metrics callback needs -------------------------------------------------------
-    def eval_size(self, n: int) -> int:
-        """How many of the first ``n`` validation samples the evaluation set can have."""
-        return min(n, self.val_size)
+    EVAL_SPLITS = ("val", "test")  # the splits an evaluation set can be drawn from (``infogap test``: the test split)
 
-    def eval_samples(self, index: np.ndarray) -> dict:
-        """Validation samples by index (full captions in ``text_full``), for the metrics callback."""
+    def eval_size(self, n: int, split: str = "val") -> int:
+        """How many of the first ``n`` samples of ``split`` the evaluation set can have."""
+        return min(n, self.val_size if split == "val" else self.test_size)
+
+    def eval_samples(self, index: np.ndarray, split: str = "val") -> dict:
+        """Samples of ``split`` (validation by default) by index (full captions in ``text_full``), for the metrics callback."""
         index = np.asarray(index)
-        if len(index) and int(index.max()) >= self.val_size:
-            raise ValueError(f"evaluation asks for validation sample {int(index.max())} but data.val_size is {self.val_size}")
-        return self.source.val_batch(index)
+        size = self.val_size if split == "val" else self.test_size
+        if len(index) and int(index.max()) >= size:
+            raise ValueError(f"evaluation asks for {split} sample {int(index.max())} but data.{split}_size is {size}")
+        return (self.source.val_batch if split == "val" else self.source.test_batch)(index)
 
     def class_prompts(self, factor: str, n_per_value: int = 32, mode: str = "full") -> torch.Tensor:
         return self.source.class_prompts(factor, n_per_value, mode)

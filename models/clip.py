@@ -79,8 +79,11 @@ def build_model(
     """Build a CLIP model with ``output_dict=True``.
 
     For the small configs ``vocab_size``, ``context_length`` and ``eos_id`` describe the word-level
-    tokenizer of the data (``infogap.data.synthetic.Vocabulary``). ``pretrained`` is a local checkpoint path.
+    tokenizer of the data (``infogap.data.synthetic.Vocabulary``). ``pretrained`` is a local checkpoint path;
+    None or ``none`` (what the commands' ``--pretrained none`` passes) is a random initialisation.
     """
+    if isinstance(pretrained, str) and pretrained.strip().lower() == "none":
+        pretrained = None
     if name in SMALL_CONFIGS:
         cfg = SMALL_CONFIGS[name]
         vision_cfg = CLIPVisionCfg(**cfg.vision)

@@ -7,6 +7,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Optional
 
 
 class ConfigError(Exception):
@@ -42,13 +43,17 @@ def lightning_main(argv: list[str]) -> int:
     # LightningCLI reads its arguments from sys.argv; argv[0] stays the program, which Lightning's DDP
     # launcher re-executes for the other ranks
     sys.argv = [sys.argv[0] if sys.argv and sys.argv[0] else "infogap"] + [_expand_run_dir(a) for a in argv]
+    locks: list = []  # the run directory's lock, released when this command ends however it ends (also in-process callers)
     try:
-        InfogapCLI(args=None)
+        _lightning_cli_class(locks=locks)(args=None)
     except ArgumentError as exc:
         raise ConfigError(_first_line(str(exc))) from None
     except Interrupted as exc:
         print(f"infogap {argv[0] if argv else 'fit'}: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
+    finally:
+        for lock in locks:
+            lock.release()
     return 0
 
 
@@ -159,21 +164,28 @@ def flat_config(config: dict, prefix: str = "") -> dict:
     return out
 
 
-def _lightning_cli_class(parse_only: bool = False):
+def _lightning_cli_class(parse_only: bool = False, locks: Optional[list] = None):
     from pytorch_lightning import LightningDataModule
     from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
+    from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
     from infogap.train.checkpoints import SaveOnInterrupt, StepCheckpoint, use_atomic_checkpoints
     from infogap.train.evaluation import RepresentationMetrics
-    from infogap.train.loggers import ProgressFile, make_logger
+    from pytorch_lightning.callbacks import ProgressBar
+
+    from infogap.train.loggers import ProgressFile, make_logger, step_progress_bar
     from infogap.train.module import ContrastiveModule
 
     class LoggedConfig(SaveConfigCallback):
-        """config.yaml in the run directory, and the whole config logged as flat hyper-parameters
-        (``data.k``, ``model.lr``, ``seed_everything``) so W&B groups and filters runs by the keys a
-        sweep varies."""
+        """config.yaml in the run directory (``trainer.default_root_dir``) whatever the logger (Lightning's
+        own puts it in the logger's folder: ``csv/`` with ``log_with=csv``), and the whole config logged as
+        flat hyper-parameters (``data.k``, ``model.lr``, ``seed_everything``) so W&B groups and filters
+        runs by the keys a sweep varies. Runs on rank 0 only (``save_to_log_dir=False``)."""
 
         def save_config(self, trainer, pl_module, stage) -> None:
+            run_dir = Path(trainer.default_root_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            self.parser.save(self.config, str(run_dir / self.config_filename), skip_none=False, overwrite=True, multifile=self.multifile)
             if trainer.logger is not None:
                 trainer.logger.log_hyperparams(flat_config(self.config.as_dict()))
 
@@ -192,7 +204,7 @@ def _lightning_cli_class(parse_only: bool = False):
                 run=run,
                 parser_kwargs={"exit_on_error": False, "default_env": False},
                 save_config_callback=LoggedConfig,
-                save_config_kwargs={"overwrite": True},
+                save_config_kwargs={"overwrite": True, "save_to_log_dir": False},
                 seed_everything_default=0,
             )
 
@@ -217,8 +229,14 @@ def _lightning_cli_class(parse_only: bool = False):
             super().parse_arguments(parser, args)
             if parse_only:
                 raise _Parsed(parser)
-            if self.config.get("subcommand") == "fit" and os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("RANK", "0") == "0":
-                self.run_dir_lock = claim_run_dir(self.config["fit"])  # held until this process exits
+            subcommand = self.config.get("subcommand")
+            if subcommand == "fit" and os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("RANK", "0") == "0":
+                lock = claim_run_dir(self.config["fit"])  # held until the command ends (``locks``), else until this process exits
+                self.run_dir_lock = lock
+                if locks is not None:
+                    locks.append(lock)
+            elif subcommand in ("validate", "test"):
+                check_checkpoint_arg(self.config[subcommand].get("ckpt_path"))
 
         def _run_subcommand(self, subcommand: str) -> None:
             try:
@@ -232,19 +250,35 @@ def _lightning_cli_class(parse_only: bool = False):
         def instantiate_classes(self) -> None:
             try:
                 super().instantiate_classes()
-            except (TypeError, ValueError, FileNotFoundError) as exc:
+            except (TypeError, ValueError, FileNotFoundError, MisconfigurationException) as exc:
                 raise ConfigError(_first_line(str(exc))) from None
             check_strategy(self.trainer)
             use_atomic_checkpoints(self.trainer)
 
         def _instantiate_trainer(self, config, callbacks):
             cfg = self.config[self.subcommand] if self.subcommand else self.config
+            given = [c for c in (config.get("callbacks") or []) if isinstance(c, ProgressBar)]
+            if config.get("enable_progress_bar") is not False and not given and _rich_available():
+                callbacks = [*callbacks, step_progress_bar()]  # steps of the run, not batches of an epoch
             if config.get("logger") in (None, True):
                 run_dir = config.get("default_root_dir") or "runs/default"
                 config["logger"] = make_logger(cfg.get("log_with", "wandb"), run_dir, project=cfg.get("wandb_project", "infogap"))
             return super()._instantiate_trainer(config, callbacks)
 
     return _CLI
+
+
+def check_checkpoint_arg(ckpt_path) -> None:
+    """``infogap validate|test --ckpt_path=X``: X is a checkpoint that loads (one line naming it, not torch's
+    traceback, when it is missing, empty or corrupt). Without ``--ckpt_path`` the config's own weights are
+    evaluated (``model.pretrained``, or a fresh model)."""
+    from infogap.train.checkpoints import checkpoint_problem
+
+    if ckpt_path is None or str(ckpt_path) in ("best", "last", "hpc", "registry"):
+        return
+    problem = checkpoint_problem(ckpt_path)
+    if problem is not None:
+        raise ConfigError(f"--ckpt_path {ckpt_path}: {problem}")
 
 
 def claim_run_dir(cfg):
@@ -302,6 +336,12 @@ def check_strategy(trainer) -> None:
         stage = strategy.config.get("zero_optimization", {}).get("stage", "?")
         raise ConfigError(f"trainer.strategy: DeepSpeedStrategy (ZeRO stage {stage}) runs only on CUDA GPUs and this run's accelerator is "
                           f"{type(trainer.accelerator).__name__}; on CPU use trainer.strategy=ddp (configs/strategies/ddp.yaml)")
+
+
+def _rich_available() -> bool:
+    from importlib.util import find_spec
+
+    return find_spec("rich") is not None
 
 
 def InfogapCLI(args, run: bool = True):  # noqa: N802 - a class built lazily so `infogap --help` stays fast

@@ -16,6 +16,7 @@ source that renders concepts with that tokenizer (``Encoder``).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +41,12 @@ def embed(model_name: str, pretrained: str | None, shards: str, n: int, batch_si
     from infogap.data.webdata import WebDataModule
     from infogap.models import build_model
 
-    data = WebDataModule(train_shards=shards, val_shards=shards, model=model_name, batch_size=batch_size, num_workers=0)
-    count = data.eval_size(n)
+    try:
+        data = WebDataModule(train_shards=shards, val_shards=shards, model=model_name, batch_size=batch_size, num_workers=0)
+        count = data.eval_size(n)
+    except (ValueError, FileNotFoundError) as exc:  # the data module names its config fields; this command's flag is --shards
+        message = re.sub(r"data\.(train|val)_shards", "--shards", str(exc))
+        raise type(exc)(message) from None
     if count < 2:
         raise ValueError(f"--shards {shards}: {count} readable sample(s); the metrics need at least 2")
     samples = data.eval_samples(np.arange(count))
@@ -152,7 +157,7 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="infogap embed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="open_clip model name (RN50, ViT-B-16, ...) or tiny-bpe")
     p.add_argument("--pretrained", default=None, help="local checkpoint (open_clip, state dict, infogap/Lightning, DeepSpeed); "
-                                                      "none: random initialisation")
+                                                      "none (or left out): random initialisation")
     p.add_argument("--shards", required=True, help="webdataset shards, brace notation")
     p.add_argument("--out", required=True, help="the .npz to write")
     p.add_argument("--n", type=int, default=10_000, help="samples to embed (the first N of the shards; default 10000)")

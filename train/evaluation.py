@@ -93,6 +93,7 @@ class RepresentationMetrics(pl.Callback):
         self.seconds = 0.0
         self.enabled = True
         self._arrays: Optional[dict] = None
+        self.split = "val"
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         datamodule = trainer.datamodule
@@ -111,6 +112,37 @@ class RepresentationMetrics(pl.Callback):
         step = trainer.global_step
         if self.enabled and self.every and step > 0 and step % self.every == 0 and step != self._last_step:
             self.evaluate(trainer, pl_module)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.state.fn == "validate":  # infogap validate, not the validation loop of fit
+            self._evaluate_checkpoint(trainer, pl_module, "validate", "val")
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        self._evaluate_checkpoint(trainer, pl_module, "test", "test")
+
+    def _evaluate_checkpoint(self, trainer, pl_module, stage: str, split: str) -> None:
+        """``infogap validate|test``: the metric suite of the checkpoint on the evaluation set of ``split``
+        (the test split where the data module has one, else the validation split, which is said), printed
+        and written to ``STAGE_metrics.json`` in the run directory beside the loss Lightning prints."""
+        if not self.enabled:
+            return
+        splits = getattr(trainer.datamodule, "EVAL_SPLITS", ("val",))
+        self.split, self._cache = (split if split in splits else "val"), None
+        values = self.evaluate(trainer, pl_module)
+        if not trainer.is_global_zero:
+            return
+        if split != self.split:
+            rank_zero_info(f"metrics: {type(trainer.datamodule).__name__} has no {split} evaluation set; the suite is on the validation set")
+        step = trainer.global_step
+        if trainer.ckpt_path and Path(trainer.ckpt_path).is_file():  # validate/test do not restore the step: the checkpoint's own
+            step = int(torch.load(trainer.ckpt_path, map_location="cpu", weights_only=False, mmap=True).get("global_step", step))
+        record = {"stage": stage, "split": self.split, "step": step, "num_samples": int(len(self._arrays["image"])),
+                  "checkpoint": str(trainer.ckpt_path) if trainer.ckpt_path else None, "metrics": values}
+        path = Path(trainer.default_root_dir) / f"{stage}_metrics.json"
+        write_json_atomic(path, record, indent=2, sort_keys=True)
+        width = max(map(len, values))
+        print("\n".join([f"metric suite on {record['num_samples']} {self.split} samples (checkpoint at step {step}):"]
+                        + [f"  {k:<{width}}  {v:.4f}" for k, v in sorted(values.items())] + [f"metrics: wrote {path}"]), flush=True)
 
     def on_fit_end(self, trainer, pl_module) -> None:
         if not self.enabled:
@@ -135,11 +167,12 @@ class RepresentationMetrics(pl.Callback):
 
     # --- what ---------------------------------------------------------------------------------
     def _eval_set(self, datamodule, rank: int, world: int) -> dict:
-        """This rank's contiguous slice of the evaluation set, rendered once and cached."""
+        """This rank's contiguous slice of the evaluation set (of ``self.split``), rendered once and cached."""
         if self._cache is None:
-            n = datamodule.eval_size(self.num_samples)
+            kwargs = {} if self.split == "val" else {"split": self.split}
+            n = datamodule.eval_size(self.num_samples, **kwargs)
             index = np.array_split(np.arange(n), world)[rank]
-            parts = [datamodule.eval_samples(index[i: i + self.batch_size]) for i in range(0, len(index), self.batch_size)]
+            parts = [datamodule.eval_samples(index[i: i + self.batch_size], **kwargs) for i in range(0, len(index), self.batch_size)]
             self._cache = {
                 "n": n,
                 "image": torch.cat([p["image"] for p in parts]) if parts else None,

@@ -147,6 +147,37 @@ def overwrite_in_place(path: str | Path, text: str) -> None:
         f.truncate()
 
 
+def step_progress_bar():
+    """Lightning's rich progress bar counting optimizer steps of the whole run (``step 160/600``), not the
+    batches of an epoch: the synthetic world's epochs are an artefact of ``data.train_size``, a run is
+    bounded by ``trainer.max_steps`` (so Lightning's ``Epoch 0/-2`` means nothing), and a resumed run's
+    batch index ran past its epoch's length (``160/10``). Built lazily: rich is imported only for a bar."""
+    from pytorch_lightning.callbacks import RichProgressBar
+
+    class StepProgressBar(RichProgressBar):
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            if self.is_disabled or self.progress is None:
+                return
+            description = f"step (epoch {trainer.current_epoch})"
+            total = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None
+            if self.train_progress_bar_id is None:
+                self.train_progress_bar_id = self._add_task(total, description)
+                self._update(self.train_progress_bar_id, trainer.global_step)
+            else:
+                self.progress.update(self.train_progress_bar_id, description=description)
+            self.refresh()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            if self.is_disabled:
+                return
+            if self.train_progress_bar_id is None:
+                self.on_train_epoch_start(trainer, pl_module)
+            self._update(self.train_progress_bar_id, trainer.global_step)
+            self._update_metrics(trainer, pl_module)
+
+    return StepProgressBar()
+
+
 def read_progress(run_dir: str | Path) -> Optional[dict]:
     """A run's ``progress.json``, or None before it has written one."""
     path = Path(run_dir) / PROGRESS

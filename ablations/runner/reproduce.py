@@ -331,13 +331,43 @@ def compare(new: dict, old: dict) -> list[str]:
     return lines
 
 
+REPORT_FIELDS = ("size", "finished", "wall_s", "environment", "studies")
+STUDY_FIELDS = ("name", "claims", "counts")
+
+
+def read_report(report_dir: Path, option: str) -> dict:
+    """``REPORT_DIR/reproduce.json`` as a report of ``infogap reproduce``, checked: a missing file, a file
+    that is not JSON, or one without a report's fields is one line naming ``option``, the file and the field."""
+    path = Path(report_dir) / "reproduce.json"
+    if not path.is_file():
+        raise ValueError(f"{option}: {path} does not exist (run infogap reproduce first)")
+    try:
+        result = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{option}: {path} is not JSON ({exc})") from None
+    if not isinstance(result, dict):
+        raise ValueError(f"{option}: {path} is not a report of infogap reproduce (a {type(result).__name__}, not an object)")
+    missing = [f for f in REPORT_FIELDS if f not in result]
+    if missing or not isinstance(result["studies"], list):
+        raise ValueError(f"{option}: {path} is not a report of infogap reproduce (no field {(missing or ['studies'])[0]!r})")
+    for i, study in enumerate(result["studies"]):
+        bad = [f for f in STUDY_FIELDS if not isinstance(study, dict) or f not in study]
+        if bad:
+            raise ValueError(f"{option}: {path}: studies[{i}] lacks the field {bad[0]!r}")
+        claims = [c for c in study["claims"] if not isinstance(c, dict) or "claim" not in c or "verdict" not in c]
+        if claims or not isinstance(study["claims"], list):
+            raise ValueError(f"{option}: {path}: study {study['name']!r} has a claim without 'claim' and 'verdict'")
+    return result
+
+
 def write_report(out: Path, result: dict, compare_dir: Path | None) -> list[str] | None:
     changes = None
     if compare_dir is not None:
-        old_path = compare_dir / "reproduce.json"
-        if not old_path.is_file():
-            raise ValueError(f"--compare: {old_path} does not exist")
-        changes = compare(result, json.loads(old_path.read_text()))
+        old = read_report(compare_dir, "--compare")
+        if old["size"] != result["size"]:
+            raise ValueError(f"--compare: {compare_dir / 'reproduce.json'} is a report of the {old['size']!r} plan, this one of "
+                             f"{result['size']!r}: their claims do not compare")
+        changes = compare(result, old)
         result["compared_with"] = str(compare_dir)
     text = render_markdown(result, changes, out)
     (out / "REPORT.md").write_text(text)
@@ -360,12 +390,7 @@ def merge(dirs: list[Path], out: Path) -> dict:
     aggregated it (its claims, runs, section of REPORT.md and figures, copied under ``out``), each part's
     command, date and environment kept. A study no part aggregated stays "not aggregated"; reports of
     different plans or study lists are one-line errors."""
-    results = []
-    for d in dirs:
-        path = d / "reproduce.json"
-        if not path.is_file():
-            raise ValueError(f"--merge: {path} does not exist")
-        results.append(json.loads(path.read_text()))
+    results = [read_report(d, "--merge") for d in dirs]
     sizes = {r["size"] for r in results}
     if len(sizes) != 1:
         raise ValueError(f"--merge: the reports are of different plans ({', '.join(sorted(sizes))})")
@@ -456,8 +481,7 @@ def main(argv: list[str]) -> int:
         from infogap.ablations.runner.docs import render_docs
 
         root = Path.cwd()
-        if not (args.render_docs / "reproduce.json").is_file():
-            raise ValueError(f"--render-docs: {args.render_docs / 'reproduce.json'} does not exist (run infogap reproduce first)")
+        read_report(args.render_docs, "--render-docs")
         if not ((root / "README.md").is_file() and (root / "docs" / "results").is_dir()):
             raise ValueError(f"--render-docs: run it in the repository's root (no README.md and docs/results/ in {root})")
         changed = render_docs(args.render_docs, root)
@@ -478,8 +502,11 @@ def main(argv: list[str]) -> int:
         raise ValueError(f"--studies: {', '.join(unknown) or 'none given'} not in the plan {plan.size!r} "
                          f"({', '.join(e.name for e in plan.studies)})")
     out = Path(args.out or f"results/reproduce-{plan.size}").resolve()
-    if args.compare is not None and not (args.compare / "reproduce.json").is_file():
-        raise ValueError(f"--compare: {args.compare / 'reproduce.json'} does not exist")
+    if args.compare is not None:
+        old = read_report(args.compare, "--compare")  # before any run: a foreign file would list every claim as new
+        if old["size"] != plan.size:
+            raise ValueError(f"--compare: {args.compare / 'reproduce.json'} is a report of the {old['size']!r} plan, this is "
+                             f"{plan.size!r}: their claims do not compare")
     counts_now = plan_runs(plan, out, check=True, rerun=args.rerun)
     total = sum(n for _, n in counts_now.values())
     done_before = sum(d for d, _ in counts_now.values())
