@@ -16,8 +16,8 @@ from typing import Callable, Optional
 # name -> ("module:function", one-line help). The function takes the arguments after the name.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "fit": ("infogap.train.cli:lightning_main", "train a model from a YAML config (LightningCLI; --help for every key)"),
-    "validate": ("infogap.train.cli:lightning_main", "validation loss and metrics of a checkpoint"),
-    "test": ("infogap.train.cli:lightning_main", "test loss of a checkpoint"),
+    "validate": ("infogap.train.cli:lightning_main", "validation loss and metric suite of a checkpoint (validate_metrics.json)"),
+    "test": ("infogap.train.cli:lightning_main", "test loss and metric suite of a checkpoint on the test split (test_metrics.json)"),
     "data": ("infogap.data.cli:main", "synthetic data: preview grid, throughput benchmark, webdataset export, caption enrichment"),
     "metrics": ("infogap.train.metrics_cli:main", "metric suite of an embeddings .npz as one JSON object"),
     "embed": ("infogap.train.embed:main", "embeddings .npz of a local open_clip checkpoint on local shards"),
@@ -33,9 +33,9 @@ LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test")
 ANALYSES: dict[str, tuple[str, str]] = {
     "gap-performance": ("infogap.ablations.core.gap_performance:main",
                         "Kendall tau between gap and performance across models (core study, its Tables 1 and 3)"),
-    "eat": ("infogap.ablations.bias.analyze:main", "embedding association tests: effect size and permutation p (seed 001)"),
-    "heads": ("infogap.ablations.heads.cli:main", "TEXTSPAN, concept consistency and pruning of attention heads (seed 004)"),
-    "learn-forget": ("infogap.ablations.learn_forget.cli:main", "IIMM vs fine-tuning gain and forgetting (seed 003)"),
+    "eat": ("infogap.ablations.bias.analyze:main", "embedding association tests: effect size and permutation p (Ghate et al. 2025)"),
+    "heads": ("infogap.ablations.heads.cli:main", "TEXTSPAN, concept consistency and pruning of attention heads (Madasu et al. 2025)"),
+    "learn-forget": ("infogap.ablations.learn_forget.cli:main", "IIMM vs fine-tuning gain and forgetting (Niss et al. 2024)"),
 }
 
 

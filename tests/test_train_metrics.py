@@ -258,7 +258,7 @@ def test_metrics_cli_prints_one_json_object(tmp_path, data):
     [
         (dict(image=np.ones((5, 3)), text=np.ones((5, 4))), "same shape"),
         (dict(image=np.full((5, 3), np.nan), text=np.ones((5, 3))), "NaN"),
-        (dict(image=np.eye(5, 3), text=np.eye(5, 3), labels_object=np.zeros(4, int)), "'labels_object' has 4 entries, expected 5"),
+        (dict(image=np.eye(5, 3) + 0.1, text=np.eye(5, 3) + 0.1, labels_object=np.zeros(4, int)), "'labels_object' has 4 entries, expected 5"),
         (dict(text=np.ones((5, 3))), "missing array 'image'"),
     ],
 )
