@@ -342,6 +342,45 @@ def test_fit_and_validate_errors_are_one_line(tmp_path, capsys, monkeypatch):
     _one_line_error(code, err, f"--ckpt_path {tmp_path / 'bad.ckpt'}: not a readable checkpoint")
 
 
+def test_the_progress_bar_counts_steps_and_lightnings_noise_is_quiet(tmp_path, capsys, monkeypatch):
+    """Was: "Epoch 0/-2" (the epoch of a run bounded by steps), "160/10" after a resume (the batch index
+    past the epoch's length), and the litlogger advertisement and our own data module's __len__ warning
+    at every start. The bar is Lightning's rich bar counting the run's optimizer steps."""
+    from pytorch_lightning.callbacks import RichProgressBar
+
+    from infogap.train.cli import InfogapCLI
+
+    monkeypatch.setattr(sys, "argv", ["infogap"])
+    built = InfogapCLI(tiny_fit_args(tmp_path / "run", 3, "--log_with=none", "--trainer.enable_progress_bar=true")[1:], run=False)
+    bar = built.trainer.progress_bar_callback
+    assert isinstance(bar, RichProgressBar) and type(bar).__name__ == "StepProgressBar"
+
+    class Progress:  # what the bar's task shows: completed of total
+        def __init__(self):
+            self.tasks = {}
+
+        def update(self, task, **kw):
+            self.tasks[task].update(kw)
+
+    shown = Progress()
+    bar._progress_stopped, bar.progress = False, shown
+    bar._add_task = lambda total, description, visible=True: shown.tasks.setdefault(0, {"total": total, "description": description}) and 0
+    bar._update = lambda task, current, visible=True: shown.tasks[task].update(completed=current)
+    bar._update_metrics = lambda trainer, module: None
+    bar.refresh = lambda: None
+    trainer = type("T", (), {"max_steps": 600, "global_step": 160, "current_epoch": 16})()
+    bar.on_train_epoch_start(trainer, None)  # a run resumed at step 160 of 600
+    assert shown.tasks[0] == {"total": 600, "description": "step (epoch 16)", "completed": 160}
+    trainer.global_step = 161
+    bar.on_train_batch_end(trainer, None, None, None, 0)
+    assert shown.tasks[0]["completed"] == 161
+
+    code, out, err = _infogap(capsys, *tiny_fit_args(tmp_path / "quiet", 2, "--log_with=none"))
+    assert code == 0, err[-2000:]
+    for noise in ("Tip:", "has `__len__` defined", "Seed set to"):
+        assert noise not in out + err, noise
+
+
 def test_pretrained_none_is_a_random_initialisation():
     """Was: ``--pretrained none`` documented in four commands and refused as a missing file."""
     from infogap.models import build_model
@@ -400,6 +439,8 @@ def test_last_ckpt_is_the_last_state_after_an_early_interrupt_and_a_resume_here_
     for directory in (run, copy):
         again = cli(*tiny_fit_args(directory, 8, *common, "--ckpt_path=last"))
         assert again.returncode == 0, again.stderr[-2000:]
+        said = again.stdout + again.stderr  # the resume is exact, and the log says so instead of Lightning's warning
+        assert "data: resumed mid-epoch at epoch 0, batch 3" in said and "dataloader is not resumable" not in said, said[-2000:]
         names = sorted(p.name for p in (directory / "checkpoints").iterdir())
         assert names == ["last.ckpt"], names
         assert _step(directory / "checkpoints" / "last.ckpt") == json.loads((directory / "metrics.json").read_text())["step"] == 8
