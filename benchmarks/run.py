@@ -15,6 +15,9 @@
   startup       whole-process floor: the imports of each tool, and a one-step run of each (start-up and exit)
   aggregate_jobs  the per-run analyses of an aggregation (learn_forget's fine-tunes of 4 runs) in one
                 process and in --analysis-jobs 2 worker processes
+  time_to_target  optimizer steps and training seconds (evaluation apart) until k = 5 reaches zero-shot object
+                accuracy >= 0.80 and mean attribute accuracy >= 0.80 on the validation set, per recipe
+                (TTT_RECIPES), median over seeds (TTT_SEEDS); k = 0 on the same recipe beside it
 
 Each benchmark runs in its own process (so peak memory is its own) and prints one JSON line; the
 results are also written to benchmarks/results.json. ``--smoke`` runs a benchmark at a few steps
@@ -26,6 +29,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -33,8 +37,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ORDER = ["data", "jpeg", "metrics_1m", "metrics_100k", "callback", "eat", "heads", "dense", "vs_open_clip", "loaders", "startup",
-         "aggregate_jobs"]
-SMOKE = {"vs_open_clip", "loaders", "startup", "aggregate_jobs"}  # benchmarks with a smoke mode
+         "aggregate_jobs", "time_to_target"]
+SMOKE = {"vs_open_clip", "loaders", "startup", "aggregate_jobs", "time_to_target"}  # benchmarks with a smoke mode
 
 
 def _rss_gib() -> float:
@@ -518,6 +522,117 @@ def bench_aggregate_jobs(smoke: bool = False) -> dict:
             out[f"jobs_{jobs}_s"] = round(t, 1)
     out.update(runs=len(ks.split(",")), speedup=round(out["jobs_1_s"] / out["jobs_2_s"], 2), cpus=os.cpu_count())
     return out
+
+
+# time_to_target: each recipe is a list of infogap fit arguments over configs/synthetic.yaml, with the
+# schedule's length (trainer.max_steps); ``TTT_RECIPES=name,name`` picks some, ``TTT_SEEDS=0,1,2`` the seeds
+TTT_RECIPES = {
+    "legacy-9600": ["--config", "configs/recipes/legacy-600.yaml", "--trainer.max_steps=9600"],  # today's recipe, run long enough to reach the target
+    "legacy-600": ["--config", "configs/recipes/legacy-600.yaml"],  # the yardstick: today's 600-step run (does not reach the target)
+}
+TTT_TARGET = 0.80
+
+
+def _time_to_target_run(run_dir: Path, args: list[str], k: int, seed: int, every: int, smoke: bool) -> list[dict]:
+    """One ``infogap fit`` alone on the machine with ``benchmarks.clock.TargetClock``: its evaluation rows
+    (those of an earlier finished run in ``run_dir``, when ``TTT_OUT`` keeps the runs)."""
+    if (run_dir / "time_to_target.json").is_file() and (run_dir / "metrics.json").is_file():
+        return json.loads((run_dir / "time_to_target.json").read_text())
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # an unfinished attempt: timed again from the start
+    clock = {"class_path": "benchmarks.clock.TargetClock",
+             "init_args": {"every": every, "stop_at_target": k == 5, "target": TTT_TARGET, **({"num_samples": 64, "prompts_per_value": 2} if smoke else {})}}
+    command = [sys.executable, "-m", "infogap", "fit", "--config", "configs/synthetic.yaml", *args, f"--trainer.default_root_dir={run_dir}",
+               f"--data.k={k}", f"--seed_everything={seed}", "--log_with=none", "--trainer.enable_progress_bar=false",
+               "--trainer.limit_val_batches=0", "--metrics.eval_every_n_steps=0", "--metrics.eval_at_start=false",
+               "--trainer.callbacks+=" + json.dumps(clock)]
+    if smoke:
+        command += ["--trainer.max_steps=4", "--data.batch_size=16", "--data.val_size=64", "--metrics.num_samples=64", "--metrics.prompts_per_value=2"]
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline"})
+    if proc.returncode != 0:
+        raise RuntimeError(f"time_to_target: {' '.join(command[3:])} failed:\n{proc.stderr[-3000:]}")
+    return json.loads((run_dir / "time_to_target.json").read_text())
+
+
+def time_to_target_summary(rows_by_seed: dict[int, list[dict]], target: float) -> dict:
+    """Per seed, the first evaluation at the target (step, training seconds, each factor's accuracy), or
+    the last one with ``reached: false``; and the medians over the seeds that reached it (None when fewer
+    than half did: a median of the others would flatter the recipe)."""
+    import statistics
+
+    from benchmarks.clock import first_at_target
+
+    per_seed = {}
+    for seed, rows in rows_by_seed.items():
+        hit = first_at_target(rows, target)
+        row = hit or rows[-1]
+        per_seed[seed] = {"reached": hit is not None, "step": row["step"], "train_seconds": row["train_seconds"],
+                          "eval_seconds": round(sum(r["eval_seconds"] for r in rows if r["step"] <= row["step"]), 3), "acc": row["acc"]}
+    hits = [v for v in per_seed.values() if v["reached"]]
+    enough = 2 * len(hits) > len(per_seed)
+    return {"seeds": per_seed, "reached": f"{len(hits)}/{len(per_seed)}",
+            "median_steps": statistics.median(v["step"] for v in hits) if enough else None,
+            "median_train_seconds": round(statistics.median(v["train_seconds"] for v in hits), 2) if enough else None}
+
+
+def bench_time_to_target(smoke: bool = False) -> dict:
+    """Every recipe of ``TTT_RECIPES`` (or those ``TTT_RECIPES`` names) at k = 5 (stopped at the target)
+    and k = 0 (run whole: the same recipe, as the studies compare them), each seed alone on the machine,
+    evaluated every ``TTT_EVERY`` (100) steps; a figure of accuracy against training seconds per recipe
+    (``benchmarks/time_to_target.png``)."""
+    import tempfile
+
+    names = [n for n in os.environ.get("TTT_RECIPES", ",".join(TTT_RECIPES)).split(",") if n]
+    seeds = [int(s) for s in os.environ.get("TTT_SEEDS", "0,1,2").split(",")]
+    ks = [int(k) for k in os.environ.get("TTT_K", "5,0").split(",")]
+    every = int(os.environ.get("TTT_EVERY", "2" if smoke else "100"))
+    if smoke:
+        names, seeds, ks = names[:1], seeds[:1], ks[:1]
+    result = {"target": TTT_TARGET, "every": every, "recipes": {}}
+    curves = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = os.environ.get("TTT_OUT") or tmp  # TTT_OUT=DIR keeps the runs (and reuses the finished ones: a long benchmark resumes)
+        for name in names:
+            entry = {"args": TTT_RECIPES[name]}
+            for k in ks:
+                rows = {seed: _time_to_target_run(Path(tmp) / f"{name}-k{k}-s{seed}", TTT_RECIPES[name], k, seed, every, smoke) for seed in seeds}
+                entry[f"k{k}"] = time_to_target_summary(rows, TTT_TARGET)
+                curves[(name, k)] = rows
+            result["recipes"][name] = entry
+    if not smoke:
+        result["figure"] = str(_time_to_target_figure(curves, ROOT / "benchmarks" / "time_to_target.png").relative_to(ROOT))
+    return result
+
+
+def _time_to_target_figure(curves: dict, path: Path) -> Path:
+    """Object and mean attribute accuracy against training seconds, one panel per k, a colour per recipe."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from benchmarks.clock import ATTRIBUTES
+
+    ks = sorted({k for _, k in curves}, reverse=True)
+    fig, axes = plt.subplots(1, len(ks), figsize=(5.2 * len(ks), 3.6), squeeze=False)
+    names = sorted({n for n, _ in curves})
+    for ax, k in zip(axes[0], ks):
+        for i, name in enumerate(names):
+            for seed, rows in curves.get((name, k), {}).items():
+                t = [r["train_seconds"] for r in rows]
+                ax.plot(t, [r["acc"]["object"] for r in rows], color=f"C{i}", lw=1, label=f"{name} object" if seed == min(curves[(name, k)]) else None)
+                ax.plot(t, [sum(r["acc"][a] for a in ATTRIBUTES) / len(ATTRIBUTES) for r in rows], color=f"C{i}", lw=1, ls="--",
+                        label=f"{name} attributes" if seed == min(curves[(name, k)]) else None)
+        ax.axhline(TTT_TARGET, color="k", lw=0.8, ls=":")
+        ax.set_xlabel("training seconds (evaluation apart)")
+        ax.set_ylabel("zero-shot accuracy (validation)")
+        ax.set_title(f"k = {k}", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def main(names: list[str]) -> None:

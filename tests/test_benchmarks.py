@@ -137,3 +137,40 @@ def test_steady_rate_counts_the_steps_after_the_warm_up():
     assert steady_rate(times, 8, warm=2) == pytest.approx(3 * 8 / 3)
     with pytest.raises(ValueError, match="none after the first 5"):
         steady_rate(times, 8, warm=5)
+
+
+def test_time_to_target_reads_the_first_evaluation_at_the_target_from_hand_rows():
+    """The target needs object >= 0.80 and the mean of the five attributes >= 0.80 (not any one factor);
+    the medians count only seeds that reached it, and none when fewer than half did."""
+    from benchmarks.clock import first_at_target, reached
+    from benchmarks.run import time_to_target_summary
+
+    attrs = dict(colour=1.0, thickness=0.9, scaling=0.9, swelling=0.6, fracture=0.6)  # mean 0.80
+    assert reached({"object": 0.80, **attrs}, 0.80)
+    assert not reached({"object": 0.79, **attrs}, 0.80)
+    assert not reached({"object": 0.95, **{**attrs, "fracture": 0.59}}, 0.80)  # mean 0.798
+    assert not reached({"object": 0.95, "colour": 1.0}, 0.80)  # attributes missing: not reached
+
+    def row(step, seconds, obj, attr):
+        return {"step": step, "train_seconds": seconds, "eval_seconds": 0.5, "acc": {"object": obj, **{a: attr for a in attrs}}}
+
+    a = [row(0, 0.0, 0.1, 0.4), row(100, 5.0, 0.85, 0.70), row(200, 10.0, 0.81, 0.80), row(300, 15.0, 0.9, 0.9)]
+    b = [row(0, 0.0, 0.1, 0.4), row(100, 6.0, 0.81, 0.81)]
+    c = [row(0, 0.0, 0.1, 0.4), row(100, 7.0, 0.5, 0.5)]
+    assert first_at_target(a, 0.80)["step"] == 200 and first_at_target(c, 0.80) is None
+    summary = time_to_target_summary({0: a, 1: b, 2: c}, 0.80)
+    assert summary["reached"] == "2/3" and summary["median_steps"] == 150 and summary["median_train_seconds"] == 8.0
+    assert summary["seeds"][0]["eval_seconds"] == 1.5 and summary["seeds"][2] == {
+        "reached": False, "step": 100, "train_seconds": 7.0, "eval_seconds": 1.0, "acc": c[-1]["acc"]}
+    one = time_to_target_summary({0: a, 1: c, 2: c}, 0.80)
+    assert one["reached"] == "1/3" and one["median_steps"] is None and one["median_train_seconds"] is None
+
+
+@pytest.mark.slow
+def test_the_time_to_target_benchmark_runs_and_times_training_apart_from_evaluation():
+    proc = subprocess.run([sys.executable, "benchmarks/run.py", "time_to_target", "--smoke"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1].split(" ", 1)[1])
+    seed = result["recipes"]["legacy-9600"]["k5"]["seeds"]["0"]
+    assert seed["step"] == 4 and seed["train_seconds"] > 0 and seed["eval_seconds"] > 0
+    assert set(seed["acc"]) == {"object", "colour", "thickness", "swelling", "fracture", "scaling"}
