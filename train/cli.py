@@ -35,7 +35,6 @@ class _Parsed(Exception):
 def lightning_main(argv: list[str]) -> int:
     """fit / validate / test through LightningCLI, with the project's defaults. A run stopped by SIGTERM
     or Ctrl-C saves its checkpoint and ends with one line and exit code 143 or 130."""
-
     from jsonargparse import ArgumentError
 
     check_yaml_files(argv)
@@ -166,13 +165,12 @@ def flat_config(config: dict, prefix: str = "") -> dict:
 
 def _lightning_cli_class(parse_only: bool = False, locks: Optional[list] = None):
     from pytorch_lightning import LightningDataModule
+    from pytorch_lightning.callbacks import ProgressBar
     from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
     from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
     from infogap.train.checkpoints import SaveOnInterrupt, StepCheckpoint, use_atomic_checkpoints
     from infogap.train.evaluation import RepresentationMetrics
-    from pytorch_lightning.callbacks import ProgressBar
-
     from infogap.train.loggers import ProgressFile, make_logger, step_progress_bar
     from infogap.train.module import ContrastiveModule
 
