@@ -534,6 +534,7 @@ TTT_RECIPES = {
     "lr6e-3-1200": ["--config", "configs/recipes/legacy-600.yaml", "--trainer.max_steps=1200", "--model.lr=0.006"],
     "batch512-lr4e-3-600": ["--config", "configs/recipes/legacy-600.yaml", "--data.batch_size=512", "--model.lr=0.004"],
     "small-1200": ["--config", "configs/recipes/legacy-600.yaml", "--trainer.max_steps=1200", "--model.model=small"],
+    "patch2-600": ["--config", "configs/recipes/legacy-600.yaml", "--model.model=tiny-p2"],
 }
 TTT_TARGET = 0.80
 
@@ -605,7 +606,8 @@ def bench_time_to_target(smoke: bool = False) -> dict:
                 curves[(name, k)] = rows
             result["recipes"][name] = entry
     if not smoke:
-        result["figure"] = str(_time_to_target_figure(curves, ROOT / "benchmarks" / "time_to_target.png").relative_to(ROOT))
+        figure = ROOT / "benchmarks" / f"time_to_target_{'+'.join(names)}.png"  # one per set of recipes: a later run never overwrites another's
+        result["figure"] = str(_time_to_target_figure(curves, figure).relative_to(ROOT))
     return result
 
 
@@ -665,6 +667,9 @@ def main(names: list[str]) -> None:
         return
     path = ROOT / "benchmarks" / "results.json"
     previous = json.loads(path.read_text()) if path.is_file() else {}
+    if "time_to_target" in results and "time_to_target" in previous:  # recipes measured apart are kept side by side, each with its date
+        stamped = {n: {**r, "measured": results["time_to_target"]["measured"]} for n, r in results["time_to_target"]["recipes"].items()}
+        results["time_to_target"]["recipes"] = {**previous["time_to_target"].get("recipes", {}), **stamped}
     previous.update(results)
     path.write_text(json.dumps(previous, indent=2) + "\n")
     print(f"wrote {path}")

@@ -40,6 +40,12 @@ SMALL_CONFIGS: dict[str, SmallClipConfig] = {
         vision=dict(image_size=28, patch_size=4, width=128, layers=4, head_width=32, mlp_ratio=4.0),
         text=dict(width=128, heads=4, layers=4, mlp_ratio=4.0),
     ),
+    # `tiny` with 2-px patches (196 image tokens, not 49): the resolution lever of the time-to-target benchmark
+    "tiny-p2": SmallClipConfig(
+        embed_dim=64,
+        vision=dict(image_size=28, patch_size=2, width=64, layers=2, head_width=32, mlp_ratio=2.0),
+        text=dict(width=64, heads=2, layers=2, mlp_ratio=2.0),
+    ),
     # `small` with 8 heads per layer (32 in all, 16 in the last two layers): the attention-head study.
     "small-h8": SmallClipConfig(
         embed_dim=128,
