@@ -436,7 +436,8 @@ class SyntheticDataModule(pl.LightningDataModule):
         index = np.asarray(index)
         size = self.val_size if split == "val" else self.test_size
         if len(index) and int(index.max()) >= size:
-            raise ValueError(f"evaluation asks for {split} sample {int(index.max())} but data.{split}_size is {size}")
+            has = f"data.val_size is {size}" if split == "val" else f"the test split has {size} samples"
+            raise ValueError(f"evaluation asks for {split} sample {int(index.max())} but {has}")
         return (self.source.val_batch if split == "val" else self.source.test_batch)(index)
 
     def class_prompts(self, factor: str, n_per_value: int = 32, mode: str = "full") -> torch.Tensor:
