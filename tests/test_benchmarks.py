@@ -174,3 +174,14 @@ def test_the_time_to_target_benchmark_runs_and_times_training_apart_from_evaluat
     seed = result["recipes"]["legacy-9600"]["k5"]["seeds"]["0"]
     assert seed["step"] == 4 and seed["train_seconds"] > 0 and seed["eval_seconds"] > 0
     assert set(seed["acc"]) == {"object", "colour", "thickness", "swelling", "fracture", "scaling"}
+
+
+@pytest.mark.slow
+def test_the_factor_visibility_benchmark_runs():
+    proc = subprocess.run([sys.executable, "benchmarks/run.py", "factor_visibility", "--smoke"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1].split(" ", 1)[1])
+    assert result["n_train"] == 256 and set(result["factors"]) == {"object", "thickness"}
+    for factor in result["factors"].values():
+        assert 0.0 <= factor["test_acc"] <= 1.0 and 0.0 < factor["majority_class"] <= 1.0
