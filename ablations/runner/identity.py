@@ -132,7 +132,7 @@ def reuse_finished(ablation: Ablation, runs: list[Run], out: Path) -> list[Run]:
     import shutil
 
     def canonical(identity: dict) -> str:
-        return json.dumps({k: identity.get(k) for k in TRAINING}, sort_keys=True)
+        return json.dumps(training_identity(identity), sort_keys=True)
 
     finished: dict[str, list[Path]] = {}
     for path in sorted(Path(out).glob(f"*/runs/*/{IDENTITY}")):
