@@ -49,7 +49,7 @@ def _final_state(run_dir):
 
 @pytest.mark.slow
 def test_resume_from_last_checkpoint_equals_uninterrupted_run(tmp_path):
-    """N steps, killed, `--ckpt_path last` to 2N == 2N uninterrupted (parameters and AdamW state).
+    """N steps, killed, `--ckpt_path last` to 2N == 2N uninterrupted (parameters, Muon and AdamW state).
     The epoch is 8 batches, so the resumed run also crosses an epoch boundary."""
     n = 6
     common = ["--log_with=none", "--checkpoint.every_n_train_steps=6", "--data.train_size=128", "--metrics.eval_every_n_steps=0"]
@@ -69,9 +69,12 @@ def test_resume_from_last_checkpoint_equals_uninterrupted_run(tmp_path):
     assert a["global_step"] == b["global_step"] == 2 * n
     for key, value in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][key], value, atol=1e-6, rtol=0, msg=lambda m: f"{key}: {m}")
-    for sa, sb in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values()):
-        for k in ("exp_avg", "exp_avg_sq", "step"):
-            torch.testing.assert_close(sb[k], sa[k], atol=1e-6, rtol=0)
+    states_a, states_b = a["optimizer_states"][0], b["optimizer_states"][0]  # the default recipe: Muon and AdamW
+    assert set(states_a) == {"muon", "adamw"} and len(states_a["muon"]["state"]) == 16
+    for part, keys in (("muon", ("momentum_buffer",)), ("adamw", ("exp_avg", "exp_avg_sq", "step"))):
+        for sa, sb in zip(states_a[part]["state"].values(), states_b[part]["state"].values()):
+            for k in keys:
+                torch.testing.assert_close(sb[k], sa[k], atol=1e-6, rtol=0)
     assert a["lr_schedulers"][0]["last_epoch"] == b["lr_schedulers"][0]["last_epoch"] == 2 * n
 
 

@@ -33,6 +33,67 @@ def _side(size) -> Optional[int]:
     return None if size is None else int(size[0] if isinstance(size, (tuple, list)) else size)
 
 
+def is_hidden_matrix(name: str, param: torch.Tensor) -> bool:
+    """Muon's share of the weights, as in the modded-nanogpt speedruns: the 2-D weights inside the
+    transformer blocks (attention and MLP, both towers). Embeddings, the patch convolution, the output
+    projections, gains, biases and the logit scale stay with AdamW."""
+    return param.ndim == 2 and ".resblocks." in f".{name}"
+
+
+class MuonWithAdamW(torch.optim.Optimizer):
+    """``torch.optim.Muon`` (momentum 0.95, Nesterov, 5 Newton-Schulz steps) for the hidden matrices
+    (``is_hidden_matrix``) and ``torch.optim.AdamW`` for every other parameter, as one optimizer: one
+    ``step``, one ``zero_grad``, one state dict. ``param_groups`` are the two optimizers' own group
+    dicts, so a learning-rate scheduler scales both by the same factor.
+
+    Muon's learning rate: ``muon_lr`` with Keller Jordan's scaling (update x sqrt(max(1, fan_out /
+    fan_in))), or, when ``muon_lr`` is None, AdamW's ``lr`` with Moonshot's RMS matching (x 0.2 x
+    sqrt(max(fan_out, fan_in))). Weight decay is decoupled in both, at ``weight_decay`` for the hidden
+    matrices and as ``adamw_groups`` say for the rest."""
+
+    def __init__(self, named_parameters, adamw_groups: list[dict], *, lr: float, weight_decay: float,
+                 muon_lr: Optional[float], adamw: dict):
+        named = [(n, p) for n, p in named_parameters if p.requires_grad]
+        hidden = {id(p) for n, p in named if is_hidden_matrix(n, p)}
+        rest = [dict(g, params=[p for p in g["params"] if id(p) not in hidden]) for g in adamw_groups]
+        self.muon = torch.optim.Muon([p for _, p in named if id(p) in hidden], lr=muon_lr or lr, weight_decay=weight_decay,
+                                     adjust_lr_fn="original" if muon_lr else "match_rms_adamw")
+        self.adamw = torch.optim.AdamW([g for g in rest if g["params"]], lr=lr, **adamw)
+        super().__init__([p for _, p in named], {})
+        self.param_groups = self.muon.param_groups + self.adamw.param_groups
+
+    @property
+    def state(self) -> dict:
+        """Both optimizers' per-parameter state (Lightning moves it between devices in place)."""
+        return {**self.muon.state, **self.adamw.state}
+
+    @state.setter
+    def state(self, value) -> None:  # torch.optim.Optimizer.__init__ assigns an empty one
+        pass
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.muon.step()
+        self.adamw.step()
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.muon.zero_grad(set_to_none)
+        self.adamw.zero_grad(set_to_none)
+
+    def state_dict(self) -> dict:
+        return {"muon": self.muon.state_dict(), "adamw": self.adamw.state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.muon.load_state_dict(state_dict["muon"])
+        self.adamw.load_state_dict(state_dict["adamw"])
+        self.param_groups = self.muon.param_groups + self.adamw.param_groups
+
+
 class ContrastiveModule(pl.LightningModule):
     """Contrastive image-text training (CLIP or SigLIP loss) of an open_clip model.
 
@@ -45,7 +106,13 @@ class ContrastiveModule(pl.LightningModule):
             fine-tune then stays at the value the checkpoint learned).
         local_loss, gather_with_grad: open_clip's distributed loss options; rank and world size come
             from the trainer, so each rank computes the loss of its rows against the global batch.
+        optimizer: ``adamw``, or ``muon``: Muon for the transformer blocks' matrices and AdamW for the
+            rest (``MuonWithAdamW``; the synthetic default recipe, which reaches the time-to-target
+            benchmark's target in about a twelfth of AdamW's steps: BENCHMARKS.md).
         lr, weight_decay, betas, eps: AdamW; gains, biases and the logit scale get no weight decay.
+            With ``optimizer: muon``, ``weight_decay`` is also Muon's.
+        muon_lr: Muon's learning rate with Keller Jordan's shape scaling (None: ``lr`` with Moonshot's
+            RMS matching to AdamW).
         logit_scale_lr: a learning rate of its own for a learnable logit scale (None: ``lr``), on the
             same warm-up and cosine schedule: lets the temperature move within a short fine-tune.
         warmup_steps: linear warm-up, then a cosine schedule over the run (stepped per optimizer step).
@@ -85,6 +152,8 @@ class ContrastiveModule(pl.LightningModule):
         gap_push: float = 0.0,
         compile: Union[bool, str] = False,
         channels_last: bool = False,
+        optimizer: Literal["adamw", "muon"] = "adamw",
+        muon_lr: Optional[float] = None,
     ):
         super().__init__()
         if init_temperature is None and not pretrained:
@@ -93,6 +162,10 @@ class ContrastiveModule(pl.LightningModule):
             raise ValueError(f"model.init_temperature must be positive, got {init_temperature}")
         if max_logit_scale <= 0:
             raise ValueError(f"model.max_logit_scale must be positive, got {max_logit_scale}")
+        if optimizer not in ("adamw", "muon"):
+            raise ValueError(f"model.optimizer must be adamw or muon, got {optimizer!r}")
+        if muon_lr is not None and (muon_lr <= 0 or optimizer != "muon"):
+            raise ValueError(f"model.muon_lr={muon_lr} needs model.optimizer=muon and a positive value")
         if logit_scale_lr is not None and logit_scale_lr <= 0:
             raise ValueError(f"model.logit_scale_lr must be positive, got {logit_scale_lr}")
         self.save_hyperparameters()
@@ -200,13 +273,14 @@ class ContrastiveModule(pl.LightningModule):
         groups = [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         if scale:
             groups.append({"params": scale, "weight_decay": 0.0, "lr": self.hparams.logit_scale_lr})
-        optimizer = torch.optim.AdamW(
-            groups,
-            lr=self.hparams.lr,
-            betas=tuple(self.hparams.betas),
-            eps=self.hparams.eps,
-            fused=self._fused_adamw(),
-        )
+        adamw = dict(betas=tuple(self.hparams.betas), eps=self.hparams.eps, fused=self._fused_adamw())
+        if self.hparams.get("optimizer", "adamw") == "muon":
+            if self._deepspeed():
+                raise ValueError("model.optimizer=muon: DeepSpeed ZeRO partitions an optimizer of its own; use model.optimizer=adamw with DeepSpeed")
+            optimizer = MuonWithAdamW(self.model.named_parameters(), groups, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay,
+                                      muon_lr=self.hparams.get("muon_lr"), adamw=adamw)
+        else:
+            optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, **adamw)
         total = int(self.trainer.estimated_stepping_batches)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(self.hparams.warmup_steps, total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
@@ -214,11 +288,13 @@ class ContrastiveModule(pl.LightningModule):
     def _fused_adamw(self) -> Optional[bool]:
         """PyTorch's fused AdamW on CUDA (not under DeepSpeed, whose ZeRO optimizer wraps its own); None
         elsewhere (PyTorch's default implementation)."""
+        on_cuda = self.device.type == "cuda" and all(p.is_cuda for p in self.model.parameters())
+        return True if on_cuda and not self._deepspeed() else None
+
+    def _deepspeed(self) -> bool:
         from pytorch_lightning.strategies import DeepSpeedStrategy
 
-        on_cuda = self.device.type == "cuda" and all(p.is_cuda for p in self.model.parameters())
-        deepspeed = self._trainer is not None and isinstance(self._trainer.strategy, DeepSpeedStrategy)
-        return True if on_cuda and not deepspeed else None
+        return self._trainer is not None and isinstance(self._trainer.strategy, DeepSpeedStrategy)
 
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)
