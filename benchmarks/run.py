@@ -544,6 +544,7 @@ TTT_RECIPES = {
     "muon0.02-600": [*LEGACY, "--model.optimizer=muon", "--model.muon_lr=0.02"],  # Muon at lr 0.02, Keller Jordan's scaling
     "muon0.02-adamw5e-4-600": [*LEGACY, "--model.optimizer=muon", "--model.muon_lr=0.02", "--model.lr=0.0005"],  # the AdamW part at 5e-4
     "default": [],  # + warm-up 20 steps (not 50): configs/synthetic.yaml as it stands
+    "default-small-h8": ["--model.model=small-h8"],  # the default recipe on the head study's model
 }
 TTT_TARGET = 0.80
 

@@ -143,3 +143,28 @@ def test_muon_settings_are_checked():
         ContrastiveModule("tiny", optimizer="sgd", text_spec=data.text_spec)
     with pytest.raises(ValueError, match="model.muon_lr=0.02 needs model.optimizer=muon"):
         ContrastiveModule("tiny", optimizer="adamw", muon_lr=0.02, text_spec=data.text_spec)
+
+
+def test_the_default_recipe_is_muon_and_the_legacy_config_restores_the_adamw_recipe():
+    """What `infogap fit` trains with, as the CLI parses it: configs/synthetic.yaml alone, and with
+    configs/recipes/legacy-600.yaml over it (the recipe of earlier releases, with its published numbers)."""
+    import yaml
+
+    from tests.helpers import ROOT, cli
+
+    def parsed(*configs: str) -> dict:
+        args = [a for c in configs for a in ("--config", str(ROOT / c))]
+        proc = cli("fit", *args, "--print_config")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return yaml.safe_load(proc.stdout)
+
+    default = parsed("configs/synthetic.yaml")
+    assert {k: default["model"][k] for k in ("model", "optimizer", "muon_lr", "lr", "weight_decay", "warmup_steps")} == \
+        {"model": "tiny", "optimizer": "muon", "muon_lr": 0.02, "lr": 0.0005, "weight_decay": 0.1, "warmup_steps": 20}
+    assert default["trainer"]["max_steps"] == 600 and default["data"]["init_args"]["batch_size"] == 128
+    legacy = parsed("configs/synthetic.yaml", "configs/recipes/legacy-600.yaml")
+    assert {k: legacy["model"][k] for k in ("model", "optimizer", "muon_lr", "lr", "weight_decay", "warmup_steps", "betas", "eps",
+                                            "init_temperature")} == \
+        {"model": "tiny", "optimizer": "adamw", "muon_lr": None, "lr": 0.002, "weight_decay": 0.1, "warmup_steps": 50,
+         "betas": [0.9, 0.98], "eps": 1e-6, "init_temperature": 0.07}
+    assert legacy["trainer"]["max_steps"] == 600 and legacy["data"]["init_args"]["batch_size"] == 128
