@@ -1,6 +1,6 @@
 """Direct contributions of a CLIP ViT's attention heads to its image embedding, and head pruning: the
-anatomy of an open_clip ViT that the attention-head study (``infogap.ablations.heads``, seed 004;
-reference 02-other-analyses.md, section D) reads.
+anatomy of an open_clip ViT that the attention-head study (``infogap.ablations.heads``, Madasu et al.,
+EMNLP 2025; docs/results/heads.md) reads.
 
 The residual stream of an open_clip ``VisionTransformer`` at the pooled position is a sum: the patch
 and class embeddings (after ``ln_pre``), and per block the attention output (one term per head plus

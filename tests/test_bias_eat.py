@@ -1,4 +1,4 @@
-"""Embedding association tests (seed 001): the effect size and the permutation p-value against brute force, the sampled test against the exact one, planted and absent associations, edge cases, and `infogap analyze eat`."""
+"""Embedding association tests (Ghate et al. 2025): the effect size and the permutation p-value against brute force, the sampled test against the exact one, planted and absent associations, edge cases, and `infogap analyze eat`."""
 from __future__ import annotations
 
 import csv

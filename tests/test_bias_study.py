@@ -1,4 +1,4 @@
-"""The co-occurrence ablation (seed 001): its fits and claims on hand-made effect sizes, and the ablation end to end."""
+"""The co-occurrence ablation (Ghate et al. 2025): its fits and claims on hand-made effect sizes, and the ablation end to end."""
 from __future__ import annotations
 
 import math

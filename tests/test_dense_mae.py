@@ -1,4 +1,4 @@
-"""The masked-autoencoder baseline (seed 002): patch order, the loss falls, only the image tower changes."""
+"""The masked-autoencoder baseline (dense study, Vasu et al. 2024): patch order, the loss falls, only the image tower changes."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Dense probes (seed 002): synthetic targets, patch features, the feature cache, label subsets, probe metrics by hand, learning and baselines, local layouts, curves in W&B, `infogap probe`."""
+"""Dense probes (Vasu et al. 2024): synthetic targets, patch features, the feature cache, label subsets, probe metrics by hand, learning and baselines, local layouts, curves in W&B, `infogap probe`."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""The dense-probe ablation (seed 002): the data-efficiency interpolation, the claims on fabricated tables, and the ablation end to end."""
+"""The dense-probe ablation (Vasu et al. 2024): the data-efficiency interpolation, the claims on fabricated tables, and the ablation end to end."""
 from __future__ import annotations
 
 import math

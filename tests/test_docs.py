@@ -158,3 +158,36 @@ def test_result_tables_are_what_the_committed_report_renders():
     for study in result["studies"]:
         page = ROOT / "docs" / "results" / f"{study['folder']}.md"
         assert study["name"] in [m.group(2) for m in BLOCK.finditer(page.read_text())], f"{page.name} has no block for {study['name']}"
+
+
+# What a user cannot follow: the project's private source notes ("seed 003", "reference 02, section D",
+# "01-imbalance.md"). Code, configs, docs and help cite the paper, the study and its docs/results/ page.
+PRIVATE_REFERENCE = re.compile(r"\bseeds? 00\d\b|\breference 0\d\b|\b0\d-(imbalance|other-analyses|anchors|style)\.md\b|shared/(reference|seeds)", re.I)
+
+
+def _private_references(text: str) -> list[str]:
+    return [m.group(0) for m in PRIVATE_REFERENCE.finditer(text)]
+
+
+def test_the_pattern_catches_every_form_of_a_private_reference():
+    planted = ("the bias study (seed 001)", "Seed 004, causal", "reference 02, section D", "reference 01-imbalance.md",
+               "see ../shared/reference/", "02-other-analyses.md")
+    assert all(_private_references(p) for p in planted)
+    assert not _private_references("3 seeds, seed 0 and 1,000 steps; Ghate et al., NAACL 2025; docs/results/bias.md")
+
+
+def test_no_code_config_doc_or_help_cites_what_is_not_in_the_repository():
+    import subprocess
+
+    skip = {".venv", ".git", "runs", "results", "node_modules"}
+    found = []
+    for path in ROOT.rglob("*"):
+        if path.suffix not in (".py", ".md", ".yaml", ".yml", ".toml", ".txt", ".sh") or skip & set(path.relative_to(ROOT).parts):
+            continue
+        if path.name == "test_docs.py":  # this file plants them
+            continue
+        found += [f"{path.relative_to(ROOT)}: {hit}" for hit in _private_references(path.read_text(errors="replace"))]
+    for argv in (["--help"], ["analyze", "--help"], ["ablate", "--help"]):
+        proc = subprocess.run([sys.executable, "-m", "infogap", *argv], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        found += [f"infogap {' '.join(argv)}: {hit}" for hit in _private_references(proc.stdout)]
+    assert not found, found

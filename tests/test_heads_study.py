@@ -1,4 +1,4 @@
-"""The attention-head study (seed 004): MaxSkew by hand, `infogap analyze heads` on a trained synthetic run and on a local checkpoint with a text pool, the claims on fabricated tables, and the ablation end to end."""
+"""The attention-head study (Madasu et al. 2025): MaxSkew by hand, `infogap analyze heads` on a trained synthetic run and on a local checkpoint with a text pool, the claims on fabricated tables, and the ablation end to end."""
 from __future__ import annotations
 
 import csv

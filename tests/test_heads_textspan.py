@@ -1,4 +1,4 @@
-"""TEXTSPAN and the concept consistency score (seed 004)."""
+"""TEXTSPAN and the concept consistency score (Madasu et al. 2025)."""
 from __future__ import annotations
 
 import numpy as np

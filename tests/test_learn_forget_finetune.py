@@ -1,4 +1,4 @@
-"""Learning and forgetting (seed 003): tasks, zero-shot measures, the three fine-tuning methods and the gain/forgetting bookkeeping."""
+"""Learning and forgetting (Niss et al. 2024): tasks, zero-shot measures, the three fine-tuning methods and the gain/forgetting bookkeeping."""
 from __future__ import annotations
 
 import numpy as np

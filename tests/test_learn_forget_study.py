@@ -1,4 +1,4 @@
-"""The learn/forget ablation (seed 003): OLS and within-model fits by hand, the claims, `infogap analyze learn-forget`, and the ablation end to end."""
+"""The learn/forget ablation (Niss et al. 2024): OLS and within-model fits by hand, the claims, `infogap analyze learn-forget`, and the ablation end to end."""
 from __future__ import annotations
 
 import json

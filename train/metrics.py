@@ -1,4 +1,4 @@
-"""Representation metrics of a contrastive VLM (definitions: reference 01-imbalance.md, "Metrics").
+"""Representation metrics of a contrastive VLM (definitions: Schrodi et al., "Two Effects, One Trigger", ICLR 2025; docs/results/core.md).
 
 Inputs are L2-normalised image embeddings ``x`` (N, d) and text embeddings ``y`` (N, d), row i of
 ``y`` matching row i of ``x``, plus integer labels per factor. Functions take torch tensors or

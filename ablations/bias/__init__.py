@@ -1,3 +1,3 @@
-"""Intrinsic bias (seed 001; Ghate et al., NAACL 2025): embedding association tests. ``eat`` (the
+"""Intrinsic bias (Ghate et al., NAACL 2025; docs/results/bias.md): embedding association tests. ``eat`` (the
 effect size and permutation p), ``analyze`` (test sets, embedding them, ``infogap analyze eat``),
 ``study`` (``infogap ablate bias``: planted co-occurrences, mixed-model fits, claims)."""

@@ -1,5 +1,5 @@
 """``infogap analyze eat``: embedding association tests (EAT) of a model's image and text embeddings
-(Ghate et al. 2025, seed 001; the effect size and p-value are ``infogap.ablations.bias.eat.eat_test``).
+(Ghate et al., NAACL 2025; the effect size and p-value are ``infogap.ablations.bias.eat.eat_test``).
 
     infogap analyze eat --embeddings sets.npz                 # arrays X, Y, A, B: one JSON object
     infogap analyze eat --tests configs/bias/synthetic_tests.yaml --checkpoint runs/x/checkpoints/last.ckpt

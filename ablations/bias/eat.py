@@ -1,5 +1,5 @@
 """Embedding association tests (EAT; Caliskan et al. 2017 for words, Ghate et al., NAACL 2025, for CLIP's
-image and text embeddings; reference 02-other-analyses.md, section A): for target sets X, Y and
+image and text embeddings; docs/results/bias.md): for target sets X, Y and
 attribute sets A, B,
 
     s(w, A, B) = mean_{a in A} cos(w, a) - mean_{b in B} cos(w, b),

@@ -1,4 +1,4 @@
-"""Seed 001, causal: does the training data predict the intrinsic bias? Plant object-attribute
+"""Ghate et al., NAACL 2025, made causal (``infogap ablate bias``, docs/results/bias.md): does the training data predict the intrinsic bias? Plant object-attribute
 co-occurrences at rate p (``data.cooccurrence``), train (``tiny`` and ``small``), and score the
 embedding association tests of ``configs/bias/synthetic_tests.yaml`` (two planted tests, two controls)
 in the four modality combinations (``infogap.ablations.bias.analyze``).
@@ -31,7 +31,7 @@ class Settings:
     tests: str = "configs/bias/synthetic_tests.yaml"  # the association tests (relative to the repository / package)
     planted: tuple[str, ...] = ("objects_colour", "objects_thickness")  # the tests whose associations the ablation plants
     permutations: int = 10_000  # random partitions per test (p resolution 1e-4; the exact test when fewer exist)
-    effect: float = 0.2  # |d| >= effect counts as an effect (reference 02, section A)
+    effect: float = 0.2  # |d| >= effect counts as an effect (Ghate et al.'s threshold for an effect)
     control_margin: float = 0.2  # "does not move with p": the control slope's 90 % interval within +- this (d per unit p)
     size_margin: float = 0.2  # "model size does not change d": the size coefficient's 90 % interval within +- this
 

@@ -1,4 +1,4 @@
-"""``infogap probe`` (seed 002): dense probes on the frozen image tower of one model, with data
+"""``infogap probe`` (Vasu et al., arXiv 2405.08911; docs/results/dense.md): dense probes on the frozen image tower of one model, with data
 efficiency: segmentation or depth heads trained on 1 %, 10 % and 100 % of the labelled training
 images (fixed, nested subsets per seed), evaluated beside the baselines that show the task is not
 trivial (``infogap.ablations.dense.probe``).

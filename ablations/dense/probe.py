@@ -1,4 +1,4 @@
-"""Dense probes (seed 002): how much of a scene's layout do frozen image features carry? A light head on
+"""Dense probes (Vasu et al., arXiv 2405.08911): how much of a scene's layout do frozen image features carry? A light head on
 the patch tokens of a frozen open_clip ViT (``forward_intermediates``) is trained for semantic
 segmentation or depth; caption information is the controlled variable upstream.
 

@@ -1,4 +1,4 @@
-"""Seed 002, causal (``infogap ablate dense``): does caption information make dense features? Encoders
+"""Vasu et al. 2024 made causal (``infogap ablate dense``, docs/results/dense.md): does caption information make dense features? Encoders
 trained at k = 0..5 (finished ``imbalance`` runs are reused) and, per seed, encoders of the same size on
 the same images without captions: randomly initialised, and an image-only masked autoencoder
 (``infogap.ablations.dense.mae``) trained both with the image budget of a CLIP run (``mae``) and to its

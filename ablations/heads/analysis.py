@@ -1,4 +1,4 @@
-"""The attention-head analysis of one model (seed 004): the text pool (exact for the synthetic world,
+"""The attention-head analysis of one model (Madasu et al., EMNLP 2025): the text pool (exact for the synthetic world,
 or given), every head's direct contributions over a set of images, its TEXTSPAN texts, concept label
 and CCS, and what pruning sets of heads costs (zero-shot accuracy, MOAD, MaxSkew)."""
 from __future__ import annotations

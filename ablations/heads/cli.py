@@ -1,4 +1,4 @@
-"""``infogap analyze heads`` (seed 004): what each attention head of a CLIP ViT writes into the image
+"""``infogap analyze heads`` (Madasu et al., EMNLP 2025; docs/results/heads.md): what each attention head of a CLIP ViT writes into the image
 embedding (TEXTSPAN), how consistent its concept is (CCS), and what pruning heads by CCS costs.
 
     infogap analyze heads --checkpoint runs/x/checkpoints/last.ckpt --out results/heads

@@ -1,4 +1,4 @@
-"""Seed 004, causal (``infogap ablate heads``): how caption richness shapes what the attention heads of
+"""Madasu et al., EMNLP 2025, made causal (``infogap ablate heads``, docs/results/heads.md): how caption richness shapes what the attention heads of
 a CLIP ViT encode. Per trained run (k = 0..5): TEXTSPAN every head, as published (Algorithm 1, rank
 80 capped by the head width), over a balanced synthetic pool (every concept the same number of
 caption-like texts, so that every concept can reach CCS = 5); label it by the majority concept of its

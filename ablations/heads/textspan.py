@@ -1,6 +1,6 @@
 """TEXTSPAN (Gandelsman, Efros, Steinhardt, ICLR 2024) and the concept consistency score (Madasu, Lal,
 Howard, EMNLP 2025): which texts span what an attention head writes into the image embedding, and
-how consistent their concepts are (reference 02-other-analyses.md, section D)."""
+how consistent their concepts are (docs/results/heads.md)."""
 from __future__ import annotations
 
 from typing import Optional, Sequence

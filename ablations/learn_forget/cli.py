@@ -1,4 +1,4 @@
-"""``infogap analyze learn-forget`` (seed 003): does the zero-shot IIMM of a model on a task predict what
+"""``infogap analyze learn-forget`` (Niss et al., arXiv 2407.15731; docs/results/learn_forget.md): does the zero-shot IIMM of a model on a task predict what
 fine-tuning on it gains and what it forgets elsewhere? Any local models and labelled image folders,
 with the same measures, fine-tunes and fits as ``infogap ablate learn_forget``::
 

@@ -1,4 +1,4 @@
-"""Learning and forgetting (seed 003; Niss et al. 2024): classification tasks, the zero-shot measures
+"""Learning and forgetting (Niss et al., arXiv 2407.15731): classification tasks, the zero-shot measures
 that should predict what fine-tuning on a task gains and what the model forgets elsewhere (IIMM and
 its parts, the gap, zero-shot accuracy), and the fine-tuning itself.
 

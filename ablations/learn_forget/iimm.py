@@ -1,5 +1,5 @@
-"""The Inter-Intra Modal Measure (Niss, Vogt-Lowell, Tsiligkaridis, arXiv 2407.15731; reference 02,
-section C): for unit image embeddings x with class-prompt embeddings y and true labels y(x),
+"""The Inter-Intra Modal Measure (Niss, Vogt-Lowell, Tsiligkaridis, arXiv 2407.15731;
+docs/results/learn_forget.md): for unit image embeddings x with class-prompt embeddings y and true labels y(x),
 
     S_inter = mean_x mean_{y' != y(x)} x^T y'    (similarity to the wrong classes' prompts),
     S_intra = mean over pairs i < j of x_i^T x_j,

@@ -1,4 +1,4 @@
-"""Seed 003: does the zero-shot Inter-Intra Modal Measure predict what fine-tuning on a task
+"""Niss et al., arXiv 2407.15731, made causal (``infogap ablate learn_forget``, docs/results/learn_forget.md): does the zero-shot Inter-Intra Modal Measure predict what fine-tuning on a task
 gains and what the model forgets on the other tasks (Niss et al. 2024)? The models are trained at
 k = 0..5 (so they span a known range of modality gaps); the tasks are the six factors of the synthetic
 data (``infogap.ablations.learn_forget.finetune``), plus evaluation-only tasks on a held-out glyph set

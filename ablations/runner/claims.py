@@ -1,6 +1,6 @@
 """Claims and their statistics, for every study, and the helpers that pair rows by seed.
 
-Three kinds of statement, each with its own rule (reference 02, "Statistics"):
+Three kinds of statement, each with its own rule (docs/ablations.md, "Running one": the three kinds of statement):
 
 - an **effect** ("x falls from k = 0 to k = 5", ``paired_claim``, ``effect_verdict``) holds when the
   estimate has the claimed sign and the one-sided test rejects at alpha = 0.05;
