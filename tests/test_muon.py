@@ -139,6 +139,9 @@ def test_a_scheduler_scales_both_optimizers_and_the_state_round_trips():
 
 def test_muon_settings_are_checked():
     data = SyntheticDataModule(k=0, batch_size=16, train_size=64, val_size=32)
+    linear = torch.nn.Linear(4, 4)  # no transformer block: nothing for Muon
+    with pytest.raises(ValueError, match="no 2-D weight inside a transformer block"):
+        MuonWithAdamW(linear.named_parameters(), [{"params": list(linear.parameters())}], lr=1e-3, weight_decay=0.1, muon_lr=None, adamw={})
     with pytest.raises(ValueError, match="model.optimizer must be adamw or muon"):
         ContrastiveModule("tiny", optimizer="sgd", text_spec=data.text_spec)
     with pytest.raises(ValueError, match="model.muon_lr=0.02 needs model.optimizer=muon"):

@@ -55,6 +55,8 @@ class MuonWithAdamW(torch.optim.Optimizer):
                  muon_lr: Optional[float], adamw: dict):
         named = [(n, p) for n, p in named_parameters if p.requires_grad]
         hidden = {id(p) for n, p in named if is_hidden_matrix(n, p)}
+        if not hidden:
+            raise ValueError("model.optimizer=muon: the model has no 2-D weight inside a transformer block (resblocks) for Muon; use model.optimizer=adamw")
         rest = [dict(g, params=[p for p in g["params"] if id(p) not in hidden]) for g in adamw_groups]
         self.muon = torch.optim.Muon([p for _, p in named if id(p) in hidden], lr=muon_lr or lr, weight_decay=weight_decay,
                                      adjust_lr_fn="original" if muon_lr else "match_rms_adamw")
