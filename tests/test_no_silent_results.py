@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -100,7 +101,9 @@ def test_a_changed_base_config_is_refused(tmp_path):
     _fake_finished_run(out, ablation=str(path))
     r = resolve(str(path), [], [], [0], ["k=0"], out)
     check_identities(r.ablation, r.runs)  # unchanged: the run is the plan's
-    base.write_text(base.read_text().replace("lr: 0.002", "lr: 0.004"))
+    changed = re.sub(r"(?m)^  lr: .*$", "  lr: 0.004", base.read_text())
+    assert changed != base.read_text()
+    base.write_text(changed)
     r = resolve(str(path), [], [], [0], ["k=0"], out)
     with pytest.raises(ValueError, match=r"trained with another content of synthetic\.yaml \(sha256 [0-9a-f]{12}, now [0-9a-f]{12}\)"):
         check_identities(r.ablation, r.runs)

@@ -225,7 +225,9 @@ def test_bad_config_as_a_real_process():
 
 def test_unknown_key_in_yaml_file_is_named(tmp_path, capsys, monkeypatch):
     cfg = tmp_path / "bad.yaml"
-    cfg.write_text((ROOT / "configs/synthetic.yaml").read_text().replace("  lr: 0.002", "  lr: 0.002\n  lr_decay: 0.5"))
+    text = (ROOT / "configs/synthetic.yaml").read_text()
+    assert text.count("\nmodel:\n") == 1
+    cfg.write_text(text.replace("\nmodel:\n", "\nmodel:\n  lr_decay: 0.5\n"))
     code, err = _fit_in_process(["--config", str(cfg)], capsys, monkeypatch)
     assert code == 2 and "Traceback" not in err
     assert "lr_decay" in err.strip().splitlines()[-1]
