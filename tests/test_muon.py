@@ -16,7 +16,7 @@ HIDDEN = {f"{tower}transformer.resblocks.{i}.{m}" for tower in ("visual.", "") f
           for m in ("attn.in_proj_weight", "attn.out_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")}
 
 
-def _module(**kw) -> ContrastiveModule:
+def _module(**kw) -> tuple[ContrastiveModule, SyntheticDataModule]:
     data = SyntheticDataModule(k=2, batch_size=16, train_size=64, val_size=32)
     torch.manual_seed(0)
     return ContrastiveModule("tiny", text_spec=data.text_spec, optimizer="muon", **kw), data
