@@ -9,7 +9,8 @@ from pathlib import Path
 
 def study_outputs(name: str, run_dir: Path, point: dict, settings: dict, results: Path) -> dict:
     from infogap.ablations.runner.aggregate import run_rows
-    from infogap.ablations.runner.spec import Run, design, load_ablation
+    from infogap.ablations.kit.study import Run
+    from infogap.ablations.runner.spec import design, load_ablation
     from tests.golden_cases import _perturbed, design_rows
 
     ablation = load_ablation(name, settings=settings)

@@ -7,7 +7,7 @@ import pytest
 from infogap.ablations.core.imbalance import Imbalance
 from infogap.ablations.core.presence import Presence
 from infogap.ablations.core.temperature import Temperature
-from infogap.ablations.runner.claims import HOLDS, NOT_TESTED
+from infogap.ablations.kit.claims import HOLDS, NOT_TESTED
 
 imbalance, presence, temperature = Imbalance(), Presence(), Temperature()
 
@@ -49,7 +49,7 @@ def test_posthoc_no_gain_claim_and_the_closure_as_a_sanity_check():
     """Closing the centroid gap is true by construction: a sanity check, not a claim. The claim is one of
     no effect: the larger gain of the two shifts stays below one point (its 90 % interval below it)."""
     from infogap.ablations.core.posthoc import Posthoc
-    from infogap.ablations.runner.claims import CHECK_FAILED, CHECK_OK, INCONCLUSIVE
+    from infogap.ablations.kit.claims import CHECK_FAILED, CHECK_OK, INCONCLUSIVE
 
     posthoc = Posthoc()
 

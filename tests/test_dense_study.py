@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from infogap.ablations.runner.claims import HOLDS
+from infogap.ablations.kit.claims import HOLDS
 
 
 def test_labels_to_match_interpolates_the_data_efficiency_curve_in_log_fraction():

@@ -150,7 +150,7 @@ def test_result_tables_are_what_the_committed_report_renders():
     of its folder, and the README has the summary."""
     import json
 
-    from infogap.ablations.runner.docs import BLOCK, published_report, stale_blocks
+    from infogap.ablations.runner.report import BLOCK, published_report, stale_blocks
 
     result = json.loads((published_report(ROOT) / "reproduce.json").read_text())
     assert stale_blocks(ROOT) == []

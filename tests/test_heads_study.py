@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from infogap.ablations.runner.claims import HOLDS
+from infogap.ablations.kit.claims import HOLDS
 from infogap.models import build_model
 
 

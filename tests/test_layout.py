@@ -1,6 +1,7 @@
-"""The layout's dependency rule, read off the source: studies -> runner -> train -> data -> models. No
-study imports another, the runner imports no study, and train/, data/, models/ import neither the
-runner nor a study (every import counts, also those inside functions)."""
+"""The layout's dependency rule, read off the source: studies -> kit <- runner, both -> train -> data ->
+models. A study imports the kit (the Study contract, claims, results), never the runner (what drives
+studies) and never another study; the runner imports the kit and no study; the kit imports neither;
+train/, data/, models/ import none of them (every import counts, also those inside functions)."""
 from __future__ import annotations
 
 import ast
@@ -19,8 +20,9 @@ ALLOWED = {
     "models": set(),
     "data": {"models"},
     "train": {"data", "models"},
-    "runner": {"train", "data", "models"},
-    "study": {"runner", "train", "data", "models"},
+    "kit": {"train", "data", "models"},
+    "runner": {"kit", "train", "data", "models"},
+    "study": {"kit", "train", "data", "models"},
 }
 
 
@@ -39,7 +41,7 @@ def _layer(name: str) -> str:
         return parts[1]
     if len(parts) == 2:
         return "ablations"
-    return "runner" if parts[2] == "runner" else f"study:{parts[2]}"
+    return parts[2] if parts[2] in ("runner", "kit") else f"study:{parts[2]}"
 
 
 def _imports(path) -> set[str]:
@@ -52,29 +54,34 @@ def _imports(path) -> set[str]:
     return {m for m in out if m == "infogap" or m.startswith("infogap.")}
 
 
-def test_every_import_points_down_the_layers():
+def _violations(layer: str, targets: set[str]) -> list[str]:
+    """The imports among ``targets`` that a module of ``layer`` may not make."""
     bad = []
-    for layer, name, path in _modules():
-        for target in _imports(path):
-            if target in ("infogap", "infogap.cli") and layer != "ablations":
-                bad.append(f"{name} imports the top-level {target}")
-                continue
-            if target.startswith("infogap.") and target.split(".")[1] not in ("models", "data", "train", "ablations"):
-                continue
-            other = _layer(target) if target.count(".") >= 1 else target
-            if other == layer or other == "ablations":
-                continue
-            kind = "study" if layer.startswith("study:") else layer
-            other_kind = "study" if other.startswith("study:") else other
-            if other_kind == "study" or other_kind not in ALLOWED.get(kind, set()):
-                bad.append(f"{name} ({layer}) imports {target} ({other})")
+    for target in sorted(targets):
+        if target in ("infogap", "infogap.cli") and layer != "ablations":
+            bad.append(f"the top-level {target}")
+            continue
+        if target.startswith("infogap.") and target.split(".")[1] not in ("models", "data", "train", "ablations"):
+            continue
+        other = _layer(target) if target.count(".") >= 1 else target
+        if other == layer or other == "ablations":
+            continue
+        kind = "study" if layer.startswith("study:") else layer
+        other_kind = "study" if other.startswith("study:") else other
+        if other_kind == "study" or other_kind not in ALLOWED.get(kind, set()):
+            bad.append(f"{target} ({other})")
+    return bad
+
+
+def test_every_import_points_down_the_layers():
+    bad = [f"{name} ({layer}) imports {v}" for layer, name, path in _modules() for v in _violations(layer, _imports(path))]
     assert not bad, "\n".join(bad)
 
 
 def test_every_study_has_its_folder_and_the_runner_names_none():
     folders = {p.name for p in (ROOT / "ablations").iterdir() if (p / "__init__.py").is_file()}
-    assert folders == {"runner", *STUDIES}
-    runner_source = "\n".join(p.read_text() for p in (ROOT / "ablations" / "runner").rglob("*.py"))
+    assert folders == {"kit", "runner", *STUDIES}
+    runner_source = "\n".join(p.read_text() for folder in ("runner", "kit") for p in (ROOT / "ablations" / folder).rglob("*.py"))
     for study in STUDIES:
         assert f"infogap.ablations.{study}" not in runner_source.replace("infogap.ablations.core.imbalance:Imbalance", "")
 
@@ -85,7 +92,39 @@ def test_the_rule_is_checked_on_a_planted_violation(tmp_path):
     path.write_text("def f():\n    from infogap.ablations.heads.study import Heads\n    import infogap.ablations.runner.spec\n")
     assert _imports(path) == {"infogap.ablations.heads.study", "infogap.ablations.runner.spec"}
     assert _layer("infogap.ablations.heads.study") == "study:heads" and _layer("infogap.ablations.runner.spec") == "runner"
-    assert _layer("infogap.train.metrics") == "train"
+    assert _layer("infogap.ablations.kit.claims") == "kit" and _layer("infogap.train.metrics") == "train"
+
+
+def test_a_study_that_imports_the_runner_and_a_kit_that_imports_the_runner_are_both_refused(tmp_path):
+    """The rule itself: study -> kit is allowed, study -> runner and kit -> runner are not."""
+    assert _violations("study:dense", {"infogap.ablations.kit.claims"}) == []
+    assert _violations("study:dense", {"infogap.ablations.runner.spec"}) != []
+    assert _violations("kit", {"infogap.ablations.runner.spec"}) != []
+    assert _violations("runner", {"infogap.ablations.kit.study"}) == []
+    assert _violations("runner", {"infogap.ablations.heads.study"}) != []
+
+
+def test_no_module_cycle_between_the_runner_s_modules_or_the_kit_s():
+    """Within the runner and within the kit, imports (also those inside functions) form no circle."""
+    graph = {}
+    for layer, name, path in _modules():
+        if layer in ("runner", "kit"):
+            graph[name] = {t for t in _imports(path) if _layer(t) in ("runner", "kit") and t != name}
+    state: dict[str, int] = {}
+
+    def visit(node, trail):
+        if state.get(node) == 1:
+            raise AssertionError("import circle: " + " -> ".join(trail[trail.index(node):] + [node]))
+        if state.get(node) == 2:
+            return
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            visit(nxt, trail + [node])
+        state[node] = 2
+
+    for node in sorted(graph):
+        visit(node, [])
+    assert "infogap.ablations.runner.reproduce" in graph and "infogap.ablations.kit.study" in graph
 
 
 FIT_PROBE = """

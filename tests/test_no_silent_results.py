@@ -45,7 +45,7 @@ def _fake_finished_run(out: Path, *overrides: str, ablation: str = "imbalance"):
     """A run of ``ablation`` (k=0, seed 0) recorded as trained with ``overrides``: its run.json as the
     launcher writes it, and a metrics.json that reads back whole."""
     from infogap.ablations.runner.identity import write_identity
-    from infogap.ablations.runner.spec import resolve
+    from infogap.ablations.runner.expand import resolve
 
     r = resolve(ablation, list(overrides), [], [0], ["k=0"], out)
     run = r.runs[0]
@@ -72,7 +72,7 @@ def test_a_run_trained_with_another_max_steps_is_refused_in_one_line(tmp_path, c
 
 def test_rerun_moves_the_old_run_aside_and_keeps_it(tmp_path):
     from infogap.ablations.runner.identity import check_identities
-    from infogap.ablations.runner.spec import resolve
+    from infogap.ablations.runner.expand import resolve
 
     out = tmp_path / "out"
     _, old = _fake_finished_run(out, "trainer.max_steps=4")
@@ -89,7 +89,7 @@ def test_rerun_moves_the_old_run_aside_and_keeps_it(tmp_path):
 def test_a_changed_base_config_is_refused(tmp_path):
     """Was: the same run reused after configs/synthetic.yaml changed (only its hash was recorded)."""
     from infogap.ablations.runner.identity import check_identities
-    from infogap.ablations.runner.spec import resolve
+    from infogap.ablations.runner.expand import resolve
 
     base = tmp_path / "synthetic.yaml"
     shutil.copy(ROOT / "configs" / "synthetic.yaml", base)

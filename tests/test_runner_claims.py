@@ -6,13 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from infogap.ablations.runner.claims import (
-    HOLDS,
-    NOT_TESTED,
-    compare,
-    mean_ci,
-    paired_claim,
-)
+from infogap.ablations.kit.claims import HOLDS, NOT_TESTED, compare, mean_ci, paired_claim
 
 
 def test_mean_and_t_interval_by_hand():
@@ -52,7 +46,7 @@ def test_paired_claim_verdicts():
 def test_the_verdict_threshold_is_a_strict_p_below_0_05():
     """p = 0.077 (one-sided t, df 2, hand-checked with scipy) is no effect at alpha = 0.05; p = 0.05 exactly
     is not below it; a significant p with the wrong sign never holds."""
-    from infogap.ablations.runner.claims import FAILS, effect_verdict
+    from infogap.ablations.kit.claims import FAILS, effect_verdict
 
     near = paired_claim("x falls", {0: -0.3, 1: -0.2, 2: -0.03}, "negative")
     assert near.p_value == pytest.approx(0.077122, rel=1e-4) and near.mean < 0 and near.verdict == FAILS
@@ -91,7 +85,7 @@ def _tost_by_hand(d, margin):
 
 
 def test_equivalence_verdicts_against_hand_computations():
-    from infogap.ablations.runner.claims import INCONCLUSIVE, equivalence_claim
+    from infogap.ablations.kit.claims import INCONCLUSIVE, equivalence_claim
 
     inside = {0: 0.01, 1: -0.02, 2: 0.005}
     c = equivalence_claim("x does not move", inside, 0.05)
@@ -110,7 +104,7 @@ def test_equivalence_verdicts_against_hand_computations():
 
 
 def test_a_bound_and_an_interval_claim_by_hand():
-    from infogap.ablations.runner.claims import INCONCLUSIVE, bound_claim, interval_claim
+    from infogap.ablations.kit.claims import INCONCLUSIVE, bound_claim, interval_claim
 
     gains = {0: 0.044, 1: 0.029, 2: 0.024}  # the published-size posthoc gains at k = 0: all above one point
     c = bound_claim("no gain of 0.01 or more", gains, 0.01)
@@ -126,7 +120,7 @@ def test_a_bound_and_an_interval_claim_by_hand():
 
 
 def test_a_sanity_check_is_not_a_claim():
-    from infogap.ablations.runner.claims import CHECK_FAILED, CHECK_OK, sanity_check
+    from infogap.ablations.kit.claims import CHECK_FAILED, CHECK_OK, sanity_check
 
     assert sanity_check("centroids equal after the shift", True).verdict == CHECK_OK
     assert sanity_check("centroids equal after the shift", False).verdict == CHECK_FAILED

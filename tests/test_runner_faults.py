@@ -9,7 +9,9 @@ import json
 import pytest
 import torch
 
-from infogap.ablations.runner.spec import Run, load_ablation, parse_only, parse_seeds
+from infogap.ablations.kit.study import Run
+from infogap.ablations.runner.expand import parse_only, parse_seeds
+from infogap.ablations.runner.spec import load_ablation
 from tests.helpers import TINY_OVERRIDES, ablate
 
 
@@ -107,7 +109,7 @@ def test_the_runner_resumes_from_an_intact_checkpoint_beside_a_truncated_one(tmp
 
 def test_the_start_of_a_run_is_read_from_step_0_or_refused(golden_run):
     from infogap.ablations.core.temperature import Temperature
-    from infogap.ablations.runner.results import run_start
+    from infogap.ablations.kit.results import run_start
 
     record = json.loads((golden_run / "metrics.json").read_text())
     assert run_start(golden_run) == record["history"]["0"]

@@ -7,12 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infogap.ablations.runner.spec import (
-    expand,
-    load_ablation,
-    parse_only,
-    parse_overrides,
-)
+from infogap.ablations.runner.expand import expand, parse_only, parse_overrides
+from infogap.ablations.runner.spec import load_ablation
 from tests.helpers import ROOT, TINY_OVERRIDES, ablate, read_csv, smoke_settings
 
 

@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 
 from infogap.ablations.runner.aggregate import finished_rows
-from infogap.ablations.runner.spec import Ablation, Run
-from infogap.ablations.runner.study import Study
+from infogap.ablations.kit.study import Ablation, Run
+from infogap.ablations.kit.study import Study
 
 
 class AnalysedRuns(Study):
@@ -63,7 +63,7 @@ def test_analysis_jobs_below_one_is_a_one_line_error():
 
 
 def test_each_worker_gets_its_share_of_the_cores(monkeypatch):
-    from infogap.ablations.runner.spec import cores_per_worker
+    from infogap.ablations.runner.expand import cores_per_worker
 
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
     assert [cores_per_worker(w) for w in (0, 1, 2, 3, 16, 40)] == [16, 16, 8, 5, 1, 1]

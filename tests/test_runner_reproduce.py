@@ -50,7 +50,7 @@ def test_a_bad_plan_is_one_line_naming_the_file_and_field(tmp_path):
 
 
 def test_summary_counts_compare_and_the_html_stands_alone(tmp_path):
-    from infogap.ablations.runner.reproduce import claim_row, compare, counts, render_html, render_markdown
+    from infogap.ablations.runner.report import claim_row, compare, counts, render_html, render_markdown
 
     claims = [_claim("a falls", "holds"), _claim("b falls", "does NOT hold"), _claim("c same", "inconclusive", kind="equivalence"),
               _claim("d rises", "not tested"), _claim("e rises", "direction only (right)"), _claim("closes", "check passed", kind="sanity")]
@@ -133,8 +133,8 @@ def test_rendered_docs_tables_come_from_the_report_and_a_hand_edit_is_stale(tmp_
     """``--render-docs``: the README's summary and a study's claims table are rewritten from the report
     (rows written out by hand here), text outside the blocks is kept, the report is copied under
     docs/reproduce-SIZE/ with its figures, and a number edited by hand in a block is reported stale."""
-    from infogap.ablations.runner.docs import block, render_docs, stale_blocks
-    from infogap.ablations.runner.reproduce import counts
+    from infogap.ablations.runner.report import block, render_docs, stale_blocks
+    from infogap.ablations.runner.report import counts
 
     report = tmp_path / "results"
     (report / "imbalance").mkdir(parents=True)
@@ -189,7 +189,7 @@ def test_studies_outside_the_plan_are_one_line_errors(capsys):
 def _part(folder, commit: str, finished: str, aggregated: dict[str, list[dict]], size: str = "cpu") -> None:
     """A fabricated report whose studies ``a`` and ``b`` are aggregated with the given claims, or (absent
     from ``aggregated``) left out by --studies; each aggregated study has a figure."""
-    from infogap.ablations.runner.reproduce import counts, render_markdown
+    from infogap.ablations.runner.report import counts, render_markdown
 
     studies = []
     for name in ("a", "b"):
@@ -212,7 +212,7 @@ def _part(folder, commit: str, finished: str, aggregated: dict[str, list[dict]],
 def test_merge_takes_each_study_from_the_part_that_aggregated_it_with_that_parts_commit(tmp_path, capsys):
     """``--merge``: study ``a`` from part 1 and ``b`` from part 2 (which left ``a`` out), each with its
     claims, section, figure and its own part's commit in the rendered docs; the summary lists both parts."""
-    from infogap.ablations.runner.docs import block, render_docs
+    from infogap.ablations.runner.report import block, render_docs
     from infogap.ablations.runner.reproduce import main
 
     _part(tmp_path / "one", "aaa1111", "2026-12-01 17:00 UTC", {"a": [_claim("a falls", "holds")], "b": [_claim("b old", "holds")]})

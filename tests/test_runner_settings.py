@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from infogap.ablations.runner.identity import TRAINING, run_identity
-from infogap.ablations.runner.spec import expand, load_ablation
-from infogap.ablations.runner.study import make_settings
+from infogap.ablations.runner.expand import expand
+from infogap.ablations.runner.spec import load_ablation, make_settings
 from infogap.cli import main as infogap
 from tests.helpers import ROOT
 

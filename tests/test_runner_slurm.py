@@ -13,7 +13,8 @@ from infogap.ablations.runner.slurm import (
     ablate_args,
     slurm_plan,
 )
-from infogap.ablations.runner.spec import expand, load_ablation
+from infogap.ablations.runner.expand import expand
+from infogap.ablations.runner.spec import load_ablation
 from tests.helpers import ROOT
 
 

@@ -208,9 +208,9 @@ def _fit_in_process(args, capsys, monkeypatch) -> tuple[int, str]:
         (["--config", "configs/synthetic.yaml", "--model.pretrained=/nonexistent/weights.pt"], "/nonexistent/weights.pt"),
     ],
 )
-def test_bad_config_exits_nonzero_with_one_line(args, named, capsys, monkeypatch):
-    monkeypatch.chdir(ROOT)
-    code, err = _fit_in_process(args, capsys, monkeypatch)
+def test_bad_config_exits_nonzero_with_one_line(args, named, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(ROOT)  # the configs' relative paths; the run directory is the test's own (runs/synthetic may hold a user's run)
+    code, err = _fit_in_process([*args, f"--trainer.default_root_dir={tmp_path / 'run'}"], capsys, monkeypatch)
     assert code == 2 and "Traceback" not in err
     last = err.strip().splitlines()[-1]
     assert last.startswith("infogap fit: error:") and named in last

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from infogap.ablations.runner.claims import NOT_TESTED, Claim, effect_verdict, interval_claim, paired_claim
-from infogap.ablations.runner.results import cached_json, save_figure
-from infogap.ablations.runner.spec import ROOT
-from infogap.ablations.runner.study import Study, settings_dict
+from infogap.ablations.kit.claims import Claim, NOT_TESTED, effect_verdict, interval_claim, paired_claim
+from infogap.ablations.kit.results import cached_json, save_figure
+from infogap.ablations.kit.study import ROOT
+from infogap.ablations.kit.study import Study, settings_dict
 from infogap.data.factors import FACTOR_NAMES
 
 AXIS = "cooccurrence_p"

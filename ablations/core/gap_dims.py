@@ -3,8 +3,8 @@ Delta_k = |mean image - mean text|_k; remove the top n (n = 0..max_removed), re-
 from dataclasses import dataclass
 
 from infogap.ablations.core.rescore import rescore
-from infogap.ablations.runner.claims import paired_claim, per_seed
-from infogap.ablations.runner.study import Study
+from infogap.ablations.kit.claims import paired_claim, per_seed
+from infogap.ablations.kit.study import Study
 from infogap.train.metrics import gap_dimensions, normalize
 
 

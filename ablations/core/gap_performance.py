@@ -144,7 +144,7 @@ def scatter_figures(models: list[dict], out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from infogap.ablations.runner.results import save_figure
+    from infogap.ablations.kit.results import save_figure
 
     groups = sorted({m["group"] for m in models})
     paths = []

@@ -1,7 +1,7 @@
 """Claim 1: fewer attributes in the captions (larger information imbalance) gives a larger modality gap
 and a larger object bias; describing every factor (k = 5) shrinks both and raises attribute accuracy."""
-from infogap.ablations.runner.claims import compare, other_points
-from infogap.ablations.runner.study import Study
+from infogap.ablations.kit.claims import compare, other_points
+from infogap.ablations.kit.study import Study
 
 # metric -> the sign of (value at the largest k) - (value at the smallest k) that the claim predicts
 EXPECT = {"rmg": "negative", "l2m": "negative", "moad_image": "negative", "moad_text": "negative",

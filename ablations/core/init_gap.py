@@ -1,9 +1,9 @@
 """Claim 1, second half: with full information the contrastive loss closes even a large initial gap.
 A first stage trains with an extra loss that pushes the modality centroids apart (``model.gap_push``);
 then k = 5 training starts either from that large-gap checkpoint or from a random initialisation."""
-from infogap.ablations.runner.claims import paired_claim, per_seed
-from infogap.ablations.runner.results import curve_figure, run_start
-from infogap.ablations.runner.study import Study
+from infogap.ablations.kit.claims import paired_claim, per_seed
+from infogap.ablations.kit.results import curve_figure, run_start
+from infogap.ablations.kit.study import Study
 
 CURVES = ["rmg", "l2m", "zeroshot_object_acc"]
 

@@ -8,8 +8,8 @@ below it (one of the two TOST tests); an interval that straddles it is inconclus
 from dataclasses import dataclass
 
 from infogap.ablations.core.rescore import rescore, shift
-from infogap.ablations.runner.claims import bound_claim, per_seed, sanity_check
-from infogap.ablations.runner.study import Study
+from infogap.ablations.kit.claims import bound_claim, per_seed, sanity_check
+from infogap.ablations.kit.study import Study
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Claim 2 (caption presence bias): whichever factor is always present in the caption becomes the one
 the model is biased towards. MOAD_f = (object term) - (f term): negative when f dominates the object."""
-from infogap.ablations.runner.claims import compare
-from infogap.ablations.runner.study import Study
+from infogap.ablations.kit.claims import compare
+from infogap.ablations.kit.study import Study
 
 
 class Presence(Study):

@@ -3,9 +3,9 @@ k = 0 captions with a learnable or a frozen temperature (frozen at the checkpoin
 rises, and the gap grows more with the frozen temperature. The learnable logit scale has its own
 learning rate (``model.logit_scale_lr``): with the weights' rate it moved 1 % in 400 steps, so the
 two arms were the same run; the report shows how far it moved (``temperature_change``)."""
-from infogap.ablations.runner.claims import paired_claim, per_seed
-from infogap.ablations.runner.results import curve_figure, run_start
-from infogap.ablations.runner.study import Study
+from infogap.ablations.kit.claims import paired_claim, per_seed
+from infogap.ablations.kit.results import curve_figure, run_start
+from infogap.ablations.kit.study import Study
 
 CURVES = ["entropy_i2t", "rmg", "l2m", "temperature"]
 AXIS = "temperature_mode"  # not "temperature": that is the logged metric (1 / logit scale)

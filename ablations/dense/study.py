@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from infogap.ablations.runner.claims import compare, paired_claim
-from infogap.ablations.runner.results import cached_json, read_summary, save_figure
-from infogap.ablations.runner.spec import planned_steps
-from infogap.ablations.runner.study import Study, settings_dict
+from infogap.ablations.kit.claims import compare, paired_claim
+from infogap.ablations.kit.results import cached_json, read_summary, save_figure
+from infogap.ablations.kit.study import planned_steps
+from infogap.ablations.kit.study import Study, settings_dict
 
 METRIC = {"object": "miou", "colour": "miou", "edge": "miou", "depth": "rmse", "scale_depth": "rmse"}
 MODES = ("linear", "finetune")

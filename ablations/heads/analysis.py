@@ -10,7 +10,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from infogap.ablations.runner.results import save_figure
+from infogap.ablations.kit.results import save_figure
 from infogap.train import metrics as M
 from infogap.train.embed import BATCH, Encoder
 

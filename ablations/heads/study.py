@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from infogap.ablations.heads.analysis import HIGH, LOW, TEXTS_PER_HEAD, contributions, head_table, pool_shares, pruning_table, synthetic_pool
-from infogap.ablations.runner.claims import compare, paired_claim
-from infogap.ablations.runner.results import cached_json, save_figure
-from infogap.ablations.runner.study import Study, settings_dict
+from infogap.ablations.kit.claims import compare, paired_claim
+from infogap.ablations.kit.results import cached_json, save_figure
+from infogap.ablations.kit.study import Study, settings_dict
 from infogap.train.embed import load_encoder
 
 

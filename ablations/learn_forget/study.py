@@ -33,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from infogap.ablations.runner.claims import ALPHA, FAILS, HOLDS, NOT_TESTED, Claim, effect_verdict, equivalence_claim
-from infogap.ablations.runner.results import cached_json, read_summary, save_figure
-from infogap.ablations.runner.study import Study, settings_dict
+from infogap.ablations.kit.claims import ALPHA, Claim, FAILS, HOLDS, NOT_TESTED, effect_verdict, equivalence_claim
+from infogap.ablations.kit.results import cached_json, read_summary, save_figure
+from infogap.ablations.kit.study import Study, settings_dict
 from infogap.ablations.learn_forget.finetune import METHODS
 from infogap.data.factors import FACTOR_NAMES
 

@@ -10,7 +10,8 @@ from infogap.ablations.runner.aggregate import aggregate, format_table, untested
 from infogap.ablations.runner.identity import check_identities, identity_problems, reuse_finished, run_identity
 from infogap.ablations.runner.local import Interrupted, launch_local
 from infogap.ablations.runner.slurm import SlurmOptions, ablate_args, launch_slurm, run_task
-from infogap.ablations.runner.spec import available, check_runs, fit_command, parse_seeds, resolve
+from infogap.ablations.runner.expand import check_runs, fit_command, parse_seeds, resolve
+from infogap.ablations.runner.spec import available
 from infogap.ablations.runner.sweeps import launch_wandb, sweep_config
 from infogap.train.locks import held
 

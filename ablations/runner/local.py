@@ -12,7 +12,8 @@ from typing import Optional
 
 from infogap.ablations.runner.identity import write_identity
 from infogap.ablations.runner.progress import ProgressDisplay
-from infogap.ablations.runner.spec import Ablation, Run, cores_per_worker, fit_command, planned_steps
+from infogap.ablations.kit.study import Ablation, Run, planned_steps
+from infogap.ablations.runner.expand import cores_per_worker, fit_command
 
 KILL_AFTER_ENV = "INFOGAP_KILL_AFTER_RUNS"  # tests only: SIGKILL this process once N runs of one launch have finished
 

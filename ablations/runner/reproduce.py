@@ -15,17 +15,14 @@ the study's own tables and figures. ``reproduce.json`` holds the same as data; `
 lists the verdicts and estimates that changed against an earlier ``reproduce.json``. A study aggregated
 before all its runs finished is marked incomplete (runs finished / planned). ``--render-docs
 REPORT_DIR`` publishes a report under ``docs/`` and renders the result tables of the docs from it
-(``infogap.ablations.runner.docs``). ``--merge DIR DIR ...`` joins reports of one plan whose studies
+(``infogap.ablations.runner.report``). ``--merge DIR DIR ...`` joins reports of one plan whose studies
 were run in parts (``--studies`` on different machines or days) into one: each study comes from the
 last part that aggregated it, with that part's commit, date and machine beside it.
 """
 from __future__ import annotations
 
 import argparse
-import base64
-import html
 import json
-import math
 import os
 import platform
 import re
@@ -40,12 +37,11 @@ from typing import Optional
 
 import yaml
 
-from infogap.ablations.runner.claims import CHECK_FAILED, CHECK_OK, FAILS, HOLDS, INCONCLUSIVE, NOT_TESTED
+from infogap.ablations.runner.report import COLUMNS, compare, counts, render_html, render_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 PLANS = ROOT / "configs" / "reproduce"
 PACKAGES = ("torch", "torchvision", "open_clip_torch", "pytorch-lightning", "webdataset", "numpy", "scipy", "statsmodels", "wandb")
-COLUMNS = (HOLDS, FAILS, INCONCLUSIVE, NOT_TESTED, "direction only")
 
 
 @dataclass
@@ -80,7 +76,7 @@ class Plan:
 
 def load_plan(size_or_path: str) -> Plan:
     """A plan by size (``smoke``, ``cpu``, ``gpu``) or path; a bad field is a one-line error naming it."""
-    from infogap.ablations.runner.spec import check_seeds
+    from infogap.ablations.runner.expand import check_seeds
 
     path = Path(size_or_path) if size_or_path.endswith((".yaml", ".yml")) else PLANS / f"{size_or_path}.yaml"
     if not path.is_file():
@@ -113,7 +109,7 @@ def plan_runs(plan: Plan, out: Path, check: bool = False, rerun: bool = False) -
     and unless ``rerun``, a run directory holding a run trained with other settings is refused
     (``check_identities``)."""
     from infogap.ablations.runner.identity import check_identities
-    from infogap.ablations.runner.spec import check_runs, resolve
+    from infogap.ablations.runner.expand import check_runs, resolve
 
     counts = {}
     for e in plan.studies:
@@ -143,35 +139,6 @@ def environment() -> dict:
             "packages": {p: version(p) for p in PACKAGES}}
 
 
-def counts(claims: list[dict]) -> dict[str, int]:
-    """Per verdict column, the claims (findings only) with it; sanity checks passed / failed apart."""
-    out = {c: 0 for c in COLUMNS}
-    out["checks passed"] = out["checks FAILED"] = 0
-    for c in claims:
-        v = c["verdict"]
-        if c.get("kind") == "sanity":
-            out["checks passed" if v == CHECK_OK else "checks FAILED"] += v in (CHECK_OK, CHECK_FAILED)
-        elif v.startswith("direction only"):
-            out["direction only"] += 1
-        elif v in out:
-            out[v] += 1
-    return out
-
-
-def _num(v, fmt: str = "+.3g") -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
-
-
-def claim_row(c: dict) -> str:
-    ci = c.get("ci") or [math.nan, math.nan]
-    interval = "–" if any(v is None or math.isnan(v) for v in ci) else f"[{ci[0]:+.3g}, {ci[1]:+.3g}]"
-    margin = "" if c.get("margin") is None or math.isnan(c["margin"]) else f" (margin ±{c['margin']:g})"
-    unit = c.get("unit", "seeds")
-    units = f"{c['seeds']} {unit.removesuffix('s') if c['seeds'] == 1 else unit}" if c.get("seeds") else "–"
-    return (f"| {c['claim'].replace('|', '/')} | {c.get('kind', 'effect')}{margin} | {_num(c.get('mean'))} | {interval} | "
-            f"{_num(c.get('p_value'), '.3g')} | {units} | **{c['verdict']}** |")
-
-
 def load_study(out: Path, e: Entry, wall: float, code: Optional[int], runs: tuple[int, int] = (0, 0), aggregated: bool = True) -> dict:
     """A study's part of the report; ``folder`` is its code's folder under ablations/ (and its page
     under docs/results/), ``runs`` its (finished, planned) runs when it was aggregated. A study left out
@@ -186,149 +153,6 @@ def load_study(out: Path, e: Entry, wall: float, code: Optional[int], runs: tupl
             "folder": package[2] if package[:2] == ["infogap", "ablations"] and len(package) > 3 else e.name, "runs": list(runs),
             "aggregated": aggregated,
             "claims": claims, "counts": counts(claims), "report": f"{e.name}/report.md" if aggregated and (folder / "report.md").is_file() else None}
-
-
-def _environment_line(env: dict) -> str:
-    return f"commit {env['commit']}; Python {env['python']}; {env['platform']}; {env['cpus']} CPUs ({env['machine']})"
-
-
-def render_markdown(result: dict, compare: list[str] | None = None, out: Path | None = None, sections: dict[str, str] | None = None) -> str:
-    """REPORT.md; a study's own ``report`` path is relative to ``out`` (the results directory). A merged
-    report (``parts``) lists each part's command and environment, and takes each study's section verbatim
-    from ``sections`` (its part's REPORT.md)."""
-    env = result["environment"]
-    parts = result.get("parts")
-    if parts:
-        head = (f"Merged by `{result['command']}` from {len(parts)} parts of this plan, run apart (`--studies`); each study is its "
-                "last aggregating part's, listed under Environment.")
-    else:
-        head = (f"Command: `{result['command']}`. Finished {result['finished']}; wall time {result['wall_s'] / 60:.1f} min"
-                + (" (aggregation only: the runs were trained by earlier invocations)." if result.get("report_only") else "."))
-    lines = [f"# Reproduction report: plan `{result['size']}`", "", result["description"], "", head, "",
-             "## Summary", "", "| study | runs | " + " | ".join(COLUMNS) + " | sanity checks | wall time |",
-             "|" + "---|" * (len(COLUMNS) + 4)]
-    for s in result["studies"]:
-        c = s["counts"]
-        checks = f"{c['checks passed']} passed" + (f", **{c['checks FAILED']} FAILED**" if c["checks FAILED"] else "")
-        runs = "{}/{}".format(*s["runs"]) if s.get("runs") else "–"
-        report_only = parts[s["part"]]["report_only"] if parts else result.get("report_only")
-        wall = "–" if report_only or s.get("aggregated") is False else f"{s['wall_s'] / 60:.1f} min"
-        if s.get("aggregated") is False:
-            checks = "not aggregated"
-        lines.append(f"| [{s['name']}](#{s['name']}) | {runs} | " + " | ".join(str(c[k]) for k in COLUMNS) + f" | {checks} | {wall} |")
-    if compare is not None:
-        lines += ["", f"## Changes against {result.get('compared_with', 'the earlier report')}", ""]
-        lines += [f"- {line}" for line in compare] or ["- none: every verdict and estimate is the same"]
-    lines += ["", "## Environment", ""]
-    if parts:
-        for i, part in enumerate(parts, 1):
-            names = ", ".join(s["name"] for s in result["studies"] if s["part"] == i - 1 and s.get("aggregated", True)) or "none"
-            lines += [f"- part {i}: `{part['command']}`, finished {part['finished']}; studies aggregated: {names}",
-                      f"  - {_environment_line(part['environment'])}",
-                      "  - " + ", ".join(f"{k} {v}" for k, v in part["environment"]["packages"].items())]
-    else:
-        lines += [f"- {_environment_line(env)}", "- " + ", ".join(f"{k} {v}" for k, v in env["packages"].items())]
-    for s in result["studies"]:
-        if sections is not None:
-            lines += ["", sections[s["name"]].rstrip("\n")]
-            continue
-        lines += ["", f"## {s['name']}", "", f"**{s['title']}**", ""]
-        if s["published"]:
-            lines += ["Published:", *[f"- {p}" for p in s["published"]], ""]
-        findings = [c for c in s["claims"] if c.get("kind") != "sanity"]
-        checks = [c for c in s["claims"] if c.get("kind") == "sanity"]
-        if findings:
-            lines += ["| claim | kind | estimate | interval | p | units | verdict |", "|---|---|---|---|---|---|---|", *map(claim_row, findings), ""]
-        if checks:
-            lines += ["Sanity checks (true by construction, not findings):", *[f"- {c['verdict']}: {c['claim']}" for c in checks], ""]
-        if s.get("aggregated") is False:
-            lines += [f"**Not aggregated** by this invocation (`--studies`); {s['runs'][0]} of {s['runs'][1]} runs finished.", ""]
-        elif s.get("runs") and s["runs"][0] < s["runs"][1]:
-            lines += [f"**Incomplete**: {s['runs'][0]} of {s['runs'][1]} runs finished when this was aggregated; the claims use those only.", ""]
-        if s["exit_code"] not in (0, 1, None):
-            lines += [f"`infogap ablate {s['name']}` exited {s['exit_code']}; see its output.", ""]
-        if s["report"]:
-            own = (Path(s["report"]) if out is None else out / s["report"]).read_text()
-            own = re.sub(r"^# .*\n", "", own, count=1)  # the study's title is this section's
-            own = re.sub(r"^(#+) ", lambda m: "#" * (len(m.group(1)) + 2) + " ", own, flags=re.M)
-            own = re.sub(r"!\[([^\]]*)\]\(([^)/]+)\)", lambda m: f"![{m.group(1)}]({s['name']}/{m.group(2)})", own)
-            lines += ["<details><summary>the study's report: tables and figures</summary>", "", own.strip(), "", "</details>"]
-    return "\n".join(lines) + "\n"
-
-
-def render_html(markdown: str, out: Path) -> str:
-    """A self-contained page from the report's Markdown (headings, tables, lists, images as data URIs,
-    details blocks): no network and no external file needed to read it."""
-    def inline(text: str) -> str:
-        text = html.escape(text, quote=False)
-        text = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", lambda m: _img(out / m.group(2), m.group(1)), text)
-        text = re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r'<a href="\2">\1</a>', text)
-        text = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", text)
-        return re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
-
-    body, table, items = [], [], []
-
-    def flush() -> None:
-        if table:
-            rows = [r for r in table if not re.fullmatch(r"\|(\s*-+\s*\|)+", r)]
-            cells = [[c.strip() for c in r.strip("|").split(" | ")] for r in rows]
-            body.append("<table><tr>" + "".join(f"<th>{inline(c)}</th>" for c in cells[0]) + "</tr>"
-                        + "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>" for r in cells[1:]) + "</table>")
-            table.clear()
-        if items:
-            body.append("<ul>" + "".join(f"<li>{inline(i)}</li>" for i in items) + "</ul>")
-            items.clear()
-
-    for line in markdown.splitlines():
-        if line.startswith("|"):
-            table.append(line)
-            continue
-        if line.startswith("- "):
-            items.append(line[2:])
-            continue
-        flush()
-        heading = re.match(r"(#+) (.*)", line)
-        if heading:
-            level = min(len(heading.group(1)), 6)
-            anchor = re.sub(r"[^a-z0-9_-]", "", heading.group(2).lower().replace(" ", "-"))
-            body.append(f'<h{level} id="{anchor}">{inline(heading.group(2))}</h{level}>')
-        elif line.startswith(("<details>", "</details>")):
-            body.append(line)
-        elif line.strip():
-            body.append(f"<p>{inline(line)}</p>")
-    flush()
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}table{border-collapse:collapse;margin:1em 0}"
-             "td,th{border:1px solid #ccc;padding:3px 6px;font-size:90%}img{max-width:100%}")
-    return f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>infogap reproduction report</title><style>{style}</style></head><body>\n" \
-           + "\n".join(body) + "\n</body></html>\n"
-
-
-def _img(path: Path, alt: str) -> str:
-    if not path.is_file():
-        return f"[missing figure {html.escape(path.name)}]"
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
-
-
-def compare(new: dict, old: dict) -> list[str]:
-    """The claims whose verdict changed, whose estimate moved by more than its printed precision (3
-    significant digits), that appeared or that disappeared, per study."""
-    lines = []
-    old_studies = {s["name"]: s for s in old.get("studies", [])}
-    for s in new["studies"]:
-        before = {c["claim"]: c for c in old_studies.get(s["name"], {}).get("claims", [])}
-        now = {c["claim"]: c for c in s["claims"]}
-        for claim, c in now.items():
-            if claim not in before:
-                lines.append(f"{s['name']}: new claim: {claim}: {c['verdict']}")
-                continue
-            b = before[claim]
-            if b["verdict"] != c["verdict"]:
-                lines.append(f"{s['name']}: {claim}: verdict {b['verdict']} -> {c['verdict']}")
-            elif _num(b.get("mean")) != _num(c.get("mean")):
-                lines.append(f"{s['name']}: {claim}: estimate {_num(b.get('mean'))} -> {_num(c.get('mean'))}")
-        lines += [f"{s['name']}: claim no longer made: {claim}" for claim in before if claim not in now]
-    return lines
 
 
 REPORT_FIELDS = ("size", "finished", "wall_s", "environment", "studies")
@@ -478,7 +302,7 @@ def main(argv: list[str]) -> int:
                   + ("" if s.get("aggregated", True) else " (not aggregated in any)"))
         return 0
     if args.render_docs is not None:
-        from infogap.ablations.runner.docs import render_docs
+        from infogap.ablations.runner.report import render_docs
 
         root = Path.cwd()
         read_report(args.render_docs, "--render-docs")

@@ -16,7 +16,8 @@ from typing import Optional
 
 from infogap.ablations.runner.identity import write_identity
 from infogap.ablations.runner.local import resume_args
-from infogap.ablations.runner.spec import ROOT, Ablation, Run, fit_command
+from infogap.ablations.kit.study import Ablation, ROOT, Run
+from infogap.ablations.runner.expand import fit_command
 
 SLURM_DIR = ROOT / "slurm"
 

@@ -1,7 +1,7 @@
-"""An ablation spec: a YAML in ``configs/ablations/`` says what varies; this module reads it, expands it
-into runs and builds each run's ``infogap fit`` command. The runner (``infogap.ablations.runner``)
-launches the runs and aggregates them; a study (``study:``, a ``Study`` subclass) says what to make of
-them.
+"""An ablation spec: a YAML in ``configs/ablations/`` says what varies; this module reads it (with its
+study and the study's settings, checked), ``expand`` turns it into runs and their ``infogap fit``
+commands. The runner (``infogap.ablations.runner``) launches the runs and aggregates them; a study
+(``study:``, a ``Study`` subclass of ``infogap.ablations.kit``) says what to make of them.
 
 An ablation YAML::
 
@@ -27,23 +27,15 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import itertools
-import json
-import os
-from dataclasses import dataclass, field
+import importlib
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
-from infogap.ablations.runner.study import NoSettings, Study, make_settings, study_class
+from infogap.ablations.kit.study import ROOT, Ablation, NoSettings, Study
 from infogap.data.factors import FACTOR_NAMES
 from infogap.data.files import read_yaml
-
-# configs/ and slurm/ sit beside the code folders: in the repository (an editable install) and inside
-# the installed package (a wheel ships them as infogap/configs and infogap/slurm)
-ROOT = Path(__file__).resolve().parents[2]
-
 
 CONFIG_DIR = ROOT / "configs" / "ablations"
 DERIVED = ("attr_acc_mean",)  # columns the aggregation derives for every row
@@ -59,78 +51,6 @@ def metric_names() -> set[str]:
     from infogap.train.metrics import metric_keys
 
     return set(metric_keys(FACTOR_NAMES, class_factors=FACTOR_NAMES)) | set(CALLBACK_KEYS) | set(DERIVED) | {"seed"}
-
-
-@dataclass
-class Run:
-    stage: str
-    axes: dict[str, Any]
-    seed: int
-    overrides: dict[str, Any]
-    dir: Path
-
-    @property
-    def name(self) -> str:
-        parts = [f"{k}={v}" for k, v in self.axes.items()] + [f"seed={self.seed}"]
-        return "__".join([self.stage] + parts)
-
-    @property
-    def finished(self) -> bool:
-        """A run is finished when its ``metrics.json`` reads back whole (``record``)."""
-        return self.record() is not None
-
-    def record(self) -> Optional[dict]:
-        """The run's ``metrics.json`` (final metrics and history), or None when it is missing, truncated
-        or not a record of metrics: such a run is unfinished, and launching it again resumes it."""
-        return read_record(self.dir / "metrics.json")
-
-    def label(self) -> str:
-        return " ".join([self.stage] + [f"{k}={v}" for k, v in self.axes.items()] + [f"seed={self.seed}"])
-
-    @property
-    def failure(self) -> Optional[str]:
-        """Why the last attempt failed (its ``FAILED`` file, which the aggregation reports), or None."""
-        path = self.dir / "FAILED"
-        return path.read_text().strip() if path.is_file() else None
-
-    def record_failure(self, why: Optional[str]) -> None:
-        """Write ``FAILED`` with ``why``, or (None: the run succeeded) remove it."""
-        path = self.dir / "FAILED"
-        if why is None:
-            path.unlink(missing_ok=True)
-        else:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            path.write_text(why + "\n")
-
-
-def read_record(path: Path) -> Optional[dict]:
-    """A run's metrics record when the file parses and holds ``metrics`` and ``history``, else None."""
-    try:
-        record = json.loads(Path(path).read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
-    ok = isinstance(record, dict) and isinstance(record.get("metrics"), dict) and isinstance(record.get("history"), dict)
-    return record if ok else None
-
-
-@dataclass
-class Ablation:
-    name: str
-    base_config: Path
-    stages: list[dict]
-    seeds: list[int] = field(default_factory=lambda: [0])
-    x: Optional[str] = None
-    table: list[str] = field(default_factory=list)
-    figures: list[str] = field(default_factory=list)
-    report: Optional[str] = None
-    study: Study = field(default_factory=Study)  # the study's hooks, with its settings
-    source: Optional[Path] = None
-    slurm: dict = field(default_factory=dict)  # sbatch resources: partition, account, time, nodes, gpus_per_node, ...
-    swept: tuple[str, ...] = ()  # axes added by --sweep (add_sweep)
-
-    @property
-    def report_stage(self) -> str:
-        return self.report or self.stages[-1]["name"]
 
 
 def available() -> list[str]:
@@ -247,190 +167,78 @@ def parse_list(text: str, option: str, kind=None) -> list:
     return values
 
 
-def parse_seeds(text: str) -> list[int]:
-    """``--seeds 0,1,2``: integers from 0 to 2**32 - 1 (what a run's ``seed_everything`` takes), at least
-    one, none twice."""
-    seeds = parse_list(text, "--seeds", int)
-    check_seeds(seeds, "--seeds")
-    return seeds
-
-
-def check_seeds(seeds: list[int], where: str) -> None:
-    bad = [s for s in seeds if not 0 <= s <= 2**32 - 1]
-    if bad:
-        raise ValueError(f"{where}: seed {bad[0]} is out of range (a seed is an integer from 0 to 4294967295)")
-
-
-def parse_only(only: list[str], ablation: Ablation) -> dict[str, list]:
-    """``--only k=0,5`` -> {"k": [0, 5]}; the axis must exist and the values must be among its values."""
-    out = {}
-    all_axes = {a: ax for st in ablation.stages for a, ax in (st.get("axes") or {}).items()}
-    for item in only:
-        if "=" not in item:
-            raise ValueError(f"--only expects AXIS=v1,v2, got {item!r}")
-        axis, values = item.split("=", 1)
-        if axis not in all_axes:
-            raise ValueError(f"--only: ablation {ablation.name!r} has no axis {axis!r}; axes: {', '.join(all_axes) or 'none'}")
-        if axis in out:
-            raise ValueError(f"--only: axis {axis!r} is given twice")
-        wanted = parse_list(values, f"--only {axis}")
-        missing = [v for v in wanted if v not in all_axes[axis]["values"]]
-        if missing:
-            raise ValueError(f"--only: {axis} has no value(s) {', '.join(map(str, missing))}; values: {', '.join(map(str, all_axes[axis]['values']))}")
-        out[axis] = wanted
-    return out
-
-
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``key=value`` overrides applied to every run (``trainer.max_steps=300``)."""
-    out = {}
-    for item in items:
-        if "=" not in item or item.startswith("="):
-            raise ValueError(f"override {item!r} is not key=value")
-        key, value = item.split("=", 1)
-        out[key.lstrip("-")] = _parse_value(value)
-    return out
-
-
-def split_settings(name: str, overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(fit overrides, study settings): ``NAME.key=value`` (NAME the ablation's name, e.g.
-    ``learn_forget.steps=200``) sets the study's setting ``key``; every other key goes to each run."""
-    prefix = name + "."
-    settings = {k[len(prefix):]: v for k, v in overrides.items() if k.startswith(prefix)}
-    return {k: v for k, v in overrides.items() if not k.startswith(prefix)}, settings
-
-
-def check_runs(ablation: Ablation, runs: list[Run], overrides: dict[str, Any]) -> None:
-    """Before anything is launched: the ``infogap fit`` command of one run of each stage parses against
-    the base config (every key exists and every value has its type), so a mistyped override fails
-    once, here, with one line, not in every run. An override named like an axis of the ablation is
-    most likely meant as ``--only``."""
-    from infogap.train.cli import ConfigError, check_fit_args
-
-    axes = {a for st in ablation.stages for a in (st.get("axes") or {})}
-    first = {}
-    for run in runs:
-        first.setdefault(run.stage, run)
-    try:
-        check_fit_args(*(fit_command(ablation, run) for run in first.values()))
-    except ConfigError as exc:
-        bad = next((k for k in overrides if cli_key(k) in str(exc) or k in str(exc)), None)
-        hint = f"; to run some values of the axis {bad!r}, use --only {bad}=..." if bad in axes else ""
-        where = f"override {bad}={_cli_value(overrides[bad])}" if bad else "the runs' configuration"
-        raise ValueError(f"{where}: {exc} (checked against {ablation.base_config.name} before launching){hint}") from None
-
-
-@dataclass
-class Resolved:
-    """An ablation as ``infogap ablate NAME [key=value ...] --sweep ... --only ... --seeds ...`` means it:
-    the ablation with its study settings, its runs under ``out``, the fit overrides and the parsed
-    ``--only`` restrictions."""
-
-    ablation: Ablation
-    runs: list[Run]
-    overrides: dict[str, Any]
-    only: dict[str, list]
-
-
-def resolve(name: str, overrides: list[str], sweep: list[str], seeds: Optional[list[int]], only: list[str], out: Path) -> Resolved:
-    """What ``infogap ablate`` and ``infogap reproduce`` both do first: split the overrides into fit
-    overrides and study settings, load the ablation with its sweep axes, and expand its runs."""
-    fit_overrides, settings = split_settings(ablation_name(name), parse_overrides(overrides))
-    ablation = load_ablation(name, sweep, settings)
-    restricted = parse_only(only, ablation)
-    return Resolved(ablation, expand(ablation, out, seeds, restricted, fit_overrides), fit_overrides, restricted)
-
-
-def expand(ablation: Ablation, out: Path, seeds: Optional[list[int]] = None, only: Optional[dict[str, list]] = None,
-           overrides: Optional[dict[str, Any]] = None) -> list[Run]:
-    """Every run of the ablation, stage by stage, in launch order."""
-    runs: list[Run] = []
-    only = only or {}
-    swept = {ax["key"] for st in ablation.stages for ax in (st.get("axes") or {}).values()}
-    clash = sorted(swept & set(overrides or {}))
-    if clash:
-        raise ValueError(f"override {clash[0]}=... would overwrite a swept axis of {ablation.name!r}: use --only to restrict the axis")
-    for seed in seeds if seeds is not None else ablation.seeds:
-        stage_dirs: dict[str, Path] = {}
-        for st in ablation.stages:
-            axes = st.get("axes") or {}
-            names = list(axes)
-            values = [only.get(a, list(axes[a]["values"])) for a in names]
-            for combo in itertools.product(*values) if names else [()]:
-                point = dict(zip(names, combo))
-                ov = {"seed_everything": seed, "data.init_args.seed": seed}
-                ov.update(st.get("overrides") or {})
-                ov.update({axes[a]["key"]: axis_value(axes[a], v) for a, v in point.items()})
-                ov.update(overrides or {})
-                run = Run(st["name"], point, seed, ov, Path())
-                run.dir = out / ablation.name / "runs" / run.name
-                stage_dirs.setdefault(st["name"], run.dir)
-                runs.append(run)
-        for run in runs:
-            if run.seed == seed:
-                run.overrides = {k: _fill_stage_dirs(v, stage_dirs) for k, v in run.overrides.items()}
-    return runs
-
-
-def axis_value(axis: dict, label: Any) -> Any:
-    """The override value of an axis point: the value itself, or ``values[label]`` for a mapping
-    (``values: {random: null, large_gap: "{push}/checkpoints/last.ckpt"}``)."""
-    values = axis["values"]
-    return values[label] if isinstance(values, dict) else label
-
-
-def _fill_stage_dirs(value: Any, stage_dirs: dict[str, Path]) -> Any:
-    """Replace ``{stage}`` in a string override by that stage's run directory (same seed)."""
-    if not isinstance(value, str):
-        return value
-    for stage, d in stage_dirs.items():
-        value = value.replace("{" + stage + "}", str(d))
-    return value
-
-
-def _cli_value(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (dict, list)):
-        return json.dumps(v)
-    return str(v)
-
-
-def cli_key(key: str) -> str:
-    """An override key as the command line spells it: ``data.init_args.k`` -> ``data.k``."""
-    return key.replace("data.init_args.", "data.")
-
-
-def cores_per_worker(workers: int) -> int:
-    """The torch threads of each of ``workers`` processes sharing this machine's cores (at least 1):
-    the training subprocesses of the local launcher and the analysis workers of aggregation."""
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
-
-
-def fit_command(ablation: Ablation, run: Run) -> list[str]:
-    """The ``infogap fit`` command line of one run (no progress bar: the runner reports per run)."""
-    args = ["fit", "--config", str(ablation.base_config), f"--trainer.default_root_dir={run.dir}"]
-    if "trainer.enable_progress_bar" not in run.overrides:
-        args.append("--trainer.enable_progress_bar=false")
-    args += [f"--{cli_key(k)}={_cli_value(v)}" for k, v in run.overrides.items()]
-    return args
-
-
-def planned_steps(ablation: Ablation):
-    """``run -> its trainer.max_steps`` (its override, else the base config's; None if neither says)."""
-    base = (read_yaml(ablation.base_config, "base_config") or {}).get("trainer", {}).get("max_steps")
-
-    def steps(run: Run) -> Optional[int]:
-        value = run.overrides.get("trainer.max_steps", base)
-        return int(value) if isinstance(value, (int, float)) and value > 0 else None
-
-    return steps
-
-
 def design(ablation: Ablation) -> dict[str, list]:
     """The values of the report stage's axes as the ablation YAML sets them (labels, for a mapping):
     what the claims compare, whether or not every run finished."""
     stage = next(st for st in ablation.stages if st["name"] == ablation.report_stage)
     return {a: list(ax["values"]) for a, ax in (stage.get("axes") or {}).items()}
+
+
+def study_class(target: str, where: str) -> type:
+    """``module:Class`` -> the class, which must subclass ``Study``; one-line errors naming ``where``."""
+    module, sep, name = target.partition(":")
+    if not sep or not module or not name:
+        raise ValueError(f"{where}: study must be 'module:Class', got {target!r}")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"{where}: study {target!r} cannot be loaded ({exc})") from None
+    if not (isinstance(cls, type) and issubclass(cls, Study)):
+        raise ValueError(f"{where}: {target!r} is not a subclass of infogap.ablations.kit.study.Study")
+    return cls
+
+
+def make_settings(cls: type, values: dict, where: str):
+    """The settings dataclass ``cls`` filled from ``values`` (YAML or command line), each value checked
+    against its field's default: an unknown name or a value of the wrong kind is a one-line error
+    naming ``where`` and the valid names."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        valid = ", ".join(sorted(fields)) or "none (this study has no settings)"
+        raise ValueError(f"{where}: unknown setting {unknown[0]!r}; valid settings: {valid}")
+    defaults = cls()
+    return cls(**{k: _coerce(v, getattr(defaults, k), f"{where}: setting {k!r}") for k, v in values.items()})
+
+
+def _coerce(value: Any, default: Any, where: str) -> Any:
+    """``value`` in the kind of ``default`` (an int where an int is, a tuple for a list, ...)."""
+    def bad(kind: str):
+        return ValueError(f"{where} must be {kind}, got {value!r}")
+
+    if default is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, str):  # YAML reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise bad("a number") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    if isinstance(default, tuple):
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if default and items:
+            return tuple(_coerce(v, default[0], where) for v in items)
+        return tuple(items)
+    if isinstance(default, dict):
+        if not isinstance(value, dict):
+            raise bad("a mapping")
+        unknown = [k for k in value if default and k not in default]
+        if unknown:
+            raise ValueError(f"{where} has no key {unknown[0]!r}; keys: {', '.join(map(str, default))}")
+        return {**default, **{k: _coerce(v, default.get(k), f"{where}[{k!r}]") for k, v in value.items()}}
+    return value
