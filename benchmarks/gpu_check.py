@@ -118,7 +118,9 @@ class Check:
         out = {"killed_at_step": half + 1, "resumed_from": f"step{half:07d}.ckpt"}
         out["resumed"] = self.fit(run, self.steps, *extra, *every, "--ckpt_path=last")
         exported = run / "model.pt"
-        exp = subprocess.run([sys.executable, "-m", "infogap", "export-ckpt", str(run / "checkpoints" / "last.ckpt"), "--out", str(exported)],
+        from infogap.train.checkpoints import last_checkpoint
+
+        exp = subprocess.run([sys.executable, "-m", "infogap", "export-ckpt", str(last_checkpoint(run)), "--out", str(exported)],
                              cwd=ROOT, env=self.env, capture_output=True, text=True)
         if exp.returncode != 0:
             raise RuntimeError(f"export-ckpt exited {exp.returncode}: {exp.stderr.strip().splitlines()[-1:]}")

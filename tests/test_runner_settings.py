@@ -86,3 +86,43 @@ def test_kinds_of_values_by_hand():
     for bad in ({"n": 1.5}, {"n": True}, {"flag": "yes"}, {"x": "fast"}, {"rates": [1]}):
         with pytest.raises(ValueError, match="here: setting"):
             make_settings(S, bad, "here")
+
+
+def _redundant(cls, values: dict, where: str) -> list[str]:
+    """The settings among ``values`` that equal the study's dataclass default (after the same coercion
+    the loader applies); an unknown name raises in ``make_settings``."""
+    filled, default = make_settings(cls.Settings, values, where), cls.Settings()
+    return [f"{where}: {k}" for k in values if getattr(filled, k) == getattr(default, k)]
+
+
+def test_no_ablation_yaml_or_plan_repeats_a_study_default():
+    """The settings dataclass is the only default: an ablation's ``settings:`` block and a plan's
+    ``NAME.key=value`` list only what they change, and every name they give exists."""
+    from infogap.ablations.runner.expand import parse_overrides, split_settings
+    from infogap.ablations.runner.spec import study_class
+
+    bad, seen = [], 0
+    for path in sorted((ROOT / "configs" / "ablations").glob("*.yaml")):
+        spec = yaml.safe_load(path.read_text())
+        cls = study_class(spec["study"], str(path))
+        bad += _redundant(cls, spec.get("settings") or {}, path.name)
+    for path in sorted((ROOT / "configs" / "reproduce").glob("*.yaml")):
+        for entry in yaml.safe_load(path.read_text())["studies"]:
+            _, settings = split_settings(entry["name"], parse_overrides(entry.get("overrides", [])))
+            spec = yaml.safe_load((ROOT / "configs" / "ablations" / f"{entry['name']}.yaml").read_text())
+            bad += _redundant(study_class(spec["study"], str(path)), settings, f"{path.name} {entry['name']}")
+            seen += len(settings)
+    assert seen >= 10  # the smoke plan shrinks the studies through settings: the scan read them
+    assert not bad, "settings that repeat their default: " + ", ".join(bad)
+
+
+def test_the_redundancy_check_finds_a_repeated_default_and_refuses_an_unknown_name():
+    from infogap.ablations.runner.spec import study_class
+
+    cls = study_class("infogap.ablations.core.gap_dims:GapDims", "test")
+    assert _redundant(cls, {"max_removed": 20, "claim_top": 3}, "x") == ["x: max_removed"]
+    posthoc = study_class("infogap.ablations.core.posthoc:Posthoc", "test")
+    assert _redundant(posthoc, {"gain_margin": "1e-2"}, "y") == ["y: gain_margin"]  # YAML's 1e-2 is a string: coerced, then compared
+    assert _redundant(posthoc, {"gain_margin": 0.02}, "y") == []
+    with pytest.raises(ValueError, match="unknown setting 'max_remove'"):
+        _redundant(cls, {"max_remove": 3}, "x")

@@ -141,3 +141,20 @@ def test_an_axis_named_like_a_metric_is_refused_at_load(tmp_path):
         with pytest.raises(ValueError, match=f"axis '{name}'"):
             load_ablation(str(path))
     assert "temperature_mode" in load_ablation("temperature").stages[1]["axes"]
+
+
+def test_a_study_reads_the_run_s_own_config_and_checkpoint(tmp_path):
+    """``Run.config`` returns what the run trained with (Lightning's saved ``config.yaml``), never a
+    default the study assumes; a missing file or key is a one-line error naming it."""
+    from infogap.ablations.kit.study import Run
+
+    run = Run("train", {"k": 5}, 0, {"trainer.max_steps": 600}, tmp_path / "run")
+    with pytest.raises(ValueError, match="saved configuration is missing"):
+        run.config("trainer.max_steps")
+    run.dir.mkdir()
+    (run.dir / "config.yaml").write_text("trainer:\n  max_steps: 2400\ndata:\n  class_path: x\n  init_args:\n    batch_size: 96\n")
+    assert run.config("trainer.max_steps") == 2400  # the saved value, not the override's 600
+    assert run.config("data.init_args.batch_size") == 96
+    with pytest.raises(ValueError, match="no 'data.init_args.k'"):
+        run.config("data.init_args.k")
+    assert run.checkpoint == tmp_path / "run" / "checkpoints" / "last.ckpt"

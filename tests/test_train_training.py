@@ -245,3 +245,15 @@ def test_help_lists_every_subcommand(capsys, monkeypatch):
     with pytest.raises(SystemExit) as exc:
         infogap(["fit", "--help"])
     assert exc.value.code == 0 and "--model.temperature" in capsys.readouterr().out
+
+
+def test_the_quiet_trainer_of_the_analyses_fits_has_no_logger_checkpoint_or_bar_unless_asked(tmp_path):
+    from pytorch_lightning.loggers import CSVLogger
+
+    from infogap.train.quiet import quiet_trainer
+
+    t = quiet_trainer(7)
+    assert (t.max_steps, t.max_epochs, t.num_devices) == (7, 1, 1)
+    assert t.logger is None and t.checkpoint_callback is None and t.progress_bar_callback is None and t.num_sanity_val_steps == 0
+    logged = quiet_trainer(3, max_epochs=4, logger=CSVLogger(tmp_path), limit_val_batches=0)
+    assert isinstance(logged.logger, CSVLogger) and logged.max_epochs == 4 and logged.limit_val_batches == 0

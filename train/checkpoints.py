@@ -20,6 +20,12 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 RESULTS = ("metrics.json", "embeddings.npz")  # what a finished (or finishing) run leaves beside its checkpoints
 
 
+def last_checkpoint(run_dir: str | Path) -> Path:
+    """The checkpoint a run leaves in its directory (``trainer.default_root_dir``) when it ends or is
+    stopped: ``checkpoints/last.ckpt``, the one every analysis of a finished run reads."""
+    return Path(run_dir) / "checkpoints" / "last.ckpt"
+
+
 def checkpoint_problem(path: str | Path) -> Optional[str]:
     """None when ``path`` is a checkpoint that loads (a file, or a DeepSpeed directory with its ``latest``
     tag and shards), else why not, in a few words."""
@@ -201,5 +207,5 @@ class SaveOnInterrupt(Callback):
             ckpt._save_last_checkpoint(trainer, ckpt._monitor_candidates(trainer))
             self.path = Path(ckpt.last_model_path)
         else:
-            self.path = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+            self.path = last_checkpoint(trainer.default_root_dir)
             trainer.save_checkpoint(self.path)

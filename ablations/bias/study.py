@@ -17,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from infogap.ablations.kit.claims import Claim, NOT_TESTED, effect_verdict, interval_claim, paired_claim
+from infogap.ablations.kit.claims import NOT_TESTED, Claim, effect_verdict, interval_claim, paired_claim
 from infogap.ablations.kit.results import cached_json, save_figure
-from infogap.ablations.kit.study import ROOT
-from infogap.ablations.kit.study import Study, settings_dict
+from infogap.ablations.kit.study import ROOT, Study, settings_dict
 from infogap.data.factors import FACTOR_NAMES
 
 AXIS = "cooccurrence_p"
@@ -49,7 +48,9 @@ def run_eat(run_dir: Path, settings: Settings) -> list[dict]:
     tests = tests_path(settings)
 
     def compute() -> dict:
-        enc = load_encoder(checkpoint=str(Path(run_dir) / "checkpoints" / "last.ckpt"), seed=0)  # the same sets for every run
+        from infogap.train.checkpoints import last_checkpoint
+
+        enc = load_encoder(checkpoint=str(last_checkpoint(run_dir)), seed=0)  # the same sets for every run
         return {"results": score_tests(enc, load_tests(tests), settings.permutations, seed=0)}
 
     key = {**settings_dict(settings), "tests_sha256": hashlib.sha256(tests.read_bytes()).hexdigest()}

@@ -19,6 +19,7 @@ import torch
 
 from infogap.models import build_model
 from infogap.train.module import no_weight_decay, warmup_cosine
+from infogap.train.quiet import quiet_trainer
 
 
 class MaskedAutoencoder(pl.LightningModule):
@@ -128,9 +129,8 @@ def train_mae(model: str, data, steps: int, checkpoint: str, seed: int = 0, acce
     pl.seed_everything(seed, verbose=False)
     module = MaskedAutoencoder(model, text_spec=data.text_spec, **kwargs)
     curve = _LossCurve(curve_every or steps)
-    trainer = pl.Trainer(accelerator=accelerator, devices=1, max_steps=steps, max_epochs=math.ceil(steps / max(1, data.train_size // data.batch_size)) + 1,
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                         num_sanity_val_steps=0, callbacks=[curve])
+    trainer = quiet_trainer(steps, accelerator, max_epochs=math.ceil(steps / max(1, data.train_size // data.batch_size)) + 1,
+                            limit_val_batches=0, callbacks=[curve])
     trainer.fit(module, datamodule=data)
     trainer.save_checkpoint(checkpoint)
     module.loss_curve = curve.curve

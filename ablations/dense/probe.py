@@ -39,6 +39,7 @@ from torchmetrics import Metric
 
 from infogap.ablations.dense.datasets import IGNORE  # segmentation label of pixels that count nowhere; depth <= 0 is missing
 from infogap.train.embed import BATCH
+from infogap.train.quiet import quiet_trainer
 
 # synthetic segmentation tasks: per-pixel class = 0 (background) or 1 + the object's value of the factor;
 # edge: 0 background, 1 stroke interior, 2 stroke edge (the renderer's geometry, no factor's word)
@@ -350,10 +351,8 @@ def train_probe(features, targets: torch.Tensor, index: np.ndarray, task: str, n
     if val is not None:
         val_set = torch.utils.data.TensorDataset(torch.from_numpy(np.array(val[0])), val[1])  # a copy: cached features are read-only
         val_loader = torch.utils.data.DataLoader(val_set, batch_size=BATCH)
-    pl.Trainer(accelerator=accelerator, devices=1, max_steps=steps, max_epochs=1, logger=logger, enable_checkpointing=False,
-               enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1,
-               val_check_interval=min(val_every, steps) if val is not None else None,
-               limit_val_batches=1.0 if val is not None else 0).fit(probe, loader, val_loader)
+    quiet_trainer(steps, accelerator, logger=logger, log_every_n_steps=1, val_check_interval=min(val_every, steps) if val is not None else None,
+                  limit_val_batches=1.0 if val is not None else 0).fit(probe, loader, val_loader)
     return probe.eval()
 
 
@@ -415,6 +414,5 @@ def train_finetune(model, images: torch.Tensor, targets: torch.Tensor, index: np
     batch = min(batch_size, len(data))
     sampler = torch.utils.data.RandomSampler(data, num_samples=steps * batch, generator=torch.Generator().manual_seed(seed))
     loader = torch.utils.data.DataLoader(data, batch_size=batch, sampler=sampler, drop_last=True)
-    pl.Trainer(accelerator=accelerator, devices=1, max_steps=steps, max_epochs=1, logger=False, enable_checkpointing=False,
-               enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0).fit(module, loader)
+    quiet_trainer(steps, accelerator, limit_val_batches=0).fit(module, loader)
     return module.eval()

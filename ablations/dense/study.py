@@ -26,7 +26,6 @@ import numpy as np
 
 from infogap.ablations.kit.claims import compare, paired_claim
 from infogap.ablations.kit.results import cached_json, read_summary, save_figure
-from infogap.ablations.kit.study import planned_steps
 from infogap.ablations.kit.study import Study, settings_dict
 
 METRIC = {"object": "miou", "colour": "miou", "edge": "miou", "depth": "rmse", "scale_depth": "rmse"}
@@ -35,15 +34,15 @@ MODES = ("linear", "finetune")
 
 @dataclass(frozen=True)
 class Settings:
-    tasks: tuple[str, ...] = ("object", "colour", "edge", "depth", "scale_depth")
+    tasks: tuple[str, ...] = ("object", "colour", "edge", "depth", "scale_depth")  # depth: a random surface no caption word decides; scale_depth: the scaling-decided one
     fractions: tuple[float, ...] = (0.01, 0.1, 1.0)  # label fractions of the data-efficiency curve
     n_train: int = 4096  # synthetic training renders (seed 0: the same images for every encoder)
     n_val: int = 1024  # synthetic validation renders
-    probe_steps: int = 300  # linear probe training steps (frozen features)
-    finetune_steps: int = 200  # encoder + head fine-tuning steps (0: no fine-tuning)
+    probe_steps: int = 300  # linear probe training steps (on frozen patch tokens)
+    finetune_steps: int = 200  # encoder + head fine-tuned together, as the paper (0: no fine-tuning)
     finetune_lr_encoder: float = 1e-4
     finetune_lr_head: float = 1e-2
-    mae_converged_steps: int = 3000  # the masked autoencoder trained to its own convergence
+    mae_converged_steps: int = 3000  # the masked autoencoder trained to its own convergence (loss curve in mae_loss.png)
 
 
 def probe_rows(checkpoint: Path, seed: int, settings: Settings) -> list[dict]:
@@ -122,12 +121,10 @@ def extra_rows(settings: Settings, ablation, runs, results: Path) -> list[dict]:
     from infogap.train.embed import load_encoder
 
     out = []
-    steps_of = planned_steps(ablation)
     for seed in sorted({r.seed for r in runs}):
         run = next(r for r in runs if r.seed == seed)
-        hp = read_checkpoint(run.dir / "checkpoints" / "last.ckpt")["hyper_parameters"]
-        steps = steps_of(run) or 600
-        batch = int(run.overrides.get("data.init_args.batch_size", 128))
+        hp = read_checkpoint(run.checkpoint)["hyper_parameters"]
+        steps, batch = int(run.config("trainer.max_steps")), int(run.config("data.init_args.batch_size"))
         folder = results / "baselines" / f"seed{seed}"
         folder.mkdir(parents=True, exist_ok=True)
         curves: dict[str, dict] = {}
@@ -153,7 +150,7 @@ def extra_rows(settings: Settings, ablation, runs, results: Path) -> list[dict]:
             result = cached_json(folder / f"{name}.json", key,
                                  lambda build=build, name=name: {"rows": probe_rows(build(), seed, settings), "loss_curve": curves.get(name)})
             out += [{"encoder": name, "seed": seed, "encoder_steps": encoder_steps, **r} for r in result["rows"]]
-        enc = load_encoder(checkpoint=str(run.dir / "checkpoints" / "last.ckpt"))
+        enc = load_encoder(checkpoint=str(run.checkpoint))
         oracle = cached_json(folder / "oracle.json", _key(settings), lambda enc=enc: {"rows": oracle_rows(enc, seed, settings)})
         out += [{"encoder": "oracle", "seed": seed, **r} for r in oracle["rows"]]
     return out
@@ -206,7 +203,7 @@ class Dense(Study):
     parallel_rows = True  # rows probes and fine-tunes each run
 
     def rows(self, run, record):
-        ckpt = Path(run.dir) / "checkpoints" / "last.ckpt"
+        ckpt = run.checkpoint
         result = cached_json(Path(run.dir) / "dense.json", _key(self.settings), lambda: {"rows": probe_rows(ckpt, run.seed, self.settings)})
         return [{"encoder": "clip", **record["metrics"], **r} for r in result["rows"]]
 

@@ -39,7 +39,9 @@ def run_heads(run_dir: Path, settings: Settings) -> dict:
     """heads.json of a finished run (computed once from its last checkpoint: the synthetic pool,
     ``settings.images`` validation renders with their factor labels, the pruning table)."""
     def compute() -> dict:
-        enc = load_encoder(checkpoint=str(Path(run_dir) / "checkpoints" / "last.ckpt"), seed=0)
+        from infogap.train.checkpoints import last_checkpoint
+
+        enc = load_encoder(checkpoint=str(last_checkpoint(run_dir)), seed=0)
         texts, concepts, pool = synthetic_pool(enc, settings.texts_per_concept, settings.pool)
         batch = enc.source.val_batch(np.arange(settings.images))
         attn = enc.model.visual.transformer.resblocks[0].attn

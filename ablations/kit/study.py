@@ -92,6 +92,27 @@ class Run:
         or not a record of metrics: such a run is unfinished, and launching it again resumes it."""
         return read_record(self.dir / "metrics.json")
 
+    @property
+    def checkpoint(self) -> Path:
+        """The run's last checkpoint (``checkpoints/last.ckpt`` under its directory)."""
+        from infogap.train.checkpoints import last_checkpoint  # Lightning: imported when a study reads a checkpoint
+
+        return last_checkpoint(self.dir)
+
+    def config(self, key: str) -> Any:
+        """A value of the configuration the run trained with, as Lightning saved it (``config.yaml`` in
+        its directory), by dotted key (``data.init_args.batch_size``): what the run used, defaults
+        included, so a study never assumes a default. A missing file or key is a one-line error."""
+        path = self.dir / "config.yaml"
+        node = read_yaml(path, "run config") if path.is_file() else None
+        if node is None:
+            raise ValueError(f"{path}: the run's saved configuration is missing (the run did not start)")
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise ValueError(f"{path}: no {key!r} in the run's saved configuration")
+            node = node[part]
+        return node
+
     def label(self) -> str:
         return " ".join([self.stage] + [f"{k}={v}" for k, v in self.axes.items()] + [f"seed={self.seed}"])
 

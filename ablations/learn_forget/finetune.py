@@ -41,6 +41,7 @@ from infogap.train.embed import BATCH, encode
 from infogap.train.evaluation import class_embeddings
 from infogap.train.metrics import l2m, relative_modality_gap, zero_shot_accuracy
 from infogap.train.module import no_weight_decay, warmup_cosine
+from infogap.train.quiet import quiet_trainer
 
 METHODS = ("full", "linear", "bitfit")
 
@@ -346,8 +347,6 @@ def finetune(model, task: Task, method: str, steps: int, batch_size: int = 128, 
     loader = torch.utils.data.DataLoader(data, batch_size=min(batch_size, len(data)), shuffle=True, drop_last=True,
                                          generator=torch.Generator().manual_seed(seed))
     epochs = math.ceil(steps / max(1, len(loader)))
-    pl.Trainer(accelerator=accelerator, devices=1, max_steps=steps, max_epochs=epochs, logger=False, enable_checkpointing=False,
-               enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-               callbacks=[_AccuracyAt(task, s) for s in check_at if 0 < s < steps]).fit(module, loader)
+    quiet_trainer(steps, accelerator, max_epochs=epochs, callbacks=[_AccuracyAt(task, s) for s in check_at if 0 < s < steps]).fit(module, loader)
     module.eval()
     return module

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from infogap.ablations.kit.claims import ALPHA, Claim, FAILS, HOLDS, NOT_TESTED, effect_verdict, equivalence_claim
+from infogap.ablations.kit.claims import ALPHA, FAILS, HOLDS, NOT_TESTED, Claim, effect_verdict, equivalence_claim
 from infogap.ablations.kit.results import cached_json, read_summary, save_figure
 from infogap.ablations.kit.study import Study, settings_dict
 from infogap.ablations.learn_forget.finetune import METHODS
@@ -115,7 +115,9 @@ def run_learn_forget(run_dir: Path, settings: Settings) -> dict:
     from infogap.train.embed import load_encoder
 
     def compute() -> dict:
-        enc = load_encoder(checkpoint=str(Path(run_dir) / "checkpoints" / "last.ckpt"), seed=0)
+        from infogap.train.checkpoints import last_checkpoint
+
+        enc = load_encoder(checkpoint=str(last_checkpoint(run_dir)), seed=0)
         tasks = synthetic_tasks(enc, FACTOR_NAMES, settings.n_train, settings.n_eval, settings.prompts, settings.templates, settings.ood)
         return measure(enc, tasks, settings)
 

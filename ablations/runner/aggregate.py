@@ -17,10 +17,9 @@ import numpy as np
 
 from infogap.ablations.kit.claims import NOT_TESTED, mean_ci
 from infogap.ablations.kit.results import save_figure
-from infogap.ablations.kit.study import Ablation, Run
+from infogap.ablations.kit.study import Ablation, Run, settings_dict
 from infogap.ablations.runner.expand import cores_per_worker
 from infogap.ablations.runner.spec import design
-from infogap.ablations.kit.study import settings_dict
 from infogap.data.factors import ATTRIBUTE_FACTORS
 from infogap.train.loggers import write_text_atomic
 

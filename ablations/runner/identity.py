@@ -15,9 +15,8 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from infogap.ablations.kit.study import Ablation, Run
+from infogap.ablations.kit.study import Ablation, Run, settings_dict
 from infogap.ablations.runner.expand import _cli_value, cli_key
-from infogap.ablations.kit.study import settings_dict
 
 # what does not decide a run's result: where it logs, what it shows, and callbacks added on the command line
 # (a profiler's, a test's that parks or stops a run: they observe the run; a resumed run may drop them)

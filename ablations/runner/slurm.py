@@ -16,7 +16,7 @@ from typing import Optional
 
 from infogap.ablations.runner.identity import write_identity
 from infogap.ablations.runner.local import resume_args
-from infogap.ablations.kit.study import Ablation, ROOT, Run
+from infogap.ablations.kit.study import ROOT, Ablation, Run
 from infogap.ablations.runner.expand import fit_command
 
 SLURM_DIR = ROOT / "slurm"

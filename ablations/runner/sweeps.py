@@ -8,7 +8,7 @@ from typing import Any, Optional
 import yaml
 
 from infogap.ablations.runner.slurm import SLURM_DIR, SlurmOptions
-from infogap.ablations.kit.study import Ablation, ROOT
+from infogap.ablations.kit.study import ROOT, Ablation
 from infogap.ablations.runner.expand import _cli_value, cli_key
 
 SWEEP_ROOT_DIR = "runs/sweeps/{name}/$WANDB_RUN_ID"  # $WANDB_RUN_ID is expanded by `infogap fit`
