@@ -8,8 +8,7 @@ import os
 from pathlib import Path
 
 from infogap.ablations.runner.aggregate import finished_rows
-from infogap.ablations.kit.study import Ablation, Run
-from infogap.ablations.kit.study import Study
+from infogap.ablations.kit.study import Ablation, Run, Study
 
 
 class AnalysedRuns(Study):
