@@ -15,7 +15,7 @@ def study_outputs(name: str, run_dir: Path, point: dict, settings: dict, results
 
     ablation = load_ablation(name, settings=settings)
     study = ablation.study
-    run = Run(ablation.report_stage, dict(point), 0, {"trainer.max_steps": 3, "data.init_args.batch_size": 16}, Path(run_dir))
+    run = Run(ablation.report_stage, dict(point), 0, {"trainer.max_steps": 30, "data.init_args.batch_size": 32}, Path(run_dir))
     rows = run_rows(ablation, run)
     results.mkdir(parents=True, exist_ok=True)
     extra = study.extra_rows(ablation, [run], results)

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from tests.helpers import TINY_OVERRIDES, ablate, cli, read_csv
+from tests.helpers.processes import TINY_OVERRIDES, ablate, cli
+from tests.helpers.studies import read_csv
 
 pytestmark = pytest.mark.slow
 

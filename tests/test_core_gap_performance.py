@@ -16,7 +16,7 @@ from scipy import stats
 
 from infogap.ablations.core.gap_performance import kendall_tau_b, kendall_test
 from infogap.cli import main as infogap
-from tests.helpers import write_photo_shards
+from tests.helpers.data import write_photo_shards
 
 
 def _brute_force(x, y) -> tuple[float, float]:

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import webdataset as wds
 
-from tests.helpers import cli, make_tiny_captioner, write_photo_shards
+from tests.helpers.data import make_tiny_captioner, write_photo_shards
+from tests.helpers.processes import cli
 
 
 def _samples(path: Path) -> list[dict]:

@@ -27,7 +27,7 @@ from infogap.data.synthetic import (
     draw_factors,
 )
 from infogap.train.module import ContrastiveModule
-from tests.helpers import cli
+from tests.helpers.processes import cli
 
 N = 256
 

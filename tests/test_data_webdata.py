@@ -13,7 +13,7 @@ from PIL import Image
 from infogap.data.cli import export
 from infogap.data.webdata import WebDataModule, expand_shards, read_pairs
 from infogap.train.module import ContrastiveModule
-from tests.helpers import photo_image, write_photo_shards
+from tests.helpers.data import photo_image, write_photo_shards
 
 
 @pytest.fixture(scope="module")

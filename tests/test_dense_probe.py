@@ -249,7 +249,8 @@ def test_probe_curves_go_to_wandb_per_label_fraction_and_seed(tmp_path):
 
     from infogap.data.synthetic import SyntheticSource
     from infogap.train.module import ContrastiveModule
-    from tests.helpers import cli, read_wandb_history
+    from tests.helpers.processes import cli
+    from tests.helpers.wandb_logs import read_wandb_history
 
     module = ContrastiveModule("tiny", text_spec=SyntheticSource().vocab.text_spec())
     ckpt = tmp_path / "tiny.ckpt"

@@ -34,7 +34,7 @@ def test_analyze_heads_on_a_trained_synthetic_run(tmp_path, capsys):
     import json
 
     from infogap.cli import main as infogap
-    from tests.helpers import tiny_fit_args
+    from tests.helpers.processes import tiny_fit_args
 
     run = tmp_path / "run"
     assert infogap(tiny_fit_args(run, 4, "--model.model=small", "--log_with=none")) == 0

@@ -19,7 +19,8 @@ import pytest
 import torch
 import yaml
 
-from tests.helpers import ROOT, TINY_OVERRIDES, ablate, cli, tiny_fit_args
+from tests.helpers import ROOT
+from tests.helpers.processes import TINY_OVERRIDES, ablate, cli, tiny_fit_args
 
 
 def _infogap(capsys, *args) -> tuple[int, str, str]:
@@ -434,7 +435,7 @@ def test_last_ckpt_is_the_last_state_after_an_early_interrupt_and_a_resume_here_
     happened when the interrupted run directory was copied and resumed there."""
     run = tmp_path / "run"
     common = ("--log_with=none", "--checkpoint.every_n_train_steps=100", "--metrics.eval_every_n_steps=4")
-    park = '--trainer.callbacks+={"class_path": "tests.helpers.SignalAtStep", "init_args": {"step": 3, "signal": "SIGTERM"}}'
+    park = '--trainer.callbacks+={"class_path": "tests.helpers.faults.SignalAtStep", "init_args": {"step": 3, "signal": "SIGTERM"}}'
     stopped = cli(*tiny_fit_args(run, 8, *common, park))
     assert stopped.returncode == 143 and _step(run / "checkpoints" / "last.ckpt") == 3, stopped.stderr[-2000:]
     copy = tmp_path / "copy"

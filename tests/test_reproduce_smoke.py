@@ -12,7 +12,8 @@ import sys
 
 import pytest
 
-from tests.helpers import ROOT, TINY_RUNS, read_csv
+from tests.helpers import ROOT
+from tests.helpers.studies import TINY_RUNS, read_csv
 
 pytestmark = pytest.mark.slow
 STUDIES = ["imbalance", "presence", "gap_dims", "temperature", "posthoc", "init_gap", "bias", "dense", "learn_forget", "heads"]

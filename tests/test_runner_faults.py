@@ -12,7 +12,7 @@ import torch
 from infogap.ablations.kit.study import Run
 from infogap.ablations.runner.expand import parse_only, parse_seeds
 from infogap.ablations.runner.spec import load_ablation
-from tests.helpers import TINY_OVERRIDES, ablate
+from tests.helpers.processes import TINY_OVERRIDES, ablate
 
 
 @pytest.mark.parametrize("text", ['{"metrics": {"rmg": 0.1}, "hist', "{}", "", '{"metrics": [], "history": {}}'])

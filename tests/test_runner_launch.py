@@ -9,7 +9,9 @@ import yaml
 
 from infogap.ablations.runner.expand import expand, parse_only, parse_overrides
 from infogap.ablations.runner.spec import load_ablation
-from tests.helpers import ROOT, TINY_OVERRIDES, ablate, read_csv, smoke_settings
+from tests.helpers import ROOT
+from tests.helpers.processes import TINY_OVERRIDES, ablate
+from tests.helpers.studies import read_csv, smoke_settings
 
 
 @pytest.mark.slow

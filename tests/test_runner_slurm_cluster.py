@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import ROOT, TINY_OVERRIDES, cli, wait_for
+from tests.helpers import ROOT
+from tests.helpers.processes import TINY_OVERRIDES, cli, wait_for
 from tests.slurm_cluster import (
     ClusterUnavailable,
     LocalCluster,
@@ -62,7 +63,7 @@ def test_ablation_as_slurm_array_jobs_aggregates(slurm, tmp_path):
 
 
 def test_sigusr1_requeues_and_resumes_without_losing_steps(slurm, tmp_path):
-    """The run parks itself at step 30 (tests.helpers.ParkAtStep) until the signal is handled, so the
+    """The run parks itself at step 30 (tests.helpers.faults.ParkAtStep) until the signal is handled, so the
     signal always lands mid-run, whatever the machine's speed."""
     run = tmp_path / "run"
     steps, park = 60, 30
@@ -73,7 +74,7 @@ def test_sigusr1_requeues_and_resumes_without_losing_steps(slurm, tmp_path):
             "--trainer.limit_val_batches=0", "--trainer.val_check_interval=1000000", "--log_with=none",
             "--checkpoint.every_n_train_steps=25", "--metrics.eval_every_n_steps=0", "--metrics.eval_at_start=false",
             "--metrics.num_samples=64", "--metrics.prompts_per_value=2", "--data.val_size=64",
-            '--trainer.callbacks+={"class_path": "tests.helpers.ParkAtStep", "init_args": {"step": %d}}' % park]
+            '--trainer.callbacks+={"class_path": "tests.helpers.faults.ParkAtStep", "init_args": {"step": %d}}' % park]
     proc = subprocess.run(argv, env=slurm, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     job = proc.stdout.strip()

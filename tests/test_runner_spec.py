@@ -14,7 +14,8 @@ from infogap.ablations.kit.claims import HOLDS, NOT_TESTED, mean_ci, other_point
 from infogap.ablations.runner.expand import expand, parse_only, parse_overrides
 from infogap.ablations.runner.spec import add_sweep, available, load_ablation
 from infogap.cli import main as infogap
-from tests.helpers import ROOT, TINY_RUNS
+from tests.helpers import ROOT
+from tests.helpers.studies import TINY_RUNS
 
 imbalance, presence, temperature = Imbalance(), Presence(), Temperature()
 

@@ -11,7 +11,9 @@ import yaml
 from infogap.ablations.runner.slurm import SlurmOptions
 from infogap.ablations.runner.spec import load_ablation
 from infogap.ablations.runner.sweeps import sweep_command, sweep_config
-from tests.helpers import ROOT, read_wandb_config, tiny_fit_args
+from tests.helpers import ROOT
+from tests.helpers.processes import tiny_fit_args
+from tests.helpers.wandb_logs import read_wandb_config
 
 SWEEPS = ROOT / "configs" / "sweeps"
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, photo_image, tiny_fit_args, write_photo_shards
+from tests.helpers import ROOT
+from tests.helpers.data import photo_image, write_photo_shards
+from tests.helpers.processes import tiny_fit_args
 
 
 @pytest.fixture(scope="module")

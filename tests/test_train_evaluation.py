@@ -8,7 +8,8 @@ import pytest
 
 from infogap.train.evaluation import curve_name
 from infogap.train.metrics_cli import load_embeddings
-from tests.helpers import cli, read_wandb_config, read_wandb_history, tiny_fit_args
+from tests.helpers.processes import cli, tiny_fit_args
+from tests.helpers.wandb_logs import read_wandb_config, read_wandb_history
 
 CURVES = [
     "gap/l2m", "gap/rmg", "gap/l2i", "uniformity/image", "uniformity/text", "uniformity/all", "alignment",

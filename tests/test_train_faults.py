@@ -13,7 +13,8 @@ import sys
 import pytest
 import torch
 
-from tests.helpers import ROOT, cli, tiny_fit_args
+from tests.helpers import ROOT
+from tests.helpers.processes import cli, tiny_fit_args
 
 COMMON = ["--log_with=none", "--data.train_size=128", "--metrics.eval_every_n_steps=4", "--checkpoint.every_n_train_steps=2"]
 
@@ -25,7 +26,7 @@ def _record(run_dir) -> dict:
 
 
 def _callback(name: str, **init) -> str:
-    return '--trainer.callbacks+=' + json.dumps({"class_path": f"tests.helpers.{name}", "init_args": init})
+    return '--trainer.callbacks+=' + json.dumps({"class_path": f"tests.helpers.faults.{name}", "init_args": init})
 
 
 @pytest.mark.slow
@@ -264,11 +265,11 @@ def test_the_ablate_process_stopped_by_sigint_stops_its_runs_and_resumes_them(tm
     """Ctrl-C in `infogap ablate` (SIGINT to the launcher, deterministically while its run is parked at
     step 2): the run saves its checkpoint and stops, progress says interrupted, one line, exit 130; the
     same command again resumes it to the end."""
-    from tests.helpers import TINY_OVERRIDES, wait_for
+    from tests.helpers.processes import TINY_OVERRIDES, wait_for
 
     out = tmp_path / "out"
     overrides = [o for o in TINY_OVERRIDES if not o.startswith("trainer.max_steps")] + ["trainer.max_steps=8", "checkpoint.every_n_train_steps=2"]
-    park = 'trainer.callbacks+=[{"class_path": "tests.helpers.ParkUntilSignalled", "init_args": {"step": 2}}]'
+    park = 'trainer.callbacks+=[{"class_path": "tests.helpers.faults.ParkUntilSignalled", "init_args": {"step": 2}}]'
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT)}
     args = [sys.executable, "-m", "infogap", "ablate", "imbalance", "--only", "k=0", "--seeds", "0", "--out", str(out), *overrides]
     proc = subprocess.Popen([*args, park], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)

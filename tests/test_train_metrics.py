@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from infogap.train import metrics as M
-from tests.helpers import cli
+from tests.helpers.processes import cli
 
 TOL = 1e-6
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from infogap.train.cli import InfogapCLI
-from tests.helpers import ROOT, write_photo_shards
+from tests.helpers import ROOT
+from tests.helpers.data import write_photo_shards
 
 REAL = ROOT / "configs" / "real"
 

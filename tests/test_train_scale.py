@@ -10,7 +10,8 @@ import pytest
 import torch
 import yaml
 
-from tests.helpers import ROOT, cli, free_port, tiny_fit_args
+from tests.helpers import ROOT
+from tests.helpers.processes import cli, free_port, tiny_fit_args
 
 STRATEGIES = ROOT / "configs" / "strategies"
 

@@ -13,7 +13,8 @@ import torch
 
 from infogap.data.synthetic import SyntheticDataModule
 from infogap.train.module import ContrastiveModule, no_weight_decay, warmup_cosine
-from tests.helpers import ROOT, cli, tiny_fit_args
+from tests.helpers import ROOT
+from tests.helpers.processes import cli, tiny_fit_args
 
 
 def _one_step(devices: int, global_batch: int, out) -> dict:
@@ -56,7 +57,7 @@ def test_resume_from_last_checkpoint_equals_uninterrupted_run(tmp_path):
     full = cli(*tiny_fit_args(tmp_path / "full", 2 * n, *common))
     assert full.returncode == 0, full.stderr[-3000:]
 
-    kill = '--trainer.callbacks+={"class_path": "tests.helpers.KillAtStep", "init_args": {"step": 6}}'
+    kill = '--trainer.callbacks+={"class_path": "tests.helpers.faults.KillAtStep", "init_args": {"step": 6}}'
     killed = cli(*tiny_fit_args(tmp_path / "resumed", 2 * n, *common, kill))
     assert killed.returncode == 0, killed.stderr[-3000:]
     assert not (tmp_path / "resumed" / "metrics.json").exists(), "the killed run must not have finished"

@@ -1,0 +1,38 @@
+"""The smoke plan's studies at toy size, and a summary table read back."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.helpers import ROOT
+
+
+# --- the smoke plan's studies (configs/reproduce/smoke.yaml: each at toy size, one seed) ----------
+# name -> (number of runs the plan launches for it, axes of summary.csv, claims the plan's restriction
+#          leaves without the arms or units they need: "not tested", exit 1)
+TINY_RUNS = {
+    "imbalance": (2, ["k"], 0),
+    "presence": (2, ["always_present"], 2),
+    "gap_dims": (1, ["k", "n"], 1),
+    "posthoc": (1, ["k", "shift"], 2),
+    "temperature": (3, ["temperature_mode"], 0),
+    "init_gap": (3, ["init"], 0),
+    "bias": (2, ["model_size", "cooccurrence_p", "test", "modality"], 6),  # no equivalence or correlation test from one seed, two runs
+    "heads": (2, ["k"], 12),  # 4-step models have no CCS = 5 head: the 12 pruning claims are not tested
+    "learn_forget": (2, ["k", "method", "task"], 30),  # 2 models: no clustered fit (14 fits x 2 claims; the 2 linear forgetting fits have no spread)
+    "dense": (2, ["k", "encoder", "task", "fraction", "mode"], 0),
+}
+
+
+def smoke_settings(name: str) -> list[str]:
+    """The study settings (``NAME.key=value``) that shrink a study's analyses in the smoke plan."""
+    import yaml
+
+    plan = yaml.safe_load((ROOT / "configs" / "reproduce" / "smoke.yaml").read_text())
+    return [o for s in plan["studies"] if s["name"] == name for o in s.get("overrides", [])]
+
+
+def read_csv(path: Path) -> list[dict]:
+    import csv
+
+    with open(path) as f:
+        return list(csv.DictReader(f))
