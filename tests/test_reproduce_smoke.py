@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from infogap.ablations.runner.spec import load_ablation
 from tests.helpers import ROOT
 from tests.helpers.studies import TINY_RUNS, read_csv
 
@@ -62,7 +63,8 @@ def test_the_report_has_every_study(smoke):
     report = (out / "REPORT.md").read_text()
     for name in STUDIES:
         assert re.search(rf"\n\| \[{name}\]\(#{name}\) \| (\d+)/\1 \| \d+ \| \d+ \| \d+ \| \d+ \| \d+ \| ", report), name  # every run finished
-        assert f"\n## {name}\n" in report
+        title = load_ablation(name).title
+        assert " et al. 20" in title and f'\n<a id="{name}"></a>\n\n## {title}\n' in report  # the study's title and its paper
     assert "## Environment" in report and "torch 2.14" in report
     page = (out / "report.html").read_text()
     assert page.count('src="data:image/png;base64,') >= len(STUDIES) and "http" not in page

@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from infogap.ablations.runner.spec import load_ablation
 from tests.helpers import ROOT
 
 
@@ -122,8 +123,12 @@ def test_a_killed_plan_restarts_without_training_twice_and_reports_as_an_uninter
     a, b = (json.loads((tmp_path / d / "reproduce.json").read_text()) for d in ("a", "b"))
     assert [s["claims"] for s in a["studies"]] == [s["claims"] for s in b["studies"]] and a["studies"][0]["claims"]
     report = (tmp_path / "a" / "REPORT.md").read_text()
-    for name in ("imbalance", "posthoc"):
-        assert f"| [{name}](#{name}) |" in report and f"\n## {name}\n" in report
+    html_page = (tmp_path / "a" / "report.html").read_text()
+    for name in ("imbalance", "posthoc"):  # each section opens with its anchor, the study's title and paper, its command
+        title = load_ablation(name).title
+        assert "Schrodi et al. 2025" in title
+        assert f"| [{name}](#{name}) |" in report and f'\n<a id="{name}"></a>\n\n## {title}\n\n`infogap ablate {name}`\n' in report
+        assert f'<a id="{name}"></a>' in html_page
     assert "Published:\n- the gap falls with k" in report and (tmp_path / "a" / "report.html").stat().st_size > 10_000
     same = _reproduce(plan, tmp_path / "b", None, "--report-only", "--compare", str(tmp_path / "a"))
     assert same.returncode == 0 and "0 change(s) against" in same.stdout

@@ -156,6 +156,7 @@ class Ablation:
     source: Optional[Path] = None
     slurm: dict = field(default_factory=dict)  # sbatch resources: partition, account, time, nodes, gpus_per_node, ...
     swept: tuple[str, ...] = ()  # axes added by --sweep (add_sweep)
+    title: str = ""  # the study and its paper ("Caption presence bias (Schrodi et al. 2025, claim 2)"); the name when the YAML has none
 
     @property
     def report_stage(self) -> str:

@@ -37,7 +37,7 @@ from typing import Optional
 
 import yaml
 
-from infogap.ablations.runner.report import COLUMNS, compare, counts, render_html, render_markdown
+from infogap.ablations.runner.report import COLUMNS, anchor, compare, counts, render_html, render_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 PLANS = ROOT / "configs" / "reproduce"
@@ -54,7 +54,6 @@ class Entry:
     sweep: list[str] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)  # key=value and NAME.key=value (study settings)
     published: list[str] = field(default_factory=list)
-    title: str = ""
 
     def argv(self, out: Path, jobs: int, launcher: str, common: list[str]) -> list[str]:
         args = [self.name, *common, *self.overrides, "--seeds", ",".join(map(str, self.seeds)), "--out", str(out), "--launcher", launcher]
@@ -148,8 +147,9 @@ def load_study(out: Path, e: Entry, wall: float, code: Optional[int], runs: tupl
     folder = out / e.name
     claims_path = folder / "claims.json"
     claims = json.loads(claims_path.read_text()) if aggregated and claims_path.is_file() else []
-    package = type(load_ablation(e.name, tuple(e.sweep)).study).__module__.split(".")
-    return {"name": e.name, "title": e.title or e.name, "published": e.published, "wall_s": round(wall, 1), "exit_code": code,
+    ablation = load_ablation(e.name, tuple(e.sweep))
+    package = type(ablation.study).__module__.split(".")
+    return {"name": e.name, "title": ablation.title, "published": e.published, "wall_s": round(wall, 1), "exit_code": code,
             "folder": package[2] if package[:2] == ["infogap", "ablations"] and len(package) > 3 else e.name, "runs": list(runs),
             "aggregated": aggregated,
             "claims": claims, "counts": counts(claims), "report": f"{e.name}/report.md" if aggregated and (folder / "report.md").is_file() else None}
@@ -201,9 +201,9 @@ def write_report(out: Path, result: dict, compare_dir: Path | None) -> list[str]
 
 
 def _section(report: str, name: str) -> str:
-    """A study's section of a REPORT.md: from its ``## name`` heading to the next ``## `` heading (a
-    study's own headings are demoted to ``###`` and deeper)."""
-    m = re.search(rf"^## {re.escape(name)}\n.*?(?=^## |\Z)", report, flags=re.S | re.M)
+    """A study's section of a REPORT.md: from its anchor line (``report.anchor``) to the next study's
+    anchor or the end."""
+    m = re.search(rf"^{re.escape(anchor(name))}\n.*?(?=^<a id=\"|\Z)", report, flags=re.S | re.M)
     if m is None:
         raise ValueError(f"--merge: the report has no section for {name!r}")
     return m.group(0)

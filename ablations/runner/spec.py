@@ -6,6 +6,7 @@ commands. The runner (``infogap.ablations.runner``) launches the runs and aggreg
 An ablation YAML::
 
     name: imbalance
+    title: "Information imbalance drives ... (Schrodi et al. 2025, claim 1)"   # the study and its paper, heading its report section
     study: infogap.ablations.core.imbalance:Imbalance   # the study's hooks: rows, claims, figures, ...
     settings: {}                       # the study's settings (its Settings dataclass); NAME.key=value overrides
     base_config: configs/synthetic.yaml
@@ -76,7 +77,7 @@ def load_ablation(name: str, sweep: tuple[str, ...] = (), settings: Optional[dic
     spec = read_yaml(path, "ablation") or {}
     if not isinstance(spec, dict):
         raise ValueError(f"{path}: an ablation is a mapping (name, study, stages, ...), got {type(spec).__name__}")
-    known = {"name", "study", "settings", "base_config", "seeds", "x", "table", "figures", "stages", "report", "description", "slurm"}
+    known = {"name", "title", "study", "settings", "base_config", "seeds", "x", "table", "figures", "stages", "report", "description", "slurm"}
     unknown = set(spec) - known
     if unknown:
         raise ValueError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
@@ -100,6 +101,7 @@ def load_ablation(name: str, sweep: tuple[str, ...] = (), settings: Optional[dic
     base = Path(spec.get("base_config", "configs/synthetic.yaml"))
     ablation = Ablation(
         name=ablation_name,
+        title=str(spec.get("title") or ablation_name),
         base_config=base if base.is_absolute() else ROOT / base,
         stages=spec["stages"],
         seeds=list(spec.get("seeds", [0])),
