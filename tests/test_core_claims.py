@@ -66,6 +66,8 @@ def test_posthoc_no_gain_claim_and_the_closure_as_a_sanity_check():
     assert got["the text shift closes most of the centroid gap (k=0; true by construction)"].verdict == CHECK_FAILED
     wide = _by_claim(posthoc.claims(rows(0.05, [0.0, 0.02, -0.01]), {"k": [0]}))
     assert wide["no shift raises object accuracy by 0.01 or more (k=0)"].verdict == INCONCLUSIVE
+    absent = _by_claim(posthoc.claims(rows(0.05, [0.0, 0.0, 0.0]), {"k": [0, 5]}))  # k = 5 in the design, not run (the smoke plan)
+    assert absent["the text shift closes most of the centroid gap (k=5; true by construction)"].verdict == "not tested"
 
 
 def test_without_an_effect_no_core_claim_holds():

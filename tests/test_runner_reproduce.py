@@ -54,9 +54,11 @@ def test_summary_counts_compare_and_the_html_stands_alone(tmp_path):
     from infogap.ablations.runner.report import claim_row, compare, counts, render_html, render_markdown
 
     claims = [_claim("a falls", "holds"), _claim("b falls", "does NOT hold"), _claim("c same", "inconclusive", kind="equivalence"),
-              _claim("d rises", "not tested"), _claim("e rises", "direction only (right)"), _claim("closes", "check passed", kind="sanity")]
+              _claim("d rises", "not tested"), _claim("e rises", "direction only (right)"), _claim("closes", "check passed", kind="sanity"),
+              _claim("closes at k=5", "not tested", kind="sanity")]  # a check with no data: not tested, not FAILED
     c = counts(claims)
-    assert (c["holds"], c["does NOT hold"], c["inconclusive"], c["not tested"], c["direction only"], c["checks passed"]) == (1, 1, 1, 1, 1, 1)
+    assert (c["holds"], c["does NOT hold"], c["inconclusive"], c["not tested"], c["direction only"], c["checks passed"]) == (1, 1, 1, 2, 1, 1)
+    assert c["checks FAILED"] == 0
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / "fig.png").write_bytes(b"\x89PNG fake")
     (tmp_path / "s" / "report.md").write_text("# Ablation `s`\n\n## Figures\n\n![fig](fig.png)\n")
@@ -66,13 +68,13 @@ def test_summary_counts_compare_and_the_html_stands_alone(tmp_path):
     new = {"size": "smoke", "description": "d", "command": "infogap reproduce", "finished": "now", "wall_s": 60.0, "environment": env,
            "studies": [study]}
     text = render_markdown(new, out=tmp_path)
-    assert "| [s](#s) | 2/3 | 1 | 1 | 1 | 1 | 1 | 1 passed | 1.0 min |" in text
+    assert "| [s](#s) | 2/3 | 1 | 1 | 1 | 2 | 1 | 1 passed | 1.0 min |" in text
     assert "**Incomplete**: 2 of 3 runs finished when this was aggregated" in text
     left_out = {**study, "name": "t", "claims": [], "counts": counts([]), "exit_code": None, "aggregated": False, "runs": [3, 3]}
     text2 = render_markdown({**new, "studies": [study, left_out]}, out=tmp_path)
     assert "| [t](#t) | 3/3 | 0 | 0 | 0 | 0 | 0 | not aggregated | – |" in text2 and "**Not aggregated** by this invocation" in text2
     aggregated = render_markdown({**new, "report_only": True}, out=tmp_path)  # no run trained by this command: no wall time per study
-    assert "| [s](#s) | 2/3 | 1 | 1 | 1 | 1 | 1 | 1 passed | – |" in aggregated and "(aggregation only" in aggregated
+    assert "| [s](#s) | 2/3 | 1 | 1 | 1 | 2 | 1 | 1 passed | – |" in aggregated and "(aggregation only" in aggregated
     assert "Published:\n- a falls" in text and "| a falls | effect | +0.1 | [+0.05, +0.15] | 0.01 | 3 seeds | **holds** |" in text
     assert "- check passed: closes" in text and "![fig](s/fig.png)" in text and "torch 2.14.1" in text
     one = {**claims[0], "seeds": 1, "verdict": "direction only (right)"}

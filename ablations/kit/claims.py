@@ -247,8 +247,10 @@ def interval_claim(claim: str, estimate: float, ci90: tuple[float, float], margi
     return Claim(claim, verdict, text, seeds=units, mean=estimate, ci=(lo, hi), kind="equivalence", margin=margin, unit=unit)
 
 
-def sanity_check(check: str, passed: bool, detail: str = "") -> Claim:
+def sanity_check(check: str, passed: Optional[bool], detail: str = "") -> Claim:
     """A statement that holds for any data by construction: reported apart from the claims, as a check
-    that the analysis ran as designed, never as a finding."""
-    return Claim(check, CHECK_OK if passed else CHECK_FAILED, detail, kind="sanity")
+    that the analysis ran as designed, never as a finding. ``passed=None``: there was nothing to check
+    (no run at that point of the design): "not tested", never a failed check."""
+    verdict = NOT_TESTED if passed is None else CHECK_OK if passed else CHECK_FAILED
+    return Claim(check, verdict, detail or ("no data" if passed is None else ""), kind="sanity")
 

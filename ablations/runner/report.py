@@ -170,12 +170,13 @@ def render_docs(report_dir: Path, root: Path) -> list[Path]:
 
 
 def counts(claims: list[dict]) -> dict[str, int]:
-    """Per verdict column, the claims (findings only) with it; sanity checks passed / failed apart."""
+    """Per verdict column, the claims (findings only) with it; sanity checks passed / failed apart (a
+    check with nothing to check is "not tested", like a claim)."""
     out = {c: 0 for c in COLUMNS}
     out["checks passed"] = out["checks FAILED"] = 0
     for c in claims:
         v = c["verdict"]
-        if c.get("kind") == "sanity":
+        if c.get("kind") == "sanity" and v != NOT_TESTED:  # a check with no data counts as not tested, below
             out["checks passed" if v == CHECK_OK else "checks FAILED"] += v in (CHECK_OK, CHECK_FAILED)
         elif v.startswith("direction only"):
             out["direction only"] += 1
