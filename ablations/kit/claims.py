@@ -71,7 +71,8 @@ def paired_claim(claim: str, differences: dict[int, float], expect: str, detail:
     """The claim that a per-seed difference (e.g. metric at k = 5 minus metric at k = 0, same seed) is
     below zero (``expect="negative"``) or above it (``"positive"``).
 
-    - no seed has both arms: **not tested**;
+    - no seed has both arms: **not tested** (a seed whose difference is NaN or None has no value: it
+      is named and not counted);
     - one seed: **direction only (right/wrong)**: no test can use a single difference;
     - n >= 2 seeds: the mean difference with its 95 % t-interval (``mean_ci``), the one-sided paired
       t-test of the mean difference against 0 in the claimed direction
@@ -83,9 +84,11 @@ def paired_claim(claim: str, differences: dict[int, float], expect: str, detail:
 
     if expect not in ("negative", "positive"):
         raise ValueError(f"expect must be 'negative' or 'positive', got {expect!r}")
+    missing = [s for s in sorted(differences) if differences[s] is None or math.isnan(differences[s])]
+    differences = {s: v for s, v in differences.items() if s not in missing}  # a seed without a value is no unit
     d = np.array([differences[s] for s in sorted(differences)], dtype=float)
     sign = -1.0 if expect == "negative" else 1.0
-    per_seed_text = "; ".join(f"seed {s}: {differences[s]:+.3f}" for s in sorted(differences))
+    per_seed_text = "; ".join([f"seed {s}: {differences[s]:+.3f}" for s in sorted(differences)] + [f"seed {s}: no value" for s in missing])
     text = "; ".join(t for t in (detail, f"difference per seed {per_seed_text}" if len(d) else "no seed has both arms") if t)
     if len(d) == 0:
         return Claim(claim, NOT_TESTED, text)
