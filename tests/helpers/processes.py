@@ -53,17 +53,24 @@ def wait_for(condition, what: str, timeout: float = 300.0, interval: float = 0.2
 
 
 class Proc:
-    """What a subprocess would return, from an in-process ``infogap ablate`` (the runs themselves are
-    still separate processes; this saves only the runner's own start-up)."""
+    """What a subprocess would return, from an in-process ``infogap`` command (``in_process``)."""
 
     def __init__(self, returncode: int, stdout: str, stderr: str):
         self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
 
 
-def ablate(capsys, *args) -> Proc:
+def in_process(capsys, *args: str) -> Proc:
+    """``infogap ARGS`` in this process (``infogap.cli.main``), its output captured: the command's own
+    code path without a process's start-up (about 10 s of imports under load). For a test about the
+    command, not about the process (exit on a signal, a kill, the entry point's own exit)."""
     from infogap.cli import main as infogap
 
     capsys.readouterr()
-    code = infogap(["ablate", *args])
+    code = infogap(list(args))
     captured = capsys.readouterr()
     return Proc(code, captured.out, captured.err)
+
+
+def ablate(capsys, *args) -> Proc:
+    """``infogap ablate ARGS`` in this process (the runs themselves are still separate processes)."""
+    return in_process(capsys, "ablate", *args)
