@@ -14,7 +14,7 @@ import pytest
 import webdataset as wds
 
 from tests.helpers.data import make_tiny_captioner, write_photo_shards
-from tests.helpers.processes import cli
+from tests.helpers.processes import in_process
 
 
 def _samples(path: Path) -> list[dict]:
@@ -44,7 +44,6 @@ def _enrich_in_process(capsys, *args) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-@pytest.mark.slow
 def test_annotations_joined_by_key(photos, tmp_path, capsys):
     d, shards = photos
     before = _digest(shards)
@@ -54,7 +53,7 @@ def test_annotations_joined_by_key(photos, tmp_path, capsys):
         for k in keys[1:]:  # the first sample has no annotation
             f.write(json.dumps({"key": k, "short_caption": f"short {k}.", "extra_captions": [f"extra one of {k}.", "extra two."]}) + "\n")
     out = tmp_path / "out"
-    proc = cli("data", "enrich", "--in", f"{d}/photos-{{000000..000001}}.tar", "--out", str(out), "--annotations", str(notes))
+    proc = in_process(capsys, "data", "enrich", "--in", f"{d}/photos-{{000000..000001}}.tar", "--out", str(out), "--annotations", str(notes))
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["shards_done"] == 2 and summary["samples"] == len(keys) and summary["no_annotation"] == 1
@@ -99,15 +98,15 @@ def test_enriched_field_feeds_the_caption_transform(photos, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_local_captioner_end_to_end(photos, captioner, tmp_path):
+def test_local_captioner_end_to_end(photos, captioner, tmp_path, capsys):
     from PIL import Image  # noqa: F401 - the captioner reads PIL images
 
     from infogap.data.enrich import Captioner, _image
 
     d, shards = photos
     out = tmp_path / "out"
-    proc = cli("data", "enrich", "--in", f"{d}/photos-{{000000..000001}}.tar", "--out", str(out), "--captioner", str(captioner),
-               "--batch-size", "4", "--max-new-tokens", "6")
+    proc = in_process(capsys, "data", "enrich", "--in", f"{d}/photos-{{000000..000001}}.tar", "--out", str(out), "--captioner", str(captioner),
+                      "--batch-size", "4", "--max-new-tokens", "6")
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout)
     assert summary["dropped_corrupt"] == 1 and summary["enriched"] == summary["samples"] - 1 == 13  # 12 photos + no-caption one

@@ -8,7 +8,7 @@ import pytest
 
 from infogap.train.evaluation import curve_name
 from infogap.train.metrics_cli import load_embeddings
-from tests.helpers.processes import cli, tiny_fit_args
+from tests.helpers.processes import cli, in_process, tiny_fit_args
 from tests.helpers.wandb_logs import read_wandb_config, read_wandb_history
 
 CURVES = [
@@ -19,7 +19,7 @@ CURVES = [
 
 
 @pytest.mark.slow
-def test_curves_logged_to_offline_wandb_at_several_steps(tmp_path):
+def test_curves_logged_to_offline_wandb_at_several_steps(tmp_path, capsys):
     run = tmp_path / "run"
     proc = cli(*tiny_fit_args(run, 12, "--metrics.eval_every_n_steps=4"), env={"WANDB_MODE": None, "WANDB_API_KEY": None, "NETRC": "/nonexistent"})
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -44,7 +44,7 @@ def test_curves_logged_to_offline_wandb_at_several_steps(tmp_path):
     assert emb["classes"]["colour"].shape == (7, 64)
     np.testing.assert_allclose(np.linalg.norm(emb["image"], axis=1), 1.0, atol=1e-5)
     # the saved embeddings reproduce the logged final numbers offline
-    again = cli("metrics", "--embeddings", str(run / "embeddings.npz"))
+    again = in_process(capsys, "metrics", "--embeddings", str(run / "embeddings.npz"))
     offline = json.loads(again.stdout)
     for key in ("rmg", "l2m", "moad_image", "entropy_i2t", "zeroshot_object_acc"):
         assert offline[key] == pytest.approx(record["metrics"][key], abs=1e-6)

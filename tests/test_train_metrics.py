@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from infogap.train import metrics as M
-from tests.helpers.processes import cli
+from tests.helpers.processes import cli, in_process
 
 TOL = 1e-6
 
@@ -234,8 +234,8 @@ def test_float32_inputs_agree_with_float64(data):
 
 
 # --- the command line -------------------------------------------------------------------------
-@pytest.mark.slow
-def test_metrics_cli_prints_one_json_object(tmp_path, data):
+def test_metrics_cli_prints_one_json_object(tmp_path, data, capsys):
+    """``infogap metrics`` as a process (what a script pipes), and a selection in this process."""
     x, y, labels = data
     path = tmp_path / "emb.npz"
     np.savez(path, image=x * 3.0, text=y, logit_scale=20.0, **{f"labels_{f}": v for f, v in labels.items()})
@@ -249,7 +249,7 @@ def test_metrics_cli_prints_one_json_object(tmp_path, data):
                 "moad_image", "moad_text", "moad_image_colour", "moad_text_size", "recall_i2t@1", "recall_t2i@10",
                 "gap_top1_share", "gap_top10_share"):
         assert key in out
-    sub = cli("metrics", "--embeddings", str(path), "--metrics", "l2m,rmg")
+    sub = in_process(capsys, "metrics", "--embeddings", str(path), "--metrics", "l2m,rmg")
     assert list(json.loads(sub.stdout)) == ["l2m", "rmg"]
 
 
@@ -262,11 +262,10 @@ def test_metrics_cli_prints_one_json_object(tmp_path, data):
         (dict(text=np.ones((5, 3))), "missing array 'image'"),
     ],
 )
-@pytest.mark.slow
-def test_metrics_cli_rejects_bad_input(tmp_path, arrays, message):
+def test_metrics_cli_rejects_bad_input(tmp_path, arrays, message, capsys):
     path = tmp_path / "bad.npz"
     np.savez(path, **arrays)
-    proc = cli("metrics", "--embeddings", str(path))
+    proc = in_process(capsys, "metrics", "--embeddings", str(path))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert message in proc.stderr and str(path) in proc.stderr
 
