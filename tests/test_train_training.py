@@ -14,7 +14,7 @@ import torch
 from infogap.data.synthetic import SyntheticDataModule
 from infogap.train.module import ContrastiveModule, no_weight_decay, warmup_cosine
 from tests.helpers import ROOT
-from tests.helpers.processes import cli, tiny_fit_args
+from tests.helpers.processes import cli, in_process, tiny_fit_args
 
 
 def _one_step(devices: int, global_batch: int, out) -> dict:
@@ -79,10 +79,11 @@ def test_resume_from_last_checkpoint_equals_uninterrupted_run(tmp_path):
     assert a["lr_schedulers"][0]["last_epoch"] == b["lr_schedulers"][0]["last_epoch"] == 2 * n
 
 
-def test_last_checkpoint_is_the_final_step_when_max_steps_is_off_the_checkpoint_schedule(tmp_path):
+def test_last_checkpoint_is_the_final_step_when_max_steps_is_off_the_checkpoint_schedule(tmp_path, capsys, monkeypatch):
     """5 steps, a checkpoint every 2: ``last.ckpt`` holds step 5, the step of the run's metrics, not step 4,
     where Lightning's ModelCheckpoint alone leaves it; the scheduled step-4 checkpoint is still there."""
-    proc = cli(*tiny_fit_args(tmp_path, 5, "--log_with=none", "--checkpoint.every_n_train_steps=2", "--metrics.eval_every_n_steps=0"))
+    monkeypatch.setattr(sys, "argv", ["infogap"])
+    proc = in_process(capsys, *tiny_fit_args(tmp_path, 5, "--log_with=none", "--checkpoint.every_n_train_steps=2", "--metrics.eval_every_n_steps=0"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert last["global_step"] == 5 and json.loads((tmp_path / "metrics.json").read_text())["step"] == 5
