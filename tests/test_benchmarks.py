@@ -3,6 +3,7 @@ BENCHMARKS.md, never in assertions."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -182,9 +183,9 @@ def test_the_time_to_target_benchmark_runs_and_times_training_apart_from_evaluat
 @pytest.mark.slow
 def test_the_factor_visibility_benchmark_runs():
     proc = subprocess.run([sys.executable, "benchmarks/run.py", "factor_visibility", "--smoke"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, env={**os.environ, "VIS_SWELL_POWER": "2", "VIS_FACTORS": "swelling,colour"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1].split(" ", 1)[1])
-    assert result["n_train"] == 256 and set(result["factors"]) == {"object", "thickness"}
+    assert result["n_train"] == 256 and result["swell_power"] == 2.0 and set(result["factors"]) == {"swelling", "colour"}
     for factor in result["factors"].values():
-        assert 0.0 <= factor["test_acc"] <= 1.0 and 0.0 < factor["majority_class"] <= 1.0
+        assert 0.0 <= factor["test_acc"] <= 1.0 and 0.0 < factor["majority_class"] <= 1.0 and factor["by_epoch"] == [factor["test_acc"]]
