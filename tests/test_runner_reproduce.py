@@ -140,8 +140,7 @@ def test_rendered_docs_tables_come_from_the_report_and_a_hand_edit_is_stale(tmp_
     """``--render-docs``: the README's summary and a study's claims table are rewritten from the report
     (rows written out by hand here), text outside the blocks is kept, the report is copied under
     docs/reproduce-SIZE/ with its figures, and a number edited by hand in a block is reported stale."""
-    from infogap.ablations.runner.report import block, render_docs, stale_blocks
-    from infogap.ablations.runner.report import counts
+    from infogap.ablations.runner.report import block, counts, render_docs, stale_blocks
 
     report = tmp_path / "results"
     (report / "imbalance").mkdir(parents=True)

@@ -71,6 +71,9 @@ class Study:
 
 @dataclass
 class Run:
+    """One ``infogap fit`` of an ablation: its stage, its point on the stage's axes, its seed, the
+    overrides its command line carries and its directory (checkpoints, ``config.yaml``, ``metrics.json``)."""
+
     stage: str
     axes: dict[str, Any]
     seed: int
@@ -144,6 +147,9 @@ def read_record(path: Path) -> Optional[dict]:
 
 @dataclass
 class Ablation:
+    """An ablation YAML as ``runner.spec.load_ablation`` reads it: its stages and axes, seeds, report
+    columns and figures, and its study with the study's settings."""
+
     name: str
     base_config: Path
     stages: list[dict]

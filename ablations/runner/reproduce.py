@@ -37,9 +37,9 @@ from typing import Optional
 
 import yaml
 
+from infogap.ablations.kit.study import ROOT
 from infogap.ablations.runner.report import COLUMNS, anchor, compare, counts, render_html, render_markdown
 
-ROOT = Path(__file__).resolve().parents[2]
 PLANS = ROOT / "configs" / "reproduce"
 PACKAGES = ("torch", "torchvision", "open_clip_torch", "pytorch-lightning", "webdataset", "numpy", "scipy", "statsmodels", "wandb")
 
