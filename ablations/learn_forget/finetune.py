@@ -222,13 +222,15 @@ def learn_forget(before: dict[str, float], after: dict[str, float], task: str, o
     ``relative_gain`` = gain / (1 - before) (the share of the zero-shot error removed; NaN when
     zero-shot is already perfect), ``off_task_change`` = mean over the other in-domain tasks of
     after - before and ``forgetting`` = its negative (positive when the model forgot); the same over
-    the ``out_of_domain`` tasks as ``forgetting_ood`` (NaN without any)."""
+    the ``out_of_domain`` tasks as ``forgetting_ood`` (NaN without any), leaving out the fine-tuned
+    task's own held-out-glyph version (``ood_<task>``): that is the task transferring to new glyphs, not
+    another task being forgotten."""
     if task not in before or set(before) != set(after):
         raise ValueError(f"accuracies before {sorted(before)} and after {sorted(after)} must cover the same tasks, including {task!r}")
     others = [t for t in before if t != task and t not in out_of_domain]
     gain = after[task] - before[task]
     change = float(np.mean([after[t] - before[t] for t in others])) if others else float("nan")
-    ood = [t for t in out_of_domain if t != task]
+    ood = [t for t in out_of_domain if t not in (task, f"ood_{task}")]
     ood_change = float(np.mean([after[t] - before[t] for t in ood])) if ood else float("nan")
     return {"gain": gain, "relative_gain": gain / (1 - before[task]) if before[task] < 1 else float("nan"),
             "off_task_change": change, "forgetting": -change, "forgetting_ood": -ood_change}
