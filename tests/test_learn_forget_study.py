@@ -168,3 +168,23 @@ def test_analyze_learn_forget_on_local_checkpoints_and_a_folder(tmp_path, capsys
                          (["--model", f"tiny-bpe={paths[0]}", "--methods", "lora"], "unknown method lora")):
         assert infogap(["analyze", "learn-forget", *bad, "--out", str(out)]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_tasks_with_almost_no_zero_shot_error_leave_the_relative_gain_fit_and_are_named():
+    """Relative gain is gain / (1 - zero-shot accuracy): a task at accuracy 0.99 turns a gain of -0.04 into
+    -4 and decides the slope alone. Such points (error < 5 %) leave the relative-gain fit only."""
+    from infogap.ablations.learn_forget.study import fit_claims, fits
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for m in range(6):
+        for t, acc in (("object", 0.5), ("thickness", 0.6), ("colour", 0.99)):
+            iimm = rng.uniform(0, 1)
+            gain = 0.3 * iimm + 0.01 * rng.normal() if t != "colour" else -0.04
+            rows.append({"method": "full", "model": f"m{m}", "task": t, "zs_iimm": iimm, "zs_acc": acc + 0.01 * rng.normal() if t != "colour" else acc,
+                         "zs_rmg": 0.3, "zs_l2m": 0.3, "gain": gain, "relative_gain": gain / (1 - acc)})
+    fit = next(f for f in fits(rows) if f["method"] == "full" and f["outcome"] == "relative_gain" and f["predictor"] == "iimm")
+    assert fit["n"] == 12  # 6 models x 2 tasks: the 6 colour points (error 0.01) are out
+    assert next(f for f in fits(rows) if f["method"] == "full" and f["outcome"] == "gain" and f["predictor"] == "iimm")["n"] == 18
+    claim = next(c for c in fit_claims(rows) if c.claim.startswith("relative_gain rises") and "(full;" in c.claim)
+    assert claim.verdict == "holds" and "left out: 6 points of the tasks colour (zero-shot error < 0.05)" in claim.detail

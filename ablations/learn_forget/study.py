@@ -41,6 +41,7 @@ from infogap.data.factors import FACTOR_NAMES
 
 PREDICTORS = ("iimm", "iimm_eval", "acc", "rmg", "l2m")  # zero-shot measures: IIMM (training images) first, then the rest
 COMPETITORS = ("acc", "rmg", "l2m")  # what IIMM must predict better than
+MIN_ERROR = 0.05  # a task whose zero-shot error is below this leaves the relative-gain fits: gain / error explodes near 0 error
 OUTCOMES = ("gain", "relative_gain", "forgetting", "forgetting_ood")
 MIN_CLUSTERS = 3  # models: the fewest a cluster-robust interval is computed from
 
@@ -188,6 +189,12 @@ def model_of(row: dict) -> tuple:
     return tuple(row.get(key) for key in ("model", "k", "seed"))
 
 
+def too_easy(row: dict) -> bool:
+    """A (model, task) point whose zero-shot error is below ``MIN_ERROR``: its relative gain (gain / error)
+    is a ratio of two numbers near 0, left out of the relative-gain fits and named in their claims."""
+    return 1.0 - row.get("zs_acc", 0.0) < MIN_ERROR
+
+
 def fits(rows) -> list[dict]:
     """Every (outcome, predictor) fit per method and pooled ("all"), on the (model, task) points: the OLS
     over all points with intervals clustered by model (``ols_fit``) and the slope within models
@@ -202,7 +209,7 @@ def fits(rows) -> list[dict]:
             for predictor in PREDICTORS:
                 if any(f"zs_{predictor}" not in r or outcome not in r for r in sel):
                     continue
-                x, y = [r[f"zs_{predictor}"] for r in sel], [r[outcome] for r in sel]
+                x, y = [r[f"zs_{predictor}"] for r in sel], [math.nan if outcome == "relative_gain" and too_easy(r) else r[outcome] for r in sel]
                 out.append({"method": method, "outcome": outcome, "predictor": predictor, **ols_fit(x, y, models),
                             **within_model_fit(x, y, models)})
     return out
@@ -227,6 +234,9 @@ def fit_claims(rows) -> list:
                 continue
             name = "pooled over methods" if method == "all" else method
             claim = f"{outcome} rises with zero-shot IIMM ({name}; OLS slope > 0, one-sided p < 0.05, clustered by model)"
+            easy = sorted({r["task"] for r in rows if (method == "all" or r["method"] == method) and too_easy(r)}) if outcome == "relative_gain" else []
+            left_out = (f"; left out: {sum(1 for r in rows if (method == 'all' or r['method'] == method) and too_easy(r))} points of the "
+                        f"tasks {', '.join(easy)} (zero-shot error < {MIN_ERROR:g})") if easy else ""
             f = by.get("iimm")
             if f is None or math.isnan(f["slope"]):
                 out.append(Claim(claim, NOT_TESTED, f"{f['n'] if f else 0} (model, task) points; a fit needs 3 and spread in both "
@@ -242,7 +252,7 @@ def fit_claims(rows) -> list:
                       f"95 % CI [{f['within_ci'][0]:+.3f}, {f['within_ci'][1]:+.3f}], p = {f['within_p']:.3g}")
             out.append(Claim(claim, effect_verdict(f["slope"] > 0, p),
                              f"slope {f['slope']:+.3f}, 95 % CI [{f['ci'][0]:+.3f}, {f['ci'][1]:+.3f}] (clustered by model), one-sided p = {p:.3g}, "
-                             f"R² = {f['r2']:.3f}, {f['n']} (model, task) points of {f['clusters']} models{within}",
+                             f"R² = {f['r2']:.3f}, {f['n']} (model, task) points of {f['clusters']} models{within}{left_out}",
                              f["clusters"], f["slope"], f["ci"], p, unit="models"))
             others = {q: g for q, g in by.items() if q in COMPETITORS and not math.isnan(g["r2"])}
             claim = claim_better(outcome, name)
