@@ -95,7 +95,7 @@ def test_the_rule_is_checked_on_a_planted_violation(tmp_path):
     assert _layer("infogap.ablations.kit.claims") == "kit" and _layer("infogap.train.metrics") == "train"
 
 
-def test_a_study_that_imports_the_runner_and_a_kit_that_imports_the_runner_are_both_refused(tmp_path):
+def test_a_study_that_imports_the_runner_and_a_kit_that_imports_the_runner_are_both_refused():
     """The rule itself: study -> kit is allowed, study -> runner and kit -> runner are not."""
     assert _violations("study:dense", {"infogap.ablations.kit.claims"}) == []
     assert _violations("study:dense", {"infogap.ablations.runner.spec"}) != []
