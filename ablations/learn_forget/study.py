@@ -234,9 +234,9 @@ def fit_claims(rows) -> list:
                 continue
             name = "pooled over methods" if method == "all" else method
             claim = f"{outcome} rises with zero-shot IIMM ({name}; OLS slope > 0, one-sided p < 0.05, clustered by model)"
-            easy = sorted({r["task"] for r in rows if (method == "all" or r["method"] == method) and too_easy(r)}) if outcome == "relative_gain" else []
-            left_out = (f"; left out: {sum(1 for r in rows if (method == 'all' or r['method'] == method) and too_easy(r))} points of the "
-                        f"tasks {', '.join(easy)} (zero-shot error < {MIN_ERROR:g})") if easy else ""
+            easy = [r["task"] for r in rows if (method == "all" or r["method"] == method) and too_easy(r)] if outcome == "relative_gain" else []
+            left_out = (f"; left out: {len(easy)} points of the tasks {', '.join(sorted(set(easy)))} (zero-shot error < {MIN_ERROR:g})"
+                        if easy else "")
             f = by.get("iimm")
             if f is None or math.isnan(f["slope"]):
                 out.append(Claim(claim, NOT_TESTED, f"{f['n'] if f else 0} (model, task) points; a fit needs 3 and spread in both "
