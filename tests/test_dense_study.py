@@ -63,12 +63,17 @@ def test_dense_claims_hold_only_when_captions_improve_dense_features():
     assert len(good) == len(tasks) * (2 * 2 + 1), [c.claim for c in good]
     assert [c.verdict for c in good] == [HOLDS] * len(good), [c.line() for c in good]
     assert sum("fine-tuned" in c.claim or "finetune" in c.claim for c in good) >= len(tasks) * 3
+    control = [c for c in good if c.role == "positive control"]
+    assert [c.claim for c in control] == ["rmse at k=5 is below k=0 (encoder=clip, task=scale_depth, fraction=1.0, mode=linear)"]
+    assert {c.role for c in good if "scale_depth" in c.claim and c not in control} == {"beyond the paper"}
+    assert {c.role for c in good if "scale_depth" not in c.claim} == {"paper"} and all(c.source.startswith("Vasu et al. 2024") for c in good
+                                                                                      if c.role == "paper")
     bad = dense.claims(rows(-0.2), {"k": [0, 5]})
-    assert all(c.verdict == "does NOT hold" for c in bad), [c.line() for c in bad]
+    assert all(c.verdict == "contradicted" for c in bad), [c.line() for c in bad]
     # a converged MAE better than every CLIP: the "beats the MAE" claims fail, the k claims still hold
     strong = {c.claim: c.verdict for c in dense.claims(rows(0.3, mae_level=0.99), {"k": [0, 5]})}
     beats = [v for c, v in strong.items() if "masked autoencoder" in c and c.startswith(("object", "colour", "edge"))]
-    assert beats and all(v == "does NOT hold" for v in beats)
+    assert beats and all(v == "contradicted" for v in beats)
     # linear probes only: no fine-tuned claims, the 10x claim falls back to the linear curves
     linear = dense.claims(rows(0.3, modes=("linear",)), {"k": [0, 5]})
     assert len(linear) == len(tasks) * 3 and not any("finetune" in c.claim for c in linear)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from infogap.ablations.kit.claims import HOLDS
+from infogap.ablations.kit.claims import CONTRADICTED, HOLDS
 from infogap.models import build_model
 
 
@@ -108,13 +108,14 @@ def test_heads_claims_hold_only_for_object_heads_at_small_k_and_costly_high_ccs_
     modes = heads.settings.modes
     assert set(modes) == {"zero", "mean"}
 
-    def rows(share_drop, high_cost, true_drop=None, mode_cost=None):
+    def rows(share_drop, high_cost, true_drop=None, mode_cost=None, colour_cost=0.2):
         true_drop = share_drop if true_drop is None else true_drop
         out = []
         for k in (0, 5):
             for s in (0, 1, 2):
                 row = {"k": k, "seed": s, "heads_object_share": 0.9 - share_drop * (k == 5) + 0.01 * s,
-                       "heads_true_object_share": 0.8 - true_drop * (k == 5) + 0.02 * s}
+                       "heads_true_object_share": 0.8 - true_drop * (k == 5) + 0.02 * s,
+                       "colour_drop_gt_colour_mean": 0.05 + colour_cost * (k == 5) + 0.01 * s, "colour_drop_random_colour_mean": 0.05 + 0.002 * s}
                 for mode in modes:
                     cost = high_cost if mode_cost is None else mode_cost[mode]
                     row.update({f"object_drop_high_{mode}": 0.05 + cost + 0.003 * s, f"object_drop_low_{mode}": 0.05 + 0.001 * s,
@@ -125,13 +126,19 @@ def test_heads_claims_hold_only_for_object_heads_at_small_k_and_costly_high_ccs_
         return out
 
     good = heads.claims(rows(0.3, 0.1), {"k": [0, 5]})
-    assert len(good) == 2 + len(modes) * 3 * 2 and [c.verdict for c in good] == [HOLDS] * len(good), [c.line() for c in good]
-    bad = heads.claims(rows(-0.1, -0.02), {"k": [0, 5]})
-    assert [c.verdict for c in bad] == ["does NOT hold"] * len(bad)
+    assert len(good) == 1 + 2 + len(modes) * 3 * 2 and [c.verdict for c in good] == [HOLDS] * len(good), [c.line() for c in good]
+    # the control first: the ground-truth colour heads at the largest k; ground-truth claims are beyond the paper
+    assert good[0].role == "positive control" and "colour" in good[0].claim and good[0].seeds == 3
+    assert [c.role for c in good[1:3]] == ["beyond the paper"] * 2
+    assert {c.role for c in good if "most specialised (ground truth)" in c.claim} == {"beyond the paper"}
+    assert {c.role for c in good if "high-CCS heads costs" in c.claim} == {"paper"}
+    bad = heads.claims(rows(-0.1, -0.02, colour_cost=-0.1), {"k": [0, 5]})
+    assert [c.verdict for c in bad] == [CONTRADICTED] * len(bad)
+    assert heads.claims(rows(0.3, 0.1, colour_cost=0.0), {"k": [0, 5]})[0].verdict != HOLDS  # nothing planted: the control fails
     # the labels move but the ground truth does not: only the label claim holds
     split = [c.verdict for c in heads.claims(rows(0.3, 0.1, true_drop=-0.1), {"k": [0, 5]})]
-    assert split[:2] == [HOLDS, "does NOT hold"]
+    assert split[1:3] == [HOLDS, CONTRADICTED]
     # pruning costs under zero-ablation only (the published mean-ablation finds none): each mode has its own verdicts
     by_mode = _by_claim(heads.claims(rows(0.3, 0.1, mode_cost={"zero": 0.1, "mean": -0.02}), {"k": [0, 5]}))
     assert {v.verdict for c, v in by_mode.items() if "(zero-ablation" in c} == {HOLDS}
-    assert {v.verdict for c, v in by_mode.items() if "(mean-ablation" in c} == {"does NOT hold"}
+    assert {v.verdict for c, v in by_mode.items() if "(mean-ablation" in c and "costs more" in c and "colour" not in c} == {CONTRADICTED}

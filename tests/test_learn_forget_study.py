@@ -52,7 +52,7 @@ def test_within_model_fit_recovers_the_slope_inside_models_that_pooled_ols_rever
     assert not np.isnan(ols_fit(x[groups < 3], y[groups < 3], groups[groups < 3])["p_value"])  # 3 models: tested
 
 
-def test_claims_need_a_rising_fit_and_iimm_to_fit_at_all_before_it_predicts_better():
+def test_fit_claims_hold_are_contradicted_or_are_not_shown():
     from infogap.ablations.learn_forget.study import fit_claims
 
     rng = np.random.default_rng(1)
@@ -64,10 +64,13 @@ def test_claims_need_a_rising_fit_and_iimm_to_fit_at_all_before_it_predicts_bett
     claims = [c for c in fit_claims(rows) if "(full;" in c.claim]
     verdict = {c.claim.split(" (")[0]: c.verdict for c in claims}
     assert verdict["gain rises with zero-shot IIMM"] == "holds"
-    assert verdict["IIMM predicts gain better than zero-shot accuracy, RMG and L2M"] == "does NOT hold"  # the accuracy explains more
-    assert verdict["forgetting rises with zero-shot IIMM"] == "does NOT hold"  # it falls
-    assert verdict["IIMM predicts forgetting better than zero-shot accuracy, RMG and L2M"] == "does NOT hold"  # R² high, but the slope is wrong
+    assert verdict["IIMM predicts gain better than zero-shot accuracy, RMG and L2M"] == "contradicted"  # the accuracy explains more
+    assert verdict["forgetting rises with zero-shot IIMM"] == "contradicted"  # it falls
+    assert verdict["IIMM predicts forgetting better than zero-shot accuracy, RMG and L2M"] == "holds"  # R² 0.99 against 0.01
     assert {c.unit for c in claims} == {"models"} and {c.seeds for c in claims} == {10}  # 10 models, not 40 points
+    # the comparison with accuracy and the gap is beyond the paper (which compares transferability estimators)
+    assert {c.role for c in claims if c.claim.startswith("IIMM predicts")} == {"beyond the paper"}
+    assert {c.role for c in claims if "rises with" in c.claim} == {"paper"}
     # IIMM has the highest R² of noise: residuals of random numbers on IIMM and the accuracy, plus a trace of IIMM
     alt = 0.3 + 1e-3 * (np.arange(40) % 2)
     design = np.column_stack([np.ones(40), iimm, alt])
@@ -76,7 +79,7 @@ def test_claims_need_a_rising_fit_and_iimm_to_fit_at_all_before_it_predicts_bett
     noise = [{**r, "zs_rmg": 0.3, "zs_l2m": 0.3, "zs_acc": a, "forgetting": f} for r, a, f in zip(rows, alt, forgetting)]
     assert np.corrcoef(iimm, forgetting)[0, 1] ** 2 > np.corrcoef(alt, forgetting)[0, 1] ** 2
     c = next(c for c in fit_claims(noise) if c.claim.startswith("IIMM predicts forgetting") and "(full;" in c.claim)
-    assert c.verdict == "does NOT hold" and "explains nothing" in c.detail
+    assert c.verdict == "not shown" and c.ci[0] < 0 < c.ci[1]  # the highest R² of noise is not a better predictor
     # no effect: outcomes unrelated to IIMM never "hold"
     null = [{**r, "gain": g, "forgetting": f} for r, g, f in zip(rows, rng.normal(size=40), rng.normal(size=40))]
     assert not [c.claim for c in fit_claims(null) if c.verdict == "holds"]
@@ -126,9 +129,60 @@ def test_settled_claims_are_equivalence_tests_on_the_models():
     d = np.array(settled)
     p = max(stats.ttest_1samp(d, -0.02, alternative="greater").pvalue, stats.ttest_1samp(d, 0.02, alternative="less").pvalue)
     assert c.p_value == pytest.approx(p, rel=1e-6)
-    assert settled_claims(rows([0.05, 0.06, 0.04, 0.07]), 0.02)[0].verdict == "does NOT hold"  # still rising
+    assert settled_claims(rows([0.05, 0.06, 0.04, 0.07]), 0.02)[0].verdict == "contradicted"  # still rising
     assert settled_claims(rows([0.03, -0.03, 0.01, -0.02]), 0.02)[0].verdict == "inconclusive"  # too few, too noisy
     assert settled_claims([{**r, "method": "bitfit"} for r in rows(settled)], 0.02)[0].claim.startswith("the bitfit gains")
+    assert c.role == "beyond the paper"
+
+
+def test_the_r2_difference_bootstrap_against_a_loop():
+    """The vectorised cluster bootstrap equals a plain loop that draws the models, stacks their points and
+    fits both lines; the p-values are (hits + 1) / (resamples + 1)."""
+    from infogap.ablations.learn_forget.study import r2_difference
+
+    rng = np.random.default_rng(3)
+    model = np.repeat(np.arange(6), 4)
+    x, c = rng.normal(size=24), rng.normal(size=24)
+    y = 0.8 * x + 0.3 * c + 0.5 * rng.normal(size=24)
+    got = r2_difference(x, c, y, model, resamples=300, seed=7)
+    draws = np.random.default_rng(7).integers(0, 6, size=(300, 6))
+    diffs = []
+    for d in draws:
+        idx = np.concatenate([np.nonzero(model == m)[0] for m in d])
+        diffs.append(np.corrcoef(x[idx], y[idx])[0, 1] ** 2 - np.corrcoef(c[idx], y[idx])[0, 1] ** 2)
+    diffs = np.array(diffs)
+    assert got["diff"] == pytest.approx(np.corrcoef(x, y)[0, 1] ** 2 - np.corrcoef(c, y)[0, 1] ** 2)
+    assert got["ci"] == pytest.approx(tuple(np.quantile(diffs, [0.05, 0.95])), rel=1e-9)
+    assert got["p"] == pytest.approx(((diffs <= 0).sum() + 1) / 301) and got["p_opposite"] == pytest.approx(((diffs >= 0).sum() + 1) / 301)
+
+
+def test_the_positive_control_permutes_prompts_and_its_claim_fails_without_the_planted_effect():
+    """``permute_prompts`` moves exactly round(q · classes) classes' prompts, each to its neighbour's;
+    the control claim holds when the gain rises with IIMM across q, and not when the gain does not follow."""
+    import torch
+
+    from infogap.ablations.learn_forget.finetune import Task
+    from infogap.ablations.learn_forget.study import control_claims, permute_prompts
+
+    prompts = torch.arange(10).view(10, 1, 1)  # class c's prompt is the token c
+    task = Task("object", [str(i) for i in range(10)], prompts, torch.zeros(4, 1), torch.zeros(4), torch.zeros(4, 1), torch.zeros(4))
+    assert permute_prompts(task, 0.0).prompts.flatten().tolist() == list(range(10))
+    assert permute_prompts(task, 0.5).prompts.flatten().tolist() == [1, 2, 3, 4, 0, 5, 6, 7, 8, 9]  # 5 classes, cyclically
+    assert permute_prompts(task, 1.0).prompts.flatten().tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 9, 0]
+    assert permute_prompts(task, 0.1).prompts.flatten().tolist() == list(range(10))  # one class cannot move
+
+    rng = np.random.default_rng(0)
+    qs = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+    def rows(slope):
+        return [{"control_q": q, "k": 5, "seed": s, "zs_iimm": 0.2 + 0.1 * q + 0.01 * rng.normal(), "zs_acc": 0.9 - 0.8 * q,
+                 "gain": slope * q + 0.02 * rng.normal()} for s in range(3) for q in qs]
+
+    (c,) = control_claims(rows(0.7))  # per model: gain 0.7 q against IIMM 0.1 q, a slope of about 7
+    assert c.verdict == "holds" and c.role == "positive control" and c.seeds == 3 and c.unit == "models"
+    assert c.mean == pytest.approx(7.0, rel=0.3) and "q = 0.5:" in c.detail
+    assert control_claims(rows(0.0))[0].verdict != "holds"  # the gain does not follow: the control fails
+    assert control_claims([])[0].verdict == "not tested"
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Claims that can fail: statistics over seeds against hand computations and the verdict of every case (holds, does not hold, direction only, not tested)."""
+"""Claims that can fail: statistics over seeds against hand computations and the verdict of every case (holds, contradicted, not shown, not tested)."""
 from __future__ import annotations
 
 import math
@@ -6,13 +6,15 @@ import math
 import numpy as np
 import pytest
 
-from infogap.ablations.kit.claims import HOLDS, NOT_TESTED, compare, mean_ci, paired_claim
+from infogap.ablations.kit.claims import CONTRADICTED, HOLDS, NOT_SHOWN, NOT_TESTED, compare, mean_ci, paired_claim
 
 
 def test_mean_and_t_interval_by_hand():
-    m, (lo, hi) = mean_ci([1.0, 2.0, 3.0])
+    m, (lo, hi) = mean_ci([1.0, 2.0, 3.0], 0.95)
     # sd = 1, se = 1/sqrt(3), t_{0.975, 2} = 4.302653
     assert m == 2.0 and hi - m == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6) and m - lo == pytest.approx(hi - m)
+    m, (lo, hi) = mean_ci([1.0, 2.0, 3.0])  # the default: 90 %, t_{0.95, 2} = 2.919986
+    assert hi - m == pytest.approx(2.919986 / math.sqrt(3), rel=1e-6)
     one = mean_ci([0.5])
     assert one[0] == 0.5 and math.isnan(one[1][0]) and math.isnan(one[1][1])  # one seed: no interval
     assert math.isnan(mean_ci([])[0]) and mean_ci([1.0, float("nan"), 3.0])[0] == 2.0
@@ -25,17 +27,20 @@ def test_paired_claim_statistics_by_hand():
     assert c.mean == pytest.approx(-0.35)
     assert c.p_value == pytest.approx(0.0033670, rel=1e-3)
     assert c.effect_size == pytest.approx(-7.0)
-    assert c.ci[0] == pytest.approx(-0.35 - 4.302653 * 0.05 / math.sqrt(3), rel=1e-6)
+    assert c.ci[0] == pytest.approx(-0.35 - 2.919986 * 0.05 / math.sqrt(3), rel=1e-6)  # the 90 % interval
     assert "3 seeds" in c.detail and "p = 0.00337" in c.detail
 
 
 def test_paired_claim_verdicts():
     mixed = paired_claim("x falls", {0: -0.2, 1: 0.1, 2: -0.05}, "negative")
-    assert mixed.verdict == "does NOT hold" and mixed.p_value > 0.05
-    wrong = paired_claim("x rises", {0: -0.2, 1: -0.3}, "positive")
-    assert wrong.verdict == "does NOT hold" and wrong.p_value > 0.5
-    assert paired_claim("x falls", {0: -0.2}, "negative").verdict == "direction only (right)"
-    assert paired_claim("x falls", {0: 0.2}, "negative").verdict == "direction only (wrong)"
+    assert mixed.verdict == NOT_SHOWN and mixed.p_value > 0.05 and "not shown: this design detects" in mixed.detail
+    wrong = paired_claim("x rises", {0: -0.2, 1: -0.3}, "positive")  # t = -5 on 1 df: opposite p = 0.063, not below 0.05
+    assert wrong.verdict == NOT_SHOWN and wrong.p_value > 0.5
+    against = paired_claim("x rises", {0: -0.2, 1: -0.3, 2: -0.25}, "positive")  # t = -8.66 on 2 df: opposite p = 0.0065
+    assert against.verdict == CONTRADICTED
+    one = paired_claim("x falls", {0: -0.2}, "negative")
+    assert one.verdict == NOT_SHOWN and "pointing the claimed way" in one.detail
+    assert "pointing the opposite way" in paired_claim("x falls", {0: 0.2}, "negative").detail
     assert paired_claim("x falls", {}, "negative").verdict == NOT_TESTED
     same = paired_claim("x falls", {0: -0.1, 1: -0.1}, "negative")  # zero variance: documented p
     assert same.verdict == HOLDS and same.p_value == 0.0
@@ -44,19 +49,19 @@ def test_paired_claim_verdicts():
 
 
 def test_the_verdict_threshold_is_a_strict_p_below_0_05():
-    """p = 0.077 (one-sided t, df 2, hand-checked with scipy) is no effect at alpha = 0.05; p = 0.05 exactly
-    is not below it; a significant p with the wrong sign never holds."""
-    from infogap.ablations.kit.claims import FAILS, effect_verdict
+    """p = 0.077 (one-sided t, df 2, hand-checked with scipy) shows no effect at alpha = 0.05; p = 0.05
+    exactly is not below it; a significant p in the opposite direction contradicts the claim."""
+    from infogap.ablations.kit.claims import effect_verdict
 
     near = paired_claim("x falls", {0: -0.3, 1: -0.2, 2: -0.03}, "negative")
-    assert near.p_value == pytest.approx(0.077122, rel=1e-4) and near.mean < 0 and near.verdict == FAILS
-    assert effect_verdict(True, 0.05) == FAILS and effect_verdict(True, 0.0499) == HOLDS
-    assert effect_verdict(False, 0.001) == FAILS
+    assert near.p_value == pytest.approx(0.077122, rel=1e-4) and near.mean < 0 and near.verdict == NOT_SHOWN
+    assert effect_verdict(0.05, 0.95) == NOT_SHOWN and effect_verdict(0.0499, 0.95) == HOLDS
+    assert effect_verdict(0.999, 0.001) == CONTRADICTED
 
 
 def test_identical_differences_against_the_claimed_sign_have_p_one():
     wrong = paired_claim("x falls", {0: 0.1, 1: 0.1, 2: 0.1}, "negative")
-    assert wrong.p_value == 1.0 and wrong.verdict == "does NOT hold"
+    assert wrong.p_value == 1.0 and wrong.verdict == CONTRADICTED
 
 
 ROWS = [{"k": k, "seed": s, "rmg": r} for (k, s, r) in [(0, 0, 0.42), (0, 1, 0.45), (0, 2, 0.42), (5, 0, 0.07), (5, 1, 0.09), (5, 2, 0.07)]]
@@ -93,7 +98,7 @@ def test_equivalence_verdicts_against_hand_computations():
     assert c.verdict == HOLDS and c.ci == pytest.approx((lo, hi)) and c.p_value == pytest.approx(p) and p < 0.05
     assert c.kind == "equivalence" and c.margin == 0.05 and "margin ±0.05" in c.detail
     outside = equivalence_claim("x does not move", {0: 0.20, 1: 0.21, 2: 0.22}, 0.05)
-    assert outside.verdict == "does NOT hold" and outside.ci[0] > 0.05
+    assert outside.verdict == CONTRADICTED and outside.ci[0] > 0.05
     # two seeds: a t-test of the mean against 0 finds nothing (p = 0.30), which the old rule called "holds";
     # the 90 % interval [-0.043, +0.083] straddles the margin: inconclusive, with the seeds it would need
     two = equivalence_claim("x does not move", {0: 0.01, 1: 0.03}, 0.05)
@@ -109,12 +114,12 @@ def test_a_bound_and_an_interval_claim_by_hand():
     gains = {0: 0.044, 1: 0.029, 2: 0.024}  # the published-size posthoc gains at k = 0: all above one point
     c = bound_claim("no gain of 0.01 or more", gains, 0.01)
     (lo, hi), _ = _tost_by_hand(list(gains.values()), 1.0)
-    assert c.verdict == "does NOT hold" and c.ci == pytest.approx((lo, hi)) and lo > 0.01
+    assert c.verdict == CONTRADICTED and c.ci == pytest.approx((lo, hi)) and lo > 0.01
     small = bound_claim("no gain of 0.01 or more", {0: 0.001, 1: -0.002, 2: 0.0}, 0.01)
     assert small.verdict == HOLDS and small.ci[1] < 0.01
     assert bound_claim("no gain", {0: 0.0, 1: 0.02}, 0.01).verdict == INCONCLUSIVE
     assert interval_claim("slope 0", 0.05, (-0.1, 0.15), 0.2, units=15).verdict == HOLDS
-    assert interval_claim("slope 0", 0.4, (0.3, 0.5), 0.2, units=15).verdict == "does NOT hold"
+    assert interval_claim("slope 0", 0.4, (0.3, 0.5), 0.2, units=15).verdict == CONTRADICTED
     wide = interval_claim("slope 0", 0.05, (-0.3, 0.4), 0.2, units=15)
     assert wide.verdict == INCONCLUSIVE and "about 82 runs" in wide.detail  # 15 x (0.35 / 0.15)^2 = 81.7, rounded up
 

@@ -16,9 +16,10 @@ from infogap.ablations.runner.spec import load_ablation
 from tests.helpers import ROOT
 
 
-def _claim(claim: str, verdict: str, mean: float = 0.1, kind: str = "effect") -> dict:
+def _claim(claim: str, verdict: str, mean: float = 0.1, kind: str = "effect", role: str = "paper") -> dict:
     return {"claim": claim, "verdict": verdict, "detail": "", "seeds": 3, "mean": mean, "ci": [mean - 0.05, mean + 0.05], "p_value": 0.01,
-            "effect_size": 1.0, "kind": kind, "margin": float("nan"), "unit": "seeds"}
+            "effect_size": 1.0, "kind": kind, "margin": float("nan"), "unit": "seeds", "mde": float("nan"), "needed": None, "source": "",
+            "role": role}
 
 
 @pytest.mark.parametrize("size", ["smoke", "cpu", "gpu"])
@@ -53,12 +54,15 @@ def test_a_bad_plan_is_one_line_naming_the_file_and_field(tmp_path):
 def test_summary_counts_compare_and_the_html_stands_alone(tmp_path):
     from infogap.ablations.runner.report import claim_row, compare, counts, render_html, render_markdown
 
-    claims = [_claim("a falls", "holds"), _claim("b falls", "does NOT hold"), _claim("c same", "inconclusive", kind="equivalence"),
-              _claim("d rises", "not tested"), _claim("e rises", "direction only (right)"), _claim("closes", "check passed", kind="sanity"),
+    claims = [_claim("planted", "holds", role="positive control"), _claim("a falls", "holds"), _claim("b falls", "contradicted"),
+              _claim("c same", "inconclusive", kind="equivalence"), _claim("d rises", "not tested"), _claim("e rises", "not shown"),
+              _claim("f rises", "not testable here"), _claim("g beyond", "holds", role="beyond the paper"),
+              _claim("h beyond", "not shown", role="beyond the paper"), _claim("closes", "check passed", kind="sanity"),
               _claim("closes at k=5", "not tested", kind="sanity")]  # a check with no data: not tested, not FAILED
     c = counts(claims)
-    assert (c["holds"], c["does NOT hold"], c["inconclusive"], c["not tested"], c["direction only"], c["checks passed"]) == (1, 1, 1, 2, 1, 1)
-    assert c["checks FAILED"] == 0
+    assert [c[k] for k in ("holds", "contradicted", "not shown", "inconclusive", "not tested", "checks passed")] == [1, 1, 1, 1, 3, 1]
+    assert c["checks FAILED"] == 0 and c["beyond"] == "1 holds, 1 not shown" and c["control"] == "holds"
+    assert counts([_claim("planted", "not shown", role="positive control")])["control"] == "did not hold"
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / "fig.png").write_bytes(b"\x89PNG fake")
     (tmp_path / "s" / "report.md").write_text("# Ablation `s`\n\n## Figures\n\n![fig](fig.png)\n")
@@ -68,25 +72,27 @@ def test_summary_counts_compare_and_the_html_stands_alone(tmp_path):
     new = {"size": "smoke", "description": "d", "command": "infogap reproduce", "finished": "now", "wall_s": 60.0, "environment": env,
            "studies": [study]}
     text = render_markdown(new, out=tmp_path)
-    assert "| [s](#s) | 2/3 | 1 | 1 | 1 | 2 | 1 | 1 passed | 1.0 min |" in text
+    assert "| [s](#s) | 2/3 | holds | 1 | 1 | 1 | 1 | 3 | 1 holds, 1 not shown | 1 passed | 1.0 min |" in text
+    assert text.index("Positive control (") < text.index("The paper's claims:") < text.index("Beyond the paper (counted apart):")
     assert "**Incomplete**: 2 of 3 runs finished when this was aggregated" in text
     left_out = {**study, "name": "t", "claims": [], "counts": counts([]), "exit_code": None, "aggregated": False, "runs": [3, 3]}
     text2 = render_markdown({**new, "studies": [study, left_out]}, out=tmp_path)
-    assert "| [t](#t) | 3/3 | 0 | 0 | 0 | 0 | 0 | not aggregated | – |" in text2 and "**Not aggregated** by this invocation" in text2
+    assert "| [t](#t) | 3/3 | none | 0 | 0 | 0 | 0 | 0 | – | not aggregated | – |" in text2 and "**Not aggregated** by this invocation" in text2
     aggregated = render_markdown({**new, "report_only": True}, out=tmp_path)  # no run trained by this command: no wall time per study
-    assert "| [s](#s) | 2/3 | 1 | 1 | 1 | 2 | 1 | 1 passed | – |" in aggregated and "(aggregation only" in aggregated
-    assert "Published:\n- a falls" in text and "| a falls | effect | +0.1 | [+0.05, +0.15] | 0.01 | 3 seeds | **holds** |" in text
+    assert "| [s](#s) | 2/3 | holds | 1 | 1 | 1 | 1 | 3 | 1 holds, 1 not shown | 1 passed | – |" in aggregated and "(aggregation only" in aggregated
+    assert "Published:\n- a falls" in text and "| a falls | – | effect | +0.1 | [+0.05, +0.15] | 0.01 | 3 seeds | **holds** | – |" in text
     assert "- check passed: closes" in text and "![fig](s/fig.png)" in text and "torch 2.14.1" in text
-    one = {**claims[0], "seeds": 1, "verdict": "direction only (right)"}
-    assert claim_row(one).endswith("| 1 seed | **direction only (right)** |") and "| 2 runs |" in claim_row({**claims[0], "seeds": 2, "unit": "runs"})
+    weak = {**claims[1], "seeds": 3, "verdict": "not shown", "mde": 0.2, "needed": 7, "source": "Paper 2025: a falls"}
+    assert claim_row(weak).endswith("| 3 seeds | **not shown** | \u2265 0.2; observed needs 7 seeds |") and "| Paper 2025: a falls |" in claim_row(weak)
+    assert "| 2 runs |" in claim_row({**claims[1], "seeds": 2, "unit": "runs"}) and claim_row({**claims[1], "seeds": 1}).count("| 1 seed |") == 1
     page = render_html(text, tmp_path)
     assert 'src="data:image/png;base64,' in page and "http" not in page and "<table>" in page
     old = json.loads(json.dumps(new))
     assert compare(new, old) == []
-    old["studies"][0]["claims"][1]["verdict"] = "holds"
-    assert compare(new, old) == ["s: b falls: verdict holds -> does NOT hold"]
+    old["studies"][0]["claims"][2]["verdict"] = "holds"
+    assert compare(new, old) == ["s: b falls: verdict holds -> contradicted"]
     old = json.loads(json.dumps(new))
-    old["studies"][0]["claims"][0]["mean"] = 0.2
+    old["studies"][0]["claims"][1]["mean"] = 0.2
     old["studies"][0]["claims"].append(_claim("gone", "holds"))
     assert compare(new, old) == ["s: a falls: estimate +0.2 -> +0.1", "s: claim no longer made: gone"]
 
@@ -169,15 +175,15 @@ def test_rendered_docs_tables_come_from_the_report_and_a_hand_edit_is_stale(tmp_
     assert readme.startswith("# x\n\nbefore\n\n<!-- reproduce:summary ") and readme.endswith("<!-- /reproduce:summary -->\n\nafter\n")
     assert ("From the `cpu` reproduction report ([REPORT.md](docs/reproduce-cpu/REPORT.md), commit abc1234, finished 2026-12-02 18:00 UTC)."
             in readme)
-    assert "| Imbalance (claim 1) | `infogap ablate imbalance` | 1 | 0 | 0 | 0 | 0 | 1 passed | [core](docs/results/core.md) |" in readme
-    assert "| Heads | `infogap ablate heads` | 0 | 0 | 0 | 0 | 0 | no result (exit 3) | [heads](docs/results/heads.md) |" in readme
+    assert "| Imbalance (claim 1) | `infogap ablate imbalance` | none | 1 | 0 | 0 | 0 | 0 | – | 1 passed | [core](docs/results/core.md) |" in readme
+    assert "| Heads | `infogap ablate heads` | none | 0 | 0 | 0 | 0 | 0 | – | no result (exit 3) | [heads](docs/results/heads.md) |" in readme
     core = (root / "docs" / "results" / "core.md").read_text()
     assert "([REPORT.md](../reproduce-cpu/REPORT.md#imbalance)" in core and "| hand | made |" not in core
-    assert "| RMG falls with k | effect | -0.35 | [-0.4, -0.3] | 0.01 | 3 seeds | **holds** |" in core
+    assert "| RMG falls with k | – | effect | -0.35 | [-0.4, -0.3] | 0.01 | 3 seeds | **holds** | – |" in core
     assert "- check passed: the shift closes the gap" in core
     assert "`posthoc` is incomplete in this report: 4 of 6 runs finished; its claims are shown once it is whole." in core
-    assert "| Posthoc | `infogap ablate posthoc` | – | – | – | – | – | incomplete: 4/6 runs | [core](docs/results/core.md) |" in readme
-    assert "| Dense | `infogap ablate dense` | – | – | – | – | – | not aggregated: 18/18 runs | [dense](docs/results/dense.md) |" in readme
+    assert "| Posthoc | `infogap ablate posthoc` | – | – | – | – | – | – | – | incomplete: 4/6 runs | [core](docs/results/core.md) |" in readme
+    assert "| Dense | `infogap ablate dense` | – | – | – | – | – | – | – | not aggregated: 18/18 runs | [dense](docs/results/dense.md) |" in readme
     published = root / "docs" / "reproduce-cpu"
     assert sorted(p.name for p in published.rglob("*") if p.is_file()) == ["REPORT.md", "reproduce.json", "rmg.png"]
     assert stale_blocks(root) == [] and render_docs(published, root) == []  # rendering again changes nothing
@@ -222,15 +228,15 @@ def test_merge_takes_each_study_from_the_part_that_aggregated_it_with_that_parts
     from infogap.ablations.runner.reproduce import main
 
     _part(tmp_path / "one", "aaa1111", "2026-12-01 17:00 UTC", {"a": [_claim("a falls", "holds")], "b": [_claim("b old", "holds")]})
-    _part(tmp_path / "two", "bbb2222", "2026-12-02 20:00 UTC", {"b": [_claim("b rises", "does NOT hold")]})
+    _part(tmp_path / "two", "bbb2222", "2026-12-02 20:00 UTC", {"b": [_claim("b rises", "contradicted")]})
     assert main(["--merge", str(tmp_path / "one"), str(tmp_path / "two"), "--out", str(tmp_path / "merged")]) == 0
     merged = json.loads((tmp_path / "merged" / "reproduce.json").read_text())
     assert [(s["name"], s["part"], [c["claim"] for c in s["claims"]]) for s in merged["studies"]] == [("a", 0, ["a falls"]),
                                                                                                    ("b", 1, ["b rises"])]
     report = (tmp_path / "merged" / "REPORT.md").read_text()
-    assert "| [a](#a) | 3/3 | 1 | 0 | 0 | 0 | 0 | 0 passed | 1.0 min |" in report
-    assert "| [b](#b) | 3/3 | 0 | 1 | 0 | 0 | 0 | 0 passed | 1.0 min |" in report
-    assert "| b rises | effect |" in report and "b old" not in report and report.count("![fig](a/fig.png)") == 1
+    assert "| [a](#a) | 3/3 | none | 1 | 0 | 0 | 0 | 0 | – | 0 passed | 1.0 min |" in report
+    assert "| [b](#b) | 3/3 | none | 0 | 1 | 0 | 0 | 0 | – | 0 passed | 1.0 min |" in report
+    assert "| b rises | – | effect |" in report and "b old" not in report and report.count("![fig](a/fig.png)") == 1
     assert "- part 1: `infogap reproduce --size cpu --studies a,b`, finished 2026-12-01 17:00 UTC; studies aggregated: a" in report
     assert "- part 2: `infogap reproduce --size cpu --studies b`, finished 2026-12-02 20:00 UTC; studies aggregated: b" in report
     assert "commit aaa1111" in report and "commit bbb2222" in report

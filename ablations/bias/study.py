@@ -10,6 +10,7 @@ downstream zero-shot accuracy per test (``scipy.stats.pearsonr``).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from infogap.ablations.kit.claims import NOT_TESTED, Claim, effect_verdict, interval_claim, paired_claim
+from infogap.ablations.kit.claims import BEYOND, CONTROL, NOT_SHOWN, NOT_TESTED, Claim, cite, coefficient_claim, correlation_claim, interval_claim, paired_claim
 from infogap.ablations.kit.results import cached_json, save_figure
 from infogap.ablations.kit.study import ROOT, Study, settings_dict
 from infogap.data.factors import FACTOR_NAMES
@@ -74,7 +75,8 @@ def slope_fits(rows, tests) -> dict:
     intercepts per (test, modality combination), as the published design, and per training run (the
     unit of the design: the 16 effect sizes of one trained model are not independent, and without the
     run intercept its own noise would count as evidence). {fit: (slope, (lo, hi) 95 %, p_value,
-    size_coef, size_p, (lo, hi) 90 % of the slope, (lo, hi) 90 % of the size coefficient)}, ``n``
+    size_coef, size_p, (lo, hi) 90 % of the slope, (lo, hi) 90 % of the size coefficient, the slope's
+    standard error)}, ``n``
     effect sizes and ``runs``; {} when p takes fewer than two values."""
     import warnings
 
@@ -101,7 +103,8 @@ def slope_fits(rows, tests) -> dict:
         size90 = tuple(float(v) for v in fit.conf_int(alpha=0.10).loc[size_term]) if size_term else (float("nan"), float("nan"))
         out[name] = (float(fit.params["p"]), (float(lo), float(hi)), float(fit.pvalues["p"]),
                      float(fit.params[size_term]) if size_term else float("nan"),
-                     float(fit.pvalues[size_term]) if size_term else float("nan"), (float(lo90), float(hi90)), size90)
+                     float(fit.pvalues[size_term]) if size_term else float("nan"), (float(lo90), float(hi90)), size90,
+                     float(fit.bse["p"]))
     out["n"] = len(df)
     out["runs"] = int(df["run"].nunique())
     return out
@@ -140,63 +143,64 @@ class Bias(Study):
                 for r in run_eat(run.dir, self.settings)]
 
     def claims(self, rows, design):
-        """Planted tests: d rises with p (mixed-model slope > 0, one-sided p < 0.05); control tests: d does
-        not move with p (the slope's 90 % interval within +-``control_margin``: an equivalence claim); at
-        the largest p the planted effect is an effect (mean d over planted tests and modalities - 0.2 > 0,
-        paired over seeds); model size does not change d (its coefficient's 90 % interval within
-        +-``size_margin``, the published finding); and per test, d correlates with mean zero-shot
-        accuracy over runs (Pearson r > 0, one-sided p < 0.05, one point per run: its mean d over the
-        modality combinations)."""
-        from scipy import stats
-
+        """First the positive control: at the largest p the planted associations are effects (mean d over
+        planted tests and modalities minus 0.2 above 0, paired over seeds). Then the paper's findings:
+        planted tests: d rises with p (the mixed model's slope, one-sided Wald tests: ``coefficient_claim``);
+        model size does not change d (its coefficient's 90 % interval within +-``size_margin``); per test,
+        d correlates with mean zero-shot accuracy over runs (Pearson r > 0, one point per run: its mean d
+        over the modality combinations). Beyond the paper: control tests (nothing planted) do not move
+        with p (the slope's 90 % interval within +-``control_margin``)."""
         out = []
         seeds = len({r["seed"] for r in rows})
         controls = tuple(sorted({r["test"] for r in rows} - set(self.settings.planted)))
         planted_fit, control_fit = slope_fits(rows, self.settings.planted), slope_fits(rows, controls)
         one_seed = "; 1 seed: the runs of one seed share their initialisation, no test"
-        claim = "planted associations: the effect size d rises with the co-occurrence rate p (mixed model slope > 0, p < 0.05)"
-        if "mixed" in planted_fit:
-            b, ci, p = planted_fit["mixed"][:3]
-            p = p / 2 if b > 0 else 1 - p / 2  # one-sided, in the claimed direction
-            verdict = effect_verdict(b > 0, p) if seeds > 1 else f"direction only ({'right' if b > 0 else 'wrong'})"
-            out.append(Claim(claim, verdict, _fit_text(planted_fit) + ("" if seeds > 1 else one_seed), seeds, b, ci, p))
-        else:
-            out.append(Claim(claim, NOT_TESTED, "fewer than two co-occurrence rates, runs or test groups"))
-        margin = self.settings.control_margin
-        claim = f"control tests (nothing planted): d does not move with p (mixed model slope within ±{margin:g} per unit p)"
-        if "mixed" in control_fit and seeds > 1:
-            b, _, _, _, _, ci90, _ = control_fit["mixed"]
-            out.append(interval_claim(claim, b, ci90, margin, _fit_text(control_fit), control_fit["runs"], "runs"))
-        else:
-            out.append(Claim(claim, NOT_TESTED, "needs control tests, two co-occurrence rates and at least 2 seeds", kind="equivalence", margin=margin))
-        margin = self.settings.size_margin
-        claim = f"model size does not change the planted effect sizes (small - tiny within ±{margin:g})"
-        if "mixed" in planted_fit and not math.isnan(planted_fit["mixed"][3]) and seeds > 1:
-            s, _, size90 = planted_fit["mixed"][3], planted_fit["mixed"][4], planted_fit["mixed"][6]
-            out.append(interval_claim(claim, s, size90, margin, "mixed model coefficient of small vs tiny", planted_fit["runs"], "runs"))
-        else:
-            out.append(Claim(claim, NOT_TESTED, "needs both model sizes and at least 2 seeds", kind="equivalence", margin=margin))
         top = max(design[AXIS])
         per_seed: dict[int, list[float]] = {}
         for r in rows:
             if r.get(AXIS) == top and r["test"] in self.settings.planted and not math.isnan(r["effect_size"]):
                 per_seed.setdefault(r["seed"], []).append(r["effect_size"])
-        out.append(paired_claim(f"at p = {top} the planted associations are effects (mean d over planted tests and modalities above {self.settings.effect})",
-                                {s: float(np.mean(v)) - self.settings.effect for s, v in per_seed.items()}, "positive",
-                                "; ".join(f"seed {s}: mean d {np.mean(v):+.3f}" for s, v in sorted(per_seed.items()))))
+        out += cite([paired_claim(f"at p = {top} the planted associations are effects (mean d over planted tests and modalities above {self.settings.effect})",
+                                  {s: float(np.mean(v)) - self.settings.effect for s, v in per_seed.items()}, "positive",
+                                  "; ".join(f"seed {s}: mean d {np.mean(v):+.3f}" for s, v in sorted(per_seed.items())))],
+                    f"planted by construction: objects co-occur with one attribute value at rate p = {top}; Ghate et al.'s effect threshold |d| >= {self.settings.effect}",
+                    CONTROL)
+        source = "Ghate et al. 2025: the pretraining data predicts the bias (mixed-effects regression of d)"
+        claim = "planted associations: the effect size d rises with the co-occurrence rate p (mixed model slope > 0)"
+        if "mixed" in planted_fit and seeds > 1:
+            b, se = planted_fit["mixed"][0], planted_fit["mixed"][7]
+            out += cite([coefficient_claim(claim, b, se, "positive", planted_fit["runs"], "runs", detail=_fit_text(planted_fit))], source)
+        elif "mixed" in planted_fit:
+            out += cite([Claim(claim, NOT_SHOWN, _fit_text(planted_fit) + one_seed, 1, planted_fit["mixed"][0], unit="runs")], source)
+        else:
+            out += cite([Claim(claim, NOT_TESTED, "fewer than two co-occurrence rates, runs or test groups")], source)
+        margin = self.settings.size_margin
+        claim = f"model size does not change the planted effect sizes (small - tiny within ±{margin:g})"
+        source = "Ghate et al. 2025: model size is not a significant factor of the bias"
+        if "mixed" in planted_fit and not math.isnan(planted_fit["mixed"][3]) and seeds > 1:
+            s, size90 = planted_fit["mixed"][3], planted_fit["mixed"][6]
+            out += cite([interval_claim(claim, s, size90, margin, "mixed model coefficient of small vs tiny", planted_fit["runs"], "runs")], source)
+        else:
+            out += cite([Claim(claim, NOT_TESTED, "needs both model sizes and at least 2 seeds", kind="equivalence", margin=margin)], source)
         for test in sorted({r["test"] for r in rows}):
             pairs = run_points(rows, test)
-            claim = f"{test}: d correlates positively with mean zero-shot accuracy (Pearson over runs)"
             d, acc = np.array(pairs).T if len(pairs) else (np.array([]), np.array([]))
-            if len(pairs) < 3 or np.ptp(d) == 0 or np.ptp(acc) == 0:
-                out.append(Claim(claim, NOT_TESTED, f"{len(pairs)} runs; Pearson r needs 3 with spread", unit="runs"))
-                continue
-            r, p = stats.pearsonr(d, acc, alternative="greater")
-            verdict = effect_verdict(r > 0, p) if seeds > 1 else f"direction only ({'right' if r > 0 else 'wrong'})"
-            out.append(Claim(claim, verdict, f"r = {r:+.3f}, one-sided p = {p:.3g}, {len(pairs)} runs (one point each: its mean d over the "
-                             "modality combinations)" + ("" if seeds > 1 else one_seed), len(pairs), float(r), p_value=float(p), unit="runs"))
+            claim = f"{test}: d correlates positively with mean zero-shot accuracy (Pearson over runs)"
+            detail = "one point per run: its mean d over the modality combinations" + ("" if seeds > 1 else one_seed)
+            c = correlation_claim(claim, d, acc, "positive", "runs", detail)
+            if seeds == 1 and c.verdict != NOT_TESTED:
+                c = dataclasses.replace(c, verdict=NOT_SHOWN)
+            out += cite([c], "Ghate et al. 2025: the bias correlates with downstream performance (r 0.3-0.8 for several test categories)")
+        margin = self.settings.control_margin
+        claim = f"control tests (nothing planted): d does not move with p (mixed model slope within ±{margin:g} per unit p)"
+        source = "a negative control of this causal design (the paper plants nothing)"
+        if "mixed" in control_fit and seeds > 1:
+            b, _, _, _, _, ci90, _, _ = control_fit["mixed"]
+            out += cite([interval_claim(claim, b, ci90, margin, _fit_text(control_fit), control_fit["runs"], "runs")], source, BEYOND)
+        else:
+            out += cite([Claim(claim, NOT_TESTED, "needs control tests, two co-occurrence rates and at least 2 seeds", kind="equivalence",
+                               margin=margin)], source, BEYOND)
         return out
-
 
     def figures(self, ablation, runs, results):
         """d vs p per modality combination (one line per test and model size, mean over seeds with its

@@ -3,7 +3,7 @@ k = 0 captions with a learnable or a frozen temperature (frozen at the checkpoin
 rises, and the gap grows more with the frozen temperature. The learnable logit scale has its own
 learning rate (``model.logit_scale_lr``): with the weights' rate it moved 1 % in 400 steps, so the
 two arms were the same run; the report shows how far it moved (``temperature_change``)."""
-from infogap.ablations.kit.claims import paired_claim, per_seed
+from infogap.ablations.kit.claims import cite, paired_claim, per_seed
 from infogap.ablations.kit.results import curve_figure, run_start
 from infogap.ablations.kit.study import Study
 
@@ -42,7 +42,8 @@ class Temperature(Study):
                                 {s: frozen[s]["rmg_growth"] - learnable[s]["rmg_growth"] for s in both}, "positive",
                                 "; ".join(f"seed {s}: RMG growth frozen {frozen[s]['rmg_growth']:+.3f} vs learnable "
                                           f"{learnable[s]['rmg_growth']:+.3f}" for s in both)))
-        return out
+        return cite(out, "Schrodi et al. 2025, claim 4: fine-tuning on more imbalanced captions raises entropy; with a frozen "
+                         "temperature the gap grows more")
 
     def figures(self, ablation, runs, results):
         finetune = [r for r in runs if r.stage == ablation.report_stage]

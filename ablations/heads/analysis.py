@@ -141,7 +141,9 @@ def prune_sets(table: list[dict], seed: int = 0) -> dict[str, list[tuple[int, in
     """The head sets the published table compares: high-CCS (CCS = 5), low-CCS (<= 1), random heads of
     the high set's size (5 draws from ``seed``), and per concept all heads labelled with it; with the
     ground truth, the heads whose contributions the factors explain most and least (``gt_high``,
-    ``gt_low``: by their largest R², of the sizes of the high and the low CCS sets)."""
+    ``gt_low``: by their largest R², of the sizes of the high and the low CCS sets), and the positive
+    control's sets: every head whose ground-truth concept is colour (``gt_colour``) and random heads of
+    that count (``random_colour_0`` ...)."""
     key = lambda r: (r["layer"], r["head"])  # noqa: E731
     sets = {"high": [key(r) for r in table if r["ccs"] >= HIGH], "low": [key(r) for r in table if r["ccs"] <= LOW]}
     rng = random.Random(seed)
@@ -152,6 +154,9 @@ def prune_sets(table: list[dict], seed: int = 0) -> dict[str, list[tuple[int, in
         by_truth = sorted(table, key=lambda r: (-r["true_r2"], r["layer"], r["head"]))
         sets["gt_high"] = [key(r) for r in by_truth[: len(sets["high"])]]
         sets["gt_low"] = [key(r) for r in by_truth[len(by_truth) - len(sets["low"]):]] if sets["low"] else []
+        sets["gt_colour"] = [key(r) for r in table if r["true_label"] == "colour"]
+        for i in range(RANDOM_DRAWS):
+            sets[f"random_colour_{i}"] = rng.sample(everyone, len(sets["gt_colour"]))
     for label in sorted({r["label"] for r in table if r["label"]}):
         sets[f"concept_{label}"] = [key(r) for r in table if r["label"] == label]
     return sets

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from infogap.ablations.heads.analysis import HIGH, LOW, TEXTS_PER_HEAD, contributions, head_table, pool_shares, pruning_table, synthetic_pool
-from infogap.ablations.kit.claims import compare, paired_claim
+from infogap.ablations.kit.claims import BEYOND, CONTROL, cite, compare, paired_claim
 from infogap.ablations.kit.results import cached_json, save_figure
 from infogap.ablations.kit.study import Study, settings_dict
 from infogap.train.embed import load_encoder
@@ -50,13 +50,14 @@ def run_heads(run_dir: Path, settings: Settings) -> dict:
         return {"heads": table, "pool": {"texts": texts, "concepts": concepts, "shares": pool_shares(concepts)},
                 "pruning": pruning_table(enc, table, settings.images)}
 
-    return cached_json(Path(run_dir) / "heads.json", {**settings_dict(settings), "seed": 0}, compute)
+    return cached_json(Path(run_dir) / "heads.json", {**settings_dict(settings), "seed": 0, "sets": 2}, compute)  # sets 2: the colour control
 
 
 def drops(pruning: list[dict]) -> dict[str, float]:
     """Accuracy lost by pruning each kind of head set (none minus pruned; random draws averaged), per mode:
-    ``object_drop_<set>_<mode>`` and ``attr_drop_<set>_<mode>`` (mean attribute accuracy); NaN for an
-    empty set."""
+    ``object_drop_<set>_<mode>`` and ``attr_drop_<set>_<mode>`` (mean attribute accuracy), and for the
+    positive control ``colour_drop_gt_colour_<mode>`` and ``colour_drop_random_colour_<mode>``; NaN for
+    an empty set."""
     from infogap.data.factors import ATTRIBUTE_FACTORS
 
     def attr(r):
@@ -67,9 +68,12 @@ def drops(pruning: list[dict]) -> dict[str, float]:
     for mode in sorted({r["mode"] for r in pruning} - {"none"}):
         for kind in ("high", "low", "random", "gt_high", "gt_low"):
             sel = [r for r in pruning if r["mode"] == mode and r.get("n_heads")
-                   and (r["pruned"] == kind or (kind == "random" and r["pruned"].startswith("random_")))]
+                   and (r["pruned"] == kind or (kind == "random" and r["pruned"].removeprefix("random_").isdigit()))]
             out[f"object_drop_{kind}_{mode}"] = float(np.mean([base["zeroshot_object_acc"] - r["zeroshot_object_acc"] for r in sel])) if sel else float("nan")
             out[f"attr_drop_{kind}_{mode}"] = float(np.mean([attr(base) - attr(r) for r in sel])) if sel else float("nan")
+        for kind in ("gt_colour", "random_colour"):
+            sel = [r for r in pruning if r["mode"] == mode and r.get("n_heads") and (r["pruned"] == kind or r["pruned"].removeprefix(f"{kind}_").isdigit())]
+            out[f"colour_drop_{kind}_{mode}"] = float(np.mean([base["zeroshot_colour_acc"] - r["zeroshot_colour_acc"] for r in sel])) if sel else float("nan")
     return out
 
 
@@ -106,9 +110,16 @@ class Heads(Study):
         k; runs without a high-CCS head are left out)? And the heads the ground truth calls most
         specialised, against random ones?"""
         lo, hi = min(design["k"]), max(design["k"])
-        out = [compare(rows, "k", lo, hi, "heads_object_share", "negative"), compare(rows, "k", lo, hi, "heads_true_object_share", "negative")]
-        out[0].claim = f"more heads are labelled object at k={lo} than at k={hi} (the always-present word)"
-        out[1].claim = f"more heads carry the object factor at k={lo} than at k={hi} (ground truth: the factor explaining most of a head's variance)"
+        top = {r["seed"]: r for r in rows if r.get("k") == hi}
+        drop = {s: r.get("colour_drop_gt_colour_mean", math.nan) - r.get("colour_drop_random_colour_mean", math.nan) for s, r in top.items()}
+        out = cite([paired_claim(f"mean-ablating every head whose ground-truth concept is colour costs more colour accuracy than as many random heads (k={hi})",
+                                 drop, "positive", "; ".join(f"seed {s}: colour drop {r.get('colour_drop_gt_colour_mean', math.nan):+.3f} vs random "
+                                                             f"{r.get('colour_drop_random_colour_mean', math.nan):+.3f}" for s, r in sorted(top.items())))],
+                   "planted by construction: the heads whose contributions colour explains most carry colour", CONTROL)
+        shares = [compare(rows, "k", lo, hi, "heads_object_share", "negative"), compare(rows, "k", lo, hi, "heads_true_object_share", "negative")]
+        shares[0].claim = f"more heads are labelled object at k={lo} than at k={hi} (the always-present word)"
+        shares[1].claim = f"more heads carry the object factor at k={lo} than at k={hi} (ground truth: the factor explaining most of a head's variance)"
+        out += cite(shares, "how caption richness shapes the heads' concepts (not a claim of the paper, which studies trained models as they are)", BEYOND)
         for mode in self.settings.modes:
             for chosen, other in (("high", "low"), ("high", "random"), ("gt_high", "random")):
                 for metric in ("object", "attr"):
@@ -120,8 +131,10 @@ class Heads(Study):
                     what = "object" if metric == "object" else "mean attribute"
                     name = "high-CCS" if chosen == "high" else "most specialised (ground truth)"
                     others = {"low": "low-CCS", "random": "random"}[other]
-                    out.append(paired_claim(f"pruning the {name} heads costs more {what} accuracy than pruning {others} heads "
-                                            f"({mode}-ablation, mean over k)", {s: float(np.mean(v)) for s, v in per_seed.items()}, "positive"))
+                    claim = paired_claim(f"pruning the {name} heads costs more {what} accuracy than pruning {others} heads "
+                                         f"({mode}-ablation, mean over k)", {s: float(np.mean(v)) for s, v in per_seed.items()}, "positive")
+                    out += (cite([claim], "ground-truth head labels (beyond the paper, which labels heads with an LLM)", BEYOND) if chosen == "gt_high"
+                            else cite([claim], "Madasu et al. 2025: removing high-CCS heads costs far more accuracy than removing low-CCS (or random) heads"))
         return out
 
     def figures(self, ablation, runs, results):

@@ -256,7 +256,6 @@ class FineTune(pl.LightningModule):
             raise ValueError(f"fine-tuning method must be one of {', '.join(METHODS)}, got {method!r}")
         self.save_hyperparameters(ignore=["model", "prompts"])
         self.model, self.method, self.task = model, method, task
-        self.accuracy_at: dict[int, float] = {}  # the task's accuracy at steps before the end (``finetune(check_at=...)``)
         self.register_buffer("prompts", prompts, persistent=False)
         self.loss_fn = ClipLoss()
         if method == "linear":
@@ -322,23 +321,11 @@ class FineTune(pl.LightningModule):
         return float((preds == task.eval_labels).float().mean())
 
 
-class _AccuracyAt(pl.Callback):
-    """The task's accuracy once ``step`` optimizer steps are done (``FineTune.accuracy_at``)."""
-
-    def __init__(self, task: Task, step: int):
-        self.task, self.step = task, step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step == self.step:
-            pl_module.accuracy_at[self.step] = pl_module.accuracy(self.task)
-
-
 def finetune(model, task: Task, method: str, steps: int, batch_size: int = 128, lr: float = 1e-4, seed: int = 0,
-             weight_decay: float = 0.1, warmup_steps: int = 10, accelerator: str = "auto", check_at: Sequence[int] = ()) -> FineTune:
+             weight_decay: float = 0.1, warmup_steps: int = 10, accelerator: str = "auto") -> FineTune:
     """Fine-tune ``model`` on ``task`` for ``steps`` optimizer steps (the same budget for every task and
-    method), batches drawn from the task's training images in a shuffled order fixed by ``seed``. The
-    task's accuracy is also taken after each step of ``check_at`` (``module.accuracy_at``: has the gain
-    settled before the budget ends?), within the same run and schedule."""
+    method, its schedule spanning them), batches drawn from the task's training images in a shuffled
+    order fixed by ``seed``."""
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be positive, got {steps} and {batch_size}")
     if not task.finetune:
@@ -349,6 +336,6 @@ def finetune(model, task: Task, method: str, steps: int, batch_size: int = 128, 
     loader = torch.utils.data.DataLoader(data, batch_size=min(batch_size, len(data)), shuffle=True, drop_last=True,
                                          generator=torch.Generator().manual_seed(seed))
     epochs = math.ceil(steps / max(1, len(loader)))
-    quiet_trainer(steps, accelerator, max_epochs=epochs, callbacks=[_AccuracyAt(task, s) for s in check_at if 0 < s < steps]).fit(module, loader)
+    quiet_trainer(steps, accelerator, max_epochs=epochs).fit(module, loader)
     module.eval()
     return module

@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from infogap.ablations.kit.claims import NOT_TESTED, mean_ci
+from infogap.ablations.kit.claims import CONTROL, NOT_TESTED, apply_controls, mean_ci
 from infogap.ablations.kit.results import save_figure
 from infogap.ablations.kit.study import Ablation, Run, settings_dict
 from infogap.ablations.runner.expand import cores_per_worker
@@ -117,31 +117,39 @@ def aggregate(ablation: Ablation, runs: list[Run], out: Path, failed: Optional[d
             "summary": results / "summary.csv", "report": results / "report.md"}
 
 
-CLAIMS_NOTE = ("A claim of an effect is tested over its units (seeds unless it names others): the per-unit difference it "
-               "predicts, its mean with a 95 % t-interval, a one-sided test and the effect size. It holds when the estimate "
-               "has the claimed sign and p < 0.05; one seed gives the direction only. A claim of no effect states a margin "
-               "and holds only when its 90 % interval lies inside it (TOST); an interval wholly outside does NOT hold, one "
-               "that straddles the margin is inconclusive. A claim with no unit that has every arm it compares is not tested.")
+CLAIMS_NOTE = ("A claim of an effect is tested over its units (seeds unless it names others) by one-sided tests at 0.05 in "
+               "both directions: it holds when the test in the claimed direction rejects, is contradicted when the test in the "
+               "opposite direction rejects, and is otherwise not shown, with the smallest effect the design detects at 80 % "
+               "power and the units the observed effect would need. Intervals beside verdicts are two-sided 90 % intervals, "
+               "the ones that match the tests. A claim of no effect states a margin and holds only when its 90 % interval lies "
+               "inside it (TOST); an interval wholly outside contradicts it, one that straddles the margin is inconclusive. A "
+               "claim with no unit that has every arm it compares is not tested. The study's positive control (an effect "
+               "planted at a known size) comes first; when it does not hold, the other claims are not testable here.")
 SANITY_NOTE = ("These hold for any data by construction (e.g. shifting one modality by the mean difference equalises the "
                "centroids): they check that the analysis ran as designed and are not findings.")
 
 
 def run_claims(ablation: Ablation, rows: list[dict]) -> list:
     """The study's ``claims(rows, design)``; with ``--sweep`` axes, once per point of them, on
-    that point's rows (the claim names the point), then its ``sweep_claims`` over the whole design."""
+    that point's rows (the claim names the point), then its ``sweep_claims`` over the whole design;
+    positive controls first, and every other claim of a point "not testable here" when that point's
+    control did not hold (``claims.apply_controls``; a claim across the points, against every control)."""
     study = ablation.study
     full = design(ablation)
     own = {a: v for a, v in full.items() if a not in ablation.swept}
-    out = []
+    controls, rest = [], []
     for combo in itertools.product(*(full[a] for a in ablation.swept)):
         point = dict(zip(ablation.swept, combo))
-        for claim in study.claims([r for r in rows if all(r.get(a) == v for a, v in point.items())], own):
+        claims = study.claims([r for r in rows if all(r.get(a) == v for a, v in point.items())], own)
+        for claim in claims:
             if point:
                 claim.claim += " [" + ", ".join(f"{a}={v}" for a, v in point.items()) + "]"
-            out.append(claim)
+        checked = apply_controls(claims)  # each point's claims against that point's controls
+        controls += [c for c in checked if c.role == CONTROL]
+        rest += [c for c in checked if c.role != CONTROL]
     if ablation.swept:
-        out += study.sweep_claims(rows, full)
-    return out
+        rest += apply_controls(study.sweep_claims(rows, full), controls)  # claims across the points: against every control
+    return controls + rest
 
 
 def untested(claims) -> list:
@@ -157,7 +165,7 @@ def _group(rows: list[dict], axes: list[str]) -> list[tuple[tuple, list[dict]]]:
 
 def format_cell(values: list) -> str:
     """The mean over seeds, and its 95 % t-interval when there are several (``claims.mean_ci``)."""
-    m, (lo, hi) = mean_ci(values)
+    m, (lo, hi) = mean_ci(values, 0.95)
     return f"{m:.3f}" if math.isnan(lo) else f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
@@ -211,7 +219,7 @@ def _figures(ablation: Ablation, axes: list[str], groups, results: Path, rows: l
     for ax, metric in zip(axs.flat, metrics):
         for other, pts in lines.items():
             xs = [p[0] for p in pts]
-            stats = [mean_ci([r.get(metric) for r in p[1]]) for p in pts]
+            stats = [mean_ci([r.get(metric) for r in p[1]], 0.95) for p in pts]
             label = ", ".join(f"{a}={v}" for a, v in zip(others, other)) or None
             categorical = not all(isinstance(v, (int, float)) for v in xs)
             pos = list(range(len(xs))) if categorical else xs

@@ -9,9 +9,11 @@ A generated block sits between two markers::
     ...
     <!-- /reproduce:NAME -->
 
-``NAME`` is ``summary`` (the README's table of studies: per study the claims that hold / do NOT hold /
-are inconclusive / not tested, its sanity checks and its results page) or a study's name (its claims
-with estimate, interval, p, units and verdict). ``--render-docs`` copies the report (``REPORT.md``,
+``NAME`` is ``summary`` (the README's table of studies: per study the paper's claims that hold / are
+contradicted / are not shown / are inconclusive / are not tested, its positive control, the claims
+beyond the paper counted apart, its sanity checks and its results page) or a study's name (its
+positive control, then its claims with the paper's statement each tests, estimate, 90 % interval, p,
+units, verdict and, where not shown, the effect the design could detect). ``--render-docs`` copies the report (``REPORT.md``,
 ``reproduce.json`` and the figures ``REPORT.md`` shows; not ``report.html``, which embeds the same
 figures again) to ``docs/reproduce-SIZE/`` and rewrites every block from that copy; ``stale_blocks`` lists the blocks that differ from what the
 committed report renders (the docs test fails on any, so a hand edit cannot stay).
@@ -27,9 +29,9 @@ import re
 import shutil
 from pathlib import Path
 
-from infogap.ablations.kit.claims import CHECK_FAILED, CHECK_OK, FAILS, HOLDS, INCONCLUSIVE, NOT_TESTED
+from infogap.ablations.kit.claims import BEYOND, CHECK_FAILED, CHECK_OK, CONTROL, HOLDS, NOT_TESTABLE, NOT_TESTED, VERDICTS
 
-COLUMNS = (HOLDS, FAILS, INCONCLUSIVE, NOT_TESTED, "direction only")
+COLUMNS = VERDICTS  # the summary's count columns: the paper's claims per verdict (holds, contradicted, not shown, inconclusive, not tested)
 ANCHOR = re.compile(r'<a id="([^"]+)"></a>')  # opens a study's section of REPORT.md: links and --merge find it by name
 
 
@@ -78,29 +80,25 @@ def study_body(result: dict, name: str, report: Path, page: Path) -> str:
     if study is None or not study["claims"]:
         why = "is not in this plan" if study is None else f"has no claims in this report (`infogap ablate {name}` exited {study['exit_code']})"
         return "\n".join([*lines, f"`{name}` {why}.", ""]) + "\n"
-    findings = [c for c in study["claims"] if c.get("kind") != "sanity"]
-    checks = [c for c in study["claims"] if c.get("kind") == "sanity"]
-    if findings:
-        lines += ["| claim | kind | estimate | interval | p | units | verdict |", "|---|---|---|---|---|---|---|", *map(claim_row, findings), ""]
-    if checks:
-        lines += ["Sanity checks (true by construction, not findings):", "", *[f"- {c['verdict']}: {c['claim']}" for c in checks], ""]
+    lines += claim_tables(study["claims"])
     return "\n".join(lines) + "\n"
 
 
 def summary_body(result: dict, report: Path, page: Path, results_dir: Path) -> str:
     lines = [_provenance(result, report, page), "",
-             "| study | command | " + " | ".join(COLUMNS) + " | sanity checks | results |", "|" + "---|" * (len(COLUMNS) + 4)]
+             "| study | command | positive control | " + " | ".join(COLUMNS) + " | beyond the paper | sanity checks | results |",
+             "|" + "---|" * (len(COLUMNS) + 6)]
     for s in result["studies"]:
-        c = s["counts"]
+        c = counts(s["claims"])
         checks = f"{c['checks passed']} passed" + (f", **{c['checks FAILED']} FAILED**" if c["checks FAILED"] else "")
-        cells = [str(c[k]) for k in COLUMNS]
+        cells = [c["control"], *[str(c[k]) for k in COLUMNS], c["beyond"]]
         if not s["claims"]:
             checks = f"no result (exit {s['exit_code']})"
         runs = s.get("runs")
         if s.get("aggregated") is False:
-            cells, checks = ["–"] * len(COLUMNS), f"not aggregated: {runs[0]}/{runs[1]} runs"
+            cells, checks = ["–"] * (len(COLUMNS) + 2), f"not aggregated: {runs[0]}/{runs[1]} runs"
         elif runs and runs[0] < runs[1]:
-            cells, checks = ["–"] * len(COLUMNS), f"incomplete: {runs[0]}/{runs[1]} runs"
+            cells, checks = ["–"] * (len(COLUMNS) + 2), f"incomplete: {runs[0]}/{runs[1]} runs"
         folder = s.get("folder", s["name"])
         lines.append(f"| {s['title'].replace('|', '/')} | `infogap ablate {s['name']}` | " + " | ".join(cells)
                      + f" | {checks} | [{folder}]({_link(page, results_dir / f'{folder}.md')}) |")
@@ -170,24 +168,40 @@ def render_docs(report_dir: Path, root: Path) -> list[Path]:
     return changed
 
 
-def counts(claims: list[dict]) -> dict[str, int]:
-    """Per verdict column, the claims (findings only) with it; sanity checks passed / failed apart (a
-    check with nothing to check is "not tested", like a claim)."""
-    out = {c: 0 for c in COLUMNS}
+def counts(claims: list[dict]) -> dict:
+    """Per verdict column, the paper's claims with it (a claim "not testable here", its study's positive
+    control having failed, counts as not tested); ``beyond``: the claims beyond the paper, counted apart
+    ("2 holds, 1 not shown", "–" when none); ``control``: the positive control's verdict ("holds", "did
+    not hold", "none"); sanity checks passed / failed apart (a check with nothing to check is "not
+    tested", like a claim)."""
+    out: dict = {c: 0 for c in COLUMNS}
     out["checks passed"] = out["checks FAILED"] = 0
+    beyond: dict[str, int] = {}
+    controls = []
     for c in claims:
-        v = c["verdict"]
-        if c.get("kind") == "sanity" and v != NOT_TESTED:  # a check with no data counts as not tested, below
-            out["checks passed" if v == CHECK_OK else "checks FAILED"] += v in (CHECK_OK, CHECK_FAILED)
-        elif v.startswith("direction only"):
-            out["direction only"] += 1
+        v, role = c["verdict"], c.get("role", "paper")
+        if c.get("kind") == "sanity":
+            if v != NOT_TESTED:  # a check with no data counts as not tested, below
+                out["checks passed" if v == CHECK_OK else "checks FAILED"] += v in (CHECK_OK, CHECK_FAILED)
+                continue
+        v = NOT_TESTED if v == NOT_TESTABLE else v
+        if role == CONTROL:
+            controls.append(v)
+        elif role == BEYOND:
+            beyond[v] = beyond.get(v, 0) + 1
         elif v in out:
             out[v] += 1
+    out["beyond"] = ", ".join(f"{beyond[v]} {v}" for v in (*COLUMNS, *sorted(set(beyond) - set(COLUMNS))) if v in beyond) or "–"
+    out["control"] = "none" if not controls else HOLDS if all(v == HOLDS for v in controls) else "did not hold"
     return out
 
 
 def _num(v, fmt: str = "+.3g") -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+
+
+CLAIM_HEADER = ["| claim | the paper's statement it tests | kind | estimate | 90 % interval | p | units | verdict | detectable at 80 % power |",
+                "|---|---|---|---|---|---|---|---|---|"]
 
 
 def claim_row(c: dict) -> str:
@@ -196,8 +210,27 @@ def claim_row(c: dict) -> str:
     margin = "" if c.get("margin") is None or math.isnan(c["margin"]) else f" (margin ±{c['margin']:g})"
     unit = c.get("unit", "seeds")
     units = f"{c['seeds']} {unit.removesuffix('s') if c['seeds'] == 1 else unit}" if c.get("seeds") else "–"
-    return (f"| {c['claim'].replace('|', '/')} | {c.get('kind', 'effect')}{margin} | {_num(c.get('mean'))} | {interval} | "
-            f"{_num(c.get('p_value'), '.3g')} | {units} | **{c['verdict']}** |")
+    power = ""
+    if c["verdict"] == "not shown" and c.get("mde") is not None and not math.isnan(c["mde"]):
+        power = f"\u2265 {c['mde']:.3g}; observed needs " + (f"{c['needed']} {unit}" if c.get("needed") else "too many")
+    return (f"| {c['claim'].replace('|', '/')} | {(c.get('source') or '–').replace('|', '/')} | {c.get('kind', 'effect')}{margin} | "
+            f"{_num(c.get('mean'))} | {interval} | {_num(c.get('p_value'), '.3g')} | {units} | **{c['verdict']}** | {power or '–'} |")
+
+
+def claim_tables(claims: list[dict]) -> list[str]:
+    """The lines of a study's claims: its positive control first, then the paper's claims, then the
+    claims beyond the paper, then the sanity checks."""
+    lines = []
+    findings = [c for c in claims if c.get("kind") != "sanity"]
+    for role, title in ((CONTROL, "Positive control (an effect planted at a known size, through the same code):"),
+                        ("paper", "The paper's claims:"), (BEYOND, "Beyond the paper (counted apart):")):
+        rows = [c for c in findings if c.get("role", "paper") == role]
+        if rows:
+            lines += [title, "", *CLAIM_HEADER, *map(claim_row, rows), ""]
+    checks = [c for c in claims if c.get("kind") == "sanity"]
+    if checks:
+        lines += ["Sanity checks (true by construction, not findings):", "", *[f"- {c['verdict']}: {c['claim']}" for c in checks], ""]
+    return lines
 
 
 def _environment_line(env: dict) -> str:
@@ -217,17 +250,19 @@ def render_markdown(result: dict, compare: list[str] | None = None, out: Path | 
         head = (f"Command: `{result['command']}`. Finished {result['finished']}; wall time {result['wall_s'] / 60:.1f} min"
                 + (" (aggregation only: the runs were trained by earlier invocations)." if result.get("report_only") else "."))
     lines = [f"# Reproduction report: plan `{result['size']}`", "", result["description"], "", head, "",
-             "## Summary", "", "| study | runs | " + " | ".join(COLUMNS) + " | sanity checks | wall time |",
-             "|" + "---|" * (len(COLUMNS) + 4)]
+             "## Summary", "", "The paper's claims per verdict; the claims beyond the paper are counted apart.", "",
+             "| study | runs | positive control | " + " | ".join(COLUMNS) + " | beyond the paper | sanity checks | wall time |",
+             "|" + "---|" * (len(COLUMNS) + 6)]
     for s in result["studies"]:
-        c = s["counts"]
+        c = counts(s["claims"])
         checks = f"{c['checks passed']} passed" + (f", **{c['checks FAILED']} FAILED**" if c["checks FAILED"] else "")
         runs = "{}/{}".format(*s["runs"]) if s.get("runs") else "–"
         report_only = parts[s["part"]]["report_only"] if parts else result.get("report_only")
         wall = "–" if report_only or s.get("aggregated") is False else f"{s['wall_s'] / 60:.1f} min"
         if s.get("aggregated") is False:
             checks = "not aggregated"
-        lines.append(f"| [{s['name']}](#{s['name']}) | {runs} | " + " | ".join(str(c[k]) for k in COLUMNS) + f" | {checks} | {wall} |")
+        lines.append(f"| [{s['name']}](#{s['name']}) | {runs} | {c['control']} | " + " | ".join(str(c[k]) for k in COLUMNS)
+                     + f" | {c['beyond']} | {checks} | {wall} |")
     if compare is not None:
         lines += ["", f"## Changes against {result.get('compared_with', 'the earlier report')}", ""]
         lines += [f"- {line}" for line in compare] or ["- none: every verdict and estimate is the same"]
@@ -247,12 +282,7 @@ def render_markdown(result: dict, compare: list[str] | None = None, out: Path | 
         lines += ["", anchor(s["name"]), "", f"## {s['title']}", "", f"`infogap ablate {s['name']}`", ""]
         if s["published"]:
             lines += ["Published:", *[f"- {p}" for p in s["published"]], ""]
-        findings = [c for c in s["claims"] if c.get("kind") != "sanity"]
-        checks = [c for c in s["claims"] if c.get("kind") == "sanity"]
-        if findings:
-            lines += ["| claim | kind | estimate | interval | p | units | verdict |", "|---|---|---|---|---|---|---|", *map(claim_row, findings), ""]
-        if checks:
-            lines += ["Sanity checks (true by construction, not findings):", *[f"- {c['verdict']}: {c['claim']}" for c in checks], ""]
+        lines += claim_tables(s["claims"])
         if s.get("aggregated") is False:
             lines += [f"**Not aggregated** by this invocation (`--studies`); {s['runs'][0]} of {s['runs'][1]} runs finished.", ""]
         elif s.get("runs") and s["runs"][0] < s["runs"][1]:
