@@ -41,10 +41,12 @@ def study(smoke, name: str) -> tuple[str, list[dict], object]:
     record = next(s for s in json.loads((out / "reproduce.json").read_text())["studies"] if s["name"] == name)
     assert record["exit_code"] == (1 if untested else 0), part[-3000:]
     assert "run(s) failed" not in part, part[-3000:]
-    assert part.count("\nnot tested: ") == untested == record["counts"]["not tested"], part[-3000:]
-    verdicts = [line for line in part.splitlines() if line.startswith(("holds:", "does NOT hold:", "direction only", "not tested:"))]
+    assert part.count("\nnot tested: ") == untested == sum(c["verdict"] == "not tested" for c in record["claims"]), part[-3000:]
+    verdicts = [line for line in part.splitlines()
+                if line.startswith(("holds:", "contradicted:", "not shown:", "inconclusive:", "not tested:", "not testable here:"))]
     if name != "learn_forget":  # its fits are over (model, task) points, not seeds
-        assert verdicts and all(not v.startswith("holds:") for v in verdicts)  # one seed never "holds": it gives the direction only
+        assert verdicts and all(not v.startswith("holds:") for v in verdicts)  # one seed never "holds": no test, "not shown"
+    assert "does NOT hold" not in part and "direction only" not in part
     results = out / name
     assert len(list((results / "runs").iterdir())) == n_runs
     rows = read_csv(results / "summary.csv")
@@ -62,13 +64,22 @@ def test_the_report_has_every_study(smoke):
     stdout, out = smoke
     report = (out / "REPORT.md").read_text()
     for name in STUDIES:
-        assert re.search(rf"\n\| \[{name}\]\(#{name}\) \| (\d+)/\1 \| \d+ \| \d+ \| \d+ \| \d+ \| \d+ \| ", report), name  # every run finished
+        row = re.search(rf"\n\| \[{name}\]\(#{name}\) \| (\d+)/\1 \| (holds|did not hold|none) \| \d+ \| \d+ \| \d+ \| \d+ \| \d+ \| ", report)
+        assert row, name  # every run finished
+        # every study but the core's other parts runs its positive control, first; one seed cannot make it hold
+        assert row.group(2) == ("none" if name in ("presence", "gap_dims", "temperature", "posthoc") else "did not hold"), name
         title = load_ablation(name).title
         assert " et al. 20" in title and f'\n<a id="{name}"></a>\n\n## {title}\n' in report  # the study's title and its paper
     assert "## Environment" in report and "torch 2.14" in report
     page = (out / "report.html").read_text()
     assert page.count('src="data:image/png;base64,') >= len(STUDIES) and "http" not in page
     assert "posthoc: 1 runs, 1 already finished, 0 to run" in stdout  # imbalance's k = 0 run, reused, not trained again
+    for s in json.loads((out / "reproduce.json").read_text())["studies"]:
+        controls = [c for c in s["claims"] if c["role"] == "positive control"]
+        if s["name"] not in ("presence", "gap_dims", "temperature", "posthoc"):
+            assert controls and s["claims"][0] == controls[0], s["name"]  # the control comes first ...
+            others = [c for c in s["claims"] if c["role"] != "positive control" and c["kind"] != "sanity"]
+            assert {c["verdict"] for c in others} <= {"not testable here", "not tested"}, s["name"]  # ... and failing, it makes the rest untestable
 
 
 @pytest.mark.parametrize("name", ["imbalance", "presence", "init_gap"])
@@ -126,6 +137,9 @@ def test_learn_forget(smoke):
     """3 methods x 6 tasks per run, each task's zero-shot measures and its gain and forgetting."""
     _, rows, results = study(smoke, "learn_forget")
     report = (results / "report.md").read_text()
+    control = [r for r in rows if r["method"] == "control_full"]  # the positive control: the k = 5 run, 5 fractions of permuted prompts
+    assert sorted(float(r["control_q"]) for r in control) == [0.0, 0.25, 0.5, 0.75, 1.0] and {r["k"] for r in control} == {"5"}
+    rows = [r for r in rows if r not in control]
     assert len(rows) == 2 * 3 * 6 and {r["method"] for r in rows} == {"full", "linear", "bitfit"}
     assert "runs finished: 2 of 2 " in report
     assert all(float(r["forgetting"]) == 0 for r in rows if r["method"] == "linear"), "a frozen tower forgets nothing"

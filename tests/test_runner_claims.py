@@ -131,3 +131,20 @@ def test_a_sanity_check_is_not_a_claim():
     assert sanity_check("centroids equal after the shift", False).verdict == CHECK_FAILED
     assert sanity_check("centroids equal after the shift", None).verdict == "not tested"  # no data is not a failure
     assert sanity_check("x", True).kind == "sanity"
+
+
+def test_a_failed_positive_control_makes_the_other_claims_not_testable():
+    from infogap.ablations.kit.claims import CONTROL, NOT_TESTABLE, apply_controls, cite, sanity_check
+
+    effect = paired_claim("x falls", {0: -0.30, 1: -0.40, 2: -0.35}, "negative")
+    empty = paired_claim("y falls", {}, "negative")
+    check = sanity_check("centroids equal", True)
+    good = cite([paired_claim("planted rises", {0: 0.5, 1: 0.6, 2: 0.55}, "positive")], "planted", CONTROL)
+    bad = cite([paired_claim("planted rises", {0: 0.5, 1: -0.6, 2: 0.05}, "positive")], "planted", CONTROL)
+    assert [c.verdict for c in apply_controls([effect, empty, check, *good])] == [HOLDS, HOLDS, NOT_TESTED, "check passed"]  # control first
+    out = apply_controls([effect, empty, check, *bad])
+    assert [c.verdict for c in out] == [NOT_SHOWN, NOT_TESTABLE, NOT_TESTED, "check passed"]
+    assert "verdict otherwise: holds" in out[1].detail and "positive control did not hold (not shown)" in out[1].detail
+    assert [c.verdict for c in apply_controls([effect, check])] == [HOLDS, "check passed"]  # no control: nothing changes
+    # a claim across sweep points against the controls of every point
+    assert apply_controls([effect], controls=bad)[0].verdict == NOT_TESTABLE

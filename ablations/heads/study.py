@@ -103,12 +103,14 @@ class Heads(Study):
         return [row]
 
     def claims(self, rows, design):
-        """Do the heads specialise on the always-present object when captions name only it (share of
-        object-labelled heads at the smallest k minus at the largest, > 0, paired by seed; and the same
-        with the ground-truth labels)? Does pruning the high-CCS heads cost more accuracy than pruning the
+        """First the positive control: at the largest k, mean-ablating every head whose ground-truth
+        concept is colour costs more colour accuracy than mean-ablating as many random heads (paired by
+        seed). The paper's claim: pruning the high-CCS heads costs more accuracy than pruning the
         low-CCS heads and random heads of the same count, in each pruning mode (per seed, averaged over
-        k; runs without a high-CCS head are left out)? And the heads the ground truth calls most
-        specialised, against random ones?"""
+        k; runs without a high-CCS head are left out). Beyond the paper: do the heads specialise on the
+        always-present object when captions name only it (share of object-labelled heads at the
+        smallest k minus at the largest, > 0, paired by seed; and the same with the ground-truth
+        labels), and the heads the ground truth calls most specialised, against random ones."""
         lo, hi = min(design["k"]), max(design["k"])
         top = {r["seed"]: r for r in rows if r.get("k") == hi}
         drop = {s: r.get("colour_drop_gt_colour_mean", math.nan) - r.get("colour_drop_random_colour_mean", math.nan) for s, r in top.items()}

@@ -110,7 +110,13 @@ def t_power_design(n: int, d_observed: float) -> tuple[float, Optional[int]]:
     d = abs(d_observed)
     if not d > 0 or math.isinf(d):
         return d_min, (2 if math.isinf(d) else None)
-    ns = np.arange(2, 100_001)
+    from scipy import stats
+
+    # the t-test needs at least the normal approximation's n: search from there (a window, vectorised)
+    start = max(2, int(((stats.norm.ppf(1 - ALPHA) + stats.norm.ppf(POWER)) / d) ** 2))
+    if start > 100_000:
+        return d_min, None
+    ns = np.arange(start, min(100_000, 2 * start + 20) + 1)
     reach = np.nonzero(power.power(effect_size=d, nobs=ns, alpha=ALPHA, alternative="larger") >= POWER)[0]
     return d_min, (int(ns[reach[0]]) if len(reach) else None)
 
@@ -392,7 +398,7 @@ def apply_controls(claims: list[Claim], controls: Optional[list[Claim]] = None) 
     controls = own if controls is None else controls
     rest = [c for c in claims if c.role != CONTROL]
     if controls and any(c.verdict != HOLDS for c in controls):
-        failed = "; ".join(f"{c.claim}: {c.verdict}" for c in controls if c.verdict != HOLDS)
+        failed = ", ".join(dict.fromkeys(c.verdict for c in controls if c.verdict != HOLDS))
         rest = [c if c.kind == "sanity" or c.verdict == NOT_TESTED else
                 dataclasses.replace(c, verdict=NOT_TESTABLE, detail=f"the positive control did not hold ({failed}); verdict otherwise: {c.verdict}; {c.detail}")
                 for c in rest]

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from infogap.ablations.kit.claims import BEYOND, HOLDS, NOT_SHOWN, NOT_TESTED, Claim, cite, coefficient_claim, effect_verdict, equivalence_claim
+from infogap.ablations.kit.claims import BEYOND, NOT_TESTED, Claim, cite, coefficient_claim, effect_verdict, equivalence_claim
 from infogap.ablations.kit.results import cached_json, read_summary, save_figure
 from infogap.ablations.kit.study import Study, settings_dict
 from infogap.ablations.learn_forget.finetune import METHODS
@@ -302,6 +302,9 @@ PAPER_SOURCE = {"gain": "Niss et al. 2024: zero-shot IIMM predicts the gain of f
                 "forgetting_ood": "Niss et al. 2024: zero-shot IIMM predicts the forgetting on other datasets (here: held-out glyphs)"}
 
 
+BEYOND_SOURCE = "Niss et al. 2024 compare IIMM with transferability estimators, not with zero-shot accuracy or the gap"
+
+
 def r2_difference(x, competitor, y, groups, resamples: int = 2000, seed: int = 0) -> dict:
     """R²(y ~ x) minus R²(y ~ competitor) on the same points, with a cluster bootstrap over models (the
     unit; resampled with replacement, ``resamples`` times, vectorised: each resample weights a point by
@@ -363,6 +366,8 @@ def fit_claims(rows) -> list:
                 continue
             if math.isnan(f["p_value"]):
                 out += cite([Claim(claim, NOT_TESTED, f"{f['clusters']} models; a slope clustered by model needs {MIN_CLUSTERS}", unit="models")], paper)
+                out += cite([Claim(claim_better(outcome, name), NOT_TESTED, f"{f['clusters']} models; the comparison needs {MIN_CLUSTERS}",
+                                   unit="models")], BEYOND_SOURCE, BEYOND)
                 continue
             within = ("" if math.isnan(f["within_slope"]) else
                       f"; within models (an intercept per model, {f['models']} models): slope {f['within_slope']:+.3f}, "
@@ -372,7 +377,7 @@ def fit_claims(rows) -> list:
                         paper)
             others = {q: g for q, g in by.items() if q in COMPETITORS and not math.isnan(g["r2"])}
             claim = claim_better(outcome, name)
-            beyond = "Niss et al. 2024 compare IIMM with transferability estimators, not with zero-shot accuracy or the gap"
+            beyond = BEYOND_SOURCE
             if not others:
                 out += cite([Claim(claim, NOT_TESTED, "no competing predictor with spread", unit="models")], beyond, BEYOND)
                 continue
@@ -411,7 +416,7 @@ def settled_claims(rows, margin: float) -> list:
 
 def write_fits(table: list[dict], path: Path) -> Path:
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["method", "outcome", "predictor", "slope", "ci", "p_value", "intercept", "r2", "n",
+        writer = csv.DictWriter(f, fieldnames=["method", "outcome", "predictor", "slope", "se", "ci", "p_value", "intercept", "r2", "n",
                                                "clusters", "within_slope", "within_ci", "within_p", "models"])
         writer.writeheader()
         writer.writerows(fits(table))
