@@ -10,7 +10,7 @@ from infogap.ablations.core.imbalance import Imbalance
 from infogap.ablations.core.presence import Presence
 from infogap.ablations.core.temperature import Temperature
 from infogap.ablations.runner.aggregate import format_table, run_claims
-from infogap.ablations.kit.claims import HOLDS, NOT_TESTED, mean_ci, other_points, per_seed
+from infogap.ablations.kit.claims import HOLDS, NOT_TESTED, other_points, per_seed
 from infogap.ablations.runner.expand import expand, parse_only, parse_overrides
 from infogap.ablations.runner.spec import add_sweep, available, load_ablation
 from infogap.cli import main as infogap
