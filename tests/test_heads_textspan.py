@@ -123,3 +123,23 @@ def test_factor_r2_against_a_one_hot_regression():
     fitted = onehot @ np.linalg.lstsq(onehot, c, rcond=None)[0]
     want = 1 - ((c - fitted) ** 2).sum() / ((c - c.mean(0)) ** 2).sum()
     assert factor_r2(torch.from_numpy(c), {"f": torch.from_numpy(lab)})["f"] == pytest.approx(want, abs=1e-12)
+
+
+def test_reachable_ccs_of_pure_heads_on_orthonormal_texts_by_hand():
+    """Texts whose embeddings are orthonormal, one per value of each factor: a pure head of a factor with V
+    values varies along the differences of its V texts; TEXTSPAN picks one of them, removes its direction
+    (the head then varies along the rest: for V = 2, (a - b) minus its a-part is -b), and so on until
+    none is left: V texts, so CCS = min(5, V) by hand (object 10 -> 5, colour 7 -> 5, thickness 3 -> 3,
+    the binary factors 2). When a factor's texts all embed alike, no head of it varies: 0."""
+    from infogap.ablations.heads.analysis import reachable_ccs
+    from infogap.data.factors import FACTORS
+
+    texts = [v for values in FACTORS.values() for v in values]
+    concepts = [f for f, values in FACTORS.items() for _ in values]
+    pool = torch.eye(len(texts), dtype=torch.float64)
+    got = reachable_ccs(pool, texts, concepts, noise=0.0, repeats=2, images=200)
+    assert got == {"object": 5.0, "colour": 5.0, "thickness": 3.0, "swelling": 2.0, "fracture": 2.0, "scaling": 2.0}
+    i, j = [k for k, c in enumerate(concepts) if c == "swelling"]
+    pool[j] = pool[i]  # both swelling texts on one direction: a head of swelling has nothing to vary along
+    assert reachable_ccs(pool, texts, concepts, noise=0.0, repeats=2, images=200)["swelling"] == 0.0
+    assert reachable_ccs(pool, texts, concepts, noise=0.0, repeats=2, images=200, m=3)["object"] == 3.0  # capped by m

@@ -49,6 +49,45 @@ def synthetic_pool(enc: Encoder, texts_per_concept: int = 10, kind: str = "balan
     return texts, concepts, torch.from_numpy(enc.texts(enc.tokenize(texts)))
 
 
+def text_values(texts: list[str]) -> list[str]:
+    """The value each pool text names: its last comma-separated word ("3, red" -> "red"; "3" -> "3")."""
+    return [t.split(",")[-1].strip() for t in texts]
+
+
+@torch.no_grad()
+def reachable_ccs(pool: torch.Tensor, texts: list[str], concepts: list[str], m: int = TEXTS_PER_HEAD, images: int = 400,
+                  noise: float = 0.01, repeats: int = 5, head_width: Optional[int] = None, seed: int = 0) -> dict[str, float]:
+    """Per concept, the CCS that TEXTSPAN (``textspan``, as the study runs it) gives a **pure** head of it,
+    averaged over ``repeats`` simulated heads: the head's contribution for an image is the mean pool
+    embedding of the texts naming the image's value of the concept (values drawn uniformly over
+    ``images`` images), plus Gaussian noise of ``noise`` times the embeddings' mean norm. A concept whose
+    pure heads stay below ``m`` cannot reach CCS = m on this pool, whatever the model: its texts span
+    too few directions (TEXTSPAN removes each chosen text's direction from the others, and a pure head
+    of a concept with V values varies along at most V - 1 of them)."""
+    from infogap.ablations.heads.textspan import AUTHORS_RANK, textspan
+
+    rank = min(AUTHORS_RANK, head_width) if head_width else AUTHORS_RANK
+    gen = torch.Generator().manual_seed(seed)
+    emb = pool.double()
+    scale = noise * float(emb.norm(dim=1).mean())
+    values = text_values(texts)
+    out = {}
+    for concept in dict.fromkeys(concepts):
+        names = list(dict.fromkeys(v for v, c in zip(values, concepts) if c == concept))
+        means = torch.stack([emb[[i for i, (v, c) in enumerate(zip(values, concepts)) if c == concept and v == name]].mean(0) for name in names])
+        if float((means - means.mean(0)).abs().max()) <= 1e-12:  # every value embeds alike: a head of it cannot vary
+            out[concept] = 0.0
+            continue
+        scores = []
+        for _ in range(repeats):
+            labels = torch.randint(len(names), (images,), generator=gen)
+            head = means[labels] + scale * torch.randn(images, emb.shape[1], generator=gen, dtype=torch.float64)
+            idx, _ = textspan(head, emb, m=m, rank=rank)
+            scores.append(sum(concepts[j] == concept for j in idx))
+        out[concept] = float(np.mean(scores))
+    return out
+
+
 def pool_shares(concepts: list[str]) -> dict[str, float]:
     """Each concept's share of the text pool (what the label shares are compared against)."""
     return {c: concepts.count(c) / len(concepts) for c in dict.fromkeys(concepts)}
