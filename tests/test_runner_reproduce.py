@@ -75,6 +75,10 @@ def test_summary_counts_compare_and_the_html_stands_alone(tmp_path):
     assert "| [s](#s) | 2/3 | holds | 1 | 1 | 1 | 1 | 3 | 1 holds, 1 not shown | 1 passed | 1.0 min |" in text
     assert text.index("Positive control (") < text.index("The paper's claims:") < text.index("Beyond the paper (counted apart):")
     assert "**Incomplete**: 2 of 3 runs finished when this was aggregated" in text
+    reused = render_markdown({**new, "studies": [{**study, "reused": 2}]}, out=tmp_path)  # two runs finished by an earlier invocation
+    assert "| 1 passed | 1.0 min (2 runs reused) |" in reused
+    assert "2 of the 3 runs of the aggregated studies were finished before this invocation started and were reused" in reused
+    assert "were reused" not in text  # nothing reused: nothing said
     left_out = {**study, "name": "t", "claims": [], "counts": counts([]), "exit_code": None, "aggregated": False, "runs": [3, 3]}
     text2 = render_markdown({**new, "studies": [study, left_out]}, out=tmp_path)
     assert "| [t](#t) | 3/3 | none | 0 | 0 | 0 | 0 | 0 | – | not aggregated | – |" in text2 and "**Not aggregated** by this invocation" in text2

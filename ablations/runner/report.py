@@ -247,8 +247,13 @@ def render_markdown(result: dict, compare: list[str] | None = None, out: Path | 
         head = (f"Merged by `{result['command']}` from {len(parts)} parts of this plan, run apart (`--studies`); each study is its "
                 "last aggregating part's, listed under Environment.")
     else:
+        aggregated = [s for s in result["studies"] if s.get("aggregated", True)]
+        reused = sum(s.get("reused", 0) for s in aggregated)
         head = (f"Command: `{result['command']}`. Finished {result['finished']}; wall time {result['wall_s'] / 60:.1f} min"
-                + (" (aggregation only: the runs were trained by earlier invocations)." if result.get("report_only") else "."))
+                + (" (aggregation only: the runs were trained by earlier invocations)." if result.get("report_only") else ".")
+                + (f" {reused} of the {sum(s['runs'][1] for s in aggregated if s.get('runs'))} runs of the aggregated studies were "
+                   "finished before this invocation started and were reused (a run is reused only under the same training identity, "
+                   "its `run.json`); a study's wall time is this invocation's." if reused and not result.get("report_only") else ""))
     lines = [f"# Reproduction report: plan `{result['size']}`", "", result["description"], "", head, "",
              "## Summary", "", "The paper's claims per verdict; the claims beyond the paper are counted apart.", "",
              "| study | runs | positive control | " + " | ".join(COLUMNS) + " | beyond the paper | sanity checks | wall time |",
@@ -258,7 +263,7 @@ def render_markdown(result: dict, compare: list[str] | None = None, out: Path | 
         checks = f"{c['checks passed']} passed" + (f", **{c['checks FAILED']} FAILED**" if c["checks FAILED"] else "")
         runs = "{}/{}".format(*s["runs"]) if s.get("runs") else "–"
         report_only = parts[s["part"]]["report_only"] if parts else result.get("report_only")
-        wall = "–" if report_only or s.get("aggregated") is False else f"{s['wall_s'] / 60:.1f} min"
+        wall = "–" if report_only or s.get("aggregated") is False else f"{s['wall_s'] / 60:.1f} min" + (f" ({s['reused']} runs reused)" if s.get("reused") else "")
         if s.get("aggregated") is False:
             checks = "not aggregated"
         lines.append(f"| [{s['name']}](#{s['name']}) | {runs} | {c['control']} | " + " | ".join(str(c[k]) for k in COLUMNS)

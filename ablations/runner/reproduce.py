@@ -352,6 +352,7 @@ def _reproduce(args, plan: Plan, chosen: list[str], out: Path, counts_now: dict,
 
     start = time.perf_counter()
     studies = []
+    before = {name: d for name, (d, _) in counts_now.items()}  # runs finished before this invocation: reused, not trained here
     for i, e in enumerate(plan.studies, 1):
         d_all = sum(d for d, _ in counts_now.values())  # every study's runs as the previous study left them
         trained, elapsed = d_all - done_before, time.perf_counter() - start
@@ -369,7 +370,7 @@ def _reproduce(args, plan: Plan, chosen: list[str], out: Path, counts_now: dict,
             print(f"reproduce {plan.size}: interrupted in {e.name}; the same command resumes the plan", file=sys.stderr)
             return code
         counts_now = plan_runs(plan, out)  # once per study: its own runs now, and the next study's progress line
-        studies.append(load_study(out, e, time.perf_counter() - t0, code, counts_now[e.name]))
+        studies.append({**load_study(out, e, time.perf_counter() - t0, code, counts_now[e.name]), "reused": before[e.name]})
     if args.launcher == "slurm" and not args.report_only:
         print(f"\nsubmitted; once the jobs have finished: infogap reproduce --size {args.size} --out {out} --report-only")
         return 0
