@@ -63,6 +63,8 @@ def test_summary_counts_compare_and_the_html_stands_alone(tmp_path):
     assert [c[k] for k in ("holds", "contradicted", "not shown", "inconclusive", "not tested", "checks passed")] == [1, 1, 1, 1, 3, 1]
     assert c["checks FAILED"] == 0 and c["beyond"] == "1 holds, 1 not shown" and c["control"] == "holds"
     assert counts([_claim("planted", "not shown", role="positive control")])["control"] == "did not hold"
+    two = [_claim("planted [k=5]", "contradicted", role="positive control"), _claim("planted [k=0]", "holds", role="positive control")]
+    assert counts(two)["control"] == "held at 1 of 2 points"
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / "fig.png").write_bytes(b"\x89PNG fake")
     (tmp_path / "s" / "report.md").write_text("# Ablation `s`\n\n## Figures\n\n![fig](fig.png)\n")

@@ -172,7 +172,7 @@ def counts(claims: list[dict]) -> dict:
     """Per verdict column, the paper's claims with it (a claim "not testable here", its study's positive
     control having failed, counts as not tested); ``beyond``: the claims beyond the paper, counted apart
     ("2 holds, 1 not shown", "–" when none); ``control``: the positive control's verdict ("holds", "did
-    not hold", "none"); sanity checks passed / failed apart (a check with nothing to check is "not
+    not hold", "held at 1 of 2 points" for a study with a control per ``--sweep`` point, "none"); sanity checks passed / failed apart (a check with nothing to check is "not
     tested", like a claim)."""
     out: dict = {c: 0 for c in COLUMNS}
     out["checks passed"] = out["checks FAILED"] = 0
@@ -192,7 +192,9 @@ def counts(claims: list[dict]) -> dict:
         elif v in out:
             out[v] += 1
     out["beyond"] = ", ".join(f"{beyond[v]} {v}" for v in (*COLUMNS, *sorted(set(beyond) - set(COLUMNS))) if v in beyond) or "–"
-    out["control"] = "none" if not controls else HOLDS if all(v == HOLDS for v in controls) else "did not hold"
+    held = sum(v == HOLDS for v in controls)
+    out["control"] = ("none" if not controls else HOLDS if held == len(controls) else "did not hold" if not held
+                      else f"held at {held} of {len(controls)} points")  # a --sweep study has a control per point
     return out
 
 
