@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 
 from infogap.ablations.learn_forget.iimm import iimm_parts
+from infogap.ablations.learn_forget.transfer import estimators
 from infogap.train.embed import BATCH, encode
 from infogap.train.evaluation import class_embeddings
 from infogap.train.metrics import l2m, relative_modality_gap, zero_shot_accuracy
@@ -167,8 +168,9 @@ def image_embeddings(model, images: torch.Tensor) -> torch.Tensor:
 def zero_shot(model, task: Task, x: Optional[torch.Tensor] = None, x_train: Optional[torch.Tensor] = None) -> dict[str, float]:
     """Zero-shot measures of ``model`` on a task: accuracy on its evaluation images; IIMM =
     (S_inter + S_intra) / 2 and both parts on its training images (the reference's protocol) and, as
-    ``iimm_eval``, on its evaluation images; and the gap (RMG, L2M) between each evaluation image and
-    its true class's embedding (the competing predictors). ``x``, ``x_train``: the images' embeddings
+    ``iimm_eval``, on its evaluation images; the transferability estimators the paper compares IIMM
+    with, on the training images (``transfer.estimators``: H-score, TransRate, GBC); and the gap (RMG,
+    L2M) between each evaluation image and its true class's embedding. ``x``, ``x_train``: the images' embeddings
     when already computed (several tasks share one image set)."""
     x = image_embeddings(model, task.eval_images) if x is None else x
     x_train = image_embeddings(model, task.train_images) if x_train is None else x_train
@@ -180,7 +182,8 @@ def zero_shot(model, task: Task, x: Optional[torch.Tensor] = None, x_train: Opti
     inter_eval, intra_eval = iimm_parts(x, classes, task.eval_labels)
     y = classes[task.eval_labels]
     return {"acc": zero_shot_accuracy(x, classes, task.eval_labels), "iimm": (inter + intra) / 2, "s_inter": inter, "s_intra": intra,
-            "iimm_eval": (inter_eval + intra_eval) / 2, "rmg": relative_modality_gap(x, y), "l2m": l2m(x, y)}
+            "iimm_eval": (inter_eval + intra_eval) / 2, "rmg": relative_modality_gap(x, y), "l2m": l2m(x, y),
+            **estimators(x_train.double().cpu().numpy(), task.train_labels.cpu().numpy())}
 
 
 @torch.no_grad()

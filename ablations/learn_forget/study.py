@@ -35,14 +35,15 @@ from pathlib import Path
 
 import numpy as np
 
-from infogap.ablations.kit.claims import BEYOND, NOT_TESTED, Claim, cite, coefficient_claim, effect_verdict, equivalence_claim
+from infogap.ablations.kit.claims import BEYOND, NOT_TESTED, PAPER, Claim, cite, coefficient_claim, effect_verdict, equivalence_claim
 from infogap.ablations.kit.results import cached_json, read_summary, save_figure
 from infogap.ablations.kit.study import Study, settings_dict
 from infogap.ablations.learn_forget.finetune import METHODS
+from infogap.ablations.learn_forget.transfer import ESTIMATORS
 from infogap.data.factors import FACTOR_NAMES
 
-PREDICTORS = ("iimm", "iimm_eval", "acc", "rmg", "l2m")  # zero-shot measures: IIMM (training images) first, then the rest
-COMPETITORS = ("acc", "rmg", "l2m")  # what IIMM must predict better than
+PREDICTORS = ("iimm", "iimm_eval", *ESTIMATORS, "acc", "rmg", "l2m")  # zero-shot measures: IIMM (training images) first, then the rest
+COMPETITORS = {"estimators": ESTIMATORS, "accuracy and gap": ("acc", "rmg", "l2m")}  # what IIMM is compared with: the paper's, and beyond it
 MIN_ERROR = 0.05  # a task whose zero-shot error is below this leaves the relative-gain fits: gain / error explodes near 0 error
 OUTCOMES = ("gain", "relative_gain", "forgetting", "forgetting_ood")
 MIN_CLUSTERS = 3  # models: the fewest a cluster-robust interval is computed from
@@ -131,7 +132,7 @@ def run_learn_forget(run_dir: Path, settings: Settings) -> dict:
         tasks = synthetic_tasks(enc, FACTOR_NAMES, settings.n_train, settings.n_eval, settings.prompts, settings.templates, settings.ood)
         return measure(enc, tasks, settings)
 
-    return cached_json(Path(run_dir) / "learn_forget.json", settings_dict(settings), compute)
+    return cached_json(Path(run_dir) / "learn_forget.json", {**settings_dict(settings), "measures": 2}, compute)  # 2: with the estimators
 
 
 def permute_prompts(task, q: float):
@@ -292,8 +293,9 @@ def fits(rows) -> list[dict]:
     return out
 
 
-def claim_better(outcome: str, name: str) -> str:
-    return f"IIMM predicts {outcome} better than zero-shot accuracy, RMG and L2M ({name}; R² of IIMM above the best competitor's)"
+def claim_better(outcome: str, name: str, against: str = "accuracy and gap") -> str:
+    what = "the transferability estimators (H-score, TransRate, GBC)" if against == "estimators" else "zero-shot accuracy, RMG and L2M"
+    return f"IIMM predicts {outcome} better than {what} ({name}; R² of IIMM above the best competitor's)"
 
 
 PAPER_SOURCE = {"gain": "Niss et al. 2024: zero-shot IIMM predicts the gain of fine-tuning (linear fit, R² about 0.9)",
@@ -303,6 +305,8 @@ PAPER_SOURCE = {"gain": "Niss et al. 2024: zero-shot IIMM predicts the gain of f
 
 
 BEYOND_SOURCE = "Niss et al. 2024 compare IIMM with transferability estimators, not with zero-shot accuracy or the gap"
+ESTIMATOR_SOURCE = ("Niss et al. 2024: IIMM against the transferability estimators (their SFDA, NCTI, TransRate, H-score, EMMS, GBC; "
+                    "here H-score, TransRate and GBC)")
 
 
 def r2_difference(x, competitor, y, groups, resamples: int = 2000, seed: int = 0) -> dict:
@@ -342,10 +346,11 @@ def r2_difference(x, competitor, y, groups, resamples: int = 2000, seed: int = 0
 def fit_claims(rows) -> list:
     """Per method and pooled, for each outcome, the paper's claim: it rises with IIMM (OLS slope > 0,
     one-sided Wald t-tests with the standard error clustered by model and models - 1 degrees of freedom:
-    ``coefficient_claim``; a poorly separated task has more to gain and pulls the model further).
-    Beyond the paper (Niss et al. compare IIMM with transferability estimators, not with these): IIMM
-    explains it better than the best of zero-shot accuracy, RMG and L2M (R² of IIMM minus R² of the
-    competitor with the highest R², cluster-bootstrapped over models: ``r2_difference``)."""
+    ``coefficient_claim``; a poorly separated task has more to gain and pulls the model further); and
+    the paper's comparison: IIMM explains it better than the best of the transferability estimators
+    (H-score, TransRate, GBC: R² of IIMM minus R² of the estimator with the highest R²,
+    cluster-bootstrapped over models: ``better_claim``). Beyond the paper: the same against zero-shot
+    accuracy, RMG and L2M."""
     out = []
     table = fits(rows)
     for method in [*METHODS, "all"]:
@@ -366,8 +371,9 @@ def fit_claims(rows) -> list:
                 continue
             if math.isnan(f["p_value"]):
                 out += cite([Claim(claim, NOT_TESTED, f"{f['clusters']} models; a slope clustered by model needs {MIN_CLUSTERS}", unit="models")], paper)
-                out += cite([Claim(claim_better(outcome, name), NOT_TESTED, f"{f['clusters']} models; the comparison needs {MIN_CLUSTERS}",
-                                   unit="models")], BEYOND_SOURCE, BEYOND)
+                for against, (source, role) in COMPARISONS.items():
+                    out += cite([Claim(claim_better(outcome, name, against), NOT_TESTED, f"{f['clusters']} models; the comparison needs "
+                                       f"{MIN_CLUSTERS}", unit="models")], source, role)
                 continue
             within = ("" if math.isnan(f["within_slope"]) else
                       f"; within models (an intercept per model, {f['models']} models): slope {f['within_slope']:+.3f}, "
@@ -375,23 +381,32 @@ def fit_claims(rows) -> list:
             out += cite([coefficient_claim(claim, f["slope"], f["se"], "positive", f["clusters"], "models", df=f["clusters"] - 1,
                                            detail=f"R² = {f['r2']:.3f}, {f['n']} (model, task) points of {f['clusters']} models{within}{left_out}")],
                         paper)
-            others = {q: g for q, g in by.items() if q in COMPETITORS and not math.isnan(g["r2"])}
-            claim = claim_better(outcome, name)
-            beyond = BEYOND_SOURCE
-            if not others:
-                out += cite([Claim(claim, NOT_TESTED, "no competing predictor with spread", unit="models")], beyond, BEYOND)
-                continue
-            best = max(others, key=lambda q: others[q]["r2"])
             sel = [r for r in rows if method == "all" or r["method"] == method]
-            y = [math.nan if outcome == "relative_gain" and too_easy(r) else r[outcome] for r in sel]
-            d = r2_difference([r["zs_iimm"] for r in sel], [r[f"zs_{best}"] for r in sel], y, [model_of(r) for r in sel])
-            verdict = effect_verdict(d["p"], d["p_opposite"]) if d["models"] >= MIN_CLUSTERS else NOT_TESTED
-            detail = (f"R² IIMM {f['r2']:.3f}; " + ", ".join(f"{q} {g['r2']:.3f}" for q, g in others.items())
-                      + (f"; IIMM on evaluation images {by['iimm_eval']['r2']:.3f}" if "iimm_eval" in by and not math.isnan(by["iimm_eval"]["r2"]) else "")
-                      + f"; R² IIMM - R² {best} {d['diff']:+.3f}, 90 % cluster-bootstrap interval [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] "
-                        f"(2000 resamples of {d['models']} models), one-sided p = {d['p']:.3g} (opposite direction {d['p_opposite']:.3g})")
-            out += cite([Claim(claim, verdict, detail, d["models"], d["diff"], d["ci"], d["p"], unit="models")], beyond, BEYOND)
+            for against, (source, role) in COMPARISONS.items():
+                out += cite([better_claim(outcome, name, against, f, by, sel)], source, role)
     return out
+
+
+COMPARISONS = {"estimators": (ESTIMATOR_SOURCE, PAPER), "accuracy and gap": (BEYOND_SOURCE, BEYOND)}
+
+
+def better_claim(outcome: str, name: str, against: str, f: dict, by: dict, sel: list[dict]) -> Claim:
+    """IIMM's R² against the best R² of the ``against`` competitors (``COMPETITORS``), tested by the
+    cluster bootstrap of the difference (``r2_difference``); not tested without a competitor with
+    spread or with fewer than ``MIN_CLUSTERS`` models."""
+    claim = claim_better(outcome, name, against)
+    others = {q: g for q, g in by.items() if q in COMPETITORS[against] and not math.isnan(g["r2"])}
+    if not others:
+        return Claim(claim, NOT_TESTED, "no competing predictor with spread", unit="models")
+    best = max(others, key=lambda q: others[q]["r2"])
+    y = [math.nan if outcome == "relative_gain" and too_easy(r) else r[outcome] for r in sel]
+    d = r2_difference([r["zs_iimm"] for r in sel], [r[f"zs_{best}"] for r in sel], y, [model_of(r) for r in sel])
+    verdict = effect_verdict(d["p"], d["p_opposite"]) if d["models"] >= MIN_CLUSTERS else NOT_TESTED
+    detail = (f"R² IIMM {f['r2']:.3f}; " + ", ".join(f"{q} {g['r2']:.3f}" for q, g in others.items())
+              + (f"; IIMM on evaluation images {by['iimm_eval']['r2']:.3f}" if "iimm_eval" in by and not math.isnan(by["iimm_eval"]["r2"]) else "")
+              + f"; R² IIMM - R² {best} {d['diff']:+.3f}, 90 % cluster-bootstrap interval [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] "
+                f"(2000 resamples of {d['models']} models), one-sided p = {d['p']:.3g} (opposite direction {d['p_opposite']:.3g})")
+    return Claim(claim, verdict, detail, d["models"], d["diff"], d["ci"], d["p"], unit="models")
 
 
 def settled_claims(rows, margin: float) -> list:

@@ -18,7 +18,7 @@ TINY_RUNS = {
     "init_gap": (3, ["init"], 0),
     "bias": (2, ["model_size", "cooccurrence_p", "test", "modality"], 6),  # no equivalence or correlation test from one seed, two runs
     "heads": (2, ["k"], 12),  # 4-step models have no CCS = 5 head: the 12 pruning claims are not tested
-    "learn_forget": (2, ["k", "method", "task"], 30),  # 2 models: no clustered fit (14 fits x 2 claims; the 2 linear forgetting fits have no spread)
+    "learn_forget": (2, ["k", "method", "task"], 44),  # 2 models: no clustered fit (14 fits x 3 claims; the 2 linear forgetting fits have no spread)
     "dense": (2, ["k", "encoder", "task", "fraction", "mode"], 0),
 }
 

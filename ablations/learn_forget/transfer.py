@@ -1,0 +1,93 @@
+"""Transferability estimators, the predictors Niss et al. (2024) compare IIMM against, as the authors'
+code computes them (``mit-ll/IIMM``: ``transferability_metrics.py``, called by
+``get_transfer_scores.py`` on the L2-normalised image embeddings of the task's training images and
+their labels 0..K-1):
+
+- **H-score** (Bao et al. 2019): tr(pinv(Cov(X)) Cov(G)), G each sample's class mean, covariances
+  with ddof 1 (``np.linalg.pinv`` at rcond 1e-15, the authors').
+- **TransRate** (Huang et al. 2022): R(Z) - (1/K) sum_c R(Z_c) on the centred features, with the coding
+  rate R(Z) = 1/2 logdet(I + Z^T Z / (n eps)), n the rows of that Z, eps = 1e-4.
+- **GBC** (Pandy et al. 2022): -sum over ordered class pairs c1 != c2 of exp(-D_B(c1, c2)), the
+  Bhattacharyya distance of per-class Gaussians with diagonal variances (floored at 1e-4) or, for
+  ``spherical``, each class's variances averaged to one:
+  D_B = sum((mu1 - mu2)^2 / s) / 8 + (sum log s - (sum log s1 + sum log s2) / 2) / 2, s = (s1 + s2) / 2.
+
+Not computed here (named in the report): SFDA and NCTI (their fits need scikit-learn's LDA, which this
+project does not depend on) and EMMS (it embeds the class names with foreign language models, which
+are not available offline).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+ESTIMATORS = ("hscore", "transrate", "gbc_spherical", "gbc_diagonal")
+
+
+def _labels(y) -> np.ndarray:
+    y = np.asarray(y).astype(int).ravel()
+    if y.min() < 0:
+        raise ValueError(f"labels must be 0..K-1, got {y.min()}")
+    return y
+
+
+def h_score(x, y) -> float:
+    """H-score of features ``x`` (N, d) for labels ``y`` (N,): tr(pinv(Cov(x)) Cov(g)), g_i the mean of
+    x_i's class, covariances over samples with ddof 1."""
+    x, y = np.asarray(x, dtype=np.float64), _labels(y)
+    counts = np.bincount(y)
+    means = np.zeros((len(counts), x.shape[1]))
+    np.add.at(means, y, x)
+    present = counts > 0
+    means[present] /= counts[present, None]
+    g = means[y]
+    cov_x, cov_g = np.cov(x, rowvar=False, ddof=1), np.cov(g, rowvar=False, ddof=1)
+    return float(np.trace(np.linalg.pinv(np.atleast_2d(cov_x), rcond=1e-15) @ np.atleast_2d(cov_g)))
+
+
+def coding_rate(z, eps: float = 1e-4) -> float:
+    """1/2 logdet(I + z^T z / (n eps)) for z (n, d), through the eigenvalues of the Gram matrix (the
+    smaller of z^T z and z z^T: they share their non-zero eigenvalues)."""
+    z = np.asarray(z, dtype=np.float64)
+    n = len(z)
+    gram = z.T @ z if z.shape[1] <= n else z @ z.T
+    evals = np.clip(np.linalg.eigvalsh(gram), 0.0, None)
+    return float(0.5 * np.log1p(evals / (n * eps)).sum())
+
+
+def transrate(x, y, eps: float = 1e-4) -> float:
+    """TransRate: R(Z) - (1/K) sum_c R(Z_c), Z the centred features, K = max label + 1 (a class without
+    samples counts with rate 0, as the authors' loop over range(K))."""
+    z, y = np.asarray(x, dtype=np.float64), _labels(y)
+    z = z - z.mean(0, keepdims=True)
+    k = int(y.max()) + 1
+    return coding_rate(z, eps) - sum(coding_rate(z[y == c], eps) for c in range(k) if np.any(y == c)) / k
+
+
+def gbc(x, y, gaussian: str = "spherical") -> float:
+    """GBC: minus the sum over ordered pairs of distinct classes of exp(-Bhattacharyya distance) between
+    their Gaussians (``diagonal`` variances floored at 1e-4, or ``spherical``: each class's floored
+    variances averaged). Closer to 0: better separated classes. Vectorised over the K x K pairs."""
+    if gaussian not in ("spherical", "diagonal"):
+        raise ValueError(f"GBC gaussian must be 'spherical' or 'diagonal', got {gaussian!r}")
+    x, y = np.asarray(x, dtype=np.float64), _labels(y)
+    classes = np.unique(y)
+    mu = np.stack([x[y == c].mean(0) for c in classes])
+    var = np.stack([np.maximum(x[y == c].var(0), 1e-4) for c in classes])  # ddof 0, as np.var in the reference
+    if gaussian == "spherical":
+        var = var.mean(1, keepdims=True)  # one variance per class: the reference's log terms are then of that scalar, once
+    s = (var[:, None, :] + var[None, :, :]) / 2  # (K, K, d) or (K, K, 1)
+    first = ((mu[:, None, :] - mu[None, :, :]) ** 2 / s).sum(-1) / 8
+    log_var = np.log(var).sum(-1)
+    second = np.log(s).sum(-1) - 0.5 * (log_var[:, None] + log_var[None, :])
+    distance = first + 0.5 * second
+    off = ~np.eye(len(classes), dtype=bool)
+    return float(-np.exp(-distance[off]).sum())
+
+
+def estimators(x, y) -> dict[str, float]:
+    """Every estimator of ``ESTIMATORS`` on L2-normalised features ``x`` (normalised here, as the
+    authors' ``get_transfer_scores.py`` does before scoring) with labels ``y``."""
+    x = np.asarray(x, dtype=np.float64)
+    x = x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)
+    return {"hscore": h_score(x, y), "transrate": transrate(x, y), "gbc_spherical": gbc(x, y, "spherical"),
+            "gbc_diagonal": gbc(x, y, "diagonal")}

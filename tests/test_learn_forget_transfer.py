@@ -1,0 +1,82 @@
+"""The transferability estimators against plain transcriptions of the IIMM authors' code
+(``mit-ll/IIMM``, ``transferability_metrics.py``: loops, ``np.linalg.slogdet``, ``np.linalg.pinv``)
+and against what the formulas give by hand."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from infogap.ablations.learn_forget.transfer import coding_rate, estimators, gbc, h_score, transrate
+
+
+def _data(seed=0, n=60, d=5, k=3, spread=1.0):
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(k), n // k)
+    centres = rng.normal(size=(k, d)) * spread
+    return centres[y] + rng.normal(size=(len(y), d)), y
+
+
+def _h_score_reference(x, y):
+    cov_x = np.dot((x - x.mean(0)).T, x - x.mean(0)) / (len(x) - 1)
+    g = np.zeros_like(x)
+    for label in set(y):
+        g[y == label] = x[y == label].mean(0)
+    cov_g = np.dot((g - g.mean(0)).T, g - g.mean(0)) / (len(g) - 1)
+    return np.trace(np.linalg.pinv(cov_x, rcond=1e-15) @ cov_g)
+
+
+def _transrate_reference(z, y, eps=1e-4):
+    def rate(a):
+        n, d = a.shape
+        return 0.5 * np.linalg.slogdet(np.eye(d) + 1 / (n * eps) * a.T @ a)[1]
+
+    z = z - z.mean(0, keepdims=True)
+    k = int(y.max() + 1)
+    return rate(z) - sum(rate(z[y == i]) for i in range(k)) / k
+
+
+def _gbc_reference(x, y, kind):
+    stats = {}
+    for c in np.unique(y):
+        stats[c] = (x[y == c].mean(0), np.maximum(x[y == c].var(0), 1e-4))
+    total = 0.0
+    for c1 in np.unique(y):
+        for c2 in np.unique(y):
+            if c1 == c2:
+                continue
+            (m1, s1), (m2, s2) = stats[c1], stats[c2]
+            if kind == "spherical":
+                s1, s2 = np.mean(s1), np.mean(s2)
+            avg = (s1 + s2) / 2
+            dist = np.sum((m1 - m2) ** 2 / avg) / 8 + 0.5 * (np.sum(np.log(avg)) - 0.5 * np.sum(np.log(s1)) - 0.5 * np.sum(np.log(s2)))
+            total += np.exp(-dist)
+    return -total
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_estimators_equal_the_authors_formulas(seed):
+    x, y = _data(seed)
+    assert h_score(x, y) == pytest.approx(_h_score_reference(x, y), rel=1e-9)
+    assert transrate(x, y) == pytest.approx(_transrate_reference(x, y), rel=1e-9)
+    for kind in ("spherical", "diagonal"):
+        assert gbc(x, y, kind) == pytest.approx(_gbc_reference(x, y, kind), rel=1e-9)
+
+
+def test_estimators_by_hand_and_by_separation():
+    # coding rate of one row z = (3, 4), n = 1, eps = 1e-4: 1/2 log(1 + 25 / 1e-4)
+    assert coding_rate(np.array([[3.0, 4.0]])) == pytest.approx(0.5 * math.log(1 + 25 / 1e-4))
+    # two identical class means: G is constant, H-score 0; well separated classes: H-score near the rank of Cov(G), K - 1 = 2
+    x, y = _data(0, spread=0.0)
+    x_same = x - np.stack([x[y == c].mean(0) for c in range(3)])[y]
+    assert h_score(x_same, y) == pytest.approx(0.0, abs=1e-9)
+    far, y = _data(0, spread=50.0)
+    assert h_score(far, y) == pytest.approx(2.0, abs=0.01)
+    near, _ = _data(0, spread=0.1)
+    assert transrate(far, y) > transrate(near, y) and gbc(far, y) > gbc(near, y)  # separable classes transfer better
+    assert gbc(far, y) == pytest.approx(0.0, abs=1e-6) and gbc(x_same, y, "diagonal") < -5  # 6 ordered pairs, overlapping: near -6
+    scores = estimators(far, y)
+    assert set(scores) == {"hscore", "transrate", "gbc_spherical", "gbc_diagonal"}
+    with pytest.raises(ValueError, match="spherical"):
+        gbc(far, y, "full")
