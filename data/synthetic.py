@@ -125,7 +125,7 @@ class SyntheticSource:
     mnist_dir: Optional[str] = None
     tokenizer: Optional[Callable[[list[str]], torch.Tensor]] = None  # None: the word-level vocabulary
     vocab: Vocabulary = field(default_factory=Vocabulary)
-    force: Optional[dict[str, int]] = None  # training labels fixed to these values (benchmarks, previews)
+    force: Optional[dict[str, int]] = None  # labels of training and validation batches fixed to these values (benchmarks, previews, task image sets)
     glyph_set: str = "train"  # the font faces of the glyphs: "train", or "held_out" (a distribution no training run sees)
 
     def __post_init__(self):
@@ -158,7 +158,10 @@ class SyntheticSource:
 
     def val_batch(self, index: np.ndarray, defer: bool = False) -> dict:
         keys = sample_keys(self.seed, VAL_EPOCH, index)
-        return self._assemble(keys, keys, draw_factors(keys), train=True, full_captions=True, defer=defer)
+        labels = draw_factors(keys)
+        for f, v in (self.force or {}).items():
+            labels[f] = np.full(len(keys), v, dtype=np.int64)
+        return self._assemble(keys, keys, labels, train=True, full_captions=True, defer=defer)
 
     def test_batch(self, index: np.ndarray, defer: bool = False) -> dict:
         """Test sample i: base object i // 24 (digit, glyph, jitter fixed by the seed) in morphological

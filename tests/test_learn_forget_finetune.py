@@ -11,6 +11,7 @@ from infogap.ablations.learn_forget.finetune import (
     accuracies,
     finetune,
     folder_task,
+    image_embeddings,
     learn_forget,
     synthetic_tasks,
     zero_shot,
@@ -193,3 +194,44 @@ def test_out_of_domain_tasks_use_held_out_glyphs_and_are_never_fine_tuned(encode
     both = learn_forget({"object": 0.5, "colour": 0.6, "ood_object": 0.4, "ood_colour": 0.7},
                         {"object": 0.8, "colour": 0.5, "ood_object": 0.1, "ood_colour": 0.5}, "object", out_of_domain=["ood_object", "ood_colour"])
     assert both["forgetting_ood"] == pytest.approx(0.2) and both["forgetting"] == pytest.approx(0.1)
+
+
+def test_each_task_draws_images_of_its_own_and_s_intra_differs_between_tasks(encoder):
+    """``images="own"``: the object and the task's factor vary, every other attribute is held
+    (``task_force``: plain morphology, a vivid colour of the task's own), so the tasks of one model have
+    different image sets and different S_intra (the mean pairwise cosine of their training images'
+    embeddings, by brute force here), and IIMM is the authors' (S_inter + S_intra) / 2 of its parts;
+    ``shared``: one image set labelled by every factor."""
+    import dataclasses
+
+    from infogap.ablations.learn_forget.finetune import task_force
+    from infogap.data.factors import FACTOR_NAMES
+
+    # by hand: object (j = 0) holds every attribute, colour red; colour (j = 5) holds the morphology only
+    assert task_force("object") == {"thickness": 0, "swelling": 0, "fracture": 0, "scaling": 0, "colour": 1}
+    assert task_force("colour") == {"thickness": 0, "swelling": 0, "fracture": 0, "scaling": 0}
+    assert task_force("thickness") == {"swelling": 0, "fracture": 0, "scaling": 0, "colour": 2}
+    enc = encoder()
+    tasks = synthetic_tasks(enc, ["object", "colour", "thickness"], n_train=64, n_eval=32)
+    assert not torch.equal(tasks[0].train_images, tasks[1].train_images)
+    for t in tasks:  # the held attributes are constant in the task's images, its own factor is not
+        labels = dataclasses.replace(enc.source, force=task_force(t.name)).train_batch(0, np.arange(64))["labels"]
+        assert torch.equal(torch.as_tensor(labels[t.name]), t.train_labels)
+        assert all(len(np.unique(labels[g])) == 1 and labels[g][0] == v for g, v in task_force(t.name).items())
+        assert len(np.unique(labels[t.name])) > 1 and len(np.unique(labels["object"])) > 1
+        assert t.name in FACTOR_NAMES
+    intra = []
+    for t in tasks:
+        x = torch.nn.functional.normalize(image_embeddings(enc.model, t.train_images).double(), dim=-1)
+        sims = x @ x.T
+        n = len(x)
+        s_intra = float((sims.sum() - sims.diagonal().sum()) / (n * (n - 1)))
+        zs = zero_shot(enc.model, t)
+        assert zs["s_intra"] == pytest.approx(s_intra, rel=1e-5)
+        assert zs["iimm"] == pytest.approx((zs["s_inter"] + zs["s_intra"]) / 2)
+        intra.append(s_intra)
+    assert max(intra) - min(intra) > 1e-4  # S_intra differs between the tasks of one model
+    shared = synthetic_tasks(enc, ["object", "colour"], n_train=64, n_eval=32, images="shared")
+    assert torch.equal(shared[0].train_images, shared[1].train_images)
+    with pytest.raises(ValueError, match="own"):
+        synthetic_tasks(enc, ["object"], images="mine")

@@ -219,7 +219,7 @@ def test_analyze_learn_forget_on_local_checkpoints_and_a_folder(tmp_path, capsys
     assert {p["task"] for p in points} == {"object", "colour", "thickness", "swelling", "fracture", "scaling", "shapes"}
     assert all(float(p["forgetting"]) == 0 for p in points if p["method"] == "linear")
     with open(out / "fits.csv") as f:
-        assert len(list(csv.DictReader(f))) == 4 * 4 * 5  # (3 methods + pooled) x 4 outcomes x 5 predictors
+        assert len(list(csv.DictReader(f))) == 4 * 4 * 9  # (3 methods + pooled) x 4 outcomes x 9 predictors (IIMM x 2, 4 estimators, acc, RMG, L2M)
     assert (out / "learn_forget_vs_iimm.png").stat().st_size > 10_000
     saved = json.loads((out / "learn_forget.json").read_text())
     assert len(saved) == 2 and all(len(m["finetunes"]) == 3 * 7 for m in saved.values())

@@ -54,7 +54,7 @@ def test_settings_do_not_change_which_trained_run_is_reused(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("learn_forget.stepz=7", "unknown setting 'stepz'; valid settings: batch_size, control_fractions, control_k, control_method, control_task, finetune_seeds, lr, methods, n_eval, n_train, ood, prompts, settled_margin, steps, templates"),
+    ("learn_forget.stepz=7", "unknown setting 'stepz'; valid settings: batch_size, control_fractions, control_k, control_method, control_task, finetune_seeds, lr, methods, n_eval, n_train, ood, prompts, settled_margin, steps, task_images, templates"),
     ("learn_forget.steps=abc", "setting 'steps' must be an integer, got 'abc'"),
     ("learn_forget.methods=[full,lora]", "unknown method lora"),
     ("learn_forget.lr={ful: 1e-3}", "setting 'lr' has no key 'ful'; keys: full, linear, bitfit"),

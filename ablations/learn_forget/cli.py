@@ -70,7 +70,7 @@ def main(argv: list[str]) -> int:
         if args.folder and enc.word_level:
             raise ValueError(f"{label}: a word-level synthetic model cannot read the class prompts of --folder (use BPE models)")
         tasks = [] if args.no_synthetic else synthetic_tasks(enc, FACTOR_NAMES, settings.n_train, settings.n_eval, settings.prompts,
-                                                             settings.templates, settings.ood)
+                                                             settings.templates, settings.ood, images=settings.task_images)
         tasks += [folder_task(enc, folder, templates) for folder in args.folder]
         names = [t.name for t in tasks]
         if len(set(names)) != len(names):

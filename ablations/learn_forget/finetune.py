@@ -73,31 +73,53 @@ class Task:
 
 
 def synthetic_tasks(enc, factors: Sequence[str], n_train: int = 2048, n_eval: int = 1024, prompts: str = "class",
-                    templates: Sequence[str] = ("{}",), ood: Sequence[str] = (), prompts_per_value: int = 8) -> list[Task]:
+                    templates: Sequence[str] = ("{}",), ood: Sequence[str] = (), prompts_per_value: int = 8,
+                    images: str = "own") -> list[Task]:
     """One task per factor of the synthetic data, for the model of ``enc`` (an ``infogap.train.embed.Encoder``):
     training images are the first ``n_train`` samples of training epoch 0, evaluation images the first
-    ``n_eval`` validation samples (the same images for every factor, labelled by it). Class prompts
-    (``class_prompts``): ``class`` names the class only, through ``templates``; ``full`` is the metrics
-    callback's ensemble of captions naming every factor. Each factor of ``ood`` adds an evaluation-only
-    task ``ood_<factor>`` on the same samples drawn with the held-out glyph set."""
+    ``n_eval`` validation samples. ``images="own"`` (default): each task draws them from a distribution
+    of its own, as the paper's tasks are different datasets: the object and the task's factor vary,
+    every other attribute is held (``task_force``: the morphology at its plain value, the colour at one
+    of the task's own), so that S_intra, half of IIMM, differs between tasks. ``shared``:
+    one image set for every factor, labelled by it. Class prompts (``class_prompts``): ``class`` names
+    the class only, through ``templates``; ``full`` is the metrics callback's ensemble of captions
+    naming every factor. Each factor of ``ood`` adds an evaluation-only task ``ood_<factor>``: the same
+    draw with the held-out glyph set."""
     import dataclasses
 
     from infogap.data.factors import FACTORS, check_factor
 
+    if images not in ("own", "shared"):
+        raise ValueError(f"task images must be 'own' or 'shared', got {images!r}")
     for f in [*factors, *ood]:
         check_factor(f)
-    out = []
+    out, drawn = [], {}
     for glyphs, names, finetune_on in (("train", factors, True), ("held_out", ood, False)):
-        if not names:
-            continue
-        source = dataclasses.replace(enc.source, glyph_set=glyphs)
-        train = source.train_batch(0, np.arange(n_train))
-        val = source.val_batch(np.arange(n_eval))
-        train_images, eval_images = enc.rendered(train["image"]), enc.rendered(val["image"])
         for f in names:
+            force = task_force(f) if images == "own" else None
+            key = (glyphs, tuple(sorted((force or {}).items())))
+            if key not in drawn:  # one draw per distinct image set (``shared``: one per glyph set)
+                source = dataclasses.replace(enc.source, glyph_set=glyphs, force=force)
+                train, val = source.train_batch(0, np.arange(n_train)), source.val_batch(np.arange(n_eval))
+                drawn[key] = (train, val, enc.rendered(train["image"]), enc.rendered(val["image"]))
+            train, val, train_images, eval_images = drawn[key]
             out.append(Task(f if finetune_on else f"ood_{f}", list(FACTORS[f]), class_prompts(enc, f, prompts, templates, prompts_per_value),
                             train_images, train["labels"][f], eval_images, val["labels"][f], finetune=finetune_on))
     return out
+
+
+def task_force(factor: str) -> dict[str, int]:
+    """The attributes held in the images of ``factor``'s task (``synthetic_tasks(images="own")``): every
+    attribute but the task's own, the morphological ones at their first, plain value ("no
+    thickthinning", "no swelling", "no fracture", "large") and the colour at a vivid value of the task's
+    own (1 + j mod 6 for factor j of ``FACTOR_NAMES``: never gray, and no two of the first six tasks
+    alike). The object always varies."""
+    from infogap.data.factors import ATTRIBUTE_FACTORS, FACTOR_NAMES, FACTORS
+
+    j = FACTOR_NAMES.index(factor)
+    held = {g: 0 for g in ATTRIBUTE_FACTORS if g != "colour"}
+    held["colour"] = 1 + j % (len(FACTORS["colour"]) - 1)
+    return {g: v for g, v in held.items() if g != factor}
 
 
 def class_prompts(enc, factor: str, mode: str = "class", templates: Sequence[str] = ("{}",), prompts_per_value: int = 8) -> torch.Tensor:

@@ -22,7 +22,10 @@ estimator), since a trend between models is not one within them.
 
 Deviation from the published setting, forced by the synthetic world: the word-level models read only
 factor words, so a class-name prompt is the class word alone (templates "a photo of a {}" exist only
-for BPE models and image folders); the tasks share one image set per glyph set.
+for BPE models and image folders). Each task draws its images from a distribution of its own (the
+object and the task's factor vary, the other attributes are held: ``finetune.task_force``), as the
+paper's tasks are different datasets, so that S_intra differs between tasks (``task_images: shared``
+gives the earlier single image set).
 """
 from __future__ import annotations
 
@@ -61,6 +64,7 @@ class Settings:
     prompts: str = "class"  # class: the class word only (the published protocol); full: captions naming every factor
     templates: tuple[str, ...] = ("{}",)  # class-name templates (a word-level model takes only "{}")
     ood: tuple[str, ...] = ("object", "colour")  # evaluation-only tasks on the held-out glyph set
+    task_images: str = "own"  # own: each task's images from a distribution of its own (the other attributes held); shared: one image set
     settled_margin: float = 0.02  # gains have settled when the gain at the full budget is within this of the gain at half
     # the positive control (``control_points``): on the runs at k = control_k, the class prompts of a fraction q of
     # control_task's classes permuted cyclically, then a fine-tune with control_method (finetune_seeds[0])
@@ -78,6 +82,8 @@ class Settings:
             raise ValueError(f"learn_forget lr: no learning rate for method {missing[0]!r}")
         if self.prompts not in ("class", "full"):
             raise ValueError(f"learn_forget prompts: 'class' or 'full', got {self.prompts!r}")
+        if self.task_images not in ("own", "shared"):
+            raise ValueError(f"learn_forget task_images: 'own' or 'shared', got {self.task_images!r}")
 
 
 def measure(enc, tasks, settings: Settings) -> dict:
@@ -129,7 +135,8 @@ def run_learn_forget(run_dir: Path, settings: Settings) -> dict:
         from infogap.train.checkpoints import last_checkpoint
 
         enc = load_encoder(checkpoint=str(last_checkpoint(run_dir)), seed=0)
-        tasks = synthetic_tasks(enc, FACTOR_NAMES, settings.n_train, settings.n_eval, settings.prompts, settings.templates, settings.ood)
+        tasks = synthetic_tasks(enc, FACTOR_NAMES, settings.n_train, settings.n_eval, settings.prompts, settings.templates, settings.ood,
+                                images=settings.task_images)
         return measure(enc, tasks, settings)
 
     return cached_json(Path(run_dir) / "learn_forget.json", {**settings_dict(settings), "measures": 2}, compute)  # 2: with the estimators
@@ -165,7 +172,7 @@ def control_points(run_dir: Path, settings: Settings) -> dict:
 
         enc = load_encoder(checkpoint=str(last_checkpoint(run_dir)), seed=0)
         base = next(t for t in synthetic_tasks(enc, [settings.control_task], settings.n_train, settings.n_eval, settings.prompts,
-                                               settings.templates) if t.finetune)
+                                               settings.templates, images=settings.task_images) if t.finetune)
         out = []
         for q in settings.control_fractions:
             task = permute_prompts(base, q)
