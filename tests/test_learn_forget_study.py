@@ -72,7 +72,8 @@ def test_fit_claims_hold_are_contradicted_or_are_not_shown():
     claims = [c for c in claims if c not in estimators]
     assert {c.unit for c in claims} == {"models"} and {c.seeds for c in claims} == {10}  # 10 models, not 40 points
     # with an estimator that carries the gain's accuracy term, IIMM (R² 0.14) is beaten by it: contradicted
-    with_h = [{**r, "zs_hscore": r["zs_acc"], "zs_transrate": r["zs_rmg"], "zs_gbc_spherical": r["zs_rmg"], "zs_gbc_diagonal": r["zs_rmg"]}
+    with_h = [{**r, "zs_hscore": r["zs_acc"], "zs_transrate": r["zs_rmg"], "zs_gbc_spherical": r["zs_rmg"], "zs_gbc_diagonal": r["zs_rmg"],
+               "zs_sfda": r["zs_rmg"]}
               for r in rows]
     got = {c.claim.split(" (")[0]: c for c in fit_claims(with_h) if "(full;" in c.claim}
     assert got["IIMM predicts gain better than the transferability estimators"].verdict == "contradicted"
@@ -219,7 +220,7 @@ def test_analyze_learn_forget_on_local_checkpoints_and_a_folder(tmp_path, capsys
     assert {p["task"] for p in points} == {"object", "colour", "thickness", "swelling", "fracture", "scaling", "shapes"}
     assert all(float(p["forgetting"]) == 0 for p in points if p["method"] == "linear")
     with open(out / "fits.csv") as f:
-        assert len(list(csv.DictReader(f))) == 4 * 4 * 9  # (3 methods + pooled) x 4 outcomes x 9 predictors (IIMM x 2, 4 estimators, acc, RMG, L2M)
+        assert len(list(csv.DictReader(f))) == 4 * 4 * 10  # (3 methods + pooled) x 4 outcomes x 10 predictors (IIMM x 2, 5 estimators, acc, RMG, L2M)
     assert (out / "learn_forget_vs_iimm.png").stat().st_size > 10_000
     saved = json.loads((out / "learn_forget.json").read_text())
     assert len(saved) == 2 and all(len(m["finetunes"]) == 3 * 7 for m in saved.values())

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from infogap.ablations.learn_forget.transfer import coding_rate, estimators, gbc, h_score, transrate
+from infogap.ablations.learn_forget.transfer import coding_rate, estimators, gbc, h_score, sfda, transrate
 
 
 def _data(seed=0, n=60, d=5, k=3, spread=1.0):
@@ -55,6 +55,69 @@ def _gbc_reference(x, y, kind):
     return -total
 
 
+def _sfda_reference(X, y):
+    """The authors' SFDA_Score (Multitask-Model-Selector via mit-ll/IIMM), transcribed with its loops."""
+    from scipy import linalg
+
+    def cov(a, shrinkage=-1):
+        emp = np.cov(np.asarray(a).T, bias=1)
+        if shrinkage < 0:
+            return emp
+        d = emp.shape[0]
+        out = (1.0 - shrinkage) * emp
+        out.flat[:: d + 1] += shrinkage * np.trace(emp) / d
+        return out
+
+    def largest(a, iterations=3):
+        v = a.sum(axis=1)
+        for _ in range(iterations):
+            t = np.dot(a, v)
+            w = t / np.linalg.norm(t, 2)
+            t = np.dot(a, w)
+            v = t / np.linalg.norm(t, 2)
+        return np.dot(np.dot(v.T, a), w)
+
+    def fit_predict(X, y, shrinkage=None):
+        classes, yi = np.unique(y, return_inverse=True)
+        priors = np.bincount(yi) / float(len(y))
+        means = np.zeros((len(classes), X.shape[1]))
+        np.add.at(means, yi, X)
+        means /= np.bincount(yi)[:, None]
+        sw = np.zeros((X.shape[1], X.shape[1]))
+        for idx, group in enumerate(classes):
+            sw += priors[idx] * np.atleast_2d(cov(X[yi == group, :]))
+        if shrinkage is None:
+            shrinkage = max(np.exp(-5 * largest(sw, 3)), 1e-10)
+        st = cov(X, shrinkage=shrinkage)
+        d = sw.shape[0]
+        shrunk_sw = (1.0 - shrinkage) * sw
+        shrunk_sw.flat[:: d + 1] += shrinkage * np.trace(sw) / d
+        evals, evecs = linalg.eigh(st - shrunk_sw, shrunk_sw)
+        evecs = evecs[:, np.argsort(evals)[::-1]]
+        coef = np.dot(means, evecs).dot(evecs.T)
+        intercept = -0.5 * np.diag(np.dot(means, coef.T)) + np.log(priors)
+        scores = np.dot(X, coef.T) + intercept
+        scores = scores - scores.max(1, keepdims=True)
+        e = np.exp(scores)
+        return e / e.sum(1, keepdims=True), shrinkage
+
+    X = X.copy()
+    n, k = len(y), len(np.unique(y))
+    prob, shrinkage = fit_predict(X, y)
+    prob = np.exp(prob) / np.exp(prob).sum(axis=1, keepdims=True)
+    classes, yi = np.unique(y, return_inverse=True)
+    means = np.zeros((k, X.shape[1]))
+    np.add.at(means, yi, X)
+    means /= np.bincount(yi)[:, None]
+    means_ = np.array([(means.sum(0) - means[i]) / (k - 1) for i in range(k)])
+    for c in range(k):
+        idx = np.where(y == c)[0]
+        p = prob[idx, c].reshape(-1, 1)
+        X[idx] = p * X[idx] + (1 - p) * means_[c]
+    prob, _ = fit_predict(X, y, shrinkage)
+    return np.sum(prob[np.arange(n), y]) / n
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_estimators_equal_the_authors_formulas(seed):
     x, y = _data(seed)
@@ -62,6 +125,8 @@ def test_estimators_equal_the_authors_formulas(seed):
     assert transrate(x, y) == pytest.approx(_transrate_reference(x, y), rel=1e-9)
     for kind in ("spherical", "diagonal"):
         assert gbc(x, y, kind) == pytest.approx(_gbc_reference(x, y, kind), rel=1e-9)
+    before = x.copy()
+    assert sfda(x, y) == pytest.approx(_sfda_reference(x, y), rel=1e-9) and np.array_equal(x, before)  # the caller's array untouched
 
 
 def test_estimators_by_hand_and_by_separation():
@@ -77,6 +142,7 @@ def test_estimators_by_hand_and_by_separation():
     assert transrate(far, y) > transrate(near, y) and gbc(far, y) > gbc(near, y)  # separable classes transfer better
     assert gbc(far, y) == pytest.approx(0.0, abs=1e-6) and gbc(x_same, y, "diagonal") < -5  # 6 ordered pairs, overlapping: near -6
     scores = estimators(far, y)
-    assert set(scores) == {"hscore", "transrate", "gbc_spherical", "gbc_diagonal"}
+    assert set(scores) == {"hscore", "transrate", "gbc_spherical", "gbc_diagonal", "sfda"}
+    assert sfda(far, y) > 0.99 and sfda(far, y) > sfda(near, y)  # separable: the true class's probability near 1
     with pytest.raises(ValueError, match="spherical"):
         gbc(far, y, "full")

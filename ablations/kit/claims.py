@@ -103,6 +103,7 @@ def t_power_design(n: int, d_observed: float) -> tuple[float, Optional[int]]:
     effect |d| it detects with 80 % power, and the number of units (>= 2) the effect ``d_observed`` would
     need for 80 % power (None when it is 0 or NaN, or needs more than 100,000). ``statsmodels``
     ``TTestPower`` (the noncentral t)."""
+    from scipy import stats
     from statsmodels.stats.power import TTestPower
 
     power = TTestPower()
@@ -110,8 +111,6 @@ def t_power_design(n: int, d_observed: float) -> tuple[float, Optional[int]]:
     d = abs(d_observed)
     if not d > 0 or math.isinf(d):
         return d_min, (2 if math.isinf(d) else None)
-    from scipy import stats
-
     # the t-test needs at least the normal approximation's n: search from there (a window, vectorised)
     start = max(2, int(((stats.norm.ppf(1 - ALPHA) + stats.norm.ppf(POWER)) / d) ** 2))
     if start > 100_000:

@@ -191,7 +191,7 @@ def zero_shot(model, task: Task, x: Optional[torch.Tensor] = None, x_train: Opti
     """Zero-shot measures of ``model`` on a task: accuracy on its evaluation images; IIMM =
     (S_inter + S_intra) / 2 and both parts on its training images (the reference's protocol) and, as
     ``iimm_eval``, on its evaluation images; the transferability estimators the paper compares IIMM
-    with, on the training images (``transfer.estimators``: H-score, TransRate, GBC); and the gap (RMG,
+    with, on the training images (``transfer.estimators``: H-score, TransRate, GBC, SFDA); and the gap (RMG,
     L2M) between each evaluation image and its true class's embedding. ``x``, ``x_train``: the images' embeddings
     when already computed (several tasks share one image set)."""
     x = image_embeddings(model, task.eval_images) if x is None else x

@@ -301,7 +301,7 @@ def fits(rows) -> list[dict]:
 
 
 def claim_better(outcome: str, name: str, against: str = "accuracy and gap") -> str:
-    what = "the transferability estimators (H-score, TransRate, GBC)" if against == "estimators" else "zero-shot accuracy, RMG and L2M"
+    what = "the transferability estimators (H-score, TransRate, GBC, SFDA)" if against == "estimators" else "zero-shot accuracy, RMG and L2M"
     return f"IIMM predicts {outcome} better than {what} ({name}; R² of IIMM above the best competitor's)"
 
 
@@ -313,7 +313,7 @@ PAPER_SOURCE = {"gain": "Niss et al. 2024: zero-shot IIMM predicts the gain of f
 
 BEYOND_SOURCE = "Niss et al. 2024 compare IIMM with transferability estimators, not with zero-shot accuracy or the gap"
 ESTIMATOR_SOURCE = ("Niss et al. 2024: IIMM against the transferability estimators (their SFDA, NCTI, TransRate, H-score, EMMS, GBC; "
-                    "here H-score, TransRate and GBC)")
+                    "here H-score, TransRate, GBC and SFDA)")
 
 
 def r2_difference(x, competitor, y, groups, resamples: int = 2000, seed: int = 0) -> dict:
@@ -355,7 +355,7 @@ def fit_claims(rows) -> list:
     one-sided Wald t-tests with the standard error clustered by model and models - 1 degrees of freedom:
     ``coefficient_claim``; a poorly separated task has more to gain and pulls the model further); and
     the paper's comparison: IIMM explains it better than the best of the transferability estimators
-    (H-score, TransRate, GBC: R² of IIMM minus R² of the estimator with the highest R²,
+    (H-score, TransRate, GBC, SFDA: R² of IIMM minus R² of the estimator with the highest R²,
     cluster-bootstrapped over models: ``better_claim``). Beyond the paper: the same against zero-shot
     accuracy, RMG and L2M."""
     out = []

@@ -7,20 +7,25 @@ their labels 0..K-1):
   with ddof 1 (``np.linalg.pinv`` at rcond 1e-15, the authors').
 - **TransRate** (Huang et al. 2022): R(Z) - (1/K) sum_c R(Z_c) on the centred features, with the coding
   rate R(Z) = 1/2 logdet(I + Z^T Z / (n eps)), n the rows of that Z, eps = 1e-4.
+- **SFDA** (Shao et al. 2022, the authors' ``SFDA_Score``): a regularised Fisher discriminant (within
+  scatter shrunk by s = max(exp(-5 lambda_max), 1e-10), lambda_max from 3 power iterations, as their
+  ``iterative_A``), its class probabilities softened by a second softmax; each sample is then moved
+  towards the mean of the *other* classes by one minus its probability of its own class (ConfMix),
+  the discriminant refitted at the same s, and the score is the mean probability of the true class.
 - **GBC** (Pandy et al. 2022): -sum over ordered class pairs c1 != c2 of exp(-D_B(c1, c2)), the
   Bhattacharyya distance of per-class Gaussians with diagonal variances (floored at 1e-4) or, for
   ``spherical``, each class's variances averaged to one:
   D_B = sum((mu1 - mu2)^2 / s) / 8 + (sum log s - (sum log s1 + sum log s2) / 2) / 2, s = (s1 + s2) / 2.
 
-Not computed here (named in the report): SFDA and NCTI (their fits need scikit-learn's LDA, which this
-project does not depend on) and EMMS (it embeds the class names with foreign language models, which
-are not available offline).
+Not computed here (named in the report): NCTI (its fit needs scikit-learn's PCA and LDA solvers, which
+this project does not depend on) and EMMS (it embeds the class names with foreign language models,
+which are not available offline).
 """
 from __future__ import annotations
 
 import numpy as np
 
-ESTIMATORS = ("hscore", "transrate", "gbc_spherical", "gbc_diagonal")
+ESTIMATORS = ("hscore", "transrate", "gbc_spherical", "gbc_diagonal", "sfda")
 
 
 def _labels(y) -> np.ndarray:
@@ -84,10 +89,72 @@ def gbc(x, y, gaussian: str = "spherical") -> float:
     return float(-np.exp(-distance[off]).sum())
 
 
+def _largest_eigenvalue(a: np.ndarray, iterations: int = 3) -> float:
+    """The authors' ``iterative_A``: ``iterations`` rounds of two power steps from the row sums, then
+    x^T A y (an estimate of the largest eigenvalue of a symmetric A)."""
+    x = a.sum(1)
+    for _ in range(iterations):
+        t = a @ x
+        y = t / np.linalg.norm(t)
+        t = a @ y
+        x = t / np.linalg.norm(t)
+    return float(x @ a @ y)
+
+
+def _discriminant(x: np.ndarray, y: np.ndarray, shrinkage=None) -> tuple[np.ndarray, float]:
+    """The authors' ``SFDA.fit(x, y).predict_proba(x)``: (N, K) class probabilities and the shrinkage
+    used. Within scatter S_w = sum_c prior_c Cov_c (ddof 0); s = max(exp(-5 lambda_max(S_w)), 1e-10)
+    unless given; S_t the total covariance and S_w each shrunk towards (trace / d) I by s; the
+    generalised eigenvectors of (S_t - S_w', S_w') (``scipy.linalg.eigh``), coef = M V V^T,
+    intercept = -diag(M coef^T) / 2 + log prior; probabilities the softmax of x coef^T + intercept."""
+    from scipy import linalg
+
+    classes, y = np.unique(y, return_inverse=True)
+    counts = np.bincount(y)
+    priors = counts / len(y)
+    means = np.zeros((len(classes), x.shape[1]))
+    np.add.at(means, y, x)
+    means /= counts[:, None]
+    d = x.shape[1]
+    sw = sum(priors[c] * np.atleast_2d(np.cov(x[y == c].T, bias=True)) for c in range(len(classes)))
+    if shrinkage is None:
+        shrinkage = max(np.exp(-5 * _largest_eigenvalue(sw)), 1e-10)
+
+    def shrunk(cov):
+        out = (1.0 - shrinkage) * cov
+        out.flat[:: d + 1] += shrinkage * np.trace(cov) / d
+        return out
+
+    sw_shrunk = shrunk(sw)
+    evals, evecs = linalg.eigh(shrunk(np.atleast_2d(np.cov(x.T, bias=True))) - sw_shrunk, sw_shrunk)
+    evecs = evecs[:, np.argsort(evals)[::-1]]
+    coef = means @ evecs @ evecs.T
+    scores = x @ coef.T + (-0.5 * np.diag(means @ coef.T) + np.log(priors))
+    scores -= scores.max(1, keepdims=True)
+    prob = np.exp(scores)
+    return prob / prob.sum(1, keepdims=True), shrinkage
+
+
+def sfda(x, y) -> float:
+    """SFDA score of features ``x`` for labels ``y`` (0..K-1): see the module docstring; ``x`` is not
+    changed (the reference moves its caller's array in place)."""
+    x, y = np.array(x, dtype=np.float64), _labels(y)
+    _, y = np.unique(y, return_inverse=True)  # the probability columns follow the classes present
+    prob, shrinkage = _discriminant(x, y)
+    prob = np.exp(prob) / np.exp(prob).sum(1, keepdims=True)  # the reference's second softmax ("soften")
+    k = int(y.max()) + 1
+    means = np.stack([x[y == c].mean(0) for c in range(k)])
+    others = (means.sum(0, keepdims=True) - means) / (k - 1)  # per class: the mean of the other classes' means
+    own = prob[np.arange(len(y)), y][:, None]
+    x = own * x + (1 - own) * others[y]
+    prob, _ = _discriminant(x, y, shrinkage)
+    return float(prob[np.arange(len(y)), y].mean())
+
+
 def estimators(x, y) -> dict[str, float]:
     """Every estimator of ``ESTIMATORS`` on L2-normalised features ``x`` (normalised here, as the
     authors' ``get_transfer_scores.py`` does before scoring) with labels ``y``."""
     x = np.asarray(x, dtype=np.float64)
     x = x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)
     return {"hscore": h_score(x, y), "transrate": transrate(x, y), "gbc_spherical": gbc(x, y, "spherical"),
-            "gbc_diagonal": gbc(x, y, "diagonal")}
+            "gbc_diagonal": gbc(x, y, "diagonal"), "sfda": sfda(x, y)}
