@@ -28,7 +28,9 @@ def test_training_length_axis_tiny_end_to_end(tmp_path, capsys):
     assert sorted((r["k"], r["max_steps"]) for r in rows) == [("0", "2"), ("0", "4"), ("5", "2"), ("5", "4")]
     lines = proc.stdout.splitlines()
     assert sum("[max_steps=2]" in line for line in lines) == 6 and sum("[max_steps=4]" in line for line in lines) == 6
-    assert any(line.startswith("direction only") and "object accuracy at k=5 rises from 2 to 4 training steps" in line for line in lines)
+    # one seed: no control can hold at either length, so the recovery claim across lengths is not testable (and says why)
+    recovery = [line for line in lines if "object accuracy at k=5 rises from 2 to 4 training steps" in line]
+    assert len(recovery) == 1 and recovery[0].startswith("not testable here:") and "verdict otherwise: not shown" in recovery[0]
     assert "| k | max_steps | seeds |" in (results / "report.md").read_text()
     slurm = cli("ablate", *args[:-1], str(tmp_path / "fresh"), "--launcher", "slurm", "--dry-run")
     assert slurm.returncode == 0 and slurm.stdout.count("--sweep trainer.max_steps=2,4") == 2  # array tasks and aggregation
