@@ -151,17 +151,16 @@ class SyntheticSource:
         """Training samples ``index`` of ``epoch``; ``defer``: leave the images to ``finish_render`` (on
         the training device), with the same result."""
         keys = sample_keys(self.seed, epoch, index)
-        labels = draw_factors(keys, self.cooccurrence)
-        for f, v in (self.force or {}).items():
-            labels[f] = np.full(len(keys), v, dtype=np.int64)
-        return self._assemble(keys, keys, labels, train=True, full_captions=False, defer=defer)
+        return self._assemble(keys, keys, self._forced(draw_factors(keys, self.cooccurrence)), train=True, full_captions=False, defer=defer)
 
     def val_batch(self, index: np.ndarray, defer: bool = False) -> dict:
         keys = sample_keys(self.seed, VAL_EPOCH, index)
-        labels = draw_factors(keys)
-        for f, v in (self.force or {}).items():
-            labels[f] = np.full(len(keys), v, dtype=np.int64)
-        return self._assemble(keys, keys, labels, train=True, full_captions=True, defer=defer)
+        return self._assemble(keys, keys, self._forced(draw_factors(keys)), train=True, full_captions=True, defer=defer)
+
+    def _forced(self, labels: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``labels`` with every factor of ``force`` fixed to its value (training and validation batches)."""
+        n = len(next(iter(labels.values())))
+        return {**labels, **{f: np.full(n, v, dtype=np.int64) for f, v in (self.force or {}).items()}}
 
     def test_batch(self, index: np.ndarray, defer: bool = False) -> dict:
         """Test sample i: base object i // 24 (digit, glyph, jitter fixed by the seed) in morphological

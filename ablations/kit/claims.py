@@ -271,19 +271,19 @@ def other_points(design: dict[str, list], axis: str) -> list[dict]:
 
 
 # --- claims of no effect: equivalence (TOST) ----------------------------------------------------------
-def _units_needed(sd: float, distance: float, one_sided: bool = False) -> Optional[int]:
+def _units_needed(sd: float, distance: float) -> Optional[int]:
     """How many units make the 90 % t-interval's half-width at most ``distance`` for spread ``sd`` (the
-    smallest n with t_{0.95, n-1} sd / sqrt(n) <= distance); None when no number does (distance <= 0)."""
+    smallest n with t_{0.95, n-1} sd / sqrt(n) <= distance, searched over n < 100,000 at once); None when
+    no number does (distance <= 0, or more than that)."""
     from scipy import stats
 
     if not distance > 0:
         return None
     if sd <= 0:
         return 2
-    for n in range(2, 100_000):
-        if stats.t.ppf(0.95, n - 1) * sd / math.sqrt(n) <= distance:
-            return n
-    return None
+    ns = np.arange(2, 100_000)
+    reach = np.nonzero(stats.t.ppf(0.95, ns - 1) * sd / np.sqrt(ns) <= distance)[0]
+    return int(ns[reach[0]]) if len(reach) else None
 
 
 def _inconclusive(text: str, sd: float, mean: float, margin: float, unit: str) -> str:

@@ -38,7 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from infogap.ablations.kit.claims import BEYOND, NOT_TESTED, PAPER, Claim, cite, coefficient_claim, effect_verdict, equivalence_claim
+from infogap.ablations.kit.claims import (BEYOND, CONTROL, NOT_TESTED, PAPER, Claim, cite, coefficient_claim, effect_verdict, equivalence_claim,
+                                          paired_claim)
 from infogap.ablations.kit.results import cached_json, read_summary, save_figure
 from infogap.ablations.kit.study import Study, settings_dict
 from infogap.ablations.learn_forget.finetune import METHODS
@@ -147,8 +148,6 @@ def permute_prompts(task, q: float):
     c takes the prompts of class c + 1 among them; none move for fewer than 2): its images, labels and
     what they let a model learn stay the same, while its zero-shot accuracy falls and its IIMM (images
     close to what is now a wrong class's prompt) rises with q, by construction."""
-    import dataclasses
-
     import torch
 
     m = int(round(q * len(task.classes)))
@@ -190,8 +189,6 @@ def control_claims(rows) -> list:
     """The positive control: within each control model, the slope of the gain on zero-shot IIMM across its
     permuted-prompt points (least squares over the fractions q), above 0 over the models (the unit,
     each counted once: ``paired_claim`` on the per-model slopes). Not tested without control points."""
-    from infogap.ablations.kit.claims import CONTROL, paired_claim
-
     by_model: dict = {}
     for r in rows:
         if "control_q" in r:
@@ -239,11 +236,6 @@ def ols_fit(x, y, groups=None) -> dict:
             "intercept": float(fit.params[0]), "r2": float(fit.rsquared), "n": int(len(x)), "clusters": clusters}
 
 
-def one_sided(p_two: float, right: bool) -> float:
-    """The one-sided p in the claimed direction from a two-sided p of a symmetric test."""
-    return p_two / 2 if right else 1 - p_two / 2
-
-
 def within_model_fit(x, y, groups) -> dict:
     """The slope of y on x within models: OLS with an intercept per model (the fixed-effects, or
     within, estimator; ``statsmodels`` ``y ~ x + C(model)``), so the tasks of one model are compared
@@ -280,6 +272,11 @@ def too_easy(row: dict) -> bool:
     return 1.0 - row.get("zs_acc", 0.0) < MIN_ERROR
 
 
+def outcome_values(rows: list[dict], outcome: str) -> list[float]:
+    """Each row's ``outcome``, NaN (left out of the fit) for a relative gain of a ``too_easy`` point."""
+    return [math.nan if outcome == "relative_gain" and too_easy(r) else r[outcome] for r in rows]
+
+
 def fits(rows) -> list[dict]:
     """Every (outcome, predictor) fit per method and pooled ("all"), on the (model, task) points: the OLS
     over all points with intervals clustered by model (``ols_fit``) and the slope within models
@@ -294,7 +291,7 @@ def fits(rows) -> list[dict]:
             for predictor in PREDICTORS:
                 if any(f"zs_{predictor}" not in r or outcome not in r for r in sel):
                     continue
-                x, y = [r[f"zs_{predictor}"] for r in sel], [math.nan if outcome == "relative_gain" and too_easy(r) else r[outcome] for r in sel]
+                x, y = [r[f"zs_{predictor}"] for r in sel], outcome_values(sel, outcome)
                 out.append({"method": method, "outcome": outcome, "predictor": predictor, **ols_fit(x, y, models),
                             **within_model_fit(x, y, models)})
     return out
@@ -329,7 +326,8 @@ def r2_difference(x, competitor, y, groups, resamples: int = 2000, seed: int = 0
     m = int(g.max()) + 1 if len(g) else 0
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, m, size=(resamples, m))
-    counts = np.stack([np.bincount(d, minlength=m) for d in draws])  # (resamples, models)
+    counts = np.zeros((resamples, m))  # (resamples, models): how often each model was drawn
+    np.add.at(counts, (np.arange(resamples)[:, None], draws), 1)
     w = counts[:, g].astype(float)  # (resamples, points)
 
     def r2(a):
@@ -406,8 +404,7 @@ def better_claim(outcome: str, name: str, against: str, f: dict, by: dict, sel: 
     if not others:
         return Claim(claim, NOT_TESTED, "no competing predictor with spread", unit="models")
     best = max(others, key=lambda q: others[q]["r2"])
-    y = [math.nan if outcome == "relative_gain" and too_easy(r) else r[outcome] for r in sel]
-    d = r2_difference([r["zs_iimm"] for r in sel], [r[f"zs_{best}"] for r in sel], y, [model_of(r) for r in sel])
+    d = r2_difference([r["zs_iimm"] for r in sel], [r[f"zs_{best}"] for r in sel], outcome_values(sel, outcome), [model_of(r) for r in sel])
     verdict = effect_verdict(d["p"], d["p_opposite"]) if d["models"] >= MIN_CLUSTERS else NOT_TESTED
     detail = (f"R² IIMM {f['r2']:.3f}; " + ", ".join(f"{q} {g['r2']:.3f}" for q, g in others.items())
               + (f"; IIMM on evaluation images {by['iimm_eval']['r2']:.3f}" if "iimm_eval" in by and not math.isnan(by["iimm_eval"]["r2"]) else "")
