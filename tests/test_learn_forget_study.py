@@ -90,6 +90,12 @@ def test_fit_claims_hold_are_contradicted_or_are_not_shown():
     assert np.corrcoef(iimm, forgetting)[0, 1] ** 2 > np.corrcoef(alt, forgetting)[0, 1] ** 2
     c = next(c for c in fit_claims(noise) if c.claim.startswith("IIMM predicts forgetting better than zero-shot") and "(full;" in c.claim)
     assert c.verdict == "not shown" and c.ci[0] < 0 < c.ci[1]  # the highest R² of noise is not a better predictor
+    # ... and it says what the design could detect: (z_0.95 + z_0.80) times the bootstrap standard error
+    from infogap.ablations.learn_forget.study import model_of, r2_difference
+
+    full = [r for r in noise if r["method"] == "full"]
+    d = r2_difference([r["zs_iimm"] for r in full], [r["zs_acc"] for r in full], [r["forgetting"] for r in full], [model_of(r) for r in full])
+    assert c.mde == pytest.approx((1.644854 + 0.841621) * d["se"], rel=1e-5) and "not shown: this design detects" in c.detail
     # no effect: outcomes unrelated to IIMM never "hold"
     null = [{**r, "gain": g, "forgetting": f} for r, g, f in zip(rows, rng.normal(size=40), rng.normal(size=40))]
     assert not [c.claim for c in fit_claims(null) if c.verdict == "holds"]

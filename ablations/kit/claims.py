@@ -120,7 +120,9 @@ def t_power_design(n: int, d_observed: float) -> tuple[float, Optional[int]]:
     return d_min, (int(ns[reach[0]]) if len(reach) else None)
 
 
-def _power_text(mde: float, needed: Optional[int], unit: str, observed: str) -> str:
+def power_text(mde: float, needed: Optional[int], unit: str, observed: str) -> str:
+    """What a "not shown" verdict adds to its detail: the smallest |effect| the design detects at 80 %
+    power and the units the observed effect would need."""
     need = f"would need {needed} {unit}" if needed else "is too small for any feasible number of units"
     return f"; not shown: this design detects |effect| >= {mde:.3g} at 80 % power; the observed {observed} {need}"
 
@@ -172,7 +174,7 @@ def paired_claim(claim: str, differences: dict[int, float], expect: str, detail:
     text += (f"; mean {mean:+.3f}, 90 % t-interval [{ci[0]:+.3f}, {ci[1]:+.3f}], one-sided paired t-test p = {p:.3g} "
              f"(opposite direction {p_opp:.3g}), d_z = {effect:+.2f}, {len(d)} seeds")
     if verdict == NOT_SHOWN:
-        text += _power_text(mde, needed, "seeds", f"d_z = {effect:+.2f}")
+        text += power_text(mde, needed, "seeds", f"d_z = {effect:+.2f}")
     return Claim(claim, verdict, text, seeds=len(d), mean=mean, ci=ci, p_value=p, effect_size=effect, mde=mde, needed=needed)
 
 
@@ -202,7 +204,7 @@ def coefficient_claim(claim: str, estimate: float, se: float, expect: str, units
     text = ((detail + "; " if detail else "") + f"estimate {estimate:+.4g} (se {se:.3g}), 90 % interval [{ci[0]:+.4g}, {ci[1]:+.4g}], "
             f"one-sided p = {p:.3g} (opposite direction {p_opp:.3g}), {units} {unit}")
     if verdict == NOT_SHOWN:
-        text += _power_text(mde, needed, unit, f"estimate {estimate:+.3g}")
+        text += power_text(mde, needed, unit, f"estimate {estimate:+.3g}")
     return Claim(claim, verdict, text, seeds=units, mean=estimate, ci=ci, p_value=p, mde=mde, needed=needed, unit=unit)
 
 
@@ -232,7 +234,7 @@ def correlation_claim(claim: str, x, y, expect: str = "positive", unit: str = "r
     text = ((detail + "; " if detail else "") + f"r = {r:+.3f}, 90 % interval [{ci[0]:+.3f}, {ci[1]:+.3f}], one-sided p = {p:.3g} "
             f"(opposite direction {p_opp:.3g}), {n} {unit}")
     if verdict == NOT_SHOWN:
-        text += _power_text(mde, needed, unit, f"r = {r:+.3f}")
+        text += power_text(mde, needed, unit, f"r = {r:+.3f}")
     return Claim(claim, verdict, text, seeds=n, mean=r, ci=ci, p_value=p, effect_size=r, mde=mde, needed=needed, unit=unit)
 
 

@@ -38,8 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from infogap.ablations.kit.claims import (BEYOND, CONTROL, NOT_TESTED, PAPER, Claim, cite, coefficient_claim, effect_verdict, equivalence_claim,
-                                          paired_claim)
+from infogap.ablations.kit.claims import (BEYOND, CONTROL, NOT_SHOWN, NOT_TESTED, PAPER, POWER, Claim, cite, coefficient_claim, effect_verdict,
+                                          equivalence_claim, paired_claim, power_text)
 from infogap.ablations.kit.results import cached_json, read_summary, save_figure
 from infogap.ablations.kit.study import Study, settings_dict
 from infogap.ablations.learn_forget.finetune import METHODS
@@ -317,8 +317,9 @@ def r2_difference(x, competitor, y, groups, resamples: int = 2000, seed: int = 0
     """R²(y ~ x) minus R²(y ~ competitor) on the same points, with a cluster bootstrap over models (the
     unit; resampled with replacement, ``resamples`` times, vectorised: each resample weights a point by
     how often its model was drawn): the difference, its 90 % percentile interval, and the one-sided
-    p-values that it is above 0 ((resamples at or below 0, plus 1) / (resamples + 1)) and below 0. R² of
-    a simple linear fit is the squared (weighted) Pearson correlation."""
+    p-values that it is above 0 ((resamples at or below 0, plus 1) / (resamples + 1)) and below 0, and
+    its bootstrap standard error ``se``. R² of a simple linear fit is the squared (weighted) Pearson
+    correlation."""
     x, c, y = (np.asarray(v, dtype=float) for v in (x, competitor, y))
     keep = ~(np.isnan(x) | np.isnan(c) | np.isnan(y))
     x, c, y = x[keep], c[keep], y[keep]
@@ -342,10 +343,11 @@ def r2_difference(x, competitor, y, groups, resamples: int = 2000, seed: int = 0
     diff = diff[~np.isnan(diff)]
     point = float(np.corrcoef(x, y)[0, 1] ** 2 - np.corrcoef(c, y)[0, 1] ** 2)
     if len(diff) == 0:
-        return {"diff": point, "ci": (math.nan, math.nan), "p": math.nan, "p_opposite": math.nan, "models": m}
+        return {"diff": point, "ci": (math.nan, math.nan), "p": math.nan, "p_opposite": math.nan, "se": math.nan, "models": m}
     lo, hi = np.quantile(diff, [0.05, 0.95])
     share = lambda hits: float((hits.sum() + 1) / (len(diff) + 1))  # noqa: E731  (the bootstrap p never 0: one resample is the data)
-    return {"diff": point, "ci": (float(lo), float(hi)), "p": share(diff <= 0), "p_opposite": share(diff >= 0), "models": m}
+    return {"diff": point, "ci": (float(lo), float(hi)), "p": share(diff <= 0), "p_opposite": share(diff >= 0),
+            "se": float(diff.std(ddof=1)) if len(diff) > 1 else math.nan, "models": m}
 
 
 def fit_claims(rows) -> list:
@@ -398,7 +400,11 @@ COMPARISONS = {"estimators": (ESTIMATOR_SOURCE, PAPER), "accuracy and gap": (BEY
 def better_claim(outcome: str, name: str, against: str, f: dict, by: dict, sel: list[dict]) -> Claim:
     """IIMM's R² against the best R² of the ``against`` competitors (``COMPETITORS``), tested by the
     cluster bootstrap of the difference (``r2_difference``); not tested without a competitor with
-    spread or with fewer than ``MIN_CLUSTERS`` models."""
+    spread or with fewer than ``MIN_CLUSTERS`` models. Not shown: the smallest difference detectable at
+    80 % power is taken as (z_0.95 + z_0.80) times the bootstrap standard error, and the observed one
+    would need about models · (that / |difference|)² models (the error shrinking as 1 / sqrt(models))."""
+    from scipy import stats
+
     claim = claim_better(outcome, name, against)
     others = {q: g for q, g in by.items() if q in COMPETITORS[against] and not math.isnan(g["r2"])}
     if not others:
@@ -406,11 +412,15 @@ def better_claim(outcome: str, name: str, against: str, f: dict, by: dict, sel: 
     best = max(others, key=lambda q: others[q]["r2"])
     d = r2_difference([r["zs_iimm"] for r in sel], [r[f"zs_{best}"] for r in sel], outcome_values(sel, outcome), [model_of(r) for r in sel])
     verdict = effect_verdict(d["p"], d["p_opposite"]) if d["models"] >= MIN_CLUSTERS else NOT_TESTED
+    mde = float((stats.norm.ppf(0.95) + stats.norm.ppf(POWER)) * d["se"])
+    needed = math.ceil(d["models"] * (mde / abs(d["diff"])) ** 2) if d["diff"] and math.isfinite(mde) else None
     detail = (f"R² IIMM {f['r2']:.3f}; " + ", ".join(f"{q} {g['r2']:.3f}" for q, g in others.items())
               + (f"; IIMM on evaluation images {by['iimm_eval']['r2']:.3f}" if "iimm_eval" in by and not math.isnan(by["iimm_eval"]["r2"]) else "")
               + f"; R² IIMM - R² {best} {d['diff']:+.3f}, 90 % cluster-bootstrap interval [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] "
                 f"(2000 resamples of {d['models']} models), one-sided p = {d['p']:.3g} (opposite direction {d['p_opposite']:.3g})")
-    return Claim(claim, verdict, detail, d["models"], d["diff"], d["ci"], d["p"], unit="models")
+    if verdict == NOT_SHOWN:
+        detail += power_text(mde, needed, "models", f"difference {d['diff']:+.3f}")
+    return Claim(claim, verdict, detail, d["models"], d["diff"], d["ci"], d["p"], unit="models", mde=mde, needed=needed)
 
 
 def settled_claims(rows, margin: float) -> list:
