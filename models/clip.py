@@ -52,6 +52,12 @@ SMALL_CONFIGS: dict[str, SmallClipConfig] = {
         vision=dict(image_size=28, patch_size=4, width=128, layers=4, head_width=16, mlp_ratio=4.0),
         text=dict(width=128, heads=4, layers=4, mlp_ratio=4.0),
     ),
+    # `small-h8` with 6 layers: 48 heads, every layer analysed (the attention-head study: sets of 8 heads per concept).
+    "small-h8-l6": SmallClipConfig(
+        embed_dim=128,
+        vision=dict(image_size=28, patch_size=4, width=128, layers=6, head_width=16, mlp_ratio=4.0),
+        text=dict(width=128, heads=4, layers=4, mlp_ratio=4.0),
+    ),
     # A CPU-sized model for real images: 64-px ViT and a small text tower over open_clip's BPE vocabulary.
     "tiny-bpe": SmallClipConfig(
         embed_dim=64,

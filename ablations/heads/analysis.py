@@ -15,8 +15,9 @@ from infogap.train import metrics as M
 from infogap.train.embed import BATCH, Encoder
 
 TEXTS_PER_HEAD = 5  # the published CCS uses 5 TEXTSPAN texts per head
-HIGH, LOW = 5, 1  # high-CCS heads: CCS = 5; low-CCS heads: CCS <= 1
+HIGH, LOW = 5, 1  # high-CCS heads: CCS = 5; low-CCS heads: CCS <= 1 (the published thresholds, on the raw CCS)
 RANDOM_DRAWS = 5
+PRUNE_SIZE = 8  # heads per pruned set (high, low, random, per concept)
 
 
 def synthetic_pool(enc: Encoder, texts_per_concept: int = 10, kind: str = "balanced") -> tuple[list[str], list[str], torch.Tensor]:
@@ -176,28 +177,59 @@ def head_table(heads: torch.Tensor, pool: torch.Tensor, texts: list[str], concep
     return table
 
 
-def prune_sets(table: list[dict], seed: int = 0) -> dict[str, list[tuple[int, int]]]:
-    """The head sets the published table compares: high-CCS (CCS = 5), low-CCS (<= 1), random heads of
-    the high set's size (5 draws from ``seed``), and per concept all heads labelled with it; with the
-    ground truth, the heads whose contributions the factors explain most and least (``gt_high``,
-    ``gt_low``: by their largest R², of the sizes of the high and the low CCS sets), and the positive
-    control's sets: every head whose ground-truth concept is colour (``gt_colour``) and random heads of
-    that count (``random_colour_0`` ...)."""
+def normalised_ccs(row: dict, reachable: dict[str, float]) -> float:
+    """A head's CCS over what a pure head of its concept reaches on this pool (``reachable_ccs``), at most
+    1: a binary factor's pure heads reach about 2.6 of 5, so its CCS of 3 is as consistent as a colour
+    head's 5. NaN for a concept no pure head can vary along; 0 for a head without a label."""
+    if not row["label"]:
+        return 0.0
+    top = reachable.get(row["label"], float("nan"))
+    return min(1.0, row["ccs"] / top) if top > 0 else float("nan")
+
+
+def consistency_toward(row: dict, concept: str, reachable: dict[str, float]) -> float:
+    """How many of a head's TEXTSPAN texts name ``concept``, over what a pure head of it reaches, at most 1."""
+    top = reachable.get(concept, float("nan"))
+    return min(1.0, sum(c == concept for c in row["concepts"]) / top) if top > 0 else float("nan")
+
+
+def prune_sets(table: list[dict], reachable: dict[str, float], size: int = PRUNE_SIZE, seed: int = 0) -> dict[str, list[tuple[int, int]]]:
+    """The head sets pruned, each of ``size`` heads (at most half the heads):
+
+    - ``high`` and ``low``: the heads of the highest and the lowest normalised CCS (``normalised_ccs``;
+      ties: the larger, then the smaller share of variance the head's texts explain), the paper's
+      high- against low-CCS comparison;
+    - ``random_0`` ...: ``RANDOM_DRAWS`` random sets (from ``seed``);
+    - per concept c, ``high_<c>``: the heads most consistent with c (``consistency_toward``; ties: the
+      variance its c texts explain), whose pruning is scored on c's task; with the ground truth,
+      ``truth_<c>``: the heads whose contributions c explains most (R², ``factor_r2``);
+    - the positive control: every head whose ground-truth concept is colour (``gt_colour``) and random
+      heads of that count (``random_colour_0`` ...)."""
     key = lambda r: (r["layer"], r["head"])  # noqa: E731
-    sets = {"high": [key(r) for r in table if r["ccs"] >= HIGH], "low": [key(r) for r in table if r["ccs"] <= LOW]}
+    size = max(1, min(size, len(table) // 2))
     rng = random.Random(seed)
     everyone = [key(r) for r in table]
+
+    def nan_low(v: float) -> float:
+        return -1.0 if np.isnan(v) else v
+
+    def explained(r, concept=None):
+        return float(sum(v for v, c in zip(r["variance_explained"], r["concepts"]) if concept is None or c == concept))
+
+    by_ccs = sorted(table, key=lambda r: (-nan_low(normalised_ccs(r, reachable)), -explained(r), r["layer"], r["head"]))
+    sets = {"high": [key(r) for r in by_ccs[:size]], "low": [key(r) for r in by_ccs[::-1][:size]]}
     for i in range(RANDOM_DRAWS):
-        sets[f"random_{i}"] = rng.sample(everyone, len(sets["high"]))
+        sets[f"random_{i}"] = rng.sample(everyone, size)
+    for concept in reachable:
+        ranked = sorted(table, key=lambda r: (-nan_low(consistency_toward(r, concept, reachable)), -explained(r, concept), r["layer"], r["head"]))
+        sets[f"high_{concept}"] = [key(r) for r in ranked[:size]]
+        if table and "r2" in table[0]:
+            truth = sorted(table, key=lambda r: (-nan_low(r["r2"].get(concept, float("nan"))), r["layer"], r["head"]))
+            sets[f"truth_{concept}"] = [key(r) for r in truth[:size]]
     if table and "true_r2" in table[0]:
-        by_truth = sorted(table, key=lambda r: (-r["true_r2"], r["layer"], r["head"]))
-        sets["gt_high"] = [key(r) for r in by_truth[: len(sets["high"])]]
-        sets["gt_low"] = [key(r) for r in by_truth[len(by_truth) - len(sets["low"]):]] if sets["low"] else []
         sets["gt_colour"] = [key(r) for r in table if r["true_label"] == "colour"]
         for i in range(RANDOM_DRAWS):
             sets[f"random_colour_{i}"] = rng.sample(everyone, len(sets["gt_colour"]))
-    for label in sorted({r["label"] for r in table if r["label"]}):
-        sets[f"concept_{label}"] = [key(r) for r in table if r["label"] == label]
     return sets
 
 
@@ -247,8 +279,9 @@ def mean_ablated(heads: torch.Tensor, rest: torch.Tensor, pruned: list[tuple[int
     return full
 
 
-def pruning_table(enc: Encoder, table: list[dict], n: int = 1024, seed: int = 0) -> list[dict]:
-    """``evaluate`` with no head pruned, then with each set of ``prune_sets`` removed in both modes:
+def pruning_table(enc: Encoder, table: list[dict], reachable: dict[str, float], n: int = 1024, seed: int = 0,
+                  size: int = PRUNE_SIZE) -> list[dict]:
+    """``evaluate`` with no head pruned, then with each set of ``prune_sets`` (``size`` heads) removed in both modes:
     ``zero`` (the CCS study's protocol: the heads' slice of the attention output projection set to 0,
     so every later layer sees it) and ``mean`` (the decomposition papers': each head's direct
     contribution to the embedding replaced by its mean over the images)."""
@@ -257,7 +290,7 @@ def pruning_table(enc: Encoder, table: list[dict], n: int = 1024, seed: int = 0)
     data = evaluation_set(enc, n)
     heads, rest = contributions(enc, data["images"])
     rows = [{"pruned": "none", "mode": "none", "n_heads": 0, **evaluate(torch.from_numpy(enc.images(data["images"])), data)}]
-    for name, chosen in prune_sets(table, seed).items():
+    for name, chosen in prune_sets(table, reachable, size, seed).items():
         if not chosen:
             rows += [{"pruned": name, "mode": mode, "n_heads": 0} for mode in ("zero", "mean")]
             continue
@@ -265,6 +298,46 @@ def pruning_table(enc: Encoder, table: list[dict], n: int = 1024, seed: int = 0)
             rows.append({"pruned": name, "mode": "zero", "n_heads": len(chosen), **evaluate(torch.from_numpy(enc.images(data["images"])), data)})
         rows.append({"pruned": name, "mode": "mean", "n_heads": len(chosen), **evaluate(mean_ablated(heads, rest, chosen), data)})
     return rows
+
+
+def heads_share(heads: torch.Tensor, rest: torch.Tensor) -> float:
+    """The heads' share of the image embedding: the mean projection of their summed direct contributions
+    on the embedding (heads + rest), over its squared norm."""
+    total = heads.sum((1, 2))
+    full = total + rest
+    return float(((total * full).sum(1) / full.norm(dim=1) ** 2).mean())
+
+
+def head_width(enc: Encoder) -> int:
+    """The width of one attention head of the model's image tower."""
+    attn = enc.model.visual.transformer.resblocks[0].attn
+    return attn.embed_dim // attn.num_heads
+
+
+def synthetic_analysis(enc: Encoder, images: int = 1024, texts_per_concept: int = 10, pool_kind: str = "balanced", m: int = TEXTS_PER_HEAD,
+                       variant: str = "published", size: int = PRUNE_SIZE, confound_pool: Optional[str] = "values", seed: int = 0) -> dict:
+    """The whole analysis of a synthetic model: the pool; ``images`` validation renders decomposed; every
+    head's TEXTSPAN texts, label, CCS, normalised CCS and ground truth (``head_table``); the CCS a pure head
+    of each concept reaches on the model's own pool (``reachable``); each head's label over the
+    ``confound_pool`` too (``values``: each value's word alone, no object word beside an attribute: does
+    the object word in the balanced pool's attribute texts move the labels?); and the pruning table."""
+    texts, concepts, pool = synthetic_pool(enc, texts_per_concept, pool_kind)
+    batch = enc.source.val_batch(np.arange(images))
+    heads, rest = contributions(enc, batch["image"])
+    width = head_width(enc)
+    table = head_table(heads, pool, texts, concepts, m, labels=batch["labels"], head_width=width, variant=variant)
+    reachable = reachable_ccs(pool, texts, concepts, m, head_width=width, seed=seed)
+    for row in table:
+        row["ccs_norm"] = normalised_ccs(row, reachable)
+    out = {"heads": table, "pool": {"texts": texts, "concepts": concepts, "shares": pool_shares(concepts)}, "reachable": reachable,
+           "heads_share": heads_share(heads, rest)}
+    if confound_pool:
+        texts2, concepts2, pool2 = synthetic_pool(enc, texts_per_concept, confound_pool)
+        other = head_table(heads, pool2, texts2, concepts2, m, head_width=width, variant=variant)
+        out["confound"] = {"pool": confound_pool, "labels": [r["label"] for r in other],
+                           "same_label": float(np.mean([a["label"] == b["label"] for a, b in zip(table, other)]))}
+    out["pruning"] = pruning_table(enc, table, reachable, images, seed, size)
+    return out
 
 
 def ccs_figure(table: list[dict], path: Path) -> Path:

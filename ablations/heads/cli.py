@@ -5,9 +5,11 @@ embedding (TEXTSPAN), how consistent its concept is (CCS), and what pruning head
     infogap analyze heads --model ViT-B-32 --pretrained /models/b32.pt --images /data/val_images \\
         --texts pool.txt --concepts pool_concepts.tsv --out results/heads_b32
 
-For an infogap run on synthetic data the images are validation renders and the text pool is every
-factor value, whose concept (its factor) is known, so CCS is exact; the pruning table (zero-shot
-accuracy per factor, MOAD, MaxSkew) is computed too. For any other model give ``--images`` (a folder),
+For an infogap run on synthetic data the images are validation renders and the text pool is the
+balanced synthetic pool, whose concepts (factors) are known, so CCS is exact; the CCS a pure head of
+each concept reaches on it (CCS is also given normalised by it), the labels over a second pool without
+object words, and the pruning table (zero-shot accuracy per factor, MOAD, MaxSkew; sets of 8 heads)
+are computed too. For any other model give ``--images`` (a folder),
 ``--texts`` (one text per line) and ``--concepts`` (a TSV: text, tab, concept). Writes ``heads.json``
 (per head: texts, variance explained, label, CCS), ``ccs.png`` (CCS per layer x head) and, on synthetic
 data, ``pruning.csv``.
@@ -23,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from infogap.ablations.heads.analysis import TEXTS_PER_HEAD, ccs_figure, contributions, head_table, pruning_table, read_pool, synthetic_pool
+from infogap.ablations.heads.analysis import (TEXTS_PER_HEAD, ccs_figure, contributions, head_table, head_width, heads_share, read_pool,
+                                              synthetic_analysis, synthetic_pool)
 from infogap.train.embed import load_encoder
 
 
@@ -43,31 +46,32 @@ def main(argv: list[str]) -> int:
     if bool(args.checkpoint) == bool(args.model):
         raise ValueError("give exactly one of --checkpoint CKPT or --model NAME [--pretrained PATH]")
     enc = load_encoder(args.checkpoint, args.model, args.pretrained, seed=args.seed)
-    synthetic = enc.word_level and not args.images
-    if args.texts:
-        texts, concepts = read_pool(args.texts, args.concepts)
-        pool = torch.from_numpy(enc.texts(enc.tokenize(texts)))
-    elif enc.word_level:
-        texts, concepts, pool = synthetic_pool(enc)
-    else:
-        raise ValueError(f"--model {enc.name}: give the text pool (--texts) and its concepts (--concepts)")
-    if args.images:
-        images = enc.folder_images(args.images, "--images")
-    elif enc.word_level:
-        images = enc.source.val_batch(np.arange(args.n))["image"]
-    else:
-        raise ValueError(f"--model {enc.name}: give --images DIR")
-    heads, rest = contributions(enc, images)
-    table = head_table(heads, pool, texts, concepts, args.m)
     out = Path(args.out)
+    meta = {"model": args.checkpoint or args.model, "pool_type": enc.model.visual.pool_type}
+    if enc.word_level and not args.images and not args.texts:  # the synthetic world: exact pool, ground truth, pruning
+        analysis = synthetic_analysis(enc, args.n, m=args.m, seed=args.seed)
+        result = {**meta, "images": args.n, "texts": len(analysis["pool"]["texts"]), **analysis}
+        table, share = analysis["heads"], analysis["heads_share"]
+    else:
+        if args.texts:
+            texts, concepts = read_pool(args.texts, args.concepts)
+            pool = torch.from_numpy(enc.texts(enc.tokenize(texts)))
+        elif enc.word_level:
+            texts, concepts, pool = synthetic_pool(enc)
+        else:
+            raise ValueError(f"--model {enc.name}: give the text pool (--texts) and its concepts (--concepts)")
+        if args.images:
+            images = enc.folder_images(args.images, "--images")
+        elif enc.word_level:
+            images = enc.source.val_batch(np.arange(args.n))["image"]
+        else:
+            raise ValueError(f"--model {enc.name}: give --images DIR")
+        heads, rest = contributions(enc, images)
+        table = head_table(heads, pool, texts, concepts, args.m, head_width=head_width(enc))
+        share = heads_share(heads, rest)
+        result = {**meta, "images": len(images), "texts": len(texts), "heads_share": share, "heads": table}
     out.mkdir(parents=True, exist_ok=True)
-    total = heads.sum((1, 2))  # the heads' share of the embedding (heads + rest): its projection on the embedding
-    full = total + rest
-    share = float(((total * full).sum(1) / full.norm(dim=1) ** 2).mean())
-    result = {"model": args.checkpoint or args.model, "pool_type": enc.model.visual.pool_type, "images": len(images),
-              "texts": len(texts), "heads_share": share, "heads": table}
-    if synthetic:
-        result["pruning"] = pruning_table(enc, table, min(args.n, 1024), args.seed)
+    if "pruning" in result:
         with open(out / "pruning.csv", "w", newline="") as f:
             cols = list(dict.fromkeys(k for r in result["pruning"] for k in r))
             writer = csv.DictWriter(f, fieldnames=cols)
@@ -77,6 +81,9 @@ def main(argv: list[str]) -> int:
     ccs_figure(table, out / "ccs.png")
     counts = np.bincount([r["ccs"] for r in table], minlength=args.m + 1)
     print(f"{len(table)} heads; CCS distribution (0..{args.m}): {counts.tolist()}; heads carry {share:.2f} of the embedding")
+    if "reachable" in result:
+        print("CCS a pure head reaches on this pool: " + ", ".join(f"{c} {v:.1f}" for c, v in result["reachable"].items())
+              + f"; labels unchanged over the pool without object words: {result['confound']['same_label']:.2f} of the heads")
     for r in table:
         print(f"layer {r['layer']:2d} head {r['head']:2d}  CCS {r['ccs']}  {r['label']:<10} {', '.join(r['texts'])}")
     print(f"\nheads: {out / 'heads.json'}\nfigure: {out / 'ccs.png'}", file=sys.stderr)

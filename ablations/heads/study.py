@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from infogap.ablations.heads.analysis import HIGH, LOW, TEXTS_PER_HEAD, contributions, head_table, pool_shares, pruning_table, synthetic_pool
+from infogap.ablations.heads.analysis import HIGH, LOW, PRUNE_SIZE, TEXTS_PER_HEAD, synthetic_analysis
 from infogap.ablations.kit.claims import BEYOND, CONTROL, cite, compare, paired_claim
 from infogap.ablations.kit.results import cached_json, save_figure
 from infogap.ablations.kit.study import Study, settings_dict
@@ -33,6 +33,8 @@ class Settings:
     texts_per_concept: int = 10
     textspan: str = "published"  # published (Algorithm 1) or unit (this package's earlier unit-direction variant)
     modes: tuple[str, ...] = ("zero", "mean")  # pruning: zero-ablate the output, mean-ablate the direct contribution
+    prune_size: int = PRUNE_SIZE  # heads per pruned set
+    confound_pool: str = "values"  # the second pool the labels are read over: attribute words without an object word
 
 
 def run_heads(run_dir: Path, settings: Settings) -> dict:
@@ -42,38 +44,48 @@ def run_heads(run_dir: Path, settings: Settings) -> dict:
         from infogap.train.checkpoints import last_checkpoint
 
         enc = load_encoder(checkpoint=str(last_checkpoint(run_dir)), seed=0)
-        texts, concepts, pool = synthetic_pool(enc, settings.texts_per_concept, settings.pool)
-        batch = enc.source.val_batch(np.arange(settings.images))
-        attn = enc.model.visual.transformer.resblocks[0].attn
-        table = head_table(contributions(enc, batch["image"])[0], pool, texts, concepts, settings.texts_per_head,
-                           labels=batch["labels"], head_width=attn.embed_dim // attn.num_heads, variant=settings.textspan)
-        return {"heads": table, "pool": {"texts": texts, "concepts": concepts, "shares": pool_shares(concepts)},
-                "pruning": pruning_table(enc, table, settings.images)}
+        return synthetic_analysis(enc, settings.images, settings.texts_per_concept, settings.pool, settings.texts_per_head, settings.textspan,
+                                  settings.prune_size, settings.confound_pool)
 
-    return cached_json(Path(run_dir) / "heads.json", {**settings_dict(settings), "seed": 0, "sets": 2}, compute)  # sets 2: the colour control
+    return cached_json(Path(run_dir) / "heads.json", {**settings_dict(settings), "seed": 0, "sets": 3}, compute)  # sets 3: per concept, normalised CCS
 
 
 def drops(pruning: list[dict]) -> dict[str, float]:
-    """Accuracy lost by pruning each kind of head set (none minus pruned; random draws averaged), per mode:
-    ``object_drop_<set>_<mode>`` and ``attr_drop_<set>_<mode>`` (mean attribute accuracy), and for the
-    positive control ``colour_drop_gt_colour_<mode>`` and ``colour_drop_random_colour_<mode>``; NaN for
-    an empty set."""
-    from infogap.data.factors import ATTRIBUTE_FACTORS
+    """What pruning each kind of head set does, per mode (random draws averaged; NaN for an empty set):
 
-    def attr(r):
-        return float(np.mean([r[f"zeroshot_{f}_acc"] for f in ATTRIBUTE_FACTORS]))
+    - ``drop_<c>_<set>_<mode>``: the accuracy on concept c's task lost (none minus pruned) when pruning
+      c's own most consistent heads (``set`` = ``high``: ``high_<c>``), its ground-truth heads (``gt``:
+      ``truth_<c>``), the low-CCS heads (``low``) or random heads (``random``); ``concept_drop_<set>_<mode>``
+      their mean over the concepts, each concept scored on its own task;
+    - ``moad_change_<set>_<mode>`` and ``skew_change_<set>_<mode>``: the object bias (MOAD of the image
+      embeddings, MaxSkew) after pruning the ``high``, ``low`` or ``random`` set, minus before;
+    - the positive control: ``colour_drop_gt_colour_<mode>`` and ``colour_drop_random_colour_<mode>``."""
+    from infogap.data.factors import FACTOR_NAMES
 
     base = next(r for r in pruning if r["pruned"] == "none")
+
+    def rows(mode, name):
+        drawn = name in ("random", "random_colour")
+        return [r for r in pruning if r["mode"] == mode and r.get("n_heads")
+                and (r["pruned"] == name or (drawn and r["pruned"].removeprefix(f"{name}_").isdigit()))]
+
+    def mean_of(sel, fn):
+        return float(np.mean([fn(r) for r in sel])) if sel else float("nan")
+
     out = {}
     for mode in sorted({r["mode"] for r in pruning} - {"none"}):
-        for kind in ("high", "low", "random", "gt_high", "gt_low"):
-            sel = [r for r in pruning if r["mode"] == mode and r.get("n_heads")
-                   and (r["pruned"] == kind or (kind == "random" and r["pruned"].removeprefix("random_").isdigit()))]
-            out[f"object_drop_{kind}_{mode}"] = float(np.mean([base["zeroshot_object_acc"] - r["zeroshot_object_acc"] for r in sel])) if sel else float("nan")
-            out[f"attr_drop_{kind}_{mode}"] = float(np.mean([attr(base) - attr(r) for r in sel])) if sel else float("nan")
+        for kind in ("high", "gt", "low", "random"):
+            per_concept = []
+            for c in FACTOR_NAMES:
+                name = {"high": f"high_{c}", "gt": f"truth_{c}"}.get(kind, kind)
+                out[f"drop_{c}_{kind}_{mode}"] = mean_of(rows(mode, name), lambda r: base[f"zeroshot_{c}_acc"] - r[f"zeroshot_{c}_acc"])
+                per_concept.append(out[f"drop_{c}_{kind}_{mode}"])
+            out[f"concept_drop_{kind}_{mode}"] = float(np.mean(per_concept)) if not any(np.isnan(per_concept)) else float("nan")
+        for kind in ("high", "low", "random"):
+            out[f"moad_change_{kind}_{mode}"] = mean_of(rows(mode, kind), lambda r: r["moad_image"] - base["moad_image"])
+            out[f"skew_change_{kind}_{mode}"] = mean_of(rows(mode, kind), lambda r: r["max_skew"] - base["max_skew"])
         for kind in ("gt_colour", "random_colour"):
-            sel = [r for r in pruning if r["mode"] == mode and r.get("n_heads") and (r["pruned"] == kind or r["pruned"].removeprefix(f"{kind}_").isdigit())]
-            out[f"colour_drop_{kind}_{mode}"] = float(np.mean([base["zeroshot_colour_acc"] - r["zeroshot_colour_acc"] for r in sel])) if sel else float("nan")
+            out[f"colour_drop_{kind}_{mode}"] = mean_of(rows(mode, kind), lambda r: base["zeroshot_colour_acc"] - r["zeroshot_colour_acc"])
     return out
 
 
@@ -99,18 +111,25 @@ class Heads(Study):
             row[f"pool_{f}_share"] = result["pool"]["shares"].get(f, 0.0)
         row["label_agreement"] = float(np.mean([h["agrees"] for h in table]))
         row["true_r2_mean"] = float(np.mean([h["true_r2"] for h in table]))
+        row["ccs_norm_mean"] = float(np.nanmean([h["ccs_norm"] for h in table]))
+        row["heads_high_ccs_norm"] = sum(h["ccs_norm"] >= 1 for h in table)
+        for f, v in result["reachable"].items():
+            row[f"reachable_{f}"] = v
+        row["labels_same_without_object_words"] = result["confound"]["same_label"] if "confound" in result else math.nan
         row.update(drops(result["pruning"]))
         return [row]
 
     def claims(self, rows, design):
         """First the positive control: at the largest k, mean-ablating every head whose ground-truth
         concept is colour costs more colour accuracy than mean-ablating as many random heads (paired by
-        seed). The paper's claim: pruning the high-CCS heads costs more accuracy than pruning the
-        low-CCS heads and random heads of the same count, in each pruning mode (per seed, averaged over
-        k; runs without a high-CCS head are left out). Beyond the paper: do the heads specialise on the
-        always-present object when captions name only it (share of object-labelled heads at the
-        smallest k minus at the largest, > 0, paired by seed; and the same with the ground-truth
-        labels), and the heads the ground truth calls most specialised, against random ones."""
+        seed). The paper's claims, per pruning mode, each unit a seed (its runs averaged over k):
+        pruning each concept's most consistent heads costs more of that concept's accuracy (the mean
+        over concepts) than pruning as many low-CCS heads, and than as many random heads (the paradox's
+        first half); pruning the high-CCS heads lowers the object bias, MOAD and MaxSkew, more than
+        pruning as many low-CCS heads (the second). Beyond the paper: the heads the ground truth gives
+        each concept against random ones, and whether the heads specialise on the always-present object
+        when captions name only it (the share of object-labelled heads at the smallest k minus at the
+        largest, > 0, paired by seed; and the same with the ground-truth labels)."""
         lo, hi = min(design["k"]), max(design["k"])
         top = {r["seed"]: r for r in rows if r.get("k") == hi}
         drop = {s: r.get("colour_drop_gt_colour_mean", math.nan) - r.get("colour_drop_random_colour_mean", math.nan) for s, r in top.items()}
@@ -122,21 +141,31 @@ class Heads(Study):
         shares[0].claim = f"more heads are labelled object at k={lo} than at k={hi} (the always-present word)"
         shares[1].claim = f"more heads carry the object factor at k={lo} than at k={hi} (ground truth: the factor explaining most of a head's variance)"
         out += cite(shares, "how caption richness shapes the heads' concepts (not a claim of the paper, which studies trained models as they are)", BEYOND)
+        n = self.settings.prune_size
+
+        def per_seed(a: str, b: str) -> dict:
+            diffs: dict[int, list[float]] = {}
+            for r in rows:
+                d = r.get(a, math.nan) - r.get(b, math.nan)
+                if not math.isnan(d):
+                    diffs.setdefault(r["seed"], []).append(d)
+            return {s: float(np.mean(v)) for s, v in diffs.items()}
+
+        paradox = "Madasu et al. 2025: removing high-CCS heads costs far more accuracy than removing low-CCS (or random) heads"
+        bias = "Madasu et al. 2025: the high-CCS heads carry the bias; pruning them lowers it"
         for mode in self.settings.modes:
-            for chosen, other in (("high", "low"), ("high", "random"), ("gt_high", "random")):
-                for metric in ("object", "attr"):
-                    per_seed: dict[int, list[float]] = {}
-                    for r in rows:
-                        diff = r.get(f"{metric}_drop_{chosen}_{mode}", math.nan) - r.get(f"{metric}_drop_{other}_{mode}", math.nan)
-                        if not math.isnan(diff):
-                            per_seed.setdefault(r["seed"], []).append(diff)
-                    what = "object" if metric == "object" else "mean attribute"
-                    name = "high-CCS" if chosen == "high" else "most specialised (ground truth)"
-                    others = {"low": "low-CCS", "random": "random"}[other]
-                    claim = paired_claim(f"pruning the {name} heads costs more {what} accuracy than pruning {others} heads "
-                                         f"({mode}-ablation, mean over k)", {s: float(np.mean(v)) for s, v in per_seed.items()}, "positive")
-                    out += (cite([claim], "ground-truth head labels (beyond the paper, which labels heads with an LLM)", BEYOND) if chosen == "gt_high"
-                            else cite([claim], "Madasu et al. 2025: removing high-CCS heads costs far more accuracy than removing low-CCS (or random) heads"))
+            for other, name in (("low", "low-CCS"), ("random", "random")):
+                out += cite([paired_claim(f"pruning each concept's {n} most consistent heads costs more of that concept's accuracy than pruning {n} "
+                                          f"{name} heads ({mode}-ablation, mean over concepts and k)",
+                                          per_seed(f"concept_drop_high_{mode}", f"concept_drop_{other}_{mode}"), "positive")], paradox)
+            for metric, what in (("moad", "MOAD"), ("skew", "MaxSkew")):
+                out += cite([paired_claim(f"pruning the {n} highest-CCS heads lowers the object bias ({what}) more than pruning the {n} lowest-CCS heads "
+                                          f"({mode}-ablation, mean over k)",
+                                          per_seed(f"{metric}_change_high_{mode}", f"{metric}_change_low_{mode}"), "negative")], bias)
+            out += cite([paired_claim(f"pruning each concept's {n} ground-truth heads costs more of that concept's accuracy than pruning {n} random "
+                                      f"heads ({mode}-ablation, mean over concepts and k)",
+                                      per_seed(f"concept_drop_gt_{mode}", f"concept_drop_random_{mode}"), "positive")],
+                        "ground-truth head labels (beyond the paper, which labels heads with an LLM)", BEYOND)
         return out
 
     def figures(self, ablation, runs, results):
