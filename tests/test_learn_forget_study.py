@@ -214,7 +214,7 @@ def test_analyze_learn_forget_on_local_checkpoints_and_a_folder(tmp_path, capsys
     folder = image_folder(tmp_path / "shapes", {"circle": 4, "square": 4, "star": 4})
     out = tmp_path / "out"
     args = ["analyze", "learn-forget", "--model", f"tiny-bpe={paths[0]}", "--model", f"tiny-bpe={paths[1]}", "--folder", str(folder),
-            "--templates", "a {}.|a photo of a {}.", "--steps", "2", "--seeds", "0", "--n-train", "64", "--n-eval", "64", "--out", str(out)]
+            "--templates", "a {}.|a photo of a {}.", "--epochs", "2", "--seeds", "0", "--n-train", "64", "--n-eval", "64", "--out", str(out)]
     assert infogap(args) == 0
     printed = capsys.readouterr().out
     assert "rises with zero-shot IIMM" in printed
@@ -226,7 +226,7 @@ def test_analyze_learn_forget_on_local_checkpoints_and_a_folder(tmp_path, capsys
     assert {p["task"] for p in points} == {"object", "colour", "thickness", "swelling", "fracture", "scaling", "shapes"}
     assert all(float(p["forgetting"]) == 0 for p in points if p["method"] == "linear")
     with open(out / "fits.csv") as f:
-        assert len(list(csv.DictReader(f))) == 4 * 4 * 10  # (3 methods + pooled) x 4 outcomes x 10 predictors (IIMM x 2, 5 estimators, acc, RMG, L2M)
+        assert len(list(csv.DictReader(f))) == 4 * 4 * 11  # (3 methods + pooled) x 4 outcomes x 11 predictors (IIMM x 2, 6 estimators, acc, RMG, L2M)
     assert (out / "learn_forget_vs_iimm.png").stat().st_size > 10_000
     saved = json.loads((out / "learn_forget.json").read_text())
     assert len(saved) == 2 and all(len(m["finetunes"]) == 3 * 7 for m in saved.values())
@@ -258,3 +258,52 @@ def test_tasks_with_almost_no_zero_shot_error_leave_the_relative_gain_fit_and_ar
     assert next(f for f in fits(rows) if f["method"] == "full" and f["outcome"] == "gain" and f["predictor"] == "iimm")["n"] == 18
     claim = next(c for c in fit_claims(rows) if c.claim.startswith("relative_gain rises") and "(full;" in c.claim)
     assert claim.verdict == "holds" and "left out: 6 points of the tasks colour (zero-shot error < 0.05)" in claim.detail
+
+
+def test_the_learning_rate_search_picks_the_best_mean_validation_accuracy_by_hand():
+    from infogap.ablations.learn_forget.study import choose_lr
+
+    rows = [{"method": "full", "lr": lr, "val_acc": acc} for lr, accs in ((1e-3, (0.6, 0.8)), (1e-2, (0.9, 0.7)), (1e-1, (0.5, 0.6)))
+            for acc in accs]  # means 0.70, 0.80, 0.55
+    rows += [{"method": "linear", "lr": lr, "val_acc": 0.9} for lr in (0.3, 0.1)]  # a tie: the smaller rate
+    rows += [{"method": "bitfit", "lr": 1e-2, "val_acc": 0.5}, {"method": "bitfit", "lr": 1e-3, "val_acc": 0.4}]
+    assert choose_lr(rows) == {"full": 1e-2, "linear": 0.1, "bitfit": 1e-2}
+
+
+@pytest.mark.slow
+def test_analyze_learn_forget_lr_search_writes_its_table(tmp_path, capsys, random_checkpoint, monkeypatch):
+    import csv
+
+    from infogap.ablations.learn_forget import study
+    from infogap.cli import main as infogap
+
+    monkeypatch.setattr(study, "LR_GRID", {**study.LR_GRID, "linear": (1e-2, 1e-1)})
+    out = tmp_path / "search"
+    assert infogap(["analyze", "learn-forget", "--checkpoint", str(random_checkpoint("tiny")), "--lr-search", "--methods", "linear",
+                    "--epochs", "2", "--n-train", "64", "--n-eval", "32", "--out", str(out)]) == 0
+    with open(out / "lr_search.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * 6 and {float(r["lr"]) for r in rows} == {1e-2, 1e-1}  # 2 rates x the 6 factor tasks
+    assert all(0 <= float(r["val_acc"]) <= 1 and r["best_epoch"] in ("0", "1") for r in rows)
+    best = study.choose_lr([{**r, "lr": float(r["lr"]), "val_acc": float(r["val_acc"])} for r in rows])["linear"]
+    assert f"linear: lr {best:g}" in capsys.readouterr().out
+    assert not (out / "learn_forget.json").exists(), "the search does not run the study"
+
+
+def test_ncti_is_scored_per_task_over_the_models_of_the_rows():
+    """NCTI ranks models on one task (the authors normalise its parts over the models they score): each
+    task's rows get ``zs_ncti`` from that task's models only, the same for every method of a model."""
+    from infogap.ablations.learn_forget.study import with_ncti
+    from infogap.ablations.learn_forget.transfer import ncti_scores
+
+    parts = {("m0", "object"): (1.0, 0.5, 2.0), ("m1", "object"): (3.0, 0.7, 2.5), ("m0", "colour"): (2.0, 0.9, 1.0),
+             ("m1", "colour"): (2.0, 0.6, 3.0)}
+    rows = [{"model": m, "task": t, "method": method, "zs_ncti_seli": a, "zs_ncti_ncc": b, "zs_ncti_vc": c}
+            for (m, t), (a, b, c) in parts.items() for method in ("full", "linear")]
+    out = with_ncti(rows)
+    for task in ("object", "colour"):
+        want = ncti_scores({m: {"ncti_seli": a, "ncti_ncc": b, "ncti_vc": c} for (m, t), (a, b, c) in parts.items() if t == task})
+        assert all(r["zs_ncti"] == pytest.approx(want[r["model"]]) for r in out if r["task"] == task)
+    # by hand, object: seli (0, 1), ncc (0, 1), vc (0, 1) -> m0 0, m1 1; colour: seli (0, 0), ncc (1, 0), vc (0, 1) -> m0 1, m1 -1
+    assert [r["zs_ncti"] for r in out if r["method"] == "full"] == pytest.approx([0.0, 1.0, 1.0, -1.0])
+    assert with_ncti(out) is out and with_ncti([{"task": "a"}]) == [{"task": "a"}]

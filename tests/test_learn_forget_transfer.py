@@ -142,7 +142,64 @@ def test_estimators_by_hand_and_by_separation():
     assert transrate(far, y) > transrate(near, y) and gbc(far, y) > gbc(near, y)  # separable classes transfer better
     assert gbc(far, y) == pytest.approx(0.0, abs=1e-6) and gbc(x_same, y, "diagonal") < -5  # 6 ordered pairs, overlapping: near -6
     scores = estimators(far, y)
-    assert set(scores) == {"hscore", "transrate", "gbc_spherical", "gbc_diagonal", "sfda"}
+    assert set(scores) == {"hscore", "transrate", "gbc_spherical", "gbc_diagonal", "sfda", "ncti_seli", "ncti_ncc", "ncti_vc"}
     assert sfda(far, y) > 0.99 and sfda(far, y) > sfda(near, y)  # separable: the true class's probability near 1
     with pytest.raises(ValueError, match="spherical"):
         gbc(far, y, "full")
+
+
+def _ncti_reference(x, y):
+    """NCTI_Score as its formulas read, without scikit-learn: PCA as the SVD of the centred features (the
+    scores are invariant to the basis of the kept subspace), the shrunk eigen-LDA (within scatter sum_c
+    prior_c Cov_c, total Cov, both shrunk towards (trace / d) I by s; generalised eigenvectors of
+    (S_t - S_w, S_w), the largest first, K - 1 kept; coef = M V V^T, intercept -diag(M coef^T) / 2 + log
+    prior), then seli, ncc and vc."""
+    from scipy import linalg
+
+    xc = x - x.mean(0)
+    _, sv, vt = np.linalg.svd(xc, full_matrices=False)
+    m = min(64, *x.shape)
+    z = xc @ vt[:m].T
+    variance = sv[:m] ** 2 / (len(x) - 1)
+    s = max(np.exp(-variance[:32].sum()), 1e-10)
+    k, d = int(y.max()) + 1, z.shape[1]
+    priors = np.bincount(y) / len(y)
+    means = np.stack([z[y == c].mean(0) for c in range(k)])
+
+    def shrunk(cov):
+        return (1 - s) * cov + s * np.trace(cov) / d * np.eye(d)
+
+    sw = sum(priors[c] * shrunk(np.cov(z[y == c].T, bias=True)) for c in range(k))
+    st = shrunk(np.cov(z.T, bias=True))
+    evals, evecs = linalg.eigh(st - sw, sw)
+    evecs = evecs[:, np.argsort(evals)[::-1]]
+    low = z @ evecs[:, : k - 1]
+    low = low - low.mean(0)
+    coef = means @ evecs @ evecs.T
+    logits = z @ coef.T - 0.5 * np.diag(means @ coef.T) + np.log(priors)
+    prob = np.exp(logits - logits.max(1, keepdims=True))
+    prob /= prob.sum(1, keepdims=True)
+    seli = np.linalg.svd(low, compute_uv=False).sum()
+    ncc = prob[np.arange(len(y)), y].mean()
+    vc = np.log(sum(np.linalg.svd(prob[y == c], compute_uv=False).sum() for c in range(k)))
+    return seli, ncc, vc
+
+
+@pytest.mark.parametrize("seed, d", [(0, 5), (1, 70)])
+def test_ncti_parts_equal_their_formulas_and_the_score_ranks_models(seed, d):
+    from infogap.ablations.learn_forget.transfer import ncti_parts, ncti_scores
+
+    x, y = _data(seed, n=90, d=d)
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    got = ncti_parts(x, y)
+    seli, ncc, vc = _ncti_reference(x, y)
+    assert got["ncti_seli"] == pytest.approx(seli, rel=1e-6) and got["ncti_ncc"] == pytest.approx(ncc, rel=1e-6)
+    assert got["ncti_vc"] == pytest.approx(vc, rel=1e-6)
+    # the score: each part min-max normalised over the models, ncc + seli - vc (by hand); one model: the raw sum
+    parts = {"a": {"ncti_seli": 2.0, "ncti_ncc": 0.5, "ncti_vc": 1.0}, "b": {"ncti_seli": 4.0, "ncti_ncc": 0.9, "ncti_vc": 3.0},
+             "c": {"ncti_seli": 3.0, "ncti_ncc": 0.6, "ncti_vc": 1.0}}
+    assert ncti_scores(parts) == pytest.approx({"a": 0 + 0 - 0, "b": 1 + 1 - 1, "c": 0.25 + 0.5 - 0})
+    assert ncti_scores({"a": parts["a"]}) == pytest.approx({"a": 0.5 + 2.0 - 1.0})
+    far, yf = _data(0, n=90, spread=50.0)
+    near, _ = _data(0, n=90, spread=0.1)
+    assert ncti_parts(far, yf)["ncti_ncc"] > 0.99 > ncti_parts(near, yf)["ncti_ncc"]  # separable classes: the true class's probability near 1

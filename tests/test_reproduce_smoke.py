@@ -145,9 +145,9 @@ def test_learn_forget(smoke):
     assert all(float(r["forgetting"]) == 0 for r in rows if r["method"] == "linear"), "a frozen tower forgets nothing"
     assert all(r[k] != "" for r in rows for k in ("zs_iimm", "zs_s_inter", "zs_s_intra", "zs_acc", "zs_rmg", "gain"))
     fits = read_csv(results / "fits.csv")
-    # (3 methods + pooled) x (gain, relative gain, forgetting, OOD) x (IIMM train/eval, H-score, TransRate, GBC x 2, SFDA, acc, RMG, L2M)
-    assert len(fits) == 4 * 4 * 10
-    assert all(r[k] != "" for r in rows for k in ("zs_hscore", "zs_transrate", "zs_gbc_spherical", "zs_gbc_diagonal", "zs_sfda"))
+    # (3 methods + pooled) x (gain, relative gain, forgetting, OOD) x (IIMM train/eval, H-score, TransRate, GBC x 2, SFDA, NCTI, acc, RMG, L2M)
+    assert len(fits) == 4 * 4 * 11
+    assert all(r[k] != "" for r in rows for k in ("zs_hscore", "zs_transrate", "zs_gbc_spherical", "zs_gbc_diagonal", "zs_sfda", "zs_ncti_seli", "zs_ncti_ncc", "zs_ncti_vc"))
 
 
 def test_heads(smoke):

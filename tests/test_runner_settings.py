@@ -17,10 +17,12 @@ from tests.helpers import ROOT
 
 def test_yaml_settings_then_command_line_settings():
     ablation = load_ablation("learn_forget")
-    assert ablation.study.settings.steps == 50 and ablation.study.settings.lr["linear"] == pytest.approx(1e-2)
-    changed = load_ablation("learn_forget", settings={"steps": 7, "lr": {"full": "1e-3"}, "finetune_seeds": [4]})
+    from infogap.ablations.learn_forget.study import LR
+
+    assert ablation.study.settings.epochs == 10 and ablation.study.settings.lr == LR
+    changed = load_ablation("learn_forget", settings={"epochs": 7, "lr": {"full": "1e-3"}, "finetune_seeds": [4]})
     s = changed.study.settings
-    assert s.steps == 7 and s.finetune_seeds == (4,) and s.lr == {"full": 1e-3, "linear": 1e-2, "bitfit": 1e-3}
+    assert s.epochs == 7 and s.finetune_seeds == (4,) and s.lr == {**LR, "full": 1e-3} and s.lr["full"] != LR["full"]
 
 
 def test_a_yaml_setting_is_what_the_study_uses(tmp_path):
@@ -35,29 +37,29 @@ def test_a_yaml_setting_is_what_the_study_uses(tmp_path):
 
 
 def test_dry_run_shows_the_setting_in_each_runs_identity(tmp_path, capsys):
-    assert infogap(["ablate", "learn_forget", "--dry-run", "--seeds", "0", "--only", "k=0", "--out", str(tmp_path), "learn_forget.steps=7"]) == 0
+    assert infogap(["ablate", "learn_forget", "--dry-run", "--seeds", "0", "--only", "k=0", "--out", str(tmp_path), "learn_forget.epochs=7"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("identity:"))
     identity = json.loads(line.split("identity:", 1)[1])
-    assert identity["analysis"]["settings"]["steps"] == 7
+    assert identity["analysis"]["settings"]["epochs"] == 7
     assert identity["analysis"]["study"] == "infogap.ablations.learn_forget.study:LearnForget"
-    assert ["learn_forget.steps", "7"] not in identity["overrides"], "a study setting is not passed to the training runs"
+    assert ["learn_forget.epochs", "7"] not in identity["overrides"], "a study setting is not passed to the training runs"
 
 
 def test_settings_do_not_change_which_trained_run_is_reused(tmp_path):
     """Reuse across ablations matches the training part of the identity: a learn_forget run with other
     fine-tuning settings still reuses the imbalance run of the same k and seed."""
-    a = expand(load_ablation("learn_forget", settings={"steps": 7}), tmp_path, [0])[0]
+    a = expand(load_ablation("learn_forget", settings={"epochs": 7}), tmp_path, [0])[0]
     b = expand(load_ablation("imbalance"), tmp_path, [0])[0]
-    ia = run_identity(load_ablation("learn_forget", settings={"steps": 7}), a)
+    ia = run_identity(load_ablation("learn_forget", settings={"epochs": 7}), a)
     ib = run_identity(load_ablation("imbalance"), b)
     assert {k: ia[k] for k in TRAINING} == {k: ib[k] for k in TRAINING} and ia["analysis"] != ib["analysis"]
 
 
 @pytest.mark.parametrize("override, message", [
-    ("learn_forget.stepz=7", "unknown setting 'stepz'; valid settings: batch_size, control_fractions, control_k, control_method, control_task, finetune_seeds, lr, methods, n_eval, n_train, ood, prompts, settled_margin, steps, task_images, templates"),
-    ("learn_forget.steps=abc", "setting 'steps' must be an integer, got 'abc'"),
+    ("learn_forget.stepz=7", "unknown setting 'stepz'; valid settings: batch_size, control_fractions, control_k, control_method, control_task, epochs, finetune_seeds, lr, methods, n_eval, n_train, ood, optimizer, prompts, settled_margin, task_images, templates, val_fraction, weight_decay"),
+    ("learn_forget.epochs=abc", "setting 'epochs' must be an integer, got 'abc'"),
     ("learn_forget.methods=[full,lora]", "unknown method lora"),
-    ("learn_forget.lr={ful: 1e-3}", "setting 'lr' has no key 'ful'; keys: full, linear, bitfit"),
+    ("learn_forget.lr={ful: 1e-3}", "setting 'lr' has no key 'ful'; keys: full, flyp, linear, bitfit"),
 ])
 def test_bad_settings_are_one_line_errors(override, message, tmp_path, capsys):
     assert infogap(["ablate", "learn_forget", "--dry-run", "--out", str(tmp_path), override]) == 2

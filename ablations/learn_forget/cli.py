@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from infogap.ablations.learn_forget.finetune import folder_task, synthetic_tasks
-from infogap.ablations.learn_forget.study import METHODS, Settings, fit_claims, measure, points, scatter, write_fits
+from infogap.ablations.learn_forget.study import METHODS, Settings, choose_lr, fit_claims, lr_search, measure, points, scatter, write_fits
 from infogap.data.factors import FACTOR_NAMES
 from infogap.train.embed import load_encoder
 
@@ -35,6 +35,13 @@ def _model_spec(text: str) -> tuple[str, str]:
     return name, path
 
 
+def _write_csv(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="infogap analyze learn-forget", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", action="append", default=[], help="an infogap run's checkpoint (repeatable)")
@@ -43,9 +50,12 @@ def main(argv: list[str]) -> int:
     p.add_argument("--folder", action="append", default=[], help="a labelled image folder as a task (repeatable; BPE models)")
     p.add_argument("--templates", default="a photo of a {}.", help="class prompt templates for --folder, separated by |")
     p.add_argument("--no-synthetic", action="store_true", help="leave out the six synthetic factor tasks")
-    p.add_argument("--methods", default=",".join(METHODS), help=f"fine-tuning methods (default {','.join(METHODS)})")
+    p.add_argument("--methods", default=",".join(DEFAULT.methods), help=f"fine-tuning methods of {','.join(METHODS)} (default {','.join(DEFAULT.methods)})")
     p.add_argument("--seeds", default=",".join(map(str, DEFAULT.finetune_seeds)), help="fine-tuning seeds (default 0,1,2)")
-    p.add_argument("--steps", type=int, default=DEFAULT.steps, help=f"fine-tuning steps per task (default {DEFAULT.steps})")
+    p.add_argument("--epochs", type=int, default=DEFAULT.epochs, help=f"fine-tuning epochs per task (default {DEFAULT.epochs}, the authors')")
+    p.add_argument("--lr-search", action="store_true",
+                   help="instead of the study: fine-tune each model on each task at every learning rate of the grid (LR_GRID) with the "
+                        "first seed, and write lr_search.csv with the rate of the best mean validation accuracy per method")
     p.add_argument("--n-train", type=int, default=DEFAULT.n_train, help="synthetic training images per task")
     p.add_argument("--n-eval", type=int, default=DEFAULT.n_eval, help="synthetic evaluation images per task")
     p.add_argument("--out", default="results/learn_forget_local")
@@ -55,7 +65,7 @@ def main(argv: list[str]) -> int:
     if unknown or not methods:
         raise ValueError(f"--methods: unknown method {unknown[0] if unknown else '(none)'}; choose from {', '.join(METHODS)}")
     seeds = tuple(int(x) for x in args.seeds.split(","))
-    settings = dataclasses.replace(DEFAULT, methods=methods, finetune_seeds=seeds, steps=args.steps, n_train=args.n_train, n_eval=args.n_eval)
+    settings = dataclasses.replace(DEFAULT, methods=methods, finetune_seeds=seeds, epochs=args.epochs, n_train=args.n_train, n_eval=args.n_eval)
     if not args.checkpoint and not args.model:
         raise ValueError("give models: --checkpoint CKPT (infogap runs) and/or --model NAME=PATH (open_clip)")
     if args.no_synthetic and not args.folder:
@@ -75,14 +85,20 @@ def main(argv: list[str]) -> int:
         names = [t.name for t in tasks]
         if len(set(names)) != len(names):
             raise ValueError(f"two tasks share a name: {sorted(names)} (folders are named by their last part)")
+        if args.lr_search:
+            table += [{"model": label, **r} for r in lr_search(enc, tasks, settings, seed=seeds[0])]
+            continue
         print(f"{label}: {len(tasks)} tasks x {len(methods)} methods x {len(seeds)} seeds", file=sys.stderr, flush=True)
         results[label] = measure(enc, tasks, settings)
         table += [{"model": label, **pt} for pt in points(results[label])]
+    if args.lr_search:
+        _write_csv(table, out / "lr_search.csv")
+        for method, lr in choose_lr(table).items():
+            print(f"{method}: lr {lr:g} (the best mean validation accuracy over {len(models)} models x the tasks)")
+        print(f"\ntable: {out / 'lr_search.csv'}", file=sys.stderr)
+        return 0
     (out / "learn_forget.json").write_text(json.dumps(results, indent=1) + "\n")
-    with open(out / "points.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in table for k in r)))
-        writer.writeheader()
-        writer.writerows(table)
+    _write_csv(table, out / "points.csv")
     write_fits(table, out / "fits.csv")
     figure = scatter(table, out / "learn_forget_vs_iimm.png", "model")
     for claim in fit_claims(table):

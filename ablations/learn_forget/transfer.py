@@ -17,15 +17,23 @@ their labels 0..K-1):
   ``spherical``, each class's variances averaged to one:
   D_B = sum((mu1 - mu2)^2 / s) / 8 + (sum log s - (sum log s1 + sum log s2) / 2) / 2, s = (s1 + s2) / 2.
 
-Not computed here (named in the report): NCTI (its fit needs scikit-learn's PCA and LDA solvers, which
-this project does not depend on) and EMMS (it embeds the class names with foreign language models,
-which are not available offline).
+- **NCTI** (Wang et al. 2023, the authors' ``NCTI_Score`` and ``get_transfer_scores.py``): PCA to 64
+  components (capped by the features' width and count), then scikit-learn's LDA (eigen solver, shrinkage
+  s = max(exp(-(sum of the top 32 explained variances)), 1e-10); the SVD solver when s hits the floor):
+  seli = the nuclear norm of the centred LDA projection, ncc = the mean probability of the true class,
+  vc = log of the sum over classes of the nuclear norms of their probability rows. The three parts are
+  per (model, task); the score is a ranking of models on one task: each part min-max normalised over the
+  models, ncc + seli - vc (``ncti_scores``).
+
+Not computed (named in the report): EMMS, which embeds the class names with foreign language models
+(GPT-2, BERT, a CLIP text tower) that are not available offline.
 """
 from __future__ import annotations
 
 import numpy as np
 
-ESTIMATORS = ("hscore", "transrate", "gbc_spherical", "gbc_diagonal", "sfda")
+ESTIMATORS = ("hscore", "transrate", "gbc_spherical", "gbc_diagonal", "sfda", "ncti")
+NCTI_PARTS = ("ncti_seli", "ncti_ncc", "ncti_vc")
 
 
 def _labels(y) -> np.ndarray:
@@ -151,10 +159,47 @@ def sfda(x, y) -> float:
     return float(prob[np.arange(len(y)), y].mean())
 
 
+def ncti_parts(x, y) -> dict[str, float]:
+    """The authors' ``NCTI_Score`` of features ``x`` for labels ``y``: {ncti_seli, ncti_ncc, ncti_vc} (see
+    the module docstring; scikit-learn's PCA and LDA, as theirs)."""
+    from sklearn.decomposition import PCA
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    x, y = np.asarray(x, dtype=np.float64), _labels(y)
+    _, y = np.unique(y, return_inverse=True)
+    pca = PCA(n_components=min(64, *x.shape))
+    z = pca.fit_transform(x, y)
+    temp = max(np.exp(-pca.explained_variance_[:32].sum()), 1e-10)
+    clf = LinearDiscriminantAnalysis(solver="svd") if temp == 1e-10 else LinearDiscriminantAnalysis(solver="eigen", shrinkage=float(temp))
+    low = clf.fit_transform(z, y)
+    low = low - low.mean(0, keepdims=True)
+    prob = clf.predict_proba(z)
+    vc = np.log(sum(np.linalg.norm(prob[y == c], ord="nuc") for c in range(int(y.max()) + 1)))
+    return {"ncti_seli": float(np.linalg.norm(low, ord="nuc")), "ncti_ncc": float(prob[np.arange(len(y)), y].mean()), "ncti_vc": float(vc)}
+
+
+def ncti_scores(parts: dict) -> dict:
+    """NCTI of each model on one task from its ``ncti_parts`` ({model: parts}): each part min-max normalised
+    over the models (a part with no spread counts 0), ncc + seli - vc; one model: the raw sum, as the
+    authors' ``get_transfer_scores.py``."""
+    if len(parts) == 1:
+        (model, p), = parts.items()
+        return {model: p["ncti_ncc"] + p["ncti_seli"] - p["ncti_vc"]}
+
+    def scaled(key):
+        values = {m: p[key] for m, p in parts.items()}
+        lo, hi = min(values.values()), max(values.values())
+        return {m: (v - lo) / (hi - lo) if hi > lo else 0.0 for m, v in values.items()}
+
+    seli, ncc, vc = scaled("ncti_seli"), scaled("ncti_ncc"), scaled("ncti_vc")
+    return {m: ncc[m] + seli[m] - vc[m] for m in parts}
+
+
 def estimators(x, y) -> dict[str, float]:
-    """Every estimator of ``ESTIMATORS`` on L2-normalised features ``x`` (normalised here, as the
-    authors' ``get_transfer_scores.py`` does before scoring) with labels ``y``."""
+    """Every per-(model, task) estimator on L2-normalised features ``x`` (normalised here, as the authors'
+    ``get_transfer_scores.py`` does before scoring) with labels ``y``: those of ``ESTIMATORS`` and NCTI's
+    parts (its score needs every model: ``ncti_scores``)."""
     x = np.asarray(x, dtype=np.float64)
     x = x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)
     return {"hscore": h_score(x, y), "transrate": transrate(x, y), "gbc_spherical": gbc(x, y, "spherical"),
-            "gbc_diagonal": gbc(x, y, "diagonal"), "sfda": sfda(x, y)}
+            "gbc_diagonal": gbc(x, y, "diagonal"), "sfda": sfda(x, y), **ncti_parts(x, y)}
