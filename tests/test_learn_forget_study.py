@@ -307,3 +307,13 @@ def test_ncti_is_scored_per_task_over_the_models_of_the_rows():
     # by hand, object: seli (0, 1), ncc (0, 1), vc (0, 1) -> m0 0, m1 1; colour: seli (0, 0), ncc (1, 0), vc (0, 1) -> m0 1, m1 -1
     assert [r["zs_ncti"] for r in out if r["method"] == "full"] == pytest.approx([0.0, 1.0, 1.0, -1.0])
     assert with_ncti(out) is out and with_ncti([{"task": "a"}]) == [{"task": "a"}]
+
+
+def test_the_fits_say_what_the_models_differ_in():
+    from infogap.ablations.learn_forget.study import varying
+
+    rows = [{"k": k, "model_size": size, "seed": s} for k in (0, 5) for size in ("tiny", "small") for s in (0, 1)]
+    assert varying(rows) == "k, model_size"
+    assert varying([r for r in rows if r["model_size"] == "tiny"]) == "k"
+    assert varying([{"model": "a", "seed": None}, {"model": "b", "seed": None}]) == "named models"
+    assert varying([{"k": 0, "seed": 0}, {"k": 0, "seed": 1}]) == "their seed only"

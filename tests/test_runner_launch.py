@@ -51,8 +51,9 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_a_finished_run_with_the_same_config_is_reused_not_trained_again(tmp_path, capsys, monkeypatch):
-    """learn_forget trains what imbalance trains: at the same k, seed and overrides (logging aside) the
-    finished imbalance run is copied, not trained again; any other override trains anew."""
+    """learn_forget trains what imbalance trains: at the same k, seed and overrides (logging aside; its
+    ``model.model=tiny`` repeats the base config's value) the finished imbalance run is copied, not
+    trained again; any other override trains anew."""
     from infogap.ablations.runner.identity import reuse_finished
 
     out = tmp_path / "out"
@@ -60,23 +61,47 @@ def test_a_finished_run_with_the_same_config_is_reused_not_trained_again(tmp_pat
     assert "run(s) failed" not in first.stdout, first.stdout[-2000:]
     source = out / "imbalance" / "runs" / "train__k=0__seed=0"
     assert json.loads((source / "run.json").read_text())["overrides"]
-    proc = ablate(capsys, "learn_forget", "--only", "k=0", "--seeds", "0", "--out", str(out), *TINY_OVERRIDES, "log_with=csv",
-                  *smoke_settings("learn_forget"))
-    assert "train k=0 seed=0: reused the finished run" in proc.stdout and "1 already finished, 0 to run" in proc.stdout
-    reused = out / "learn_forget" / "runs" / "train__k=0__seed=0"
+    proc = ablate(capsys, "learn_forget", "--only", "k=0", "--only", "model_size=tiny", "--seeds", "0", "--out", str(out), *TINY_OVERRIDES,
+                  "log_with=csv", *smoke_settings("learn_forget"))
+    assert "train k=0 model_size=tiny seed=0: reused the finished run" in proc.stdout and "1 already finished, 0 to run" in proc.stdout, proc.stdout
+    reused = out / "learn_forget" / "runs" / "train__k=0__model_size=tiny__seed=0"
     assert (reused / "metrics.json").read_bytes() == (source / "metrics.json").read_bytes()
     assert (reused / "checkpoints" / "last.ckpt").is_file() and (reused / "learn_forget.json").is_file()
     assert not (source / "learn_forget.json").exists(), "the source run is left as it was"
     ablation, elsewhere = load_ablation("learn_forget"), tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "imbalance").symlink_to(out / "imbalance")  # the finished 4-step run beside a new learn_forget
-    other = expand(ablation, elsewhere, [0], parse_only(["k=0"], ablation), parse_overrides([*TINY_OVERRIDES, "trainer.max_steps=3"]))
+    only = parse_only(["k=0", "model_size=tiny"], ablation)
+    other = expand(ablation, elsewhere, [0], only, parse_overrides([*TINY_OVERRIDES, "trainer.max_steps=3"]))
     assert reuse_finished(ablation, other, elsewhere) == [] and not other[0].finished
-    same = expand(ablation, elsewhere, [0], parse_only(["k=0"], ablation), parse_overrides(TINY_OVERRIDES))
+    small = expand(ablation, elsewhere, [0], parse_only(["k=0", "model_size=small"], ablation), parse_overrides(TINY_OVERRIDES))
+    assert reuse_finished(ablation, small, elsewhere) == [] and not small[0].finished, "another model size is another model"
+    same = expand(ablation, elsewhere, [0], only, parse_overrides(TINY_OVERRIDES))
     assert reuse_finished(ablation, same, elsewhere) == same and same[0].finished
 
 
 # --- progress while runs train -------------------------------------------------------------------
+def test_an_override_that_repeats_the_base_config_is_not_part_of_the_training_identity(tmp_path):
+    """``model.model=tiny`` over a base config whose model is tiny trains the same model: the training
+    identities match; any other value, or another base config's content, keeps the override."""
+    from infogap.ablations.runner.identity import identity_difference, training_identity
+
+    base = tmp_path / "base.yaml"
+    base.write_text("seed_everything: 0\nmodel:\n  model: tiny\ndata:\n  class_path: x.Y\n  init_args:\n    k: 5\n    seed: null\n")
+    import hashlib
+
+    sha = hashlib.sha256(base.read_bytes()).hexdigest()
+    plain = {"base_config": sha, "overrides": [["data.k", "0"], ["data.seed", "0"]]}
+    spelt = {"base_config": sha, "overrides": [["data.k", "0"], ["data.seed", "0"], ["model.model", "tiny"], ["seed_everything", "0"]]}
+    assert training_identity(spelt, base) == training_identity(plain, base) and identity_difference(spelt, plain, base) is None
+    assert training_identity(spelt) != training_identity(plain), "without the config nothing is dropped"
+    assert training_identity({**spelt, "overrides": [["data.k", "5"]]}, base)["overrides"] == []  # data.k is data: init_args: k
+    small = {"base_config": sha, "overrides": [["data.k", "0"], ["data.seed", "0"], ["model.model", "small"]]}
+    assert identity_difference(small, plain, base) == "trained with model.model=small, this plan asks none"
+    other = {**spelt, "base_config": "0" * 64}
+    assert training_identity(other, base)["overrides"] == spelt["overrides"], "another config's content: its overrides stay"
+
+
 def test_eta_and_status_line_against_hand_numbers():
     from infogap.ablations.runner.progress import (
         eta_seconds,

@@ -35,11 +35,9 @@ def run_identity(ablation: Ablation, run: Run) -> dict:
     spells them (seed included), less the keys of ``NOT_IDENTITY``; and the analysis the study makes of
     it (the study and its settings, which key the study's per-run caches). Runs are reused across
     ablations by the training part alone (``TRAINING``)."""
-    import hashlib
-
     overrides = sorted([cli_key(k), _cli_value(v)] for k, v in run.overrides.items() if cli_key(k) not in NOT_IDENTITY)
     study = type(ablation.study)
-    return {"base_config": hashlib.sha256(ablation.base_config.read_bytes()).hexdigest(), "overrides": overrides,
+    return {"base_config": _sha256(ablation.base_config), "overrides": overrides,
             "analysis": {"study": f"{study.__module__}:{study.__qualname__}", "settings": settings_dict(ablation.study.settings)}}
 
 
@@ -50,9 +48,46 @@ def write_identity(ablation: Ablation, run: Run) -> None:
     write_json_atomic(run.dir / IDENTITY, run_identity(ablation, run))
 
 
-def training_identity(identity: dict) -> dict:
-    """The part of a run's identity that decides the trained model (``TRAINING``)."""
-    return {k: identity.get(k) for k in TRAINING}
+def training_identity(identity: dict, base_config: Optional[Path] = None) -> dict:
+    """The part of a run's identity that decides the trained model (``TRAINING``); with ``base_config``, and
+    when the identity was trained from that config's content, less the overrides that repeat its own value
+    (``model.model=tiny`` over a config whose model is tiny, ``seed_everything=0`` over one that seeds 0):
+    they train the same model, so a run of one study is the run another study asks for with the value
+    spelt out (an axis over model sizes reuses the runs of the default size)."""
+    out = {k: identity.get(k) for k in TRAINING}
+    if base_config is not None and out["overrides"] and out["base_config"] == _sha256(base_config):
+        config = _read_config(base_config)
+        out["overrides"] = [[k, v] for k, v in out["overrides"] if _config_value(config, k) != v]
+    return out
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _read_config(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(Path(path).read_text()) or {}
+
+
+_ABSENT = object()
+
+
+def _config_value(config: dict, key: str):
+    """The base config's value at an override key as the command line spells it (``data.k`` is
+    ``data: init_args: k``), spelt as an override value (``_cli_value``); a sentinel when it has none."""
+    node = config
+    for part in key.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, dict) and isinstance(node.get("init_args"), dict) and part in node["init_args"]:
+            node = node["init_args"][part]
+        else:
+            return _ABSENT
+    return _cli_value(node)
 
 
 def recorded_identity(run: Run) -> Optional[dict]:
@@ -68,7 +103,8 @@ def identity_difference(recorded: dict, planned: dict, base_config: Path) -> Opt
     """None when the recorded training identity equals the planned one, else what differs, in words:
     ``trained with trainer.max_steps=4, this plan asks 6`` (the first differing override) or that the
     base config's content changed."""
-    if training_identity(recorded) == training_identity(planned):
+    recorded, planned = training_identity(recorded, base_config), training_identity(planned, base_config)
+    if recorded == planned:
         return None
     was = {k: v for k, v in recorded.get("overrides") or []}
     now = {k: v for k, v in planned.get("overrides") or []}
@@ -132,7 +168,7 @@ def reuse_finished(ablation: Ablation, runs: list[Run], out: Path) -> list[Run]:
     import shutil
 
     def canonical(identity: dict) -> str:
-        return json.dumps(training_identity(identity), sort_keys=True)
+        return json.dumps(training_identity(identity, ablation.base_config), sort_keys=True)
 
     finished: dict[str, list[Path]] = {}
     for path in sorted(Path(out).glob(f"*/runs/*/{IDENTITY}")):
