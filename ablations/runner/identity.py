@@ -106,6 +106,8 @@ def identity_difference(recorded: dict, planned: dict, base_config: Path) -> Opt
     recorded, planned = training_identity(recorded, base_config), training_identity(planned, base_config)
     if recorded == planned:
         return None
+    if recorded.get("base_config") != planned["base_config"]:
+        return f"trained with another content of {base_config.name} (sha256 {str(recorded.get('base_config'))[:12]}, now {planned['base_config'][:12]})"
     was = {k: v for k, v in recorded.get("overrides") or []}
     now = {k: v for k, v in planned.get("overrides") or []}
     for key in sorted(set(was) | set(now)):
