@@ -30,15 +30,15 @@ def test_labels_to_match_interpolates_the_data_efficiency_curve_in_log_fraction(
 
 
 def test_dense_claims_hold_only_when_captions_improve_dense_features():
-    """Per task and mode: k=max beats k=min, k=max beats the converged MAE; per task (fine-tuned): 10 %
-    of the labels at k=max beat all of them at k=min. The untrained-for-long MAE ("mae") is not the
-    baseline of any claim: only "mae_converged" is."""
+    """Per task and mode: k=max beats k=min, k=max beats the MAE at the same images seen ("mae", the
+    headline) and the converged MAE ("mae_converged"), each against its own baseline; per task
+    (fine-tuned): 10 % of the labels at k=max beat all of them at k=min."""
     from infogap.ablations.dense.study import Dense
 
     dense = Dense()
     tasks = dense.settings.tasks
 
-    def rows(gain, mae_level=0.5, modes=("linear", "finetune")):
+    def rows(gain, mae_level=0.5, modes=("linear", "finetune"), matched_level=0.4):
         out = []
         for s in (0, 1, 2):
             for mode in modes:
@@ -55,12 +55,13 @@ def test_dense_claims_hold_only_when_captions_improve_dense_features():
                         seg = t in ("object", "colour", "edge")
                         out.append({"encoder": "mae_converged", "seed": s, "task": t, "fraction": fraction, "mode": mode,
                                     "miou": mae_level + 0.001 * s if seg else math.nan, "rmse": math.nan if seg else 0.3 + 0.001 * s})
-                        out.append({"encoder": "mae", "seed": s, "task": t, "fraction": fraction, "mode": mode,  # a weak MAE: never the baseline
-                                    "miou": 0.0 if seg else math.nan, "rmse": math.nan if seg else 9.0})
+                        out.append({"encoder": "mae", "seed": s, "task": t, "fraction": fraction, "mode": mode,
+                                    "miou": matched_level - 0.001 * s if seg else math.nan, "rmse": math.nan if seg else 0.35 - 0.001 * s})
         return out
 
     good = dense.claims(rows(0.3), {"k": [0, 5]})
-    assert len(good) == len(tasks) * (2 * 2 + 1), [c.claim for c in good]
+    assert len(good) == len(tasks) * (2 * 3 + 1), [c.claim for c in good]
+    assert sum("same images seen (matched budget)" in c.claim for c in good) == len(tasks) * 2
     assert [c.verdict for c in good] == [HOLDS] * len(good), [c.line() for c in good]
     assert sum("fine-tuned" in c.claim or "finetune" in c.claim for c in good) >= len(tasks) * 3
     control = [c for c in good if c.role == "positive control"]
@@ -72,8 +73,29 @@ def test_dense_claims_hold_only_when_captions_improve_dense_features():
     assert all(c.verdict == "contradicted" for c in bad), [c.line() for c in bad]
     # a converged MAE better than every CLIP: the "beats the MAE" claims fail, the k claims still hold
     strong = {c.claim: c.verdict for c in dense.claims(rows(0.3, mae_level=0.99), {"k": [0, 5]})}
-    beats = [v for c, v in strong.items() if "masked autoencoder" in c and c.startswith(("object", "colour", "edge"))]
+    beats = [v for c, v in strong.items() if "masked autoencoder trained to its own convergence" in c and c.startswith(("object", "colour", "edge"))]
     assert beats and all(v == "contradicted" for v in beats)
+    assert all(v == HOLDS for c, v in strong.items() if "matched budget" in c), "each claim reads its own baseline"
+    matched = {c.claim: c.verdict for c in dense.claims(rows(0.3, matched_level=0.99), {"k": [0, 5]})}
+    assert {v for c, v in matched.items() if "matched budget" in c and c.startswith(("object", "colour", "edge"))} == {"contradicted"}
+    assert {v for c, v in matched.items() if "own convergence" in c} == {HOLDS}
     # linear probes only: no fine-tuned claims, the 10x claim falls back to the linear curves
     linear = dense.claims(rows(0.3, modes=("linear",)), {"k": [0, 5]})
-    assert len(linear) == len(tasks) * 3 and not any("finetune" in c.claim for c in linear)
+    assert len(linear) == len(tasks) * 4 and not any("finetune" in c.claim for c in linear)
+
+
+def test_clip_accuracy_curves_read_each_runs_history(tmp_path):
+    """Whether the CLIP encoders converged: each finished run's zero-shot object accuracy per step, from its metrics history."""
+    import json
+    from types import SimpleNamespace
+
+    from infogap.ablations.dense.study import clip_accuracy_curves
+
+    runs = []
+    for k, seed, accs in ((0, 0, {"0": 0.1, "300": 0.6, "600": 0.7}), (5, 1, {"0": 0.1, "600": 0.9})):
+        d = tmp_path / f"k{k}s{seed}"
+        d.mkdir()
+        (d / "metrics.json").write_text(json.dumps({"history": {step: {"zeroshot_object_acc": a, "l2m": 1.0} for step, a in accs.items()}}))
+        runs.append(SimpleNamespace(dir=d, axes={"k": k}, seed=seed))
+    runs.append(SimpleNamespace(dir=tmp_path / "missing", axes={"k": 2}, seed=0))
+    assert clip_accuracy_curves(runs) == {"k=0 seed=0": {0: 0.1, 300: 0.6, 600: 0.7}, "k=5 seed=1": {0: 0.1, 600: 0.9}}
