@@ -298,3 +298,24 @@ def test_probe_command_on_synthetic_renders_and_on_both_layouts(tmp_path, capsys
         assert result["train_images"] == result["val_images"] == 6 and len(result["probes"]) == 4
         metric = "miou" if task == "seg" else "rmse"
         assert all(np.isfinite(r[metric]) for r in result["probes"]) and np.isfinite(result["baseline"][metric])
+
+
+def test_a_fine_tune_with_the_conv_decoder_trains_the_tower_and_a_3x3_head(batch):
+    from infogap.ablations.dense.probe import train_finetune
+
+    model = build_model("tiny", vocab_size=60, context_length=10, eos_id=2)
+    before = {n: p.detach().clone() for n, p in model.visual.named_parameters()}
+    images = batch["image"][:32]
+    target = synthetic_targets(batch, "object")[:32]
+    tuned = train_finetune(model, images, target, np.arange(32), "seg", 11, steps=2, batch_size=16, accelerator="cpu", decoder="conv")
+    head = tuned.probe.head
+    assert isinstance(head, torch.nn.Sequential) and head[0].kernel_size == (3, 3) and head[2].kernel_size == (1, 1)
+    assert tuned(images[:4]).shape == (4, 11, 28, 28)
+    assert any(not torch.equal(before[n], p) for n, p in tuned.visual.named_parameters()), "the tower is fine-tuned too"
+    assert all(torch.equal(before[n], p) for n, p in model.visual.named_parameters()), "the caller's model is left as it was"
+    linear = train_finetune(model, images, target, np.arange(32), "seg", 11, steps=1, batch_size=16, accelerator="cpu")
+    assert isinstance(linear.probe.head, torch.nn.Conv2d) and linear.probe.head.kernel_size == (1, 1)
+    from infogap.ablations.dense.study import Settings
+
+    with pytest.raises(ValueError, match="unknown decoder 'unet'"):
+        Settings(finetune_decoders=("linear", "unet"))

@@ -114,15 +114,17 @@ def test_bias(smoke):
 
 
 def test_dense(smoke):
-    """5 tasks x 2 label fractions (the plan's) x 2 modes (linear probe, fine-tuned) per encoder: 2 trained runs, then
+    """5 tasks x 2 label fractions (the plan's) x 3 modes (linear probe, fine-tuned with a linear head and with a conv decoder)
+    per encoder: 2 trained runs, then
     the random, MAE (a CLIP run's image budget) and converged-MAE encoders of seed 0, and the label
     oracle (linear only: it has no encoder to fine-tune)."""
     _, rows, results = study(smoke, "dense")
     report = (results / "report.md").read_text()
-    per_encoder = 5 * 2 * 2
+    per_encoder = 5 * 2 * 3
     counts = {e: sum(r["encoder"] == e for r in rows) for e in {r["encoder"] for r in rows}}
     assert counts == {"clip": 2 * per_encoder, "random": per_encoder, "mae": per_encoder, "mae_converged": per_encoder, "oracle": 5 * 2}
     assert {r["mode"] for r in rows if r["encoder"] == "oracle"} == {"linear"}
+    assert {r["mode"] for r in rows if r["encoder"] == "clip"} == {"linear", "finetune", "finetune_conv"}
     assert "runs finished: 2 of 2 " in report  # runs, not rows
     assert all(r["k"] == "" for r in rows if r["encoder"] != "clip") and all(r["k"] != "" for r in rows if r["encoder"] == "clip")
     seg = [r for r in rows if r["task"] in ("object", "colour", "edge")]

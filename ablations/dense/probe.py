@@ -360,16 +360,17 @@ def train_probe(features, targets: torch.Tensor, index: np.ndarray, task: str, n
 class DenseFineTune(pl.LightningModule):
     """The image tower of a CLIP and a dense head trained together, as the paper evaluated its encoders
     (fine-tuning, not a frozen probe): the patch tokens of block ``layer`` (``forward_intermediates``,
-    through the final LayerNorm) feed a linear ``DenseProbe`` head; AdamW with a small learning rate for
-    the tower (``lr_encoder``) and the probe's for the head (``lr_head``)."""
+    through the final LayerNorm) feed a ``DenseProbe`` head, ``decoder`` ``linear`` (1 x 1) or ``conv`` (a small
+    convolutional decoder: 3 x 3 convolution, ReLU, 1 x 1); AdamW with a small learning rate for the tower
+    (``lr_encoder``) and the probe's for the head (``lr_head``)."""
 
     def __init__(self, visual: torch.nn.Module, task: Literal["seg", "depth"], num_classes: int, size: int, layer: int = -1,
-                 lr_encoder: float = 1e-4, lr_head: float = 1e-2, weight_decay: float = 1e-4):
+                 lr_encoder: float = 1e-4, lr_head: float = 1e-2, weight_decay: float = 1e-4, decoder: Literal["linear", "conv"] = "linear"):
         super().__init__()
         self.visual = visual
         self.index = layer_indices(visual, [layer])
         width = visual.transformer.width
-        self.probe = DenseProbe(width, task, num_classes, size, "linear", lr=lr_head, weight_decay=weight_decay, prefix="finetune")
+        self.probe = DenseProbe(width, task, num_classes, size, decoder, lr=lr_head, weight_decay=weight_decay, prefix="finetune")
         self.lr_encoder, self.weight_decay = lr_encoder, weight_decay
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -402,14 +403,15 @@ class DenseFineTune(pl.LightningModule):
 
 def train_finetune(model, images: torch.Tensor, targets: torch.Tensor, index: np.ndarray, task: str, num_classes: int = 11,
                    steps: int = 200, batch_size: int = 64, lr_encoder: float = 1e-4, lr_head: float = 1e-2, seed: int = 0,
-                   accelerator: str = "auto") -> DenseFineTune:
-    """Fine-tune a copy of ``model``'s image tower with a dense head for ``steps`` steps on the training
+                   accelerator: str = "auto", decoder: str = "linear") -> DenseFineTune:
+    """Fine-tune a copy of ``model``'s image tower with a dense head (``decoder``) for ``steps`` steps on the training
     images ``index`` (one pass of ``steps`` batches through seeded permutations of them, as
     ``train_probe``); ``model`` itself is left unchanged."""
     import copy
 
     pl.seed_everything(seed, verbose=False)
-    module = DenseFineTune(copy.deepcopy(model.visual).train(), task, num_classes, targets.shape[-1], lr_encoder=lr_encoder, lr_head=lr_head)
+    module = DenseFineTune(copy.deepcopy(model.visual).train(), task, num_classes, targets.shape[-1], lr_encoder=lr_encoder, lr_head=lr_head,
+                           decoder=decoder)
     data = torch.utils.data.TensorDataset(images[torch.as_tensor(index)], targets[torch.as_tensor(index)])
     batch = min(batch_size, len(data))
     sampler = torch.utils.data.RandomSampler(data, num_samples=steps * batch, generator=torch.Generator().manual_seed(seed))

@@ -33,7 +33,8 @@ CONTROL_TASK = "scale_depth"  # the positive control: a depth the scaling word d
 SOURCE = {"k": "Vasu et al. 2024: captions that describe the image give the image tower better dense features",
           "mae": "Vasu et al. 2024: CLIP on quality captions beats MAE-style pretraining (+12.1 % mIoU, -11.5 % RMSE at ViT-B/16)",
           "labels": "Vasu et al. 2024: 10x data efficiency when fine-tuning dense heads"}
-MODES = ("linear", "finetune")
+MODES = ("linear", "finetune", "finetune_conv")  # frozen linear probe; fine-tuned with a linear head; fine-tuned with a conv decoder
+FINETUNE_MODE = {"linear": "finetune", "conv": "finetune_conv"}  # the mode of each fine-tuning decoder
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,15 @@ class Settings:
     n_val: int = 1024  # synthetic validation renders
     probe_steps: int = 300  # linear probe training steps (on frozen patch tokens)
     finetune_steps: int = 200  # encoder + head fine-tuned together, as the paper (0: no fine-tuning)
+    finetune_decoders: tuple[str, ...] = ("linear", "conv")  # the fine-tuned heads: a 1 x 1 convolution, and a small convolutional decoder
     finetune_lr_encoder: float = 1e-4
     finetune_lr_head: float = 1e-2
     mae_converged_steps: int = 3000  # the masked autoencoder trained to its own convergence (loss curve in mae_loss.png)
+
+    def __post_init__(self):
+        unknown = [d for d in self.finetune_decoders if d not in FINETUNE_MODE]
+        if unknown:
+            raise ValueError(f"dense finetune_decoders: unknown decoder {unknown[0]!r}; choose from {', '.join(FINETUNE_MODE)}")
 
 
 def probe_rows(checkpoint: Path, seed: int, settings: Settings) -> list[dict]:
@@ -72,12 +79,13 @@ def probe_rows(checkpoint: Path, seed: int, settings: Settings) -> list[dict]:
         for r in probe_fractions(features["train"], train_y, features["val"], val_y, kind, n_classes or 1, settings.fractions, [seed],
                                  steps=settings.probe_steps, accelerator="cpu"):
             rows.append({"task": task, "mode": "linear", **{k: v for k, v in r.items() if k != "seed"}, **base})
-        if settings.finetune_steps > 0:
+        for decoder in settings.finetune_decoders if settings.finetune_steps > 0 else ():
             for fraction in settings.fractions:
                 index = label_subset(len(train_y), fraction, seed)
                 tuned = train_finetune(enc.model, images["train"], train_y, index, kind, n_classes or 1, settings.finetune_steps,
-                                       lr_encoder=settings.finetune_lr_encoder, lr_head=settings.finetune_lr_head, seed=seed, accelerator="cpu")
-                rows.append({"task": task, "mode": "finetune", "fraction": fraction, "labelled": len(index),
+                                       lr_encoder=settings.finetune_lr_encoder, lr_head=settings.finetune_lr_head, seed=seed, accelerator="cpu",
+                                       decoder=decoder)
+                rows.append({"task": task, "mode": FINETUNE_MODE[decoder], "fraction": fraction, "labelled": len(index),
                              **tuned.evaluate(images["val"], val_y), **base})
     return rows
 
@@ -284,7 +292,7 @@ class Dense(Study):
             metric = METRIC[task]
             ax = axs[0][j]
             for i, fraction in enumerate(self.settings.fractions):
-                for mode, style in (("linear", "o-"), ("finetune", "s--")):
+                for mode, style in (("linear", "o-"), ("finetune", "s--"), ("finetune_conv", "^:")):
                     pts = [mean(encoder="clip", task=task, fraction=fraction, k=k, mode=mode) for k in ks]
                     if not all(np.isnan(pts)):
                         ax.plot(ks, pts, style, color=f"C{i}", label=f"{fraction:.0%}, {mode}")
