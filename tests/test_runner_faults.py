@@ -121,3 +121,14 @@ def test_the_start_of_a_run_is_read_from_step_0_or_refused(golden_run):
     with pytest.raises(ValueError, match=r"metrics.json: no evaluation at step 0 \(its history starts at step 10\)"):
         Temperature().rows(run, record)
 
+
+
+def test_read_summary_keeps_names_as_strings_and_numbers_as_floats(tmp_path):
+    """An axis of names (a model size) reads back as its string, a number as a float, an empty cell as None."""
+    from infogap.ablations.kit.results import read_summary
+
+    (tmp_path / "summary.csv").write_text("method,k,model_size,gain,task\nfull,5,tiny,0.25,\nlinear,0,small,,0\n")
+    assert read_summary(tmp_path, ("method", "task")) == [
+        {"method": "full", "k": 5.0, "model_size": "tiny", "gain": 0.25, "task": ""},
+        {"method": "linear", "k": 0.0, "model_size": "small", "gain": None, "task": "0"}]
+    assert read_summary(tmp_path / "missing") == []

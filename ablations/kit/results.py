@@ -82,11 +82,20 @@ def save_figure(fig, path: Path, dpi: int = 110) -> Path:
 
 def read_summary(results: Path, text: tuple[str, ...] = ()) -> list[dict]:
     """An ablation's ``summary.csv`` as rows: numbers as floats, empty cells as None, the columns in
-    ``text`` as strings."""
+    ``text`` as strings, and any other cell that is not a number (an axis of names, such as a model
+    size) as its string."""
     import csv
+
+    def cell(v):
+        if v in ("", None):
+            return None
+        try:
+            return float(v)
+        except ValueError:
+            return v
 
     path = Path(results) / "summary.csv"
     if not path.is_file():
         return []
     with open(path) as f:
-        return [{k: (v if k in text else None if v in ("", None) else float(v)) for k, v in r.items()} for r in csv.DictReader(f)]
+        return [{k: (v if k in text else cell(v)) for k, v in r.items()} for r in csv.DictReader(f)]
