@@ -17,7 +17,6 @@ data, ``pruning.csv``.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 
 from infogap.ablations.heads.analysis import (TEXTS_PER_HEAD, ccs_figure, contributions, head_table, head_width, heads_share, read_pool,
                                               synthetic_analysis, synthetic_pool)
+from infogap.ablations.kit.results import write_rows
 from infogap.train.embed import load_encoder
 
 
@@ -72,11 +72,7 @@ def main(argv: list[str]) -> int:
         result = {**meta, "images": len(images), "texts": len(texts), "heads_share": share, "heads": table}
     out.mkdir(parents=True, exist_ok=True)
     if "pruning" in result:
-        with open(out / "pruning.csv", "w", newline="") as f:
-            cols = list(dict.fromkeys(k for r in result["pruning"] for k in r))
-            writer = csv.DictWriter(f, fieldnames=cols)
-            writer.writeheader()
-            writer.writerows(result["pruning"])
+        write_rows(result["pruning"], out / "pruning.csv")
     (out / "heads.json").write_text(json.dumps(result, indent=1) + "\n")
     ccs_figure(table, out / "ccs.png")
     counts = np.bincount([r["ccs"] for r in table], minlength=args.m + 1)

@@ -80,6 +80,18 @@ def save_figure(fig, path: Path, dpi: int = 110) -> Path:
     return Path(path)
 
 
+def write_rows(rows: list[dict], path: Path) -> Path:
+    """``rows`` as a CSV file, its columns every key of the rows in order of first appearance (a row
+    without one leaves its cell empty)."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+        writer.writeheader()
+        writer.writerows(rows)
+    return Path(path)
+
+
 def read_summary(results: Path, text: tuple[str, ...] = ()) -> list[dict]:
     """An ablation's ``summary.csv`` as rows: numbers as floats, empty cells as None, the columns in
     ``text`` as strings, and any other cell that is not a number (an axis of names, such as a model

@@ -14,12 +14,12 @@ and the scatter figure.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import sys
 from pathlib import Path
 
+from infogap.ablations.kit.results import write_rows
 from infogap.ablations.learn_forget.finetune import folder_task, synthetic_tasks
 from infogap.ablations.learn_forget.study import METHODS, Settings, choose_lr, fit_claims, lr_search, measure, points, scatter, write_fits
 from infogap.data.factors import FACTOR_NAMES
@@ -33,13 +33,6 @@ def _model_spec(text: str) -> tuple[str, str]:
     if not sep or not name:
         raise ValueError(f"--model {text!r}: give NAME=PATH (an open_clip model and its local checkpoint; NAME= for random weights)")
     return name, path
-
-
-def _write_csv(rows: list[dict], path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def main(argv: list[str]) -> int:
@@ -92,13 +85,13 @@ def main(argv: list[str]) -> int:
         results[label] = measure(enc, tasks, settings)
         table += [{"model": label, **pt} for pt in points(results[label])]
     if args.lr_search:
-        _write_csv(table, out / "lr_search.csv")
+        write_rows(table, out / "lr_search.csv")
         for method, lr in choose_lr(table).items():
             print(f"{method}: lr {lr:g} (the best mean validation accuracy over {len(models)} models x the tasks)")
         print(f"\ntable: {out / 'lr_search.csv'}", file=sys.stderr)
         return 0
     (out / "learn_forget.json").write_text(json.dumps(results, indent=1) + "\n")
-    _write_csv(table, out / "points.csv")
+    write_rows(table, out / "points.csv")
     write_fits(table, out / "fits.csv")
     figure = scatter(table, out / "learn_forget_vs_iimm.png", "model")
     for claim in fit_claims(table):

@@ -148,14 +148,16 @@ def lr_search(enc, tasks, settings: Settings, grid: dict | None = None, seed: in
     from infogap.ablations.learn_forget.finetune import zero_shot_acc
 
     grid = LR_GRID if grid is None else grid
+    tunable = [t for t in tasks if t.finetune]
+    before = {t.name: zero_shot_acc(enc.model, t) for t in tunable}  # the model is never changed: once per task
     out = []
     for method in settings.methods:
         for lr in grid[method]:
             tried = dataclasses.replace(settings, lr={**settings.lr, method: lr})
-            for task in (t for t in tasks if t.finetune):
+            for task in tunable:
                 module = run_finetune(enc.model, task, method, tried, seed)
                 out.append({"method": method, "lr": lr, "task": task.name, "val_acc": max(module.val_accs), "best_epoch": module.best_epoch,
-                            "acc_before": zero_shot_acc(enc.model, task)})
+                            "acc_before": before[task.name]})
     return out
 
 
