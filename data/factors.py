@@ -2,6 +2,12 @@
 
 Reference design ("MAD", Morpho-MNIST digits): one object factor (the digit) and five attribute
 factors; 10 x 3*2*2*2*7 = 1,680 combinations. Every factor value is one caption word and one token.
+
+The layout world (``LAYOUT_FACTORS``, the dense-feature study) places the object in a larger scene and
+adds three coarse layout words, as real captions describe a scene: where the object is (a cell of a
+3 x 3 grid), how large it is (a size class) and how far (a depth plane). Each word names a bin; the
+object's exact place, scale and distance vary within it (``infogap.data.render``), so dense targets
+stay finer than the words.
 """
 from __future__ import annotations
 
@@ -22,6 +28,14 @@ FACTORS: dict[str, tuple[str, ...]] = {
 }
 FACTOR_NAMES: tuple[str, ...] = tuple(FACTORS)
 ATTRIBUTE_FACTORS: tuple[str, ...] = tuple(f for f in FACTORS if f != OBJECT)
+# The layout world's coarse scene words (not in FACTORS: they are not attributes of the object and k does
+# not count them; a layout caption names all three or none).
+LAYOUT_FACTORS: dict[str, tuple[str, ...]] = {
+    "position": ("top left", "top", "top right", "left", "centre", "right", "bottom left", "bottom", "bottom right"),
+    "size": ("little", "medium-sized", "big"),
+    "plane": ("near", "far"),
+}
+LAYOUT_NAMES: tuple[str, ...] = tuple(LAYOUT_FACTORS)
 # The 24 morphological variants of a test object: thickness x swelling x fracture x scaling.
 MORPHOLOGICAL_FACTORS: tuple[str, ...] = ("thickness", "swelling", "fracture", "scaling")
 
@@ -62,9 +76,20 @@ class Vocabulary:
     """Word-level tokenizer: one token per factor value, plus PAD (0), SOT and EOT (the largest id).
 
     A caption of the always-present word plus k attributes is ``[SOT, w_0 .. w_k, EOT, PAD ...]``.
+    ``layout``: the layout world's vocabulary, the layout words after the factor words (whose ids do not
+    change) and three more places in the context.
     """
 
-    context_length: int = len(FACTORS) + 2
+    layout: bool = False
+
+    @property
+    def factors(self) -> dict[str, tuple[str, ...]]:
+        """Every factor with its words, in token order: the object's, then the layout's."""
+        return {**FACTORS, **LAYOUT_FACTORS} if self.layout else FACTORS
+
+    @property
+    def context_length(self) -> int:
+        return len(self.factors) + 2
 
     @property
     def pad_id(self) -> int:
@@ -73,14 +98,14 @@ class Vocabulary:
     @property
     def offsets(self) -> dict[str, int]:
         out, start = {}, 1
-        for f, values in FACTORS.items():
+        for f, values in self.factors.items():
             out[f] = start
             start += len(values)
         return out
 
     @property
     def sot_id(self) -> int:
-        return 1 + sum(len(v) for v in FACTORS.values())
+        return 1 + sum(len(v) for v in self.factors.values())
 
     @property
     def eot_id(self) -> int:
@@ -95,7 +120,7 @@ class Vocabulary:
 
     def words(self) -> list[str]:
         out = ["<pad>"]
-        for values in FACTORS.values():
+        for values in self.factors.values():
             out.extend(values)
         return out + ["<sot>", "<eot>"]
 

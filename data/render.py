@@ -20,6 +20,14 @@ pixels (0, missing, elsewhere), and the stroke is shaded by it (intensity x 1.5 
 [0.3, 1]: the image shows its depth); and ``edge``, per pixel background, stroke interior or stroke
 edge (a stroke pixel with a background neighbour).
 
+The layout world (``layout`` labels: ``infogap.data.factors.LAYOUT_FACTORS``) places the rendered
+28-px object in a ``SCENE_SIZE``-px scene: its centre uniform within the named cell of a 3 x 3 grid over
+``SCENE_CENTRE`` (rows and columns), its scale uniform within the named size class (``SCENE_SCALE``) and
+its surface's camera distance uniform within the named depth plane (``PLANE_DISTANCE``); the words are
+coarse, the place, size and depth exact. Every dense target is then the scene's, pixel-exact, plus
+``plane``: 1 + the depth plane's index on every pixel, the one target a caption word decides alone (the
+dense study's positive control).
+
 Rendering is two steps: ``render_plan`` draws every random number of a batch from its keys (numpy,
 on the CPU, in the loader worker) and ``render_images`` turns glyphs, plan and labels into images
 with torch operations only, on whatever device the tensors are on. ``render`` does both on the
@@ -52,6 +60,11 @@ SURFACE_DISTANCE = (1.5, 3.0)  # camera distance of the glyph's plane, uniform
 SURFACE_TILT = 0.4  # plane slope per unit of normalised image coordinate (x, y in [-1, 1]), uniform in +-
 SURFACE_RELIEF = 0.2  # amplitude of the relief, uniform in [0, SURFACE_RELIEF]
 SHADE_REFERENCE, SHADE_MIN = 1.5, 0.3  # stroke intensity x clamp(SHADE_REFERENCE / depth, SHADE_MIN, 1)
+# The layout world's scene (64 px: 8 x 8 tokens of a patch-8 ViT at the cost of 7 x 7 at 28 px, BENCHMARKS.md).
+SCENE_SIZE = 64
+SCENE_CENTRE = (20.0, 44.0)  # the object's centre (row and column, scene pixels) ranges over this; 3 cells per axis
+SCENE_SCALE = ((1.0, 1.3), (1.3, 1.6), (1.6, 1.9))  # the object's scale per size class (its ~20-px glyph box -> 20 to 38 px)
+PLANE_DISTANCE = ((1.5, 2.25), (2.25, 3.0))  # camera distance of the surface per depth plane (near, far): SURFACE_DISTANCE split in two
 
 FONT_FILES = (
     "DejaVuSans-Bold.ttf",
@@ -107,7 +120,7 @@ def hash_uniform(keys: np.ndarray, stream: int, n: int) -> np.ndarray:
 
 # Streams: one name per random quantity.
 STREAM = {name: i + 1 for i, name in enumerate(
-    ["factors", "cooccurrence", "caption_pick", "caption_order", "glyph", "jitter", "swell", "fracture", "offset", "prompt", "surface"]
+    ["factors", "cooccurrence", "caption_pick", "caption_order", "glyph", "jitter", "swell", "fracture", "offset", "prompt", "surface", "layout_factors", "layout", "layout_order"]
 )}
 
 
@@ -331,10 +344,11 @@ def _on_rows(x: torch.Tensor, rows: torch.Tensor, fn: Callable[[torch.Tensor], t
     return x
 
 
-def render_plan(object_keys: np.ndarray, *, jitter: bool = True) -> dict[str, torch.Tensor]:
+def render_plan(object_keys: np.ndarray, *, jitter: bool = True, layout: bool = False) -> dict[str, torch.Tensor]:
     """Every random number the renderer uses, per object, drawn from its key as float32 tensors:
-    ``jitter`` (B, 5; absent without jitter), ``swell`` (B,), ``fracture`` (B, 2 x BREAKS) and
-    ``offset`` (B, 2) uniforms. A row's numbers do not depend on its factors (a factor that is off
+    ``jitter`` (B, 5; absent without jitter), ``swell`` (B,), ``fracture`` (B, 2 x BREAKS),
+    ``offset`` (B, 2), ``surface`` (B, 7) and with ``layout`` the place within the layout words' bins
+    (B, 3: row, column, scale) uniforms. A row's numbers do not depend on its factors (a factor that is off
     ignores them), so the plan of a batch is a few floats per sample to ship to another device."""
     def draw(stream: str, n: int) -> torch.Tensor:
         return torch.from_numpy(hash_uniform(object_keys, STREAM[stream], n)).float()
@@ -342,12 +356,14 @@ def render_plan(object_keys: np.ndarray, *, jitter: bool = True) -> dict[str, to
     plan = {"swell": draw("swell", 1)[:, 0], "fracture": draw("fracture", 2 * BREAKS), "offset": draw("offset", 2), "surface": draw("surface", 7)}
     if jitter:
         plan["jitter"] = draw("jitter", 5)
+    if layout:
+        plan["layout"] = draw("layout", 3)
     return plan
 
 
 @torch.no_grad()
 def render_images(glyphs: torch.Tensor, plan: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], *,
-                  dense: bool = False) -> dict[str, torch.Tensor]:
+                  dense: bool = False, layout: Optional[dict[str, torch.Tensor]] = None) -> dict[str, torch.Tensor]:
     """Render a batch from base strokes ``glyphs`` (B, 28, 28), a ``render_plan`` and the factor
     ``labels`` (index tensors), with torch operations only, on the device of ``glyphs`` (the plan and
     labels are moved there).
@@ -356,6 +372,9 @@ def render_images(glyphs: torch.Tensor, plan: dict[str, torch.Tensor], labels: d
     an object ``mask`` (B, 28, 28) uint8, ``edge`` classes (B, 28, 28) uint8, the surface ``depth``
     (B, 28, 28) float32 on the object (0 elsewhere; the stroke shaded by it) and ``scale_depth``
     (B, 28, 28) float32 (1 for large objects, 1/0.75 for small ones, ``DEPTH_BACKGROUND`` elsewhere).
+    With ``layout`` (position, size and plane index tensors; the plan drawn with ``layout=True``) the
+    object is placed in a ``SCENE_SIZE``-px scene (``place``) and every map is the scene's, with the
+    control target ``plane`` (B, S, S) float32, 1 + the plane's index everywhere.
     """
     device = glyphs.device
     plan = {name: u.to(device) for name, u in plan.items()}
@@ -380,28 +399,63 @@ def render_images(glyphs: torch.Tensor, plan: dict[str, torch.Tensor], labels: d
     x = _on_rows(x, small, lambda z: rescale(z, torch.full((z.shape[0],), SMALL_SCALE, device=device), offset))
 
     x = x.clamp_(0, 1)
+    distance = None
+    if layout is not None:
+        layout = {name: v.to(device) for name, v in layout.items()}
+        centre, scale, distance = scene_layout(layout, plan["layout"], plan["surface"][:, 0])
+        x = place(x, centre, scale, SCENE_SIZE).clamp_(0, 1)
     rgb = torch.from_numpy(COLOUR_RGB).to(device)[labels["colour"]]  # (B, 3)
     if not dense:
         return {"image": x * rgb[:, :, None, None]}
     mask = x[:, 0] > 0.5
-    depth = surface_depth(plan["surface"])
+    depth = surface_depth(plan["surface"], size=x.shape[-1], distance=distance)
     shade = (SHADE_REFERENCE / depth).clamp(SHADE_MIN, 1.0)
     out = {"image": x * shade[:, None] * rgb[:, :, None, None], "mask": mask.to(torch.uint8)}
     out["depth"] = torch.where(mask, depth, torch.zeros((), device=device))
     out["edge"] = (mask.to(torch.uint8) + (mask & ~erode(mask[:, None].float())[:, 0].bool()).to(torch.uint8))  # 0 background, 1 interior, 2 edge
     depth_obj = torch.where(small, 1.0 / SMALL_SCALE, 1.0)[:, None, None].to(x.dtype)
     out["scale_depth"] = torch.where(mask, depth_obj.expand_as(x[:, 0]), torch.tensor(DEPTH_BACKGROUND, device=device))
+    if layout is not None:
+        out["plane"] = (1.0 + layout["plane"].to(x.dtype))[:, None, None].expand_as(x[:, 0]).contiguous()
     return out
 
 
-def surface_depth(u: torch.Tensor) -> torch.Tensor:
-    """(B, 28, 28) depth of a random surface per image from 7 uniforms (B, 7): camera distance D, slopes
+def scene_layout(layout: dict[str, torch.Tensor], u: torch.Tensor, u_distance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The exact layout within the words' bins: the object's centre (B, 2) as (row, column) scene pixels,
+    uniform within the ``position`` cell of a 3 x 3 grid over ``SCENE_CENTRE``; its scale (B,), uniform
+    within the ``size`` class; its surface's camera distance (B,), uniform within the ``plane``. ``u``:
+    (B, 3) uniforms (row, column, scale), ``u_distance`` (B,) the surface's distance uniform."""
+    lo, hi = SCENE_CENTRE
+    cell = torch.stack([layout["position"] // 3, layout["position"] % 3], 1).to(u.dtype)
+    centre = lo + (cell + u[:, :2]) / 3 * (hi - lo)
+    scales = torch.tensor(SCENE_SCALE, dtype=u.dtype, device=u.device)[layout["size"]]
+    scale = scales[:, 0] + (scales[:, 1] - scales[:, 0]) * u[:, 2]
+    planes = torch.tensor(PLANE_DISTANCE, dtype=u.dtype, device=u.device)[layout["plane"]]
+    distance = planes[:, 0] + (planes[:, 1] - planes[:, 0]) * u_distance.to(u.dtype)
+    return centre, scale, distance
+
+
+def place(x: torch.Tensor, centre: torch.Tensor, scale: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, 1, size, size): the 28-px objects ``x`` scaled by ``scale`` (B,) with their centre (pixel
+    13.5, 13.5) at ``centre`` (B, 2; row, column in scene pixels): scene pixel P samples object pixel
+    13.5 + (P - centre) / scale, bilinearly (zero outside the object's image)."""
+    a = size / (SIZE * scale)
+    t = (size / 2 - 0.5 - centre) / (SIZE / 2 * scale[:, None])  # (B, 2) as (row, column)
+    zero = torch.zeros_like(a)
+    theta = torch.stack([torch.stack([a, zero, t[:, 1]], 1), torch.stack([zero, a, t[:, 0]], 1)], 1)
+    grid = F.affine_grid(theta, [x.shape[0], x.shape[1], size, size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def surface_depth(u: torch.Tensor, size: int = SIZE, distance: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """(B, size, size) depth of a random surface per image from 7 uniforms (B, 7): camera distance D, slopes
     a and b, relief amplitude h, frequencies f, g and phase p; with x, y in [-1, 1] across the image,
-    depth = D + a x + b y + h sin(pi (f x + p)) cos(pi g y). Nothing of it depends on a factor."""
-    coords = _COORDS.to(u.device) / (SIZE - 1) * 2 - 1  # (H, W, 2) as (y, x) in [-1, 1]
-    y, x = coords[None, ..., 0], coords[None, ..., 1]
+    depth = D + a x + b y + h sin(pi (f x + p)) cos(pi g y). Nothing of it depends on a factor; in the
+    layout world D is ``distance`` (B,), within the named depth plane."""
+    coords = torch.arange(size, dtype=torch.float32, device=u.device) / (size - 1) * 2 - 1
+    y, x = coords[None, :, None], coords[None, None, :]
     lo, hi = SURFACE_DISTANCE
-    d = lo + (hi - lo) * u[:, 0, None, None]
+    d = (lo + (hi - lo) * u[:, 0] if distance is None else distance)[:, None, None]
     a, b = ((u[:, 1:3] * 2 - 1) * SURFACE_TILT)[..., None, None].unbind(1)
     h = SURFACE_RELIEF * u[:, 3, None, None]
     f, g, p = (0.5 + u[:, 4, None, None]), (0.5 + u[:, 5, None, None]), 2 * u[:, 6, None, None]
@@ -415,12 +469,15 @@ def render(
     *,
     jitter: bool = True,
     dense: bool = False,
+    layout: Optional[dict[str, np.ndarray]] = None,
 ) -> dict[str, torch.Tensor]:
     """Render a batch on the CPU: ``glyphs`` (B, 28, 28) are the base strokes, ``object_keys`` seed the
-    per-object randomness (jitter, swelling centre, breaks, offset), ``labels`` holds the factor
-    indices (numpy). ``render_images`` of ``render_plan``; see there for what it returns."""
+    per-object randomness (jitter, swelling centre, breaks, offset, place in the scene), ``labels`` holds
+    the factor indices (numpy) and ``layout`` the layout words' indices (the layout world's scenes).
+    ``render_images`` of ``render_plan``; see there for what it returns."""
     tensors = {f: torch.from_numpy(np.ascontiguousarray(v)) for f, v in labels.items()}
-    return render_images(glyphs, render_plan(object_keys, jitter=jitter), tensors, dense=dense)
+    scene = None if layout is None else {f: torch.from_numpy(np.ascontiguousarray(v)) for f, v in layout.items()}
+    return render_images(glyphs, render_plan(object_keys, jitter=jitter, layout=layout is not None), tensors, dense=dense, layout=scene)
 
 
 def glyph_choice(object_keys: np.ndarray, digits: np.ndarray, n_fonts: int) -> np.ndarray:

@@ -3,7 +3,9 @@
 A training sample is a pure function of (seed, epoch, index): its factors, its glyph, its caption
 (the always-present word plus exactly ``k`` other factors, chosen without replacement and shuffled).
 Training samples differ per epoch; the validation set and the test set (``test_base`` base objects x
-all 24 morphological variants, colours fixed by the seed) never change. Batches are rendered whole
+all 24 morphological variants, colours fixed by the seed) never change. In the layout world
+(``layout``) every sample is also placed in a scene by its layout words (``draw_layout``), which its
+captions name, all three, when ``layout_words`` is on. Batches are rendered whole
 (vectorised); each DDP rank takes a disjoint slice of every global batch, and each loader worker
 whole batches in turn, so the stream is identical for any number of workers and ranks.
 """
@@ -23,6 +25,8 @@ from infogap.data.factors import (
     ATTRIBUTE_FACTORS,
     FACTOR_NAMES,
     FACTORS,
+    LAYOUT_FACTORS,
+    LAYOUT_NAMES,
     MORPHOLOGICAL_FACTORS,
     OBJECT,
     Cooccurrence,
@@ -31,7 +35,7 @@ from infogap.data.factors import (
     parse_cooccurrence,
     value_index,
 )
-from infogap.data.render import GLYPH_SETS, SIZE, STREAM, GlyphSource, hash_uniform, render_images, render_plan, sample_keys
+from infogap.data.render import GLYPH_SETS, SCENE_SIZE, SIZE, STREAM, GlyphSource, hash_uniform, render_images, render_plan, sample_keys
 
 # Reserved "epochs" for the fixed splits (training epochs count up from 0).
 VAL_EPOCH = 2**62
@@ -84,6 +88,13 @@ def draw_factors(keys: np.ndarray, cooccurrence: Optional[tuple[Cooccurrence, ..
     return labels
 
 
+def draw_layout(keys: np.ndarray) -> dict[str, np.ndarray]:
+    """Uniform layout-word labels per sample (the layout world's position cell, size class and depth plane),
+    from a stream of their own: the object's factors are the same with and without a layout."""
+    u = hash_uniform(keys, STREAM["layout_factors"], len(LAYOUT_NAMES))
+    return {f: np.minimum((u[:, i] * len(LAYOUT_FACTORS[f])).astype(np.int64), len(LAYOUT_FACTORS[f]) - 1) for i, f in enumerate(LAYOUT_NAMES)}
+
+
 def caption_factors(keys: np.ndarray, spec: CaptionSpec) -> np.ndarray:
     """(B, k + 1) indices into FACTOR_NAMES, in caption order: the always-present factor plus k others
     sampled without replacement, all shuffled."""
@@ -94,8 +105,11 @@ def caption_factors(keys: np.ndarray, spec: CaptionSpec) -> np.ndarray:
     return np.take_along_axis(chosen, order, 1)
 
 
-def caption_with_k_attributes(keys: np.ndarray, labels: dict[str, np.ndarray], spec: CaptionSpec, vocab: Vocabulary) -> np.ndarray:
-    """Word-level tokens (B, context_length): [SOT, words..., EOT, PAD...], one token per factor value."""
+def caption_with_k_attributes(keys: np.ndarray, labels: dict[str, np.ndarray], spec: CaptionSpec, vocab: Vocabulary,
+                              layout: Optional[dict[str, np.ndarray]] = None) -> np.ndarray:
+    """Word-level tokens (B, context_length): [SOT, words..., EOT, PAD...], one token per factor value;
+    with ``layout`` (layout-word labels; a layout ``vocab``) the three layout words join the k + 1
+    words, all shuffled together (an order stream of its own)."""
     factors = caption_factors(keys, spec)
     n = len(keys)
     tokens = np.zeros((n, vocab.context_length), dtype=np.int64)
@@ -103,8 +117,14 @@ def caption_with_k_attributes(keys: np.ndarray, labels: dict[str, np.ndarray], s
     label_matrix = np.stack([labels[f] for f in FACTOR_NAMES], 1)
     offsets = np.array([vocab.offsets[f] for f in FACTOR_NAMES])
     rows = np.arange(n)[:, None]
-    tokens[:, 1: spec.k + 2] = offsets[factors] + label_matrix[rows, factors]
-    tokens[:, spec.k + 2] = vocab.eot_id
+    words = offsets[factors] + label_matrix[rows, factors]
+    if layout is not None:
+        if not vocab.layout:
+            raise ValueError("layout words need the layout vocabulary (Vocabulary(layout=True))")
+        words = np.concatenate([words, np.stack([vocab.offsets[f] + layout[f] for f in LAYOUT_NAMES], 1)], 1)
+        words = np.take_along_axis(words, np.argsort(hash_uniform(keys, STREAM["layout_order"], words.shape[1]), axis=1), 1)
+    tokens[:, 1: words.shape[1] + 1] = words
+    tokens[:, words.shape[1] + 1] = vocab.eot_id
     return tokens
 
 
@@ -127,9 +147,23 @@ class SyntheticSource:
     vocab: Vocabulary = field(default_factory=Vocabulary)
     force: Optional[dict[str, int]] = None  # labels of training and validation batches fixed to these values (benchmarks, previews, task image sets)
     glyph_set: str = "train"  # the font faces of the glyphs: "train", or "held_out" (a distribution no training run sees)
+    layout: bool = False  # the layout world: objects placed in SCENE_SIZE-px scenes by their layout words
+    layout_words: bool = True  # (layout world) captions name the three layout words; off: the same scenes, captions without them
 
     def __post_init__(self):
         self._glyphs: dict[bool, GlyphSource] = {}
+        if self.layout and not self.vocab.layout:
+            self.vocab = Vocabulary(layout=True)
+        known = set(FACTOR_NAMES) | (set(LAYOUT_NAMES) if self.layout else set())
+        unknown = sorted(set(self.force or {}) - known)
+        if unknown:
+            raise ValueError(f"force: {unknown[0]!r} is not a factor{'' if self.layout else ' (layout words need layout=True)'}; "
+                             f"factors: {', '.join(sorted(known))}")
+
+    @property
+    def image_size(self) -> int:
+        """Pixels per side of the rendered images."""
+        return SCENE_SIZE if self.layout else SIZE
 
     def __getstate__(self):  # glyph sources are rebuilt lazily in each worker
         state = dict(self.__dict__)
@@ -141,8 +175,10 @@ class SyntheticSource:
             self._glyphs[train] = GlyphSource(self.mnist_dir, train, self.glyph_set)
         return self._glyphs[train]
 
-    def texts(self, keys: np.ndarray, labels: dict[str, np.ndarray], spec: CaptionSpec) -> torch.Tensor:
-        tokens = caption_with_k_attributes(keys, labels, spec, self.vocab)
+    def texts(self, keys: np.ndarray, labels: dict[str, np.ndarray], spec: CaptionSpec, layout: Optional[dict[str, np.ndarray]] = None) -> torch.Tensor:
+        """Captions of ``spec``; in the layout world with ``layout_words`` they also name ``layout``."""
+        named = layout if self.layout and self.layout_words else None
+        tokens = caption_with_k_attributes(keys, labels, spec, self.vocab, named)
         if self.tokenizer is None:
             return torch.from_numpy(tokens)
         return self.tokenizer(caption_strings(tokens, self.vocab))
@@ -151,16 +187,24 @@ class SyntheticSource:
         """Training samples ``index`` of ``epoch``; ``defer``: leave the images to ``finish_render`` (on
         the training device), with the same result."""
         keys = sample_keys(self.seed, epoch, index)
-        return self._assemble(keys, keys, self._forced(draw_factors(keys, self.cooccurrence)), train=True, full_captions=False, defer=defer)
+        return self._assemble(keys, keys, self._forced(draw_factors(keys, self.cooccurrence)), train=True, full_captions=False, defer=defer,
+                              layout=self._layout(keys))
 
     def val_batch(self, index: np.ndarray, defer: bool = False) -> dict:
         keys = sample_keys(self.seed, VAL_EPOCH, index)
-        return self._assemble(keys, keys, self._forced(draw_factors(keys)), train=True, full_captions=True, defer=defer)
+        return self._assemble(keys, keys, self._forced(draw_factors(keys)), train=True, full_captions=True, defer=defer, layout=self._layout(keys))
 
     def _forced(self, labels: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """``labels`` with every factor of ``force`` fixed to its value (training and validation batches)."""
+        """``labels`` with every factor of ``force`` it has fixed to its value (training and validation batches)."""
         n = len(next(iter(labels.values())))
-        return {**labels, **{f: np.full(n, v, dtype=np.int64) for f, v in (self.force or {}).items()}}
+        return {**labels, **{f: np.full(n, v, dtype=np.int64) for f, v in (self.force or {}).items() if f in labels}}
+
+    def _layout(self, keys: np.ndarray, forced: bool = True) -> Optional[dict[str, np.ndarray]]:
+        """The layout-word labels of ``keys`` in the layout world (``force`` applied), else None."""
+        if not self.layout:
+            return None
+        layout = draw_layout(keys)
+        return self._forced(layout) if forced else layout
 
     def test_batch(self, index: np.ndarray, defer: bool = False) -> dict:
         """Test sample i: base object i // 24 (digit, glyph, jitter fixed by the seed) in morphological
@@ -174,15 +218,19 @@ class SyntheticSource:
         for f in reversed(MORPHOLOGICAL_FACTORS):
             labels[f] = rest % len(FACTORS[f])
             rest = rest // len(FACTORS[f])
-        return self._assemble(keys, object_keys, labels, train=False, full_captions=True, defer=defer)
+        return self._assemble(keys, object_keys, labels, train=False, full_captions=True, defer=defer, layout=self._layout(keys, forced=False))
 
-    def _assemble(self, keys, object_keys, labels, *, train: bool, full_captions: bool, defer: bool = False) -> dict:
+    def _assemble(self, keys, object_keys, labels, *, train: bool, full_captions: bool, defer: bool = False,
+                  layout: Optional[dict[str, np.ndarray]] = None) -> dict:
         source = self.glyphs(train)
-        batch = {"text": self.texts(keys, labels, self.caption)}
+        batch = {"text": self.texts(keys, labels, self.caption, layout)}
         if full_captions:
-            batch["text_full"] = self.texts(keys, labels, CaptionSpec(len(self.caption.others), self.caption.always_present))
+            batch["text_full"] = self.texts(keys, labels, CaptionSpec(len(self.caption.others), self.caption.always_present), layout)
         batch["labels"] = {f: torch.from_numpy(np.ascontiguousarray(labels[f])) for f in FACTOR_NAMES}
-        todo = {"glyphs": source.glyphs(object_keys, labels[OBJECT]), **render_plan(object_keys, jitter=source.jitter), "dense": self.dense}
+        if layout is not None:
+            batch["layout"] = {f: torch.from_numpy(np.ascontiguousarray(layout[f])) for f in LAYOUT_NAMES}
+        todo = {"glyphs": source.glyphs(object_keys, labels[OBJECT]), **render_plan(object_keys, jitter=source.jitter, layout=layout is not None),
+                "dense": self.dense}
         batch[DEFERRED] = todo
         return batch if defer else finish_render(batch)
 
@@ -204,7 +252,7 @@ class SyntheticSource:
         order = np.argsort(hash_uniform(keys, STREAM["factors"], len(FACTOR_NAMES)), axis=0)  # a random order per factor
         labels = {f: (order[:, i] % len(FACTORS[f])).astype(np.int64) for i, f in enumerate(FACTOR_NAMES)}
         labels[factor] = idx[np.arange(n) % len(idx)]
-        return self._assemble(keys, keys, labels, train=True, full_captions=True)
+        return self._assemble(keys, keys, labels, train=True, full_captions=True, layout=self._layout(keys, forced=False))
 
     def class_prompts(self, factor: str, n_per_value: int = 32, mode: str = "full") -> torch.Tensor:
         """Texts standing for each value of ``factor``: (n_values, n, context) tokens.
@@ -223,7 +271,7 @@ class SyntheticSource:
         labels = draw_factors(keys)
         labels[factor] = index // n_per_value
         spec = CaptionSpec(len(FACTOR_NAMES) - 1, factor) if mode == "full" else CaptionSpec(0, factor)
-        texts = self.texts(keys, labels, spec)
+        texts = self.texts(keys, labels, spec, self._layout(keys, forced=False) if mode == "full" else None)
         return texts.reshape(n_values, n_per_value, -1)
 
 
@@ -238,7 +286,7 @@ def finish_render(batch: dict) -> dict:
     if todo is not None:
         todo = dict(todo)
         glyphs, dense = todo.pop("glyphs"), bool(todo.pop("dense"))
-        batch.update(render_images(glyphs, todo, batch["labels"], dense=dense))
+        batch.update(render_images(glyphs, todo, batch["labels"], dense=dense, layout=batch.get("layout")))
     return batch
 
 
@@ -325,6 +373,11 @@ class SyntheticDataModule(pl.LightningDataModule):
         glyph_set: the font faces of the glyphs: ``train``, or ``held_out`` (faces no default run sees:
             the out-of-domain images of the learn/forget study).
         mnist_dir: render real MNIST digits from IDX files in this local directory instead of font glyphs.
+        layout: the layout world: each object placed in a ``SCENE_SIZE``-px scene by three layout words
+            (position cell, size class, depth plane; ``infogap.data.factors.LAYOUT_FACTORS``), batches
+            carrying their labels in ``layout``; the word vocabulary gains the layout words.
+        layout_words: (layout world) captions name the three layout words besides the k + 1; off: the
+            same scenes under captions that do not describe them (the dense study's axis).
         render_on_device: the loader workers draw labels, captions and every random number of a batch
             and the images are rendered on the training device (``on_after_batch_transfer``), so a
             small model on a GPU does not wait for CPU workers; the same samples as rendering in the
@@ -347,6 +400,8 @@ class SyntheticDataModule(pl.LightningDataModule):
         glyph_set: str = "train",
         mnist_dir: Optional[str] = None,
         render_on_device: bool = False,
+        layout: bool = False,
+        layout_words: bool = True,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -365,6 +420,8 @@ class SyntheticDataModule(pl.LightningDataModule):
             dense=dense_targets,
             glyph_set=glyph_set,
             mnist_dir=mnist_dir,
+            layout=layout,
+            layout_words=layout_words,
             tokenizer=None if tokenizer == "word" else _open_clip_tokenizer(tokenizer),
         )
         if mnist_dir:
@@ -372,7 +429,10 @@ class SyntheticDataModule(pl.LightningDataModule):
         self.batch_size, self.num_workers = batch_size, num_workers
         self.train_size, self.val_size, self.test_size = train_size, val_size, test_base * N_MORPH
 
-    image_size = SIZE  # pixels per side of every rendered image
+    @property
+    def image_size(self) -> int:
+        """Pixels per side of every rendered image."""
+        return self.source.image_size
 
     @property
     def text_spec(self) -> Optional[dict]:

@@ -227,7 +227,7 @@ class ContrastiveModule(pl.LightningModule):
         data_size, size = _side(getattr(datamodule, "image_size", None)), _side(getattr(self.model.visual, "image_size", None))
         if data_size is not None and size is not None and data_size != size:
             raise ValueError(f"model.model={name!r} takes {size} px images but {data} gives {data_size} px images: "
-                             "choose a model and data of one size (synthetic data: tiny or small; real data: data.model names the model)")
+                             "choose a model and data of one size (synthetic data: tiny or small; its layout world: tiny-64p8; real data: data.model names the model)")
 
     # --- the science ------------------------------------------------------------------------
     def forward(self, image: torch.Tensor, text: torch.Tensor) -> dict:
