@@ -24,7 +24,9 @@ The layout world (``layout`` labels: ``infogap.data.factors.LAYOUT_FACTORS``) pl
 28-px object in a ``SCENE_SIZE``-px scene: its centre uniform within the named cell of a 3 x 3 grid over
 ``SCENE_CENTRE`` (rows and columns), its scale uniform within the named size class (``SCENE_SCALE``) and
 its surface's camera distance uniform within the named depth plane (``PLANE_DISTANCE``); the words are
-coarse, the place, size and depth exact. Every dense target is then the scene's, pixel-exact, plus
+coarse, the place, size and depth exact. Every image of the layout world is shaded by its depth (more
+steeply: ``LAYOUT_SHADE_POWER``), dense or not, since its captions may name the plane. Every dense
+target is then the scene's, pixel-exact, plus
 ``plane``: 1 + the depth plane's index on every pixel, the one target a caption word decides alone (the
 dense study's positive control).
 
@@ -65,6 +67,9 @@ SCENE_SIZE = 64
 SCENE_CENTRE = (20.0, 44.0)  # the object's centre (row and column, scene pixels) ranges over this; 3 cells per axis
 SCENE_SCALE = ((1.0, 1.3), (1.3, 1.6), (1.6, 1.9))  # the object's scale per size class (its ~20-px glyph box -> 20 to 38 px)
 PLANE_DISTANCE = ((1.5, 2.25), (2.25, 3.0))  # camera distance of the surface per depth plane (near, far): SURFACE_DISTANCE split in two
+# the layout world's shading, intensity x clamp((SHADE_REFERENCE / depth) ** power, min, 1), on every image (the 28-px world
+# shades only its dense renders): near objects 1.0 to 0.44, far ones 0.44 to 0.25, so the plane word names something visible
+LAYOUT_SHADE_POWER, LAYOUT_SHADE_MIN = 2.0, 0.2
 
 FONT_FILES = (
     "DejaVuSans-Bold.ttf",
@@ -405,12 +410,18 @@ def render_images(glyphs: torch.Tensor, plan: dict[str, torch.Tensor], labels: d
         centre, scale, distance = scene_layout(layout, plan["layout"], plan["surface"][:, 0])
         x = place(x, centre, scale, SCENE_SIZE).clamp_(0, 1)
     rgb = torch.from_numpy(COLOUR_RGB).to(device)[labels["colour"]]  # (B, 3)
-    if not dense:
+    if not dense and layout is None:  # the 28-px world's training images carry no depth (its words name none)
         return {"image": x * rgb[:, :, None, None]}
-    mask = x[:, 0] > 0.5
     depth = surface_depth(plan["surface"], size=x.shape[-1], distance=distance)
-    shade = (SHADE_REFERENCE / depth).clamp(SHADE_MIN, 1.0)
-    out = {"image": x * shade[:, None] * rgb[:, :, None, None], "mask": mask.to(torch.uint8)}
+    if layout is None:
+        shade = (SHADE_REFERENCE / depth).clamp(SHADE_MIN, 1.0)
+    else:  # the layout world shades every image, so that the plane word names something visible, and more steeply
+        shade = ((SHADE_REFERENCE / depth) ** LAYOUT_SHADE_POWER).clamp(LAYOUT_SHADE_MIN, 1.0)
+    image = x * shade[:, None] * rgb[:, :, None, None]
+    if not dense:
+        return {"image": image}
+    mask = x[:, 0] > 0.5
+    out = {"image": image, "mask": mask.to(torch.uint8)}
     out["depth"] = torch.where(mask, depth, torch.zeros((), device=device))
     out["edge"] = (mask.to(torch.uint8) + (mask & ~erode(mask[:, None].float())[:, 0].bool()).to(torch.uint8))  # 0 background, 1 interior, 2 edge
     depth_obj = torch.where(small, 1.0 / SMALL_SCALE, 1.0)[:, None, None].to(x.dtype)

@@ -21,7 +21,7 @@ EXPECTED = GOLDEN / "expected.json"
 # each study's analysis, shrunk so that the whole golden set computes in seconds
 SETTINGS = {
     "bias": {"permutations": 2_000},
-    "dense": {"n_train": 64, "n_val": 32, "probe_steps": 3, "finetune_steps": 2, "mae_converged_steps": 4},
+    "dense": {"n_train": 64, "n_val": 32, "probe_steps": 3, "finetune_steps": 2, "tasks": ["object", "depth", "scale_depth"]},  # a 28-px run: no plane
     "learn_forget": {"epochs": 2, "finetune_seeds": [0], "n_train": 64, "n_eval": 64, "batch_size": 16,
                      "lr": {"full": 1e-3, "linear": 1e-2, "bitfit": 1e-2}},
     "heads": {"images": 64},

@@ -138,26 +138,100 @@ def test_an_informative_feature_is_learned_and_a_constant_one_gives_the_majority
     assert probe.evaluate(constant[test], depth[test])["rmse"] >= flat["rmse"] - 1e-6, "a constant feature cannot beat the per-image oracle"
 
 
-@pytest.mark.slow
-def test_the_label_oracle_gives_away_caption_tasks_and_explains_little_of_the_surface_depth():
-    """A linear probe on the mask and the factor labels alone: it reads the scaling-depth and colour
-    segmentation perfectly (the caption words determine them), but not the surface depth (R² near 0)."""
-    from infogap.ablations.dense.probe import oracle_features, seg_classes
-    from infogap.data.factors import FACTORS
+def test_layout_prior_is_the_mean_training_mask_per_position_and_size_word():
+    from infogap.ablations.dense.probe import layout_prior
 
-    dm = SyntheticDataModule(k=5, dense_targets=True)
-    b = dm.source.val_batch(np.arange(384))
-    features = oracle_features(b)
-    assert features.shape[1] == 2 + sum(len(v) for v in FACTORS.values()) + 4  # mask, its complement, one-hot factors, coordinates
-    train, test = np.arange(256), slice(256, 384)
+    mask = torch.zeros(4, 8, 8, dtype=torch.uint8)
+    mask[0, :4, :4] = 1  # cell (position 0, size 0)
+    mask[1, :4, 4:] = 1  # the same cell: its mean is half of each quadrant
+    mask[2, 4:, 4:] = 1  # cell (position 8, size 2)
+    layout = {"position": torch.tensor([0, 0, 8, 8]), "size": torch.tensor([0, 0, 2, 2]), "plane": torch.tensor([0, 1, 0, 1])}
+    prior = layout_prior({"mask": mask, "layout": layout}, size=2)
+    assert prior.shape == (27, 2, 2)
+    assert torch.equal(prior[0], torch.tensor([[0.5, 0.5], [0.0, 0.0]]))
+    assert torch.equal(prior[8 * 3 + 2], torch.tensor([[0.0, 0.0], [0.0, 0.5]]))
+    assert torch.equal(prior[5], torch.tensor([[0.25, 0.25], [0.0, 0.25]]))  # an absent pair: the overall mean (a quarter per filled quadrant)
+
+
+def test_ceiling_features_are_the_scene_maps_averaged_over_each_token():
+    """Brute force: every 8 x 8 block of a 64-px scene, averaged by hand (the depth channel: the mean
+    depth of the block's object pixels, 0 without any)."""
+    from infogap.ablations.dense.probe import ceiling_features
+    from infogap.data.factors import FACTORS, LAYOUT_FACTORS
+    from infogap.data.synthetic import SyntheticSource
+
+    b = SyntheticSource(seed=2, layout=True, dense=True).val_batch(np.arange(3))
+    f = ceiling_features(b, 8).numpy()
+    n_words = sum(len(v) for v in {**FACTORS, **LAYOUT_FACTORS}.values())
+    assert f.shape == (3, 2 + n_words + 2 + 1 + 1, 8, 8)
+    mask, edge, depth = b["mask"].numpy().astype(float), b["edge"].numpy(), b["depth"].numpy().astype(float)
+    colour = 1 + len(FACTORS["object"]) + sum(len(FACTORS[x]) for x in ("thickness", "swelling", "fracture", "scaling"))  # first colour channel - 1
+    for i in range(3):
+        for r in range(8):
+            for c in range(8):
+                block = (slice(8 * r, 8 * r + 8), slice(8 * c, 8 * c + 8))
+                share = mask[i][block].mean()
+                assert f[i, 0, r, c] == 1 and f[i, 1, r, c] == pytest.approx(share, abs=1e-6)
+                value = int(b["labels"]["colour"][i])
+                assert f[i, 1 + colour + value, r, c] == pytest.approx(share, abs=1e-6)
+                assert f[i, 2 + n_words, r, c] == pytest.approx((edge[i][block] == 1).mean(), abs=1e-6)
+                assert f[i, 3 + n_words, r, c] == pytest.approx((edge[i][block] == 2).mean(), abs=1e-6)
+                on = mask[i][block] > 0
+                assert f[i, 4 + n_words, r, c] == pytest.approx(depth[i][block][on].mean() if on.any() else 0.0, abs=1e-4)
+                assert f[i, 5 + n_words, r, c] == pytest.approx(1 + int(b["layout"]["plane"][i]))
+
+
+def test_word_oracle_features_hold_the_words_and_where_they_put_the_object():
+    from infogap.ablations.dense.probe import layout_prior, word_oracle_features
+    from infogap.data.factors import FACTORS, LAYOUT_FACTORS
+    from infogap.data.synthetic import SyntheticSource
+
+    source = SyntheticSource(seed=1, layout=True, dense=True)
+    train, val = source.train_batch(0, np.arange(256)), source.val_batch(np.arange(4))
+    prior = layout_prior(train, 16)
+    f = word_oracle_features(val, prior)
+    n_words = sum(len(v) for v in {**FACTORS, **LAYOUT_FACTORS}.values())
+    assert f.shape == (4, 2 + 2 * n_words, 16, 16)
+    offsets = np.cumsum([0] + [len(v) for v in {**FACTORS, **LAYOUT_FACTORS}.values()])
+    for i in range(4):
+        p = prior[int(val["layout"]["position"][i]) * 3 + int(val["layout"]["size"][i])]
+        assert torch.equal(f[i, 1], p)
+        named = [offsets[j] + int((val["labels"] | val["layout"])[name][i]) for j, name in enumerate({**FACTORS, **LAYOUT_FACTORS})]
+        onehot = torch.zeros(n_words)
+        onehot[named] = 1
+        assert torch.equal(f[i, 2: 2 + n_words], onehot[:, None, None] * p)
+        assert torch.equal(f[i, 2 + n_words:], onehot[:, None, None].expand(n_words, 16, 16))
+    assert not torch.equal(f[0, 1], f[1, 1]) or int(val["layout"]["position"][0]) == int(val["layout"]["position"][1])
+
+
+@pytest.mark.slow
+def test_the_word_oracle_falls_short_of_the_ceiling_which_clears_a_random_encoder():
+    """The layout world's references on real renders: the ceiling (exact maps on the 8 x 8 token grid) beats
+    a random encoder's tokens on every target by a clear margin, and the word oracle (the words alone)
+    falls well short of the ceiling on every target but the control, which the plane word decides."""
+    from infogap.ablations.dense.probe import ceiling_features, layout_prior, patch_features, seg_classes, word_oracle_features
+    from infogap.data.factors import Vocabulary
+    from infogap.data.synthetic import SyntheticSource
+
+    source = SyntheticSource(seed=0, layout=True, dense=True)
+    train, val = source.train_batch(0, np.arange(768)), source.val_batch(np.arange(256))
+    prior = layout_prior(train, 16)
+    torch.manual_seed(0)
+    model = build_model("tiny-64p8", **Vocabulary(layout=True).text_spec()).eval()
+    features = {"oracle": [word_oracle_features(b, prior) for b in (train, val)], "ceiling": [ceiling_features(b, 8) for b in (train, val)],
+                "random": [patch_features(model, b["image"]) for b in (train, val)]}
     got = {}
-    for task in ("depth", "scale_depth", "colour"):
-        y = synthetic_targets(b, task)
-        kind = "seg" if task == "colour" else "depth"
-        probe = train_probe(features, y, train, kind, seg_classes(task) if kind == "seg" else 1, steps=300, lr=0.1, accelerator="cpu")
-        got[task] = probe.evaluate(features[test], y[test])
-    assert got["scale_depth"]["r2"] > 0.99 and got["colour"]["miou"] > 0.99
-    assert got["depth"]["r2"] < 0.1, got["depth"]
+    for task in ("object", "edge", "depth", "plane"):
+        kind = "depth" if task in ("depth", "plane") else "seg"
+        y = [synthetic_targets(b, task) for b in (train, val)]
+        for name, (ftr, fva) in features.items():
+            probe = train_probe(ftr, y[0], np.arange(len(y[0])), kind, seg_classes(task) if kind == "seg" else 1, steps=300, lr=0.05,
+                                accelerator="cpu")
+            got[task, name] = probe.evaluate(fva, y[1])["miou" if kind == "seg" else "rmse"]
+    for task in ("object", "edge"):
+        assert got[task, "ceiling"] > got[task, "random"] + 0.1 and got[task, "ceiling"] > got[task, "oracle"] + 0.1, got
+    assert got["depth", "ceiling"] < 0.6 * got["depth", "random"] and got["depth", "ceiling"] < 0.6 * got["depth", "oracle"], got
+    assert got["plane", "oracle"] < 0.05 and got["plane", "oracle"] < got["plane", "random"], got  # the control: the word decides it
 
 
 # --- real-data layouts and the command ------------------------------------------------------------

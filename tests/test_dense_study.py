@@ -20,68 +20,88 @@ def test_labels_to_match_interpolates_the_data_efficiency_curve_in_log_fraction(
     assert labels_to_match({0.01: 3.0, 0.1: 2.0, 1.0: 1.0}, 2.0, higher_better=False) == (pytest.approx(0.1), True)
     assert labels_to_match({0.01: 3.0, 0.1: 2.5, 1.0: 1.0}, 1.75, higher_better=False)[0] == pytest.approx(10 ** -0.5)
 
-    rows = [{"encoder": "clip", "task": "object", "k": 0, "fraction": 1.0, "seed": s, "miou": 0.5, "mode": "finetune"} for s in (0, 1, 2)]
-    rows += [{"encoder": "clip", "task": "object", "k": 5, "fraction": f, "seed": 0, "miou": m, "mode": "finetune"} for f, m in curve.items()]
-    rows += [{"encoder": "clip", "task": "object", "k": 5, "fraction": f, "seed": 1, "miou": m + 0.4, "mode": "finetune"} for f, m in curve.items()]
-    rows += [{"encoder": "clip", "task": "object", "k": 5, "fraction": f, "seed": 2, "miou": m - 0.2, "mode": "finetune"} for f, m in curve.items()]
-    assert label_savings(rows, "object", 0, 5, (0.01, 0.1, 1.0), "finetune") == {0: "3.16x", 1: ">= 100x", 2: "never"}
+    rows = [{"encoder": "clip", "task": "object", "layout_words": False, "fraction": 1.0, "seed": s, "miou": 0.5, "mode": "finetune"} for s in (0, 1, 2)]
+    for seed, shift in ((0, 0.0), (1, 0.4), (2, -0.2)):
+        rows += [{"encoder": "clip", "task": "object", "layout_words": True, "fraction": f, "seed": seed, "miou": m + shift, "mode": "finetune"}
+                 for f, m in curve.items()]
+    savings = label_savings(rows, "object", {"layout_words": False}, {"layout_words": True}, (0.01, 0.1, 1.0), "finetune")
+    assert savings == {0: "3.16x", 1: ">= 100x", 2: "never"}
     # the linear-probe rows are another curve: none here
-    assert label_savings(rows, "object", 0, 5, (0.01, 0.1, 1.0), "linear") == {}
+    assert label_savings(rows, "object", {"layout_words": False}, {"layout_words": True}, (0.01, 0.1, 1.0), "linear") == {}
 
 
-def test_dense_claims_hold_only_when_captions_improve_dense_features():
-    """Per task and mode: k=max beats k=min, k=max beats the MAE at the same images seen ("mae", the
-    headline) and the converged MAE ("mae_converged"), each against its own baseline; per task
-    (fine-tuned): 10 % of the labels at k=max beat all of them at k=min."""
+def _rows(tasks, fractions, gain=0.3, mae=None, modes=("linear", "finetune_conv"), control=0.3):
+    """Fabricated rows of the layout design: per seed, layout words on and off, k 0 and 5, budgets 600 and
+    1800; layout words add ``gain`` (mIoU up, RMSE down) and k = 5 adds half of it; ``mae``: {budget: the
+    masked autoencoder's level} (default: below every CLIP); ``control``: what layout words do to the plane."""
+    mae = mae or {600: 0.2, 1800: 0.25}
+    out = []
+    for s in (0, 1, 2):
+        for mode in modes:
+            for fraction in fractions:
+                scale = {0.01: 0.6, 0.1: 0.9, 1.0: 1.0}[fraction]
+                for t in tasks:
+                    seg = t == "object"
+                    for budget in (600, 1800):
+                        for words in (False, True):
+                            for k in (0, 5):
+                                level = 0.4 + (control if t == "plane" else gain) * words + gain / 2 * k / 5 + 0.05 * (budget == 1800) + 0.003 * s
+                                out.append({"encoder": "clip", "layout_words": words, "k": k, "max_steps": budget, "seed": s, "task": t,
+                                            "fraction": fraction, "mode": mode, "miou": scale * level if seg else math.nan,
+                                            "rmse": math.nan if seg else (1.5 - level) / scale})
+                        level = mae[budget] + 0.001 * s
+                        out.append({"encoder": "mae", "max_steps": budget, "seed": s, "task": t, "fraction": fraction, "mode": mode,
+                                    "miou": scale * level if seg else math.nan, "rmse": math.nan if seg else (1.5 - level) / scale})
+    return out
+
+
+DESIGN = {"layout_words": [False, True], "k": [0, 5], "max_steps": [600, 1800]}
+
+
+def test_dense_claims_test_layout_words_the_matched_mae_and_label_efficiency():
+    """The paper's claims per target, budget and mode at k = 5: layout words beat none, the layout CLIP
+    beats the masked autoencoder of its own budget; label efficiency at the largest budget; k beyond the
+    paper; the plane's linear probe the control."""
     from infogap.ablations.dense.study import Dense
 
     dense = Dense()
-    tasks = dense.settings.tasks
-
-    def rows(gain, mae_level=0.5, modes=("linear", "finetune"), matched_level=0.4):
-        out = []
-        for s in (0, 1, 2):
-            for mode in modes:
-                for k in (0, 5):
-                    for fraction in dense.settings.fractions:
-                        scale = {0.01: 0.6, 0.1: 0.9, 1.0: 1.0}[fraction]
-                        for t in tasks:
-                            seg = t in ("object", "colour", "edge")
-                            out.append({"encoder": "clip", "k": k, "seed": s, "task": t, "fraction": fraction, "mode": mode,
-                                        "miou": scale * (0.5 + gain * k / 5) + 0.002 * s if seg else math.nan,
-                                        "rmse": math.nan if seg else (0.3 - 0.3 * gain * k / 5) / scale + 0.001 * s})
-                for fraction in dense.settings.fractions:
-                    for t in tasks:
-                        seg = t in ("object", "colour", "edge")
-                        out.append({"encoder": "mae_converged", "seed": s, "task": t, "fraction": fraction, "mode": mode,
-                                    "miou": mae_level + 0.001 * s if seg else math.nan, "rmse": math.nan if seg else 0.3 + 0.001 * s})
-                        out.append({"encoder": "mae", "seed": s, "task": t, "fraction": fraction, "mode": mode,
-                                    "miou": matched_level - 0.001 * s if seg else math.nan, "rmse": math.nan if seg else 0.35 - 0.001 * s})
-        return out
-
-    good = dense.claims(rows(0.3), {"k": [0, 5]})
-    assert len(good) == len(tasks) * (2 * 3 + 1), [c.claim for c in good]
-    assert sum("same images seen (matched budget)" in c.claim for c in good) == len(tasks) * 2
+    tasks, fractions = dense.settings.tasks, dense.settings.fractions
+    assert tasks == ("object", "depth", "plane")
+    good = dense.claims(_rows(tasks, fractions), DESIGN)
+    assert len(good) == 2 * (2 * 2 * 2 + 1 + 1) + 1, [c.claim for c in good]
     assert [c.verdict for c in good] == [HOLDS] * len(good), [c.line() for c in good]
-    assert sum("fine-tuned" in c.claim or "finetune" in c.claim for c in good) >= len(tasks) * 3
     control = [c for c in good if c.role == "positive control"]
-    assert [c.claim for c in control] == ["rmse at k=5 is below k=0 (encoder=clip, task=scale_depth, fraction=1.0, mode=linear)"]
-    assert {c.role for c in good if "scale_depth" in c.claim and c not in control} == {"beyond the paper"}
-    assert {c.role for c in good if "scale_depth" not in c.claim} == {"paper"} and all(c.source.startswith("Vasu et al. 2024") for c in good
-                                                                                      if c.role == "paper")
-    bad = dense.claims(rows(-0.2), {"k": [0, 5]})
-    assert all(c.verdict == "contradicted" for c in bad), [c.line() for c in bad]
-    # a converged MAE better than every CLIP: the "beats the MAE" claims fail, the k claims still hold
-    strong = {c.claim: c.verdict for c in dense.claims(rows(0.3, mae_level=0.99), {"k": [0, 5]})}
-    beats = [v for c, v in strong.items() if "masked autoencoder trained to its own convergence" in c and c.startswith(("object", "colour", "edge"))]
-    assert beats and all(v == "contradicted" for v in beats)
-    assert all(v == HOLDS for c, v in strong.items() if "matched budget" in c), "each claim reads its own baseline"
-    matched = {c.claim: c.verdict for c in dense.claims(rows(0.3, matched_level=0.99), {"k": [0, 5]})}
-    assert {v for c, v in matched.items() if "matched budget" in c and c.startswith(("object", "colour", "edge"))} == {"contradicted"}
-    assert {v for c, v in matched.items() if "own convergence" in c} == {HOLDS}
-    # linear probes only: no fine-tuned claims, the 10x claim falls back to the linear curves
-    linear = dense.claims(rows(0.3, modes=("linear",)), {"k": [0, 5]})
-    assert len(linear) == len(tasks) * 4 and not any("finetune" in c.claim for c in linear)
+    assert [c.claim for c in control] == ["rmse at layout_words=True is below layout_words=False (encoder=clip, task=plane, fraction=1.0, "
+                                          "mode=linear, k=5, max_steps=1800)"]
+    assert sum(c.role == "beyond the paper" for c in good) == 2 and all(c.claim.startswith(("miou at k=5", "rmse at k=5"))
+                                                                        for c in good if c.role == "beyond the paper")
+    assert all(c.source.startswith("Vasu et al. 2024") for c in good if c.role == "paper")
+    assert sum("same images seen (600 steps" in c.claim for c in good) == sum("same images seen (1800 steps" in c.claim for c in good) == 4
+    assert not any("task=plane" in c.claim for c in good if c.role != "positive control")
+    # layout words that hurt: the layout and label claims are contradicted, the control too
+    bad = {c.claim: c.verdict for c in dense.claims(_rows(tasks, fractions, gain=-0.2, control=-0.2), DESIGN)}
+    assert {v for c, v in bad.items() if "layout_words=True" in c} == {"contradicted"}
+    # each budget reads its own masked autoencoder: strong at 600 steps, weak at 1800
+    matched = {c.claim: c.verdict for c in dense.claims(_rows(tasks, fractions, mae={600: 1.2, 1800: 0.1}), DESIGN)}
+    assert {v for c, v in matched.items() if "(600 steps" in c} == {"contradicted"}
+    assert {v for c, v in matched.items() if "(1800 steps" in c} == {HOLDS}
+    # linear probes only: the label claim falls back to the linear curves, no fine-tuned claim
+    linear = dense.claims(_rows(tasks, fractions, modes=("linear",)), DESIGN)
+    assert len(linear) == 2 * (2 * 2 + 1 + 1) + 1 and not any("finetune" in c.claim for c in linear)
+
+
+def test_a_design_without_layout_words_keeps_the_k_and_mae_claims():
+    """The 28-px world (no layout_words axis, one budget): k and the MAE of the runs' budget."""
+    from infogap.ablations.dense.study import Dense
+
+    dense = Dense(Dense.Settings(tasks=("object", "depth")))
+    rows = [r for r in _rows(("object", "depth"), dense.settings.fractions) if r.get("layout_words") in (None, True) and r["max_steps"] == 600]
+    for r in rows:
+        r.pop("layout_words", None)
+        r.pop("max_steps")
+    claims = dense.claims(rows, {"k": [0, 5]})
+    assert len(claims) == 2 * (2 + 1 + 1) and {c.verdict for c in claims} == {HOLDS}, [c.line() for c in claims]
+    assert sum("beats the masked autoencoder at the same images seen (the runs' budget" in c.claim for c in claims) == 4
 
 
 def test_clip_accuracy_curves_read_each_runs_history(tmp_path):
@@ -99,3 +119,5 @@ def test_clip_accuracy_curves_read_each_runs_history(tmp_path):
         runs.append(SimpleNamespace(dir=d, axes={"k": k}, seed=seed))
     runs.append(SimpleNamespace(dir=tmp_path / "missing", axes={"k": 2}, seed=0))
     assert clip_accuracy_curves(runs) == {"k=0 seed=0": {0: 0.1, 300: 0.6, 600: 0.7}, "k=5 seed=1": {0: 0.1, 600: 0.9}}
+    runs[0].axes = {"layout_words": True, "k": 0}
+    assert list(clip_accuracy_curves(runs[:1])) == ["layout_words=True k=0 seed=0"]

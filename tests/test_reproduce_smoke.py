@@ -114,25 +114,28 @@ def test_bias(smoke):
 
 
 def test_dense(smoke):
-    """5 tasks x 2 label fractions (the plan's) x 3 modes (linear probe, fine-tuned with a linear head and with a conv decoder)
-    per encoder: 2 trained runs, then
-    the random, MAE (a CLIP run's image budget) and converged-MAE encoders of seed 0, and the label
-    oracle (linear only: it has no encoder to fine-tune)."""
+    """The layout world: 2 runs (captions with and without layout words, k = 5, one budget of 4 steps), each
+    probed on 3 tasks x 2 label fractions (the plan's) x 2 modes (linear probe, fine-tuned with the conv
+    decoder); the random encoder and the masked autoencoder of the runs' budget (seed 0), and the two
+    references (linear only: the word oracle and the ceiling)."""
     _, rows, results = study(smoke, "dense")
     report = (results / "report.md").read_text()
-    per_encoder = 5 * 2 * 3
+    per_encoder = 3 * 2 * 2
     counts = {e: sum(r["encoder"] == e for r in rows) for e in {r["encoder"] for r in rows}}
-    assert counts == {"clip": 2 * per_encoder, "random": per_encoder, "mae": per_encoder, "mae_converged": per_encoder, "oracle": 5 * 2}
-    assert {r["mode"] for r in rows if r["encoder"] == "oracle"} == {"linear"}
-    assert {r["mode"] for r in rows if r["encoder"] == "clip"} == {"linear", "finetune", "finetune_conv"}
+    assert counts == {"clip": 2 * per_encoder, "random": per_encoder, "mae": per_encoder, "oracle": 3 * 2, "ceiling": 3 * 2}
+    assert {r["mode"] for r in rows if r["encoder"] in ("oracle", "ceiling")} == {"linear"}
+    assert {r["mode"] for r in rows if r["encoder"] == "clip"} == {"linear", "finetune_conv"}
+    assert {r["layout_words"] for r in rows if r["encoder"] == "clip"} == {"True", "False"}
+    assert {r["max_steps"] for r in rows if r["encoder"] in ("clip", "mae")} == {"4"}
     assert "runs finished: 2 of 2 " in report  # runs, not rows
-    assert all(r["k"] == "" for r in rows if r["encoder"] != "clip") and all(r["k"] != "" for r in rows if r["encoder"] == "clip")
-    seg = [r for r in rows if r["task"] in ("object", "colour", "edge")]
-    depth = [r for r in rows if r["task"] in ("depth", "scale_depth")]
-    assert all(0 <= float(r["miou"]) <= 1 for r in seg) and all(float(r["rmse"]) > 0 and float(r["rmse_pooled"]) > 0 for r in depth)
-    assert (results / "baselines" / "seed0" / "mae.ckpt").is_file() and (results / "baselines" / "seed0" / "mae_converged.ckpt").is_file()
+    assert all(r["k"] == "" for r in rows if r["encoder"] != "clip") and all(r["k"] == "5" for r in rows if r["encoder"] == "clip")
+    seg = [r for r in rows if r["task"] == "object"]
+    depth = [r for r in rows if r["task"] in ("depth", "plane")]
+    assert all(0 <= float(r["miou"]) <= 1 for r in seg) and all(float(r["rmse"]) >= 0 and float(r["rmse_pooled"]) >= 0 for r in depth)
+    assert (results / "baselines" / "seed0" / "mae4.ckpt").is_file() and (results / "baselines" / "seed0" / "references.json").is_file()
     assert (results / "dense_probes.png").is_file() and (results / "mae_loss.png").is_file()
-    assert "masked autoencoder at the same images seen (matched budget)" in report and "masked autoencoder trained to its own convergence" in report and "Study settings:" in report
+    assert "beats the masked autoencoder at the same images seen (4 steps" in report and "Study settings:" in report
+    assert "rmse at layout_words=True is below layout_words=False (encoder=clip, task=plane" in report  # the control
 
 
 def test_learn_forget(smoke):

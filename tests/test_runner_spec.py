@@ -12,7 +12,7 @@ from infogap.ablations.core.temperature import Temperature
 from infogap.ablations.runner.aggregate import format_table, run_claims
 from infogap.ablations.kit.claims import HOLDS, NOT_TESTED, other_points, per_seed
 from infogap.ablations.runner.expand import expand, parse_only, parse_overrides
-from infogap.ablations.runner.spec import add_sweep, available, load_ablation
+from infogap.ablations.runner.spec import add_sweep, available, design, load_ablation
 from infogap.cli import main as infogap
 from tests.helpers import ROOT
 from tests.helpers.studies import TINY_RUNS
@@ -30,7 +30,10 @@ def test_dry_run_lists_every_run(name, tmp_path, capsys):
     runs = expand(ablation, tmp_path, seeds=[0, 1])
     n_stage_runs = sum(_stage_size(st) for st in ablation.stages)
     assert len(runs) == 2 * n_stage_runs
-    assert infogap(["ablate", name, "--dry-run", "--seeds", "0,1", "--out", str(tmp_path), "trainer.max_steps=7"]) == 0
+    if "max_steps" in design(ablation):
+        n_stage_runs //= len(design(ablation)["max_steps"])  # one budget, 7 steps
+    steps = ["--sweep", "trainer.max_steps=7"] if "max_steps" in design(ablation) else ["trainer.max_steps=7"]  # dense sweeps its budget
+    assert infogap(["ablate", name, "--dry-run", "--seeds", "0,1", "--out", str(tmp_path), *steps]) == 0
     out = capsys.readouterr().out
     assert f"{2 * n_stage_runs} runs" in out
     assert out.count("--trainer.max_steps=7") == 2 * n_stage_runs
@@ -116,12 +119,20 @@ def test_a_sweep_axis_gets_every_claim_at_each_of_its_points():
 
 @pytest.mark.parametrize("item, message", [
     ("trainer.max_steps", "--sweep expects KEY=v1,v2"),
-    ("data.k=0,5", "already sweeps 'k'"),
+    ("data.init_args.k=0,5", "already sweeps 'k'"),  # another key for the stage's axis k
     ("model.temperature=learnable,frozen", "axis 'temperature' is also the name of a metric"),
 ])
 def test_bad_sweeps_are_named(item, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         load_ablation("imbalance", [item])
+
+
+def test_a_sweep_of_the_stages_own_axis_replaces_its_values():
+    ablation = load_ablation("dense", ["trainer.max_steps=4,8"])
+    assert design(ablation)["max_steps"] == [4, 8] and design(ablation)["k"] == [0, 5]
+    assert design(load_ablation("dense"))["max_steps"] == [600, 1800]
+    with pytest.raises(ValueError, match="already sweeps 'max_steps'"):
+        load_ablation("dense", ["trainer.max_steps=4", "trainer.max_steps=8"])
 
 
 def test_table_cells_carry_the_t_interval():

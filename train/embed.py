@@ -94,7 +94,7 @@ class Encoder:
         return torch.stack(tensors)
 
     def rendered(self, images: torch.Tensor) -> torch.Tensor:
-        """Rendered synthetic images ([0, 1], 28 px) as this model takes them: as they are for the
+        """Rendered synthetic images ([0, 1], 28 px, or 64 px in the layout world) as this model takes them: as they are for the
         word-level models trained on them, through the model's preprocessing for any other."""
         if self.word_level:
             return images
@@ -126,9 +126,10 @@ def load_encoder(checkpoint: Optional[str] = None, model: Optional[str] = None, 
     from infogap.models import build_model
     from infogap.models.clip import is_word_level, read_checkpoint
 
-    text_spec = {}
+    text_spec, data_hp = {}, {}
     if checkpoint:
-        hp = read_checkpoint(checkpoint).get("hyper_parameters") or {}
+        state = read_checkpoint(checkpoint)
+        hp, data_hp = state.get("hyper_parameters") or {}, state.get("datamodule_hyper_parameters") or {}
         if "model" not in hp:
             raise ValueError(f"--checkpoint {checkpoint}: no infogap hyper-parameters in it (for another checkpoint use --model NAME --pretrained PATH)")
         model, pretrained, text_spec = hp["model"], checkpoint, dict(hp.get("text_spec") or {})
@@ -141,10 +142,13 @@ def load_encoder(checkpoint: Optional[str] = None, model: Optional[str] = None, 
     if word:
         from torchvision import transforms
 
-        from infogap.data.render import SIZE
+        from infogap.data.factors import Vocabulary
 
-        source = SyntheticSource(seed=seed)
-        preprocess = transforms.Compose([transforms.Resize((SIZE, SIZE)), transforms.ToTensor()])
+        # the world is the text tower's vocabulary: the layout world's has the layout words (a checkpoint
+        # with its data module's settings, a run's, also says whether its captions named them)
+        layout = text_spec == Vocabulary(layout=True).text_spec()
+        source = SyntheticSource(seed=seed, layout=layout, layout_words=bool(data_hp.get("layout_words", True)))
+        preprocess = transforms.Compose([transforms.Resize((source.image_size, source.image_size)), transforms.ToTensor()])
         tokenize = lambda texts: torch.from_numpy(np.stack([source.vocab.encode(t) for t in texts]))  # noqa: E731
     else:
         _, _, preprocess, tokenizer = transforms_for(model)

@@ -41,8 +41,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--task", choices=["seg", "depth"], required=True)
     p.add_argument("--factor", default="object", choices=["object", "colour", "edge"],
                    help="synthetic segmentation: object or colour classes, or edge (background, interior, edge; default object)")
-    p.add_argument("--depth-target", default="depth", choices=["depth", "scale_depth"],
-                   help="synthetic depth: the random surface no caption word decides (default), or the scaling-decided one")
+    p.add_argument("--depth-target", default="depth", choices=["depth", "scale_depth", "plane"],
+                   help="synthetic depth: the random surface no caption word decides (default), the scaling-decided one, or (a "
+                        "layout-world checkpoint) the plane the plane word decides")
     p.add_argument("--data", help="a local dataset (DIR/train, DIR/val; see infogap.ablations.dense.datasets); default: synthetic renders")
     p.add_argument("--n-train", type=int, default=4096, help="synthetic training images (default 4096)")
     p.add_argument("--n-val", type=int, default=1024, help="synthetic validation images (default 1024)")
@@ -78,7 +79,7 @@ def main(argv: list[str]) -> int:
         classes = list(range(seg_classes(task))) if args.task == "seg" else []
         batches = {"train": source.train_batch(0, np.arange(args.n_train)), "val": source.val_batch(np.arange(args.n_val))}
         splits = {s: (enc.rendered(b["image"]), synthetic_targets(b, task)) for s, b in batches.items()}
-        data_key = {"data": "synthetic", "seed": source.seed, "n_train": args.n_train, "n_val": args.n_val, "render": "dense-v2"}
+        data_key = {"data": "synthetic", "seed": source.seed, "n_train": args.n_train, "n_val": args.n_val, "render": "dense-v2", "layout": source.layout}
     model_key = FeatureCache.checkpoint_key(args.checkpoint or args.pretrained) if (args.checkpoint or args.pretrained) else {"random": args.model}
     cache = FeatureCache(args.cache)
     features = {s: cache.get({**model_key, "model": enc.name, **data_key, "split": s, "layers": layers},

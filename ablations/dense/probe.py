@@ -15,9 +15,11 @@ segmentation or depth; caption information is the controlled variable upstream.
   ``MeanSquaredError(squared=False)``), AbsRel = mean |d_hat - d| / d (``MeanAbsolutePercentageError``)
   and R² over the pixels (``R2Score``: the share of the depth variance explained).
 - Baselines beside every probe: the majority class everywhere (segmentation); the best constant per
-  image, its mean depth (depth); and the label oracle (``oracle_features``): the same probe on maps
-  that hold only the object mask, the image's factor labels and the pixel coordinates, i.e. how much
-  of the task the caption words (and where the object is) determine.
+  image, its mean depth (depth); the word oracle (``word_oracle_features``): the same probe on maps
+  that hold only what the caption words give (every word of the image, and where the position and
+  size words put the object on average), i.e. how much of the task the words alone determine; and the
+  ceiling (``ceiling_features``): the same probe on the scene's own pixel-exact maps pooled to the
+  encoder's token grid, what a perfect encoder could hold in each token.
 - ``DenseFineTune``: the encoder and the head fine-tuned together (a few hundred steps at a small
   learning rate for the encoder), as the paper evaluated its encoders.
 - ``label_subset``: the labelled training images of a fraction, fixed per seed and nested (1 % ⊂ 10 % ⊂
@@ -45,8 +47,9 @@ from infogap.train.quiet import quiet_trainer
 # edge: 0 background, 1 stroke interior, 2 stroke edge (the renderer's geometry, no factor's word)
 SEG_FACTORS = ("object", "colour")
 SEG_TASKS = (*SEG_FACTORS, "edge")
-# depth: a random surface per image that no caption word determines; scale_depth: decided by the scaling factor
-DEPTH_TASKS = ("depth", "scale_depth")
+# depth: a random surface per image that no caption word determines; scale_depth: decided by the scaling factor and
+# the mask; plane (layout world): 1 + the depth plane's index everywhere, decided by the plane word alone (a control)
+DEPTH_TASKS = ("depth", "scale_depth", "plane")
 
 
 def seg_classes(task: str) -> int:
@@ -73,6 +76,8 @@ def synthetic_targets(batch: dict, task: str) -> torch.Tensor:
     segmentation factor (B, H, W) long classes, 0 off the object and 1 + the object's value on it."""
     if "mask" not in batch:
         raise ValueError("the batch has no dense targets: render it with dense_targets=True")
+    if task == "plane" and "plane" not in batch:
+        raise ValueError("the dense task 'plane' needs the layout world's scenes (data.layout=true)")
     if task in DEPTH_TASKS:
         return batch[task].float()
     if task == "edge":
@@ -81,23 +86,67 @@ def synthetic_targets(batch: dict, task: str) -> torch.Tensor:
     return batch["mask"].long() * (batch["labels"][task].long() + 1)[:, None, None]
 
 
-def oracle_features(batch: dict) -> torch.Tensor:
-    """(B, C, H, W) maps of what the captions and the object's place give away and nothing else: the
-    object mask and its complement, one channel per factor value (1 on the object's pixels when the image
-    has that value), and the pixel coordinates on and off the object. A linear probe on them is the
-    label oracle: the best a per-pixel head can do knowing only the caption words and the mask."""
-    from infogap.data.factors import FACTOR_NAMES, FACTORS
+def _word_labels(batch: dict) -> dict[str, tuple[torch.Tensor, int]]:
+    """{word factor: (labels (B,), number of values)}: every factor of the image and, in the layout world,
+    the layout words: everything a full caption names."""
+    from infogap.data.factors import FACTORS, LAYOUT_FACTORS
 
+    out = {f: (batch["labels"][f].long(), len(v)) for f, v in FACTORS.items()}
+    out.update({f: (batch["layout"][f].long(), len(v)) for f, v in LAYOUT_FACTORS.items() if "layout" in batch})
+    return out
+
+
+def layout_prior(batch: dict, size: int = 16) -> torch.Tensor:
+    """(n_cells, size, size): the mean object mask of the training ``batch`` per (position, size) word pair
+    (one cell, the mean mask, outside the layout world), area-pooled to ``size``: where the words put the
+    object on average. A pair absent from the batch gets the overall mean."""
+    mask = F.adaptive_avg_pool2d(batch["mask"].float()[:, None], size)[:, 0]
+    cell = _layout_cell(batch)
+    n_cells = int(cell.max()) + 1 if "layout" not in batch else 27
+    overall = mask.mean(0)
+    prior = overall.expand(n_cells, size, size).clone()
+    for c in range(n_cells):
+        rows = cell == c
+        if bool(rows.any()):
+            prior[c] = mask[rows].mean(0)
+    return prior
+
+
+def _layout_cell(batch: dict) -> torch.Tensor:
+    n = len(batch["mask"])
+    if "layout" not in batch:
+        return torch.zeros(n, dtype=torch.long)
+    return batch["layout"]["position"].long() * 3 + batch["layout"]["size"].long()
+
+
+def word_oracle_features(batch: dict, prior: torch.Tensor) -> torch.Tensor:
+    """(B, C, s, s) maps of what the caption words give away and nothing else (s: ``prior``'s size; a
+    probe upsamples them): a constant, ``p`` = the ``layout_prior`` of the image's position and size words,
+    ``p`` times one channel per word value (1 when the image has that value) and the one-hot words
+    themselves. A linear probe on them is the word oracle: the best a per-pixel head can do knowing only
+    the full caption's words (no pixel of the image, no exact place)."""
+    p = prior[_layout_cell(batch)][:, None]  # (B, 1, s, s)
+    n, _, h, w = p.shape
+    onehots = [F.one_hot(labels, k).float()[:, :, None, None].expand(n, k, h, w) for labels, k in _word_labels(batch).values()]
+    words = torch.cat(onehots, 1)
+    return torch.cat([torch.ones(n, 1, h, w), p, p * words, words], 1)
+
+
+def ceiling_features(batch: dict, grid: int) -> torch.Tensor:
+    """(B, C, grid, grid): the scene's own pixel-exact maps area-pooled to a ``grid`` x ``grid`` token grid:
+    a constant, the object mask, the mask times one channel per word value, the edge classes, the mean
+    depth on the object's pixels of each token (and the plane map in the layout world). A linear probe
+    on them is the ceiling: what the same head reaches from tokens that hold their patch's content
+    exactly; above it only a finer grid helps."""
     mask = batch["mask"].float()[:, None]
-    n, _, h, w = mask.shape
-    channels = [1 - mask, mask]
-    for f in FACTOR_NAMES:
-        onehot = F.one_hot(batch["labels"][f].long(), len(FACTORS[f])).float()[:, :, None, None]
-        channels.append(mask * onehot)
-    ys = torch.linspace(-1, 1, h)[None, None, :, None].expand(n, 1, h, w)
-    xs = torch.linspace(-1, 1, w)[None, None, None, :].expand(n, 1, h, w)
-    channels += [mask * xs, mask * ys, (1 - mask) * xs, (1 - mask) * ys]
-    return torch.cat(channels, 1)
+    words = torch.cat([F.one_hot(labels, k).float()[:, :, None, None] for labels, k in _word_labels(batch).values()], 1)
+    maps = [mask, (batch["edge"] == 1).float()[:, None], (batch["edge"] == 2).float()[:, None], batch["depth"].float()[:, None] * mask]
+    if "plane" in batch:
+        maps.append(batch["plane"].float()[:, None])
+    pooled = F.adaptive_avg_pool2d(torch.cat(maps, 1), grid)
+    share = pooled[:, :1]  # the object's share of each token (a word is constant over the image: pool(mask x word) = share x word)
+    depth = pooled[:, 3:4] / share.clamp(min=1e-6)  # the mean depth of the token's object pixels (0 without any)
+    return torch.cat([torch.ones_like(share), share, share * words, pooled[:, 1:3], depth, pooled[:, 4:]], 1)
 
 
 # ---------------------------------------------------------------------------------------------

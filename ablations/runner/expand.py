@@ -117,7 +117,8 @@ def expand(ablation: Ablation, out: Path, seeds: Optional[list[int]] = None, onl
     swept = {ax["key"] for st in ablation.stages for ax in (st.get("axes") or {}).values()}
     clash = sorted(swept & set(overrides or {}))
     if clash:
-        raise ValueError(f"override {clash[0]}=... would overwrite a swept axis of {ablation.name!r}: use --only to restrict the axis")
+        raise ValueError(f"override {clash[0]}=... would overwrite a swept axis of {ablation.name!r}: use --only to restrict the axis "
+                         f"to some of its values, or --sweep {clash[0]}=v1,v2 to sweep other values")
     for seed in seeds if seeds is not None else ablation.seeds:
         stage_dirs: dict[str, Path] = {}
         for st in ablation.stages:

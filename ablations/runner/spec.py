@@ -126,13 +126,15 @@ def add_sweep(ablation: Ablation, items) -> Ablation:
     """``--sweep trainer.max_steps=600,2400,9600``: one more axis on the report stage, named by the key's
     last part (``max_steps``), crossed with the stage's own axes (e.g. training length x k). Its runs
     have their own directories (``train__k=0__max_steps=600__seed=0``), so they never mix with the
-    ablation's default runs."""
+    ablation's default runs. A sweep of an axis the stage already sweeps, same name and key, replaces
+    its values (``--sweep trainer.max_steps=4`` for dense's budgets in the smoke plan)."""
     if not items:
         return ablation
     stages = copy.deepcopy(ablation.stages)
     stage = next(st for st in stages if st["name"] == ablation.report_stage)
     axes = stage.setdefault("axes", {}) or {}
     stage["axes"] = axes
+    added: set[str] = set()
     for item in items:
         key, sep, values = item.partition("=")
         if not sep or not key or not values:
@@ -140,9 +142,15 @@ def add_sweep(ablation: Ablation, items) -> Ablation:
         key = key.lstrip("-")
         axis = key.rsplit(".", 1)[-1]
         check_axis_name(axis, f"--sweep {item}")
-        if axis in axes or any(ax["key"] == key for ax in axes.values()):
+        same = next((a for a, ax in axes.items() if ax["key"] == key), None)
+        if same is not None and same == axis and axis not in added:  # the stage's own axis: these values instead of the YAML's
+            axes[axis] = {**axes[axis], "values": parse_list(values, f"--sweep {key}")}
+            added.add(axis)
+            continue
+        if axis in axes or same is not None:
             raise ValueError(f"--sweep {item}: stage {stage['name']!r} of {ablation.name!r} already sweeps {axis!r}")
         axes[axis] = {"key": key, "values": parse_list(values, f"--sweep {key}")}
+        added.add(axis)
     return dataclasses.replace(ablation, stages=stages, swept=ablation.swept + tuple(a for a in axes if a not in design(ablation)))
 
 
