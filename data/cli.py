@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from infogap.data.factors import FACTOR_NAMES, FACTORS, OBJECT
+from infogap.data.factors import FACTOR_NAMES, FACTORS, LAYOUT_FACTORS, OBJECT
 from infogap.data.synthetic import CaptionSpec, SyntheticBatches, SyntheticDataModule, caption_strings
 
 
@@ -22,6 +22,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", choices=["train", "val", "test"], default="train")
     p.add_argument("--epoch", type=int, default=0, help="training epoch to draw (train split)")
+    p.add_argument("--layout", action="store_true", help="the layout world: 64-px scenes placed by a position, a size and a plane word")
+    p.add_argument("--no-layout-words", action="store_true", help="(--layout) captions without the layout words")
 
 
 def _check_args(args, positive: tuple[str, ...]) -> None:
@@ -34,12 +36,15 @@ def _check_args(args, positive: tuple[str, ...]) -> None:
     for name in ("seed", "epoch"):
         if getattr(args, name) < 0:
             raise ValueError(f"--{name} must be >= 0, got {getattr(args, name)}")
+    if args.no_layout_words and not args.layout:
+        raise ValueError("--no-layout-words needs --layout (only the layout world's captions can name layout words)")
     if args.epoch and args.split != "train":
         raise ValueError(f"--epoch {args.epoch}: the {args.split} split is one fixed set of samples; --epoch draws an epoch of the train split")
 
 
 def _module(args, batch_size: int, **kwargs) -> SyntheticDataModule:
-    return SyntheticDataModule(k=args.k, always_present=args.always_present, seed=args.seed, batch_size=batch_size, **kwargs)
+    return SyntheticDataModule(k=args.k, always_present=args.always_present, seed=args.seed, batch_size=batch_size, layout=args.layout,
+                               layout_words=not args.no_layout_words, **kwargs)
 
 
 def _batches(dm: SyntheticDataModule, split: str, n: int, epoch: int, batch_size: int):
@@ -84,7 +89,8 @@ def preview(argv: list[str]) -> int:
         ax = axes.flat[i]
         ax.imshow(batch["image"][i].permute(1, 2, 0).numpy(), interpolation="nearest")
         ax.set_title(textwrap.fill(captions[i], 22), fontsize=6.5)
-    fig.suptitle(f"synthetic data, {args.split} split, k = {args.k} (always present: {args.always_present})", fontsize=9)
+    world = (" layout world" + (", no layout words" if args.no_layout_words else "")) if args.layout else ""
+    fig.suptitle(f"synthetic data{world}, {args.split} split, k = {args.k} (always present: {args.always_present})", fontsize=9)
     fig.tight_layout(h_pad=1.5)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -201,6 +207,9 @@ def export(argv: list[str]) -> int:
                     "labels": {f: int(batch["labels"][f][i]) for f in FACTOR_NAMES},
                     "values": {f: FACTORS[f][int(batch["labels"][f][i])] for f in FACTOR_NAMES},
                 }
+                if "layout" in batch:  # the layout world's words, named or not in the caption
+                    record["labels"].update({f: int(t[i]) for f, t in batch["layout"].items()})
+                    record["values"].update({f: LAYOUT_FACTORS[f][int(t[i])] for f, t in batch["layout"].items()})
                 sample = {"__key__": f"{args.split}{int(idx):09d}", "png": buf.getvalue(), "txt": captions[i], "json": record}
                 if args.dense:
                     m = io.BytesIO()

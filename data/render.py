@@ -27,8 +27,8 @@ its surface's camera distance uniform within the named depth plane (``PLANE_DIST
 coarse, the place, size and depth exact. Every image of the layout world is shaded by its depth (more
 steeply: ``LAYOUT_SHADE_POWER``), dense or not, since its captions may name the plane. Every dense
 target is then the scene's, pixel-exact, plus
-``plane``: 1 + the depth plane's index on every pixel, the one target a caption word decides alone (the
-dense study's positive control).
+``plane``: 1 + the depth plane's index on the object's pixels (0, missing, elsewhere, as ``depth``),
+the one target a caption word decides alone wherever it is defined (the dense study's positive control).
 
 Rendering is two steps: ``render_plan`` draws every random number of a batch from its keys (numpy,
 on the CPU, in the loader worker) and ``render_images`` turns glyphs, plan and labels into images
@@ -379,7 +379,7 @@ def render_images(glyphs: torch.Tensor, plan: dict[str, torch.Tensor], labels: d
     (B, 28, 28) float32 (1 for large objects, 1/0.75 for small ones, ``DEPTH_BACKGROUND`` elsewhere).
     With ``layout`` (position, size and plane index tensors; the plan drawn with ``layout=True``) the
     object is placed in a ``SCENE_SIZE``-px scene (``place``) and every map is the scene's, with the
-    control target ``plane`` (B, S, S) float32, 1 + the plane's index everywhere.
+    control target ``plane`` (B, S, S) float32, 1 + the plane's index on the object (0 elsewhere).
     """
     device = glyphs.device
     plan = {name: u.to(device) for name, u in plan.items()}
@@ -427,7 +427,7 @@ def render_images(glyphs: torch.Tensor, plan: dict[str, torch.Tensor], labels: d
     depth_obj = torch.where(small, 1.0 / SMALL_SCALE, 1.0)[:, None, None].to(x.dtype)
     out["scale_depth"] = torch.where(mask, depth_obj.expand_as(x[:, 0]), torch.tensor(DEPTH_BACKGROUND, device=device))
     if layout is not None:
-        out["plane"] = (1.0 + layout["plane"].to(x.dtype))[:, None, None].expand_as(x[:, 0]).contiguous()
+        out["plane"] = torch.where(mask, (1.0 + layout["plane"].to(x.dtype))[:, None, None], torch.zeros((), device=device))
     return out
 
 

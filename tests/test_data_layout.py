@@ -108,9 +108,10 @@ def test_no_dense_target_is_decided_by_the_caption_words_except_the_control():
     for name in ("mask", "edge", "depth"):
         t = batch[name].float()
         assert float((t[1:] - t[:1]).abs().amax((1, 2)).min()) > 0, name  # every scene differs from the first
-    assert torch.all(batch["plane"] == 2.0)
+    on = batch["mask"].bool()
+    assert torch.all(batch["plane"][on] == 2.0) and torch.all(batch["plane"][~on] == 0.0)  # defined (and decided by the word) on the object
     other = SyntheticSource(seed=0, layout=True, dense=True, force={**force, "plane": 0}).train_batch(0, np.arange(16))
-    assert torch.all(other["plane"] == 1.0)
+    assert torch.all(other["plane"][other["mask"].bool()] == 1.0)
 
 
 def test_force_names_an_unknown_factor_and_layout_words_need_the_layout_world():
@@ -145,3 +146,18 @@ def test_every_layout_image_is_shaded_by_its_depth_and_near_objects_are_brighter
     near, far = peak[plain["layout"]["plane"] == 0], peak[plain["layout"]["plane"] == 1]
     assert float(near.mean()) > float(far.mean()) + 0.3
     assert float(near.min()) >= 0.2 - 1e-6  # LAYOUT_SHADE_MIN (the surface's tilt lets single pixels cross the planes' boundary)
+
+
+def test_data_commands_take_the_layout_world(tmp_path, capsys):
+    import webdataset as wds
+
+    from infogap.cli import main as infogap
+
+    assert infogap(["data", "preview", "--layout", "--k", "1", "--n", "4", "--out", str(tmp_path / "grid.png")]) == 0
+    assert infogap(["data", "preview", "--no-layout-words", "--n", "4", "--out", str(tmp_path / "x.png")]) == 2
+    assert "--no-layout-words needs --layout" in capsys.readouterr().err
+    assert infogap(["data", "export", "--layout", "--k", "1", "--out", str(tmp_path / "shards"), "--n", "8"]) == 0
+    samples = list(wds.WebDataset([str(p) for p in sorted((tmp_path / "shards").glob("*.tar"))], shardshuffle=False).decode("pil"))
+    record = samples[0]["json"]
+    assert samples[0]["png"].size == (SCENE_SIZE, SCENE_SIZE)
+    assert set(LAYOUT_NAMES) <= set(record["labels"]) and set(record["values"][f] for f in LAYOUT_NAMES) <= set(samples[0]["txt"].split(", "))

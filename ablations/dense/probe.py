@@ -48,7 +48,7 @@ from infogap.train.quiet import quiet_trainer
 SEG_FACTORS = ("object", "colour")
 SEG_TASKS = (*SEG_FACTORS, "edge")
 # depth: a random surface per image that no caption word determines; scale_depth: decided by the scaling factor and
-# the mask; plane (layout world): 1 + the depth plane's index everywhere, decided by the plane word alone (a control)
+# the mask; plane (layout world): 1 + the depth plane's index on the object, decided by the plane word alone (a control)
 DEPTH_TASKS = ("depth", "scale_depth", "plane")
 
 
@@ -134,8 +134,8 @@ def word_oracle_features(batch: dict, prior: torch.Tensor) -> torch.Tensor:
 
 def ceiling_features(batch: dict, grid: int) -> torch.Tensor:
     """(B, C, grid, grid): the scene's own pixel-exact maps area-pooled to a ``grid`` x ``grid`` token grid:
-    a constant, the object mask, the mask times one channel per word value, the edge classes, the mean
-    depth on the object's pixels of each token (and the plane map in the layout world). A linear probe
+    a constant, the object mask, the mask times one channel per word value, the edge classes, and the
+    mean depth (and, in the layout world, plane) of each token's object pixels. A linear probe
     on them is the ceiling: what the same head reaches from tokens that hold their patch's content
     exactly; above it only a finer grid helps."""
     mask = batch["mask"].float()[:, None]
@@ -145,8 +145,8 @@ def ceiling_features(batch: dict, grid: int) -> torch.Tensor:
         maps.append(batch["plane"].float()[:, None])
     pooled = F.adaptive_avg_pool2d(torch.cat(maps, 1), grid)
     share = pooled[:, :1]  # the object's share of each token (a word is constant over the image: pool(mask x word) = share x word)
-    depth = pooled[:, 3:4] / share.clamp(min=1e-6)  # the mean depth of the token's object pixels (0 without any)
-    return torch.cat([torch.ones_like(share), share, share * words, pooled[:, 1:3], depth, pooled[:, 4:]], 1)
+    means = pooled[:, 3:] / share.clamp(min=1e-6)  # the mean depth (and plane) of the token's object pixels (0 without any)
+    return torch.cat([torch.ones_like(share), share, share * words, pooled[:, 1:3], means], 1)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ matched). Each encoder is evaluated as a frozen linear probe and, as the paper d
 head (``mode``: linear; finetune, a 1 x 1 head; finetune_conv, a small convolutional decoder), on 1 %,
 10 % and 100 % of the labelled images, for: object segmentation (the pixel-exact mask times the
 class) and the depth of a random surface within the depth plane, both finer than any word; and
-``plane``, the positive control: 1 + the depth plane's index, the one target a caption word decides
+``plane``, the positive control: 1 + the depth plane's index on the object, the one target a caption word decides
 (colour segmentation and an edge map are available as ``tasks``, not default: a random encoder nearly
 reaches their ceiling at this token grid). Two references: the word oracle (``encoder = oracle``: the probe on what the full caption's
 words give, ``word_oracle_features``) and the ceiling (``encoder = ceiling``: the probe on the scene's
@@ -61,7 +61,8 @@ class Settings:
     # (dense.tasks=[...]) but are not default: at 8 x 8 tokens a random encoder's probe already comes near the ceiling on them
     # (docs/results/dense.md), so they cannot tell encoders apart; scale_depth is the 28-px world's control
     tasks: tuple[str, ...] = ("object", "depth", "plane")
-    fractions: tuple[float, ...] = (0.01, 0.1, 1.0)  # label fractions of the data-efficiency curve
+    fractions: tuple[float, ...] = (0.01, 0.1, 1.0)  # label fractions of the linear probes' data-efficiency curve
+    finetune_fractions: tuple[float, ...] = (0.1, 1.0)  # label fractions of the fine-tunes (the label-efficiency claim reads 10 % and 100 %)
     n_train: int = 4096  # synthetic training renders (seed 0: the same images for every encoder)
     n_val: int = 1024  # synthetic validation renders
     probe_steps: int = 300  # linear probe training steps (on frozen patch tokens)
@@ -71,7 +72,15 @@ class Settings:
     finetune_lr_head: float = 1e-2
     oracle_size: int = 16  # resolution of the word oracle's maps (the words have none; the position prior is smooth)
 
+    @property
+    def label_fractions(self) -> list[float]:
+        """Every label fraction a probe or a fine-tune uses, ascending."""
+        return sorted({*self.fractions, *self.finetune_fractions})
+
     def __post_init__(self):
+        bad = [f for f in (*self.fractions, *self.finetune_fractions) if not 0 < f <= 1]
+        if bad:
+            raise ValueError(f"dense fractions: {bad[0]} is not a label fraction in (0, 1]")
         unknown = [d for d in self.finetune_decoders if d not in FINETUNE_MODE]
         if unknown:
             raise ValueError(f"dense finetune_decoders: unknown decoder {unknown[0]!r}; choose from {', '.join(FINETUNE_MODE)}")
@@ -101,7 +110,7 @@ def probe_rows(checkpoint: Path, seed: int, settings: Settings) -> list[dict]:
                                  steps=settings.probe_steps, accelerator="cpu"):
             rows.append({"task": task, "mode": "linear", **{k: v for k, v in r.items() if k != "seed"}, **base})
         for decoder in settings.finetune_decoders if settings.finetune_steps > 0 else ():
-            for fraction in settings.fractions:
+            for fraction in settings.finetune_fractions:
                 index = label_subset(len(train_y), fraction, seed)
                 tuned = train_finetune(enc.model, images["train"], train_y, index, kind, n_classes or 1, settings.finetune_steps,
                                        lr_encoder=settings.finetune_lr_encoder, lr_head=settings.finetune_lr_head, seed=seed, accelerator="cpu",
@@ -344,12 +353,12 @@ class Dense(Study):
             if words:
                 few = _value(rows, encoder="clip", task=task, fraction=0.1, mode=tuned, layout_words=True, **at)
                 full = _value(rows, encoder="clip", task=task, fraction=1.0, mode=tuned, layout_words=False, **at)
-                savings = label_savings(rows, task, {"layout_words": False, **at}, {"layout_words": True, **at}, self.settings.fractions, tuned)
+                savings = label_savings(rows, task, {"layout_words": False, **at}, {"layout_words": True, **at}, self.settings.label_fractions, tuned)
                 name = f"{task}: layout captions with 10 % of the labels beat captions without layout words with all of them"
             else:
                 few = _value(rows, encoder="clip", task=task, fraction=0.1, mode=tuned, **_where(k=hi, max_steps=top_budget))
                 full = _value(rows, encoder="clip", task=task, fraction=1.0, mode=tuned, **_where(k=lo, max_steps=top_budget))
-                savings = label_savings(rows, task, _where(k=lo, max_steps=top_budget), _where(k=hi, max_steps=top_budget), self.settings.fractions, tuned)
+                savings = label_savings(rows, task, _where(k=lo, max_steps=top_budget), _where(k=hi, max_steps=top_budget), self.settings.label_fractions, tuned)
                 name = f"{task}: k={hi} with 10 % of the labels beats k={lo} with all of them"
             text = "; ".join(f"seed {s}: {v}" for s, v in savings.items())
             out += cite([paired_claim(f"{name} ({metric}, {tuned}; 10x fewer labels)", {s: sign * (few[s] - full[s]) for s in few if s in full},
@@ -410,9 +419,9 @@ class Dense(Study):
                                         ("no layout words", {"encoder": "clip", "layout_words": "False", "k": top_k}, "C1"),
                                         ("MAE", {"encoder": "mae"}, "C2"), ("random", {"encoder": "random"}, "C7")):
                 budget = {"max_steps": steps[-1]} if steps and name != "random" else {}
-                pts = [mean(task, fraction=f, mode=tuned, **where, **budget) for f in self.settings.fractions]
-                if not all(np.isnan(pts)):
-                    ax.plot(self.settings.fractions, pts, "o-", color=colour, label=name)
+                fractions = [f for f in self.settings.label_fractions if not np.isnan(mean(task, fraction=f, mode=tuned, **where, **budget))]
+                if fractions:
+                    ax.plot(fractions, [mean(task, fraction=f, mode=tuned, **where, **budget) for f in fractions], "o-", color=colour, label=name)
             ax.set_xscale("log")
             ax.set_xlabel("label fraction")
             ax.set_title(f"{task}: data efficiency, {tuned} ({METRIC[task]})", fontsize=8)
