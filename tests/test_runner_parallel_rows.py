@@ -62,7 +62,7 @@ def test_analysis_jobs_below_one_is_a_one_line_error():
 
 
 def test_each_worker_gets_its_share_of_the_cores(monkeypatch):
-    from infogap.ablations.runner.expand import cores_per_worker
+    from infogap.ablations.kit.parallel import cores_per_worker
 
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
     assert [cores_per_worker(w) for w in (0, 1, 2, 3, 16, 40)] == [16, 16, 8, 5, 1, 1]

@@ -191,11 +191,23 @@ def budgets(runs) -> list[int]:
     return sorted({int(r.config("trainer.max_steps")) for r in runs})
 
 
-def extra_rows(settings: Settings, ablation, runs, results: Path) -> list[dict]:
-    """Per seed of the finished runs, the encoders of the same model config trained without captions on the
-    same world: a randomly initialised one and a masked autoencoder at each budget of the runs (steps x
-    batch images: the matched comparison, ``max_steps`` set like the runs'), kept under
-    ``results/baselines/seed<N>/`` and probed like the runs; and the two references (``reference_rows``)."""
+def extra_rows(settings: Settings, ablation, runs, results: Path, jobs: int = 1) -> list[dict]:
+    """Per seed of the finished runs (``jobs`` seeds at once, ``parallel_map``), the encoders of the same
+    model config trained without captions on the same world (``seed_baselines``) and the two references."""
+    from infogap.ablations.kit.parallel import parallel_map
+
+    seeds = sorted({r.seed for r in runs})
+    work = [(seed, next(r for r in runs if r.seed == seed).checkpoint, int(next(r for r in runs if r.seed == seed).config("data.init_args.batch_size")),
+             budgets([r for r in runs if r.seed == seed])) for seed in seeds]
+    return [row for rows in parallel_map(seed_baselines, work, jobs, settings, Path(results)) for row in rows]
+
+
+def seed_baselines(settings: Settings, results: Path, work: tuple) -> list[dict]:
+    """One seed's baselines: a randomly initialised encoder and a masked autoencoder at each ``budget`` of
+    the seed's runs (steps x batch images: the matched comparison, ``max_steps`` set like the runs'),
+    of the model of ``checkpoint`` on its world, kept under ``results/baselines/seed<N>/`` and probed like
+    the runs; and the two references (``reference_rows``). ``work``: (seed, a run's checkpoint, its
+    batch size, the budgets)."""
     import torch
 
     from infogap.ablations.dense.mae import MaskedAutoencoder, train_mae
@@ -203,45 +215,41 @@ def extra_rows(settings: Settings, ablation, runs, results: Path) -> list[dict]:
     from infogap.models.clip import read_checkpoint
     from infogap.train.embed import load_encoder
 
+    seed, checkpoint, batch, steps_list = work
+    hp = read_checkpoint(checkpoint)["hyper_parameters"]
+    enc = load_encoder(checkpoint=str(checkpoint))
+    layout = enc.source.layout  # the run's world, from its vocabulary (runs from before the layout world have none)
+    folder = results / "baselines" / f"seed{seed}"
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def random_encoder() -> tuple[Path, None]:
+        torch.manual_seed(seed)
+        module = MaskedAutoencoder(hp["model"], text_spec=hp.get("text_spec"))  # the same CLIP, never trained
+        path = folder / "random.ckpt"
+        torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+        return path, None
+
+    def mae_encoder(steps: int) -> tuple[Path, dict]:
+        path = folder / f"mae{steps}.ckpt"
+        data = SyntheticDataModule(k=0, seed=seed, batch_size=batch, layout=layout)
+        module = train_mae(hp["model"], data, steps, str(path), seed=seed, accelerator="cpu", curve_every=max(1, steps // 100))
+        return path, {str(k): v for k, v in module.loss_curve.items()}
+
     out = []
-    for seed in sorted({r.seed for r in runs}):
-        seed_runs = [r for r in runs if r.seed == seed]
-        run = seed_runs[0]
-        hp = read_checkpoint(run.checkpoint)["hyper_parameters"]
-        batch = int(run.config("data.init_args.batch_size"))
-        enc = load_encoder(checkpoint=str(run.checkpoint))
-        layout = enc.source.layout  # the run's world, from its vocabulary (runs from before the layout world have none)
-        folder = results / "baselines" / f"seed{seed}"
-        folder.mkdir(parents=True, exist_ok=True)
+    builds = [("random", "random", 0, random_encoder)] + [("mae", f"mae{b}", b, lambda b=b: mae_encoder(b)) for b in steps_list]
+    for encoder, name, steps, build in builds:
+        key = {**_key(settings), "model": hp["model"], "encoder_steps": steps, "batch": batch, "layout": layout}
 
-        def random_encoder() -> tuple[Path, None]:
-            torch.manual_seed(seed)
-            module = MaskedAutoencoder(hp["model"], text_spec=hp.get("text_spec"))  # the same CLIP, never trained
-            path = folder / "random.ckpt"
-            torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
-            return path, None
+        def compute(build=build):
+            path, curve = build()
+            return {"rows": probe_rows(path, seed, settings), "loss_curve": curve}
 
-        def mae_encoder(steps: int) -> tuple[Path, dict]:
-            path = folder / f"mae{steps}.ckpt"
-            data = SyntheticDataModule(k=0, seed=seed, batch_size=batch, layout=layout)
-            module = train_mae(hp["model"], data, steps, str(path), seed=seed, accelerator="cpu", curve_every=max(1, steps // 100))
-            return path, {str(k): v for k, v in module.loss_curve.items()}
-
-        builds = [("random", "random", 0, random_encoder)] + [("mae", f"mae{b}", b, lambda b=b: mae_encoder(b)) for b in budgets(seed_runs)]
-        for encoder, name, steps, build in builds:
-            key = {**_key(settings), "model": hp["model"], "encoder_steps": steps, "batch": batch, "layout": layout}
-
-            def compute(build=build):
-                path, curve = build()
-                return {"rows": probe_rows(path, seed, settings), "loss_curve": curve}
-
-            result = cached_json(folder / f"{name}.json", key, compute)
-            budget = {"max_steps": steps} if encoder == "mae" else {}
-            out += [{"encoder": encoder, "seed": seed, "encoder_steps": steps, **budget, **r} for r in result["rows"]]
-        refs = cached_json(folder / "references.json", {**_key(settings), "model": hp["model"], "layout": layout},
-                           lambda enc=enc: {"rows": reference_rows(enc, seed, settings)})
-        out += [{"seed": seed, **r} for r in refs["rows"]]
-    return out
+        result = cached_json(folder / f"{name}.json", key, compute)
+        budget = {"max_steps": steps} if encoder == "mae" else {}
+        out += [{"encoder": encoder, "seed": seed, "encoder_steps": steps, **budget, **r} for r in result["rows"]]
+    refs = cached_json(folder / "references.json", {**_key(settings), "model": hp["model"], "layout": layout},
+                       lambda: {"rows": reference_rows(enc, seed, settings)})
+    return out + [{"seed": seed, **r} for r in refs["rows"]]
 
 
 def _value(rows, **where) -> dict[int, float]:
@@ -306,8 +314,8 @@ class Dense(Study):
                              lambda: {"rows": probe_rows(ckpt, run.seed, self.settings), "layout": layout_accuracy(load_encoder(checkpoint=str(ckpt)))})
         return [{"encoder": "clip", **record["metrics"], **result.get("layout", {}), **r} for r in result["rows"]]
 
-    def extra_rows(self, ablation, runs, results):
-        return extra_rows(self.settings, ablation, runs, results)
+    def extra_rows(self, ablation, runs, results, jobs=1):
+        return extra_rows(self.settings, ablation, runs, results, jobs)
 
     def claims(self, rows, design):
         """Paired by seed. The paper's, per target (not the control), budget and claimed mode, at the

@@ -51,8 +51,9 @@ class Study:
         """One row per finished run: its final metrics (the runner adds axes, seed, ``attr_acc_mean``)."""
         return [dict(record["metrics"])]
 
-    def extra_rows(self, ablation: Ablation, runs: list[Run], results: Path) -> list[dict]:
-        """Rows of no run: baselines the study builds itself."""
+    def extra_rows(self, ablation: Ablation, runs: list[Run], results: Path, jobs: int = 1) -> list[dict]:
+        """Rows of no run: baselines the study builds itself (``jobs``: worker processes it may use,
+        ``infogap.ablations.kit.parallel.parallel_map``)."""
         return []
 
     def claims(self, rows: list[dict], design: dict[str, list]) -> list[Claim]:

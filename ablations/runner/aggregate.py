@@ -18,7 +18,7 @@ import numpy as np
 from infogap.ablations.kit.claims import CONTROL, NOT_TESTED, apply_controls, mean_ci
 from infogap.ablations.kit.results import save_figure
 from infogap.ablations.kit.study import Ablation, Run, settings_dict
-from infogap.ablations.runner.expand import cores_per_worker
+from infogap.ablations.kit.parallel import parallel_map
 from infogap.ablations.runner.spec import design
 from infogap.data.factors import ATTRIBUTE_FACTORS
 from infogap.train.loggers import write_text_atomic
@@ -45,28 +45,13 @@ def run_rows(ablation: Ablation, run: Run) -> list[dict]:
     return out
 
 
-def _worker_threads(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-
-
 def finished_rows(ablation: Ablation, runs: list[Run], jobs: int = 1) -> list[dict]:
     """``run_rows`` of every finished run, in the runs' order. A study that analyses each run in
-    ``rows`` (``parallel_rows``) gets them from ``jobs`` worker processes at once (spawned, each with
-    its share of the cores as torch threads); the analyses keep their results beside each run, so
-    the workers share nothing."""
+    ``rows`` (``parallel_rows``) gets them from ``jobs`` worker processes at once (``parallel_map``:
+    spawned, each with its share of the cores as torch threads); the analyses keep their results
+    beside each run, so the workers share nothing."""
     finished = [r for r in runs if r.finished]
-    workers = min(jobs, len(finished))
-    if workers > 1 and ablation.study.parallel_rows:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_threads,
-                                 initargs=(cores_per_worker(workers),)) as pool:
-            per_run = list(pool.map(run_rows, itertools.repeat(ablation), finished))
-    else:
-        per_run = [run_rows(ablation, r) for r in finished]
+    per_run = parallel_map(run_rows, finished, jobs if ablation.study.parallel_rows else 1, ablation)
     return [row for rows in per_run for row in rows]
 
 
@@ -87,7 +72,7 @@ def aggregate(ablation: Ablation, runs: list[Run], out: Path, failed: Optional[d
             elif (r.dir / "metrics.json").exists():
                 failed[r.name] = f"{r.dir / 'metrics.json'} is not a whole metrics record: the run counts as unfinished (launch it again to resume it)"
     study = ablation.study
-    rows += study.extra_rows(ablation, [r for r in reported if r.finished], results)  # rows of no run: baselines
+    rows += study.extra_rows(ablation, [r for r in reported if r.finished], results, jobs=jobs)  # rows of no run: baselines
     axes = list(dict.fromkeys([k for r in reported for k in r.axes] + list(study.extra_axes)))
     metric_cols = sorted({k for row in rows for k in row if k not in axes and k != "seed"})
     columns = axes + ["seed"] + metric_cols

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -170,12 +169,6 @@ def _cli_value(v: Any) -> str:
 def cli_key(key: str) -> str:
     """An override key as the command line spells it: ``data.init_args.k`` -> ``data.k``."""
     return key.replace("data.init_args.", "data.")
-
-
-def cores_per_worker(workers: int) -> int:
-    """The torch threads of each of ``workers`` processes sharing this machine's cores (at least 1):
-    the training subprocesses of the local launcher and the analysis workers of aggregation."""
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
 def fit_command(ablation: Ablation, run: Run) -> list[str]:

@@ -13,7 +13,8 @@ from typing import Optional
 from infogap.ablations.runner.identity import write_identity
 from infogap.ablations.runner.progress import ProgressDisplay
 from infogap.ablations.kit.study import Ablation, Run, planned_steps
-from infogap.ablations.runner.expand import cores_per_worker, fit_command
+from infogap.ablations.kit.parallel import cores_per_worker
+from infogap.ablations.runner.expand import fit_command
 
 KILL_AFTER_ENV = "INFOGAP_KILL_AFTER_RUNS"  # tests only: SIGKILL this process once N runs of one launch have finished
 
