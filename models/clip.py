@@ -64,6 +64,12 @@ SMALL_CONFIGS: dict[str, SmallClipConfig] = {
         vision=dict(image_size=64, patch_size=8, width=64, layers=2, head_width=32, mlp_ratio=2.0),
         text=dict(width=64, heads=2, layers=2, mlp_ratio=2.0),
     ),
+    # `small` for the layout world's 64-px scenes (the dense study's GPU plan): 8-px patches, 8 x 8 tokens.
+    "small-64p8": SmallClipConfig(
+        embed_dim=128,
+        vision=dict(image_size=64, patch_size=8, width=128, layers=4, head_width=32, mlp_ratio=4.0),
+        text=dict(width=128, heads=4, layers=4, mlp_ratio=4.0),
+    ),
     # A CPU-sized model for real images: 64-px ViT and a small text tower over open_clip's BPE vocabulary.
     "tiny-bpe": SmallClipConfig(
         embed_dim=64,

@@ -57,7 +57,7 @@ class Entry:
 
     def argv(self, out: Path, jobs: int, launcher: str, common: list[str]) -> list[str]:
         args = [self.name, *common, *self.overrides, "--seeds", ",".join(map(str, self.seeds)), "--out", str(out), "--launcher", launcher]
-        args += ["--jobs", str(jobs)] if launcher == "local" else []
+        args += ["--jobs", str(jobs), "--analysis-jobs", str(jobs)] if launcher == "local" else []  # the cores train runs, then analyse them
         for o in self.only:
             args += ["--only", o]
         for s in self.sweep:
@@ -275,7 +275,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--size", default="smoke", help="the plan: smoke, cpu, gpu (configs/reproduce/SIZE.yaml) or a plan YAML")
     p.add_argument("--out", default=None, help="results directory (default: results/reproduce-SIZE)")
     p.add_argument("--launcher", choices=["local", "slurm"], default="local")
-    p.add_argument("--jobs", type=int, default=1, help="local: runs at a time")
+    p.add_argument("--jobs", type=int, default=1, help="local: runs at a time, and analysis worker processes per study (--analysis-jobs)")
     p.add_argument("--compare", type=Path, default=None, metavar="OLD_DIR", help="list what changed against an earlier report")
     p.add_argument("--report-only", action="store_true", help="aggregate what is finished and write the report; launch nothing")
     p.add_argument("--dry-run", action="store_true", help="print the plan's ablate lines and run counts; launch nothing")
