@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -275,3 +276,13 @@ def test_merge_takes_each_study_from_the_part_that_aggregated_it_with_that_parts
         main(["--merge", str(tmp_path / "one"), str(tmp_path / "gpu"), "--out", str(tmp_path / "m2")])
     with pytest.raises(ValueError, match="--merge: give --out"):
         main(["--merge", str(tmp_path / "one")])
+
+
+def test_reproduce_passes_analysis_jobs_to_every_study_and_checks_it():
+    from infogap.ablations.runner.reproduce import Entry, main
+
+    entry = Entry("dense", [0], only=["k=5"])
+    assert entry.argv(Path("out"), 2, "local", [], analysis_jobs=2)[-6:] == ["--jobs", "2", "--analysis-jobs", "2", "--only", "k=5"]
+    assert "--analysis-jobs" not in entry.argv(Path("out"), 2, "local", [])
+    with pytest.raises(ValueError, match=r"^--analysis-jobs must be >= 1, got 0$"):
+        main(["--size", "smoke", "--analysis-jobs", "0", "--dry-run"])

@@ -55,9 +55,10 @@ class Entry:
     overrides: list[str] = field(default_factory=list)  # key=value and NAME.key=value (study settings)
     published: list[str] = field(default_factory=list)
 
-    def argv(self, out: Path, jobs: int, launcher: str, common: list[str]) -> list[str]:
+    def argv(self, out: Path, jobs: int, launcher: str, common: list[str], analysis_jobs: int = 1) -> list[str]:
         args = [self.name, *common, *self.overrides, "--seeds", ",".join(map(str, self.seeds)), "--out", str(out), "--launcher", launcher]
-        args += ["--jobs", str(jobs), "--analysis-jobs", str(jobs)] if launcher == "local" else []  # the cores train runs, then analyse them
+        args += ["--jobs", str(jobs)] if launcher == "local" else []
+        args += ["--analysis-jobs", str(analysis_jobs)] if analysis_jobs > 1 else []
         for o in self.only:
             args += ["--only", o]
         for s in self.sweep:
@@ -275,7 +276,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--size", default="smoke", help="the plan: smoke, cpu, gpu (configs/reproduce/SIZE.yaml) or a plan YAML")
     p.add_argument("--out", default=None, help="results directory (default: results/reproduce-SIZE)")
     p.add_argument("--launcher", choices=["local", "slurm"], default="local")
-    p.add_argument("--jobs", type=int, default=1, help="local: runs at a time, and analysis worker processes per study (--analysis-jobs)")
+    p.add_argument("--jobs", type=int, default=1, help="local: runs at a time")
+    p.add_argument("--analysis-jobs", type=int, default=1,
+                   help="worker processes for each study's analyses when it aggregates (infogap ablate --analysis-jobs; default 1)")
     p.add_argument("--compare", type=Path, default=None, metavar="OLD_DIR", help="list what changed against an earlier report")
     p.add_argument("--report-only", action="store_true", help="aggregate what is finished and write the report; launch nothing")
     p.add_argument("--dry-run", action="store_true", help="print the plan's ablate lines and run counts; launch nothing")
@@ -313,6 +316,8 @@ def main(argv: list[str]) -> int:
         return 0
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.analysis_jobs < 1:
+        raise ValueError(f"--analysis-jobs must be >= 1, got {args.analysis_jobs}")
     if args.launcher != "local" and args.jobs != 1:
         raise ValueError(f"--jobs {args.jobs} is for the local launcher; with --launcher {args.launcher} the scheduler runs the runs "
                          "side by side (leave --jobs out)")
@@ -338,7 +343,7 @@ def main(argv: list[str]) -> int:
     if args.dry_run:
         for e in plan.studies:
             d, n = counts_now[e.name]
-            print(f"  infogap ablate {shlex.join(e.argv(out, args.jobs, args.launcher, plan.overrides))}    # {d}/{n} runs finished")
+            print(f"  infogap ablate {shlex.join(e.argv(out, args.jobs, args.launcher, plan.overrides, args.analysis_jobs))}    # {d}/{n} runs finished")
         return 0
     from infogap.train.locks import held
 
@@ -362,7 +367,7 @@ def _reproduce(args, plan: Plan, chosen: list[str], out: Path, counts_now: dict,
             studies.append(load_study(out, e, 0.0, None, counts_now[e.name], aggregated=False))
             print(f"{e.name}: not in --studies, not aggregated", flush=True)
             continue
-        argv = e.argv(out, args.jobs, args.launcher, plan.overrides) + (["--aggregate-only"] if args.report_only else []) \
+        argv = e.argv(out, args.jobs, args.launcher, plan.overrides, args.analysis_jobs) + (["--aggregate-only"] if args.report_only else []) \
             + (["--rerun"] if args.rerun else [])
         t0 = time.perf_counter()
         code = ablate(argv)
@@ -388,7 +393,7 @@ def _reproduce(args, plan: Plan, chosen: list[str], out: Path, counts_now: dict,
 
 
 def argv_display(args) -> list[str]:
-    out = ["--size", str(args.size), "--jobs", str(args.jobs)]
+    out = ["--size", str(args.size), "--jobs", str(args.jobs)] + (["--analysis-jobs", str(args.analysis_jobs)] if args.analysis_jobs > 1 else [])
     if args.launcher != "local":
         out += ["--launcher", args.launcher]
     return out + (["--studies", args.studies] if args.studies else []) + (["--report-only"] if args.report_only else []) \
