@@ -161,3 +161,14 @@ def test_data_commands_take_the_layout_world(tmp_path, capsys):
     record = samples[0]["json"]
     assert samples[0]["png"].size == (SCENE_SIZE, SCENE_SIZE)
     assert set(LAYOUT_NAMES) <= set(record["labels"]) and set(record["values"][f] for f in LAYOUT_NAMES) <= set(samples[0]["txt"].split(", "))
+
+
+def test_deferred_rendering_of_layout_scenes_gives_the_same_batch():
+    """data.render_on_device: the loader ships labels, layout words and the render plan; the device renders
+    the same scenes and dense targets."""
+    from infogap.data.synthetic import finish_render
+
+    source = SyntheticSource(seed=5, layout=True, dense=True)
+    now, later = source.train_batch(1, np.arange(24)), finish_render(source.train_batch(1, np.arange(24), defer=True))
+    for key in ("image", "mask", "depth", "edge", "plane", "text"):
+        assert torch.equal(now[key], later[key]), key
