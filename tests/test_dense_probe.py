@@ -15,6 +15,7 @@ from infogap.ablations.dense.probe import (
     train_probe,
 )
 from infogap.data.synthetic import SyntheticDataModule
+from infogap.data.factors import Vocabulary
 from infogap.models import build_model
 
 
@@ -210,7 +211,6 @@ def test_the_word_oracle_falls_short_of_the_ceiling_which_clears_a_random_encode
     a random encoder's tokens on every target by a clear margin, and the word oracle (the words alone)
     falls well short of the ceiling on every target but the control, which the plane word decides."""
     from infogap.ablations.dense.probe import ceiling_features, layout_prior, patch_features, seg_classes, word_oracle_features
-    from infogap.data.factors import Vocabulary
     from infogap.data.synthetic import SyntheticSource
 
     source = SyntheticSource(seed=0, layout=True, dense=True)
@@ -392,3 +392,19 @@ def test_a_fine_tune_with_the_conv_decoder_trains_the_tower_and_a_3x3_head(batch
 
     with pytest.raises(ValueError, match="unknown decoder 'unet'"):
         Settings(finetune_decoders=("linear", "unet"))
+
+
+def test_fine_tunes_clip_the_gradient_norm_unless_told_not_to(batch, monkeypatch):
+    """Unclipped, the conv decoder's fine-tune diverged on some layout-world encoders; the clip must reach
+    the trainer (and None must turn it off)."""
+    import infogap.ablations.dense.probe as probe
+
+    seen = []
+    real = probe.quiet_trainer
+    monkeypatch.setattr(probe, "quiet_trainer", lambda *a, **k: seen.append(k.get("gradient_clip_val")) or real(*a, **k))
+    model = build_model("tiny", **Vocabulary().text_spec())
+    y = synthetic_targets(batch, "depth")
+    for clip in (1.0, None):
+        probe.train_finetune(model, batch["image"][:8], y[:8], np.arange(8), "depth", 1, steps=1, batch_size=4, accelerator="cpu", clip=clip)
+    probe.train_finetune(model, batch["image"][:8], y[:8], np.arange(8), "depth", 1, steps=1, batch_size=4, accelerator="cpu")
+    assert seen == [1.0, None, 1.0]

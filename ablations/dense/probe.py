@@ -452,10 +452,13 @@ class DenseFineTune(pl.LightningModule):
 
 def train_finetune(model, images: torch.Tensor, targets: torch.Tensor, index: np.ndarray, task: str, num_classes: int = 11,
                    steps: int = 200, batch_size: int = 64, lr_encoder: float = 1e-4, lr_head: float = 1e-2, seed: int = 0,
-                   accelerator: str = "auto", decoder: str = "linear") -> DenseFineTune:
+                   accelerator: str = "auto", decoder: str = "linear", clip: Optional[float] = 1.0) -> DenseFineTune:
     """Fine-tune a copy of ``model``'s image tower with a dense head (``decoder``) for ``steps`` steps on the training
     images ``index`` (one pass of ``steps`` batches through seeded permutations of them, as
-    ``train_probe``); ``model`` itself is left unchanged."""
+    ``train_probe``), the gradient norm clipped at ``clip`` (None: not clipped); ``model`` itself is left
+    unchanged. Clipping, because unclipped the conv decoder's fine-tune at the head's rate 1e-2 diverged on
+    some encoders (a layout-world depth RMSE of 0.842 against 0.173 clipped; a random encoder's probe
+    reaches 0.367)."""
     import copy
 
     pl.seed_everything(seed, verbose=False)
@@ -465,5 +468,5 @@ def train_finetune(model, images: torch.Tensor, targets: torch.Tensor, index: np
     batch = min(batch_size, len(data))
     sampler = torch.utils.data.RandomSampler(data, num_samples=steps * batch, generator=torch.Generator().manual_seed(seed))
     loader = torch.utils.data.DataLoader(data, batch_size=batch, sampler=sampler, drop_last=True)
-    quiet_trainer(steps, accelerator, limit_val_batches=0).fit(module, loader)
+    quiet_trainer(steps, accelerator, limit_val_batches=0, gradient_clip_val=clip).fit(module, loader)
     return module.eval()

@@ -70,6 +70,7 @@ class Settings:
     finetune_decoders: tuple[str, ...] = ("conv",)  # the fine-tuned heads: "conv", a small convolutional decoder; "linear", a 1 x 1 convolution
     finetune_lr_encoder: float = 1e-4
     finetune_lr_head: float = 1e-2
+    finetune_clip: float = 1.0  # the fine-tunes' gradient norm clipped at this (unclipped, the conv decoder diverged on some encoders)
     oracle_size: int = 16  # resolution of the word oracle's maps (the words have none; the position prior is smooth)
 
     @property
@@ -114,7 +115,7 @@ def probe_rows(checkpoint: Path, seed: int, settings: Settings) -> list[dict]:
                 index = label_subset(len(train_y), fraction, seed)
                 tuned = train_finetune(enc.model, images["train"], train_y, index, kind, n_classes or 1, settings.finetune_steps,
                                        lr_encoder=settings.finetune_lr_encoder, lr_head=settings.finetune_lr_head, seed=seed, accelerator="cpu",
-                                       decoder=decoder)
+                                       decoder=decoder, clip=settings.finetune_clip)
                 rows.append({"task": task, "mode": FINETUNE_MODE[decoder], "fraction": fraction, "labelled": len(index),
                              **tuned.evaluate(images["val"], val_y), **base})
     return rows
