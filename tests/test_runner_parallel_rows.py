@@ -68,3 +68,46 @@ def test_each_worker_gets_its_share_of_the_cores(monkeypatch):
     assert [cores_per_worker(w) for w in (0, 1, 2, 3, 16, 40)] == [16, 16, 8, 5, 1, 1]
     monkeypatch.setattr(os, "cpu_count", lambda: None)  # unknown: one thread each
     assert cores_per_worker(2) == 1
+
+
+def _sleep_and_tell(folder, i):
+    import pathlib
+    import time
+
+    pathlib.Path(folder, f"{i}.pid").write_text(str(os.getpid()))
+    time.sleep(120)
+    return i
+
+
+def test_killing_the_parent_stops_its_analysis_workers(tmp_path):
+    """parallel_map's workers die with their parent: a killed aggregation leaves nothing computing on."""
+    import subprocess
+    import sys
+    import time
+
+    import pytest
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("PR_SET_PDEATHSIG is Linux's")
+    code = ("import sys; sys.path.insert(0, '.'); from infogap.ablations.kit.parallel import parallel_map; "
+            "from tests.test_runner_parallel_rows import _sleep_and_tell; "
+            f"parallel_map(_sleep_and_tell, [0, 1], 2, {str(tmp_path)!r})")
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=os.path.dirname(os.path.dirname(__file__)))
+    deadline = time.time() + 90  # a hang guard only
+    while len(list(tmp_path.glob("*.pid"))) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    pids = [int(p.read_text()) for p in tmp_path.glob("*.pid")]
+    assert len(pids) == 2
+    parent.kill()
+    parent.wait()
+
+    def alive(pid):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return open(f"/proc/{pid}/stat").read().split()[2] != "Z"  # a zombie has stopped
+
+    while any(alive(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(p) for p in pids)
