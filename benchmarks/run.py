@@ -40,8 +40,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ORDER = ["data", "jpeg", "metrics_1m", "metrics_100k", "callback", "eat", "heads", "dense", "vs_open_clip", "loaders", "startup",
-         "aggregate_jobs", "time_to_target", "factor_visibility"]
-SMOKE = {"vs_open_clip", "loaders", "startup", "aggregate_jobs", "time_to_target", "factor_visibility"}  # benchmarks with a smoke mode
+         "aggregate_jobs", "time_to_target", "factor_visibility", "layout_resolution"]
+SMOKE = {"vs_open_clip", "loaders", "startup", "aggregate_jobs", "time_to_target", "factor_visibility", "layout_resolution"}  # benchmarks with a smoke mode
 
 
 def _rss_gib() -> float:
@@ -705,6 +705,46 @@ def bench_factor_visibility(smoke: bool = False) -> dict:
                 by_epoch.append(round((net(x[n_train:]).argmax(1) == y[n_train:]).float().mean().item(), 3))
         majority = torch.bincount(y[n_train:], minlength=classes).max().item() / n_test
         out["factors"][factor] = {"test_acc": by_epoch[-1], "by_epoch": by_epoch, "majority_class": round(majority, 3), "classes": classes}
+    return out
+
+
+def bench_layout_resolution(smoke: bool = False) -> dict:
+    """What the layout world's resolution costs: seconds per training step (forward, backward, AdamW) of
+    ``tiny``'s towers on one core, batch 128, at 28 px with 4-px patches (7 x 7 tokens, today's), 64 px
+    with 8-px patches (8 x 8, ``tiny-64p8``) and 56 px with 4-px patches (14 x 14), on rendered batches
+    of the world each size belongs to (the median of ``steps`` steps after two of warm-up)."""
+    import numpy as np
+    import torch
+
+    from infogap.data.synthetic import SyntheticSource
+    from infogap.models import build_model
+    from infogap.models.clip import SMALL_CONFIGS, SmallClipConfig
+
+    torch.set_num_threads(1)
+    steps, batch = (2, 8) if smoke else (8, 128)
+    tiny = SMALL_CONFIGS["tiny"]
+    SMALL_CONFIGS["tiny-56p4"] = SmallClipConfig(tiny.embed_dim, dict(tiny.vision, image_size=56, patch_size=4), dict(tiny.text))  # measured only
+    out = {"threads": 1, "batch": batch, "steps": steps, "seconds_per_step": {}}
+    try:
+        for name, layout in (("tiny", False), ("tiny-64p8", True), ("tiny-56p4", True)):
+            source = SyntheticSource(seed=0, layout=layout)
+            data = source.train_batch(0, np.arange(batch))
+            size = SMALL_CONFIGS[name].vision["image_size"]
+            image = torch.nn.functional.interpolate(data["image"], size=(size, size), mode="bilinear") if size != data["image"].shape[-1] else data["image"]
+            model = build_model(name, **source.vocab.text_spec())
+            opt = torch.optim.AdamW(model.parameters())
+            times = []
+            for i in range(steps + 2):
+                t = time.perf_counter()
+                o = model(image, data["text"])
+                loss = (o["image_features"] @ o["text_features"].T * o["logit_scale"]).log_softmax(1).diagonal().mean().neg()
+                loss.backward()
+                opt.step()
+                opt.zero_grad()
+                times.append(time.perf_counter() - t)
+            out["seconds_per_step"][f"{name} ({size} px, {size // SMALL_CONFIGS[name].vision['patch_size']}^2 tokens)"] = round(float(np.median(times[2:])), 4)
+    finally:
+        del SMALL_CONFIGS["tiny-56p4"]
     return out
 
 

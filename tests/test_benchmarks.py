@@ -189,3 +189,15 @@ def test_the_factor_visibility_benchmark_runs():
     assert result["n_train"] == 256 and result["swell_power"] == 2.0 and set(result["factors"]) == {"swelling", "colour"}
     for factor in result["factors"].values():
         assert 0.0 <= factor["test_acc"] <= 1.0 and 0.0 < factor["majority_class"] <= 1.0 and factor["by_epoch"] == [factor["test_acc"]]
+
+
+@pytest.mark.slow
+def test_the_layout_resolution_benchmark_times_the_three_settings():
+    proc = subprocess.run([sys.executable, "benchmarks/run.py", "layout_resolution", "--smoke"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1].split(" ", 1)[1])
+    assert list(result["seconds_per_step"]) == ["tiny (28 px, 7^2 tokens)", "tiny-64p8 (64 px, 8^2 tokens)", "tiny-56p4 (56 px, 14^2 tokens)"]
+    assert all(v > 0 for v in result["seconds_per_step"].values())
+    from infogap.models.clip import SMALL_CONFIGS
+
+    assert "tiny-56p4" not in SMALL_CONFIGS  # measured only, never a model users can name
