@@ -304,3 +304,30 @@ def test_each_task_draws_images_of_its_own_and_s_intra_differs_between_tasks(enc
     assert torch.equal(shared[0].train_images, shared[1].train_images)
     with pytest.raises(ValueError, match="own"):
         synthetic_tasks(enc, ["object"], images="mine")
+
+
+@pytest.mark.parametrize("val_fraction", [0.1, 0.0])
+def test_the_early_state_is_what_a_shorter_fine_tune_returns(encoder, tasks, val_fraction):
+    """With SGD's constant rate the first epochs of a long fine-tune are a short one's, batch for batch: the state
+    ``early_epochs`` keeps (its best validation epoch among them, or its last without a validation set) equals the
+    state a separate run of that many epochs returns, tensor for tensor."""
+    enc = encoder()
+    import copy
+    long = finetune(copy.deepcopy(enc.model), tasks[1], "bitfit", 4, batch_size=64, lr=0.05, seed=3, val_fraction=val_fraction,
+                    accelerator="cpu", early_epochs=2)
+    short = finetune(copy.deepcopy(enc.model), tasks[1], "bitfit", 2, batch_size=64, lr=0.05, seed=3, val_fraction=val_fraction,
+                     accelerator="cpu")
+    assert long.early is not None and long.early[0] == short.best_epoch
+    if val_fraction:
+        assert long.val_accs[:2] == short.val_accs
+    shorter = short.trained_state()
+    assert shorter.keys() == long.early[1].keys()
+    assert all(torch.equal(long.early[1][k], shorter[k]) for k in shorter)
+    assert len(long.val_accs) == (4 if val_fraction else 0) and (val_fraction or long.best_epoch == 3)  # the long run went on
+    if not val_fraction:  # it keeps its last epoch, past the early one
+        assert not all(torch.equal(long.trained_state()[k], shorter[k]) for k in shorter)
+
+
+def test_early_epochs_is_refused_for_a_schedule_that_depends_on_the_run_length(encoder, tasks):
+    with pytest.raises(ValueError, match="early_epochs needs the constant-rate sgd"):
+        FineTune(encoder().model, tasks[1].prompts, "full", "colour", optimizer="adamw", early_epochs=2)

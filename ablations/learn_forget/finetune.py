@@ -296,11 +296,19 @@ class FineTune(pl.LightningModule):
             constant learning rate) or ``adamw`` (linear warm-up over ``warmup_steps`` then cosine over the
             run; gains, biases and the logit scale without weight decay; the linear head and bias-only
             training without any).
+        early_epochs: also keep, in ``early`` (best epoch, state), what a fine-tune of only this many epochs
+            returns: the best validation epoch among the first ``early_epochs`` (the last of them without a
+            validation set). Only with ``sgd``, whose constant learning rate makes the first epochs of a long
+            run those of a short one (same seed, same batches); an ``adamw`` schedule depends on the run's
+            length.
     """
 
     def __init__(self, model, prompts: torch.Tensor, method: Literal["full", "flyp", "linear", "bitfit"] = "full", task: str = "",
-                 lr: float = 1e-4, optimizer: Literal["sgd", "adamw"] = "sgd", weight_decay: float = 1e-4, warmup_steps: int = 10):
+                 lr: float = 1e-4, optimizer: Literal["sgd", "adamw"] = "sgd", weight_decay: float = 1e-4, warmup_steps: int = 10,
+                 early_epochs: Optional[int] = None):
         super().__init__()
+        if early_epochs is not None and optimizer != "sgd":
+            raise ValueError(f"early_epochs needs the constant-rate sgd (an {optimizer} schedule depends on the run's length)")
         if method not in METHODS:
             raise ValueError(f"fine-tuning method must be one of {', '.join(METHODS)}, got {method!r}")
         if optimizer not in OPTIMIZERS:
@@ -312,6 +320,7 @@ class FineTune(pl.LightningModule):
         self.val_correct: list[torch.Tensor] = []
         self.val_accs: list[float] = []  # validation accuracy after each epoch
         self.best_epoch, self._best = -1, None  # the epoch kept (0-based) and its trained state
+        self.early_epochs, self.early = early_epochs, None  # what a fine-tune of early_epochs epochs keeps: (best epoch, state)
         if method == "linear":
             self.model.requires_grad_(False)
             self.model.eval()
@@ -361,6 +370,13 @@ class FineTune(pl.LightningModule):
         self.val_accs.append(acc)
         if self._best is None or acc > max(self.val_accs[:-1]):
             self.best_epoch, self._best = len(self.val_accs) - 1, self.trained_state()
+        if len(self.val_accs) == self.early_epochs:
+            self.early = (self.best_epoch, self._best)
+
+    def on_train_epoch_end(self) -> None:
+        # without a validation set a run keeps its last epoch; with one, on_validation_epoch_end keeps ``early``
+        if self.early_epochs is not None and self.current_epoch + 1 == self.early_epochs and not sum(self.trainer.num_val_batches):
+            self.early = (self.current_epoch, self.trained_state())
 
     def on_fit_end(self) -> None:
         if self._best is not None:
@@ -420,19 +436,22 @@ def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np
 
 
 def finetune(model, task: Task, method: str, epochs: int, batch_size: int = 128, lr: float = 1e-4, seed: int = 0, optimizer: str = "sgd",
-             weight_decay: float = 1e-4, val_fraction: float = 0.1, warmup_steps: int = 10, accelerator: str = "auto") -> FineTune:
+             weight_decay: float = 1e-4, val_fraction: float = 0.1, warmup_steps: int = 10, accelerator: str = "auto",
+             early_epochs: Optional[int] = None) -> FineTune:
     """Fine-tune ``model`` on ``task`` for ``epochs`` passes over its training images less a held-out
     ``val_fraction`` of them (``split_validation``), in a shuffled order fixed by ``seed``, batches of
     ``batch_size`` (the last one smaller), and keep the epoch of the best validation accuracy
     (``FineTune.on_validation_epoch_end``; the last epoch without a validation set). The authors' protocol (Niss et al. 2024,
     ``train.py``): 10 epochs, batch 128, SGD with momentum 0.9 and weight decay 1e-4, 10 % held out. The
-    module's ``best_epoch`` and ``val_accs`` say which epoch was kept and why."""
+    module's ``best_epoch`` and ``val_accs`` say which epoch was kept and why; ``early_epochs`` (sgd only)
+    also keeps what a run of that many epochs would return, in ``module.early`` (see ``FineTune``)."""
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
     if not task.finetune:
         raise ValueError(f"task {task.name!r} is evaluation-only (out of domain): it is never fine-tuned on")
     pl.seed_everything(seed, verbose=False)
-    module = FineTune(model, task.prompts, method, task.name, lr=lr, optimizer=optimizer, weight_decay=weight_decay, warmup_steps=warmup_steps)
+    module = FineTune(model, task.prompts, method, task.name, lr=lr, optimizer=optimizer, weight_decay=weight_decay, warmup_steps=warmup_steps,
+                      early_epochs=early_epochs)
     train_idx, val_idx = split_validation(len(task.train_images), val_fraction, seed)
     data = torch.utils.data.TensorDataset(task.train_images[train_idx], task.train_labels[train_idx])
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
