@@ -193,22 +193,28 @@ def budgets(runs) -> list[int]:
 
 
 def extra_rows(settings: Settings, ablation, runs, results: Path, jobs: int = 1) -> list[dict]:
-    """Per seed of the finished runs (``jobs`` seeds at once, ``parallel_map``), the encoders of the same
-    model config trained without captions on the same world (``seed_baselines``) and the two references."""
+    """Per seed of the finished runs, the encoders of the same model config trained without captions on
+    the same world and the two references (``baseline_rows``): one work item per seed and encoder,
+    ``jobs`` at once (``parallel_map``), the longest first (the masked autoencoders, the largest budget
+    first), so that no worker waits idle on another seed's baselines; rows in seed order."""
     from infogap.ablations.kit.parallel import parallel_map
 
-    seeds = sorted({r.seed for r in runs})
-    work = [(seed, next(r for r in runs if r.seed == seed).checkpoint, int(next(r for r in runs if r.seed == seed).config("data.init_args.batch_size")),
-             budgets([r for r in runs if r.seed == seed])) for seed in seeds]
-    return [row for rows in parallel_map(seed_baselines, work, jobs, settings, Path(results)) for row in rows]
+    work = []
+    for seed in sorted({r.seed for r in runs}):
+        run = next(r for r in runs if r.seed == seed)
+        common = (seed, run.checkpoint, int(run.config("data.init_args.batch_size")))
+        work += [(*common, "random", 0)] + [(*common, "mae", b) for b in budgets([r for r in runs if r.seed == seed])] + [(*common, "references", 0)]
+    order = sorted(range(len(work)), key=lambda i: (work[i][3] != "mae", -work[i][4], i))
+    done = dict(zip(order, parallel_map(baseline_rows, [work[i] for i in order], jobs, settings, Path(results))))
+    return [row for i in range(len(work)) for row in done[i]]
 
 
-def seed_baselines(settings: Settings, results: Path, work: tuple) -> list[dict]:
-    """One seed's baselines: a randomly initialised encoder and a masked autoencoder at each ``budget`` of
-    the seed's runs (steps x batch images: the matched comparison, ``max_steps`` set like the runs'),
-    of the model of ``checkpoint`` on its world, kept under ``results/baselines/seed<N>/`` and probed like
-    the runs; and the two references (``reference_rows``). ``work``: (seed, a run's checkpoint, its
-    batch size, the budgets)."""
+def baseline_rows(settings: Settings, results: Path, work: tuple) -> list[dict]:
+    """The rows of one of a seed's baselines, kept under ``results/baselines/seed<N>/``: a randomly
+    initialised encoder (``random``), a masked autoencoder trained for ``steps`` steps (``mae``: steps x
+    batch images, the matched comparison, ``max_steps`` set like the runs'), each of the model of
+    ``checkpoint`` on its world and probed like the runs; or the two references (``references``:
+    ``reference_rows``). ``work``: (seed, a run's checkpoint, its batch size, kind, steps)."""
     import torch
 
     from infogap.ablations.dense.mae import MaskedAutoencoder, train_mae
@@ -216,41 +222,37 @@ def seed_baselines(settings: Settings, results: Path, work: tuple) -> list[dict]
     from infogap.models.clip import read_checkpoint
     from infogap.train.embed import load_encoder
 
-    seed, checkpoint, batch, steps_list = work
+    seed, checkpoint, batch, kind, steps = work
     hp = read_checkpoint(checkpoint)["hyper_parameters"]
     enc = load_encoder(checkpoint=str(checkpoint))
     layout = enc.source.layout  # the run's world, from its vocabulary (runs from before the layout world have none)
     folder = results / "baselines" / f"seed{seed}"
     folder.mkdir(parents=True, exist_ok=True)
+    if kind == "references":
+        refs = cached_json(folder / "references.json", {**_key(settings), "model": hp["model"], "layout": layout},
+                           lambda: {"rows": reference_rows(enc, seed, settings)})
+        return [{"seed": seed, **r} for r in refs["rows"]]
 
-    def random_encoder() -> tuple[Path, None]:
-        torch.manual_seed(seed)
-        module = MaskedAutoencoder(hp["model"], text_spec=hp.get("text_spec"))  # the same CLIP, never trained
-        path = folder / "random.ckpt"
-        torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
-        return path, None
-
-    def mae_encoder(steps: int) -> tuple[Path, dict]:
+    def build() -> tuple[Path, dict | None]:
+        if kind == "random":
+            torch.manual_seed(seed)
+            module = MaskedAutoencoder(hp["model"], text_spec=hp.get("text_spec"))  # the same CLIP, never trained
+            path = folder / "random.ckpt"
+            torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+            return path, None
         path = folder / f"mae{steps}.ckpt"
         data = SyntheticDataModule(k=0, seed=seed, batch_size=batch, layout=layout)
         module = train_mae(hp["model"], data, steps, str(path), seed=seed, accelerator="cpu", curve_every=max(1, steps // 100))
         return path, {str(k): v for k, v in module.loss_curve.items()}
 
-    out = []
-    builds = [("random", "random", 0, random_encoder)] + [("mae", f"mae{b}", b, lambda b=b: mae_encoder(b)) for b in steps_list]
-    for encoder, name, steps, build in builds:
-        key = {**_key(settings), "model": hp["model"], "encoder_steps": steps, "batch": batch, "layout": layout}
+    def compute():
+        path, curve = build()
+        return {"rows": probe_rows(path, seed, settings), "loss_curve": curve}
 
-        def compute(build=build):
-            path, curve = build()
-            return {"rows": probe_rows(path, seed, settings), "loss_curve": curve}
-
-        result = cached_json(folder / f"{name}.json", key, compute)
-        budget = {"max_steps": steps} if encoder == "mae" else {}
-        out += [{"encoder": encoder, "seed": seed, "encoder_steps": steps, **budget, **r} for r in result["rows"]]
-    refs = cached_json(folder / "references.json", {**_key(settings), "model": hp["model"], "layout": layout},
-                       lambda: {"rows": reference_rows(enc, seed, settings)})
-    return out + [{"seed": seed, **r} for r in refs["rows"]]
+    key = {**_key(settings), "model": hp["model"], "encoder_steps": steps, "batch": batch, "layout": layout}
+    result = cached_json(folder / f"{kind if kind == 'random' else f'mae{steps}'}.json", key, compute)
+    budget = {"max_steps": steps} if kind == "mae" else {}
+    return [{"encoder": kind, "seed": seed, "encoder_steps": steps, **budget, **r} for r in result["rows"]]
 
 
 def _value(rows, **where) -> dict[int, float]:
