@@ -121,3 +121,26 @@ def test_clip_accuracy_curves_read_each_runs_history(tmp_path):
     assert clip_accuracy_curves(runs) == {"k=0 seed=0": {0: 0.1, 300: 0.6, 600: 0.7}, "k=5 seed=1": {0: 0.1, 600: 0.9}}
     runs[0].axes = {"layout_words": True, "k": 0}
     assert list(clip_accuracy_curves(runs[:1])) == ["layout_words=True k=0 seed=0"]
+
+
+def test_probe_rows_fine_tune_only_where_a_claim_reads_it(tmp_path):
+    """Every task gets its linear probe at every fraction; the fine-tunes skip the positive control (its claim is
+    the linear probe's), and only a CLIP's rows (label_curve) carry the 10 % fine-tune of the label-efficiency
+    claim: a baseline is fine-tuned at 100 % alone."""
+    import torch
+
+    from infogap.ablations.dense.study import Settings, probe_rows
+    from infogap.data.factors import Vocabulary
+    from infogap.train.module import ContrastiveModule
+
+    torch.manual_seed(0)
+    module = ContrastiveModule("tiny-64p8", text_spec=Vocabulary(layout=True).text_spec())
+    ckpt = tmp_path / "layout.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, ckpt)
+    settings = Settings(tasks=("object", "depth", "plane"), fractions=(0.5, 1.0), finetune_fractions=(0.25, 1.0), n_train=16, n_val=8,
+                        probe_steps=1, finetune_steps=1)
+    linear = {(t, "linear", f) for t in ("object", "depth", "plane") for f in (0.5, 1.0)}
+    got = {(r["task"], r["mode"], r["fraction"]) for r in probe_rows(ckpt, 0, settings)}
+    assert got == linear | {(t, "finetune_conv", f) for t in ("object", "depth") for f in (0.25, 1.0)}
+    got = {(r["task"], r["mode"], r["fraction"]) for r in probe_rows(ckpt, 0, settings, label_curve=False)}
+    assert got == linear | {(t, "finetune_conv", 1.0) for t in ("object", "depth")}

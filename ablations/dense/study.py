@@ -87,10 +87,13 @@ class Settings:
             raise ValueError(f"dense finetune_decoders: unknown decoder {unknown[0]!r}; choose from {', '.join(FINETUNE_MODE)}")
 
 
-def probe_rows(checkpoint: Path, seed: int, settings: Settings) -> list[dict]:
+def probe_rows(checkpoint: Path, seed: int, settings: Settings, label_curve: bool = True) -> list[dict]:
     """Evaluate one encoder (a checkpoint ``load_encoder`` reads) on every task and label fraction, probe
     seed ``seed``, as a frozen linear probe and fine-tuned (``mode``): rows of {task, fraction, mode,
-    labelled, miou | rmse, rmse_pooled, absrel, r2, baseline_*}."""
+    labelled, miou | rmse, rmse_pooled, absrel, r2, baseline_*}. Fine-tuned only where a claim reads it:
+    not on the positive control (its claim is the linear probe's), and at every ``finetune_fractions``
+    only with ``label_curve`` (the CLIPs, whose label-efficiency claim reads 10 %), else at the largest
+    (the baselines, compared at 100 % of the labels)."""
     from infogap.ablations.dense.probe import (FeatureCache, baselines, label_subset, patch_features, probe_fractions, seg_classes,
                                                synthetic_targets, task_kind, train_finetune)
     from infogap.train.embed import load_encoder
@@ -110,8 +113,8 @@ def probe_rows(checkpoint: Path, seed: int, settings: Settings) -> list[dict]:
         for r in probe_fractions(features["train"], train_y, features["val"], val_y, kind, n_classes or 1, settings.fractions, [seed],
                                  steps=settings.probe_steps, accelerator="cpu"):
             rows.append({"task": task, "mode": "linear", **{k: v for k, v in r.items() if k != "seed"}, **base})
-        for decoder in settings.finetune_decoders if settings.finetune_steps > 0 else ():
-            for fraction in settings.finetune_fractions:
+        for decoder in settings.finetune_decoders if settings.finetune_steps > 0 and task != CONTROL_TASK else ():
+            for fraction in settings.finetune_fractions if label_curve else [max(settings.finetune_fractions)]:
                 index = label_subset(len(train_y), fraction, seed)
                 tuned = train_finetune(enc.model, images["train"], train_y, index, kind, n_classes or 1, settings.finetune_steps,
                                        lr_encoder=settings.finetune_lr_encoder, lr_head=settings.finetune_lr_head, seed=seed, accelerator="cpu",
@@ -184,7 +187,7 @@ def reference_rows(enc, seed: int, settings: Settings) -> list[dict]:
 
 def _key(settings: Settings) -> dict:
     """What a probe result depends on: the settings, how the probe batches are drawn, the dense renders."""
-    return {**settings_dict(settings), "batches": "one pass", "render": RENDER}
+    return {**settings_dict(settings), "batches": "one pass", "render": RENDER, "finetuned": "where a claim reads it"}
 
 
 def budgets(runs) -> list[int]:
@@ -247,9 +250,9 @@ def baseline_rows(settings: Settings, results: Path, work: tuple) -> list[dict]:
 
     def compute():
         path, curve = build()
-        return {"rows": probe_rows(path, seed, settings), "loss_curve": curve}
+        return {"rows": probe_rows(path, seed, settings, label_curve=False), "loss_curve": curve}
 
-    key = {**_key(settings), "model": hp["model"], "encoder_steps": steps, "batch": batch, "layout": layout}
+    key = {**_key(settings), "model": hp["model"], "encoder_steps": steps, "batch": batch, "layout": layout, "label_curve": False}
     result = cached_json(folder / f"{kind if kind == 'random' else f'mae{steps}'}.json", key, compute)
     budget = {"max_steps": steps} if kind == "mae" else {}
     return [{"encoder": kind, "seed": seed, "encoder_steps": steps, **budget, **r} for r in result["rows"]]
