@@ -271,7 +271,15 @@ def test_merge_takes_each_study_from_the_part_that_aggregated_it_with_that_parts
     assert [(s["name"], s["part"], s["claims"][0]["verdict"]) for s in again["studies"]] == [("a", 0, "holds"), ("b", 1, "holds")]
     text = (tmp_path / "again" / "REPORT.md").read_text()
     assert "bbb2222" not in text and (tmp_path / "again" / "a" / "fig.png").read_bytes() == b"\x89PNG aaa1111"
+    # --compare beside --merge: what changed against an earlier report, in the merged report
+    assert main(["--merge", str(tmp_path / "one"), str(tmp_path / "three"), "--out", str(tmp_path / "cmp"), "--compare", str(tmp_path / "one")]) == 0
+    text = (tmp_path / "cmp" / "REPORT.md").read_text()
+    changes = text.split(f"## Changes against {tmp_path / 'one'}\n\n")[1].split("\n\n")[0].splitlines()
+    assert changes == ["- b: new claim: b rises: holds", "- b: claim no longer made: b old"]
+    assert json.loads((tmp_path / "cmp" / "reproduce.json").read_text())["compared_with"] == str(tmp_path / "one")
     _part(tmp_path / "gpu", "ccc", "now", {"a": []}, size="gpu")
+    with pytest.raises(ValueError, match=r"--compare: .* is a report of the 'gpu' plan, this one of 'cpu'"):
+        main(["--merge", str(tmp_path / "one"), "--out", str(tmp_path / "m3"), "--compare", str(tmp_path / "gpu")])
     with pytest.raises(ValueError, match=r"--merge: the reports are of different plans \(cpu, gpu\)"):
         main(["--merge", str(tmp_path / "one"), str(tmp_path / "gpu"), "--out", str(tmp_path / "m2")])
     with pytest.raises(ValueError, match="--merge: give --out"):

@@ -185,15 +185,21 @@ def read_report(report_dir: Path, option: str) -> dict:
     return result
 
 
+def changes_against(result: dict, compare_dir: Path | None, old: dict | None = None) -> list[str] | None:
+    """What changed in ``result`` against the report in ``compare_dir`` (``old``: that report, already
+    read), recorded in ``result["compared_with"]``; None without ``compare_dir``."""
+    if compare_dir is None:
+        return None
+    old = old or read_report(compare_dir, "--compare")
+    if old["size"] != result["size"]:
+        raise ValueError(f"--compare: {compare_dir / 'reproduce.json'} is a report of the {old['size']!r} plan, this one of "
+                         f"{result['size']!r}: their claims do not compare")
+    result["compared_with"] = str(compare_dir)
+    return compare(result, old)
+
+
 def write_report(out: Path, result: dict, compare_dir: Path | None) -> list[str] | None:
-    changes = None
-    if compare_dir is not None:
-        old = read_report(compare_dir, "--compare")
-        if old["size"] != result["size"]:
-            raise ValueError(f"--compare: {compare_dir / 'reproduce.json'} is a report of the {old['size']!r} plan, this one of "
-                             f"{result['size']!r}: their claims do not compare")
-        changes = compare(result, old)
-        result["compared_with"] = str(compare_dir)
+    changes = changes_against(result, compare_dir)
     text = render_markdown(result, changes, out)
     (out / "REPORT.md").write_text(text)
     (out / "report.html").write_text(render_html(text, out))
@@ -210,12 +216,13 @@ def _section(report: str, name: str) -> str:
     return m.group(0)
 
 
-def merge(dirs: list[Path], out: Path) -> dict:
+def merge(dirs: list[Path], out: Path, compare_dir: Path | None = None) -> dict:
     """One report from reports of the same plan run in parts: each study from the last of ``dirs`` that
     aggregated it (its claims, runs, section of REPORT.md and figures, copied under ``out``), each part's
-    command, date and environment kept. A study no part aggregated stays "not aggregated"; reports of
-    different plans or study lists are one-line errors."""
+    command, date and environment kept; with ``compare_dir``, what changed against that report. A study
+    no part aggregated stays "not aggregated"; reports of different plans or study lists are one-line errors."""
     results = [read_report(d, "--merge") for d in dirs]
+    old = read_report(compare_dir, "--compare") if compare_dir is not None else None
     sizes = {r["size"] for r in results}
     if len(sizes) != 1:
         raise ValueError(f"--merge: the reports are of different plans ({', '.join(sorted(sizes))})")
@@ -252,7 +259,8 @@ def merge(dirs: list[Path], out: Path) -> dict:
               "command": "infogap reproduce --merge " + " ".join(_shown(d) for d in dirs) + f" --out {_shown(out)}",
               "finished": max(p["finished"] for p in parts), "wall_s": sum(r["wall_s"] for r in results),
               "environment": parts[-1]["environment"], "parts": parts, "studies": studies, "report_only": True}
-    text = render_markdown(result, sections=sections)
+    changes = changes_against(result, compare_dir, old)
+    text = render_markdown(result, changes, sections=sections)
     (out / "REPORT.md").write_text(text)
     (out / "report.html").write_text(render_html(text, out))
     (out / "reproduce.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -292,13 +300,14 @@ def main(argv: list[str]) -> int:
                         "from it (run in the repository's root); launch nothing")
     p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="REPORT_DIR",
                    help="join reports of one plan run in parts (--studies) into one under --out: each study from the last "
-                        "report that aggregated it; launch nothing")
+                        "report that aggregated it (with --compare: what changed against an earlier report); launch nothing")
     args = p.parse_args(argv)
     if args.merge is not None:
         if args.out is None:
             raise ValueError("--merge: give --out, the folder for the merged report")
-        result = merge(args.merge, Path(args.out))
-        print(f"merged {len(args.merge)} reports into {Path(args.out) / 'REPORT.md'}")
+        result = merge(args.merge, Path(args.out), args.compare)
+        print(f"merged {len(args.merge)} reports into {Path(args.out) / 'REPORT.md'}"
+              + (f", compared with {args.compare}" if args.compare is not None else ""))
         for s in result["studies"]:  # a study's part indexes the merged parts (a merged input brings several)
             part = result["parts"][s["part"]]
             print(f"  {s['name']:<13} from part {s['part'] + 1} (commit {part['environment'].get('commit', '?')}, finished {part['finished']})"
