@@ -26,6 +26,13 @@ def pytest_configure(config):
     starts from it, gets its share of the cores as torch / OpenMP threads (``OMP_NUM_THREADS``, unless
     the environment sets it). Without it two workers run 2 threads each on 2 cores, and oversubscribed
     OpenMP waits: an in-process learn/forget analysis took 42 s beside the other worker, 11 s alone."""
+    import signal
+
+    # a shell that starts the suite in the background (nohup CMD &) leaves SIGINT ignored, and an ignored
+    # signal stays ignored in every process started from here: the Ctrl-C tests would see no Ctrl-C.
+    # A handler of our own is reset to the default at exec, so the runs the tests start get Ctrl-C again.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))

@@ -115,14 +115,16 @@ def test_bias(smoke):
 
 def test_dense(smoke):
     """The layout world: 2 runs (captions with and without layout words, k = 5, one budget of 4 steps), each
-    probed on 3 tasks x 2 label fractions (the plan's) x 2 modes (linear probe, fine-tuned with the conv
-    decoder); the random encoder and the masked autoencoder of the runs' budget (seed 0), and the two
-    references (linear only: the word oracle and the ceiling)."""
+    probed on 3 tasks x 2 label fractions (the plan's), linear, and fine-tuned with the conv decoder on the 2
+    tasks that are not the control at both fractions; the random encoder and the masked autoencoder of the
+    runs' budget (seed 0), fine-tuned at 100 % only, and the two references (linear only: the word oracle
+    and the ceiling)."""
     _, rows, results = study(smoke, "dense")
     report = (results / "report.md").read_text()
-    per_encoder = 3 * 2 * 2
+    linear = 3 * 2
     counts = {e: sum(r["encoder"] == e for r in rows) for e in {r["encoder"] for r in rows}}
-    assert counts == {"clip": 2 * per_encoder, "random": per_encoder, "mae": per_encoder, "oracle": 3 * 2, "ceiling": 3 * 2}
+    assert counts == {"clip": 2 * (linear + 2 * 2), "random": linear + 2, "mae": linear + 2, "oracle": linear, "ceiling": linear}
+    assert not [r for r in rows if r["task"] == "plane" and r["mode"] != "linear"]
     assert {r["mode"] for r in rows if r["encoder"] in ("oracle", "ceiling")} == {"linear"}
     assert {r["mode"] for r in rows if r["encoder"] == "clip"} == {"linear", "finetune_conv"}
     assert {r["layout_words"] for r in rows if r["encoder"] == "clip"} == {"True", "False"}
