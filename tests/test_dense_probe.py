@@ -214,7 +214,7 @@ def test_the_word_oracle_falls_short_of_the_ceiling_which_clears_a_random_encode
     from infogap.data.synthetic import SyntheticSource
 
     source = SyntheticSource(seed=0, layout=True, dense=True)
-    train, val = source.train_batch(0, np.arange(768)), source.val_batch(np.arange(256))
+    train, val = source.train_batch(0, np.arange(512)), source.val_batch(np.arange(256))
     prior = layout_prior(train, 16)
     torch.manual_seed(0)
     model = build_model("tiny-64p8", **Vocabulary(layout=True).text_spec()).eval()
