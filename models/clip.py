@@ -28,6 +28,10 @@ class SmallClipConfig:
     vision: dict = field(default_factory=dict)
     text: dict = field(default_factory=dict)
 
+    def with_vision(self, **changes) -> "SmallClipConfig":
+        """This config with some of its image tower's settings changed (the text tower the same)."""
+        return SmallClipConfig(self.embed_dim, {**self.vision, **changes}, dict(self.text))
+
 
 SMALL_CONFIGS: dict[str, SmallClipConfig] = {
     "tiny": SmallClipConfig(
@@ -40,36 +44,6 @@ SMALL_CONFIGS: dict[str, SmallClipConfig] = {
         vision=dict(image_size=28, patch_size=4, width=128, layers=4, head_width=32, mlp_ratio=4.0),
         text=dict(width=128, heads=4, layers=4, mlp_ratio=4.0),
     ),
-    # `tiny` with 2-px patches (196 image tokens, not 49): the resolution lever of the time-to-target benchmark
-    "tiny-p2": SmallClipConfig(
-        embed_dim=64,
-        vision=dict(image_size=28, patch_size=2, width=64, layers=2, head_width=32, mlp_ratio=2.0),
-        text=dict(width=64, heads=2, layers=2, mlp_ratio=2.0),
-    ),
-    # `small` with 8 heads per layer (32 in all, 16 in the last two layers): the attention-head study.
-    "small-h8": SmallClipConfig(
-        embed_dim=128,
-        vision=dict(image_size=28, patch_size=4, width=128, layers=4, head_width=16, mlp_ratio=4.0),
-        text=dict(width=128, heads=4, layers=4, mlp_ratio=4.0),
-    ),
-    # `small-h8` with 6 layers: 48 heads, every layer analysed (the attention-head study: sets of 8 heads per concept).
-    "small-h8-l6": SmallClipConfig(
-        embed_dim=128,
-        vision=dict(image_size=28, patch_size=4, width=128, layers=6, head_width=16, mlp_ratio=4.0),
-        text=dict(width=128, heads=4, layers=4, mlp_ratio=4.0),
-    ),
-    # `tiny` for the layout world's 64-px scenes: 8-px patches, 8 x 8 tokens (the dense-feature study).
-    "tiny-64p8": SmallClipConfig(
-        embed_dim=64,
-        vision=dict(image_size=64, patch_size=8, width=64, layers=2, head_width=32, mlp_ratio=2.0),
-        text=dict(width=64, heads=2, layers=2, mlp_ratio=2.0),
-    ),
-    # `small` for the layout world's 64-px scenes (the dense study's GPU plan): 8-px patches, 8 x 8 tokens.
-    "small-64p8": SmallClipConfig(
-        embed_dim=128,
-        vision=dict(image_size=64, patch_size=8, width=128, layers=4, head_width=32, mlp_ratio=4.0),
-        text=dict(width=128, heads=4, layers=4, mlp_ratio=4.0),
-    ),
     # A CPU-sized model for real images: 64-px ViT and a small text tower over open_clip's BPE vocabulary.
     "tiny-bpe": SmallClipConfig(
         embed_dim=64,
@@ -77,6 +51,18 @@ SMALL_CONFIGS: dict[str, SmallClipConfig] = {
         text=dict(width=64, heads=2, layers=2, mlp_ratio=2.0, vocab_size=49408, context_length=77),
     ),
 }
+SMALL_CONFIGS.update({
+    # `tiny` with 2-px patches (196 image tokens, not 49): the resolution lever of the time-to-target benchmark
+    "tiny-p2": SMALL_CONFIGS["tiny"].with_vision(patch_size=2),
+    # `small` with 8 heads per layer (32 in all, 16 in the last two layers): the attention-head study.
+    "small-h8": SMALL_CONFIGS["small"].with_vision(head_width=16),
+    # `small-h8` with 6 layers: 48 heads, every layer analysed (the attention-head study: sets of 8 heads per concept).
+    "small-h8-l6": SMALL_CONFIGS["small"].with_vision(head_width=16, layers=6),
+    # `tiny` for the layout world's 64-px scenes: 8-px patches, 8 x 8 tokens (the dense-feature study).
+    "tiny-64p8": SMALL_CONFIGS["tiny"].with_vision(image_size=64, patch_size=8),
+    # `small` for the layout world's 64-px scenes (the dense study's GPU plan): 8-px patches, 8 x 8 tokens.
+    "small-64p8": SMALL_CONFIGS["small"].with_vision(image_size=64, patch_size=8),
+})
 
 
 def is_word_level(name: str) -> bool:
