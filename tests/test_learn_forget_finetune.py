@@ -331,3 +331,14 @@ def test_the_early_state_is_what_a_shorter_fine_tune_returns(encoder, tasks, val
 def test_early_epochs_is_refused_for_a_schedule_that_depends_on_the_run_length(encoder, tasks):
     with pytest.raises(ValueError, match="early_epochs needs the constant-rate sgd"):
         FineTune(encoder().model, tasks[1].prompts, "full", "colour", optimizer="adamw", early_epochs=2)
+
+
+def test_only_the_measured_fine_tune_keeps_its_half_budget_state(encoder, tasks):
+    """The measured fine-tune keeps the half-budget state ``half_budget_accuracy`` reads; the learning-rate search and
+    the control, which never read it, keep none."""
+    from infogap.ablations.learn_forget.study import Settings, run_finetune
+
+    settings = Settings(epochs=2, batch_size=64)
+    kept = run_finetune(encoder().model, tasks[1], "bitfit", settings, 0, keep_half=True)
+    assert kept.early is not None and kept.early[0] == 0
+    assert run_finetune(encoder().model, tasks[1], "bitfit", settings, 0).early is None

@@ -122,7 +122,7 @@ def measure(enc, tasks, settings: Settings) -> dict:
     for method in settings.methods:
         for task in (t for t in tasks if t.finetune):
             for seed in settings.finetune_seeds:
-                module = run_finetune(enc.model, task, method, settings, seed)
+                module = run_finetune(enc.model, task, method, settings, seed, keep_half=True)
                 after = accuracies(module, tasks)
                 out.append({"method": method, "task": task.name, "finetune_seed": seed, **learn_forget(before, after, task.name, ood),
                             "gain_half": half_budget_accuracy(module, enc.model, task, method, settings, seed) - before[task.name],
@@ -131,14 +131,14 @@ def measure(enc, tasks, settings: Settings) -> dict:
     return {"zero_shot": zs, "finetunes": out, "prompts": settings.prompts, "ood_tasks": ood}
 
 
-def run_finetune(model, task, method: str, settings: Settings, seed: int, epochs: int | None = None):
+def run_finetune(model, task, method: str, settings: Settings, seed: int, epochs: int | None = None, keep_half: bool = False):
     """``finetune.finetune`` of a copy of ``model`` on ``task`` with the study's protocol (``epochs``: the
-    settings' unless given). With ``sgd`` the full-budget run also keeps what a run of half the epochs
-    would return (``FineTune.early``), which ``half_budget_accuracy`` reads."""
+    settings' unless given). With ``keep_half`` and ``sgd`` the full-budget run also keeps what a run of
+    half the epochs would return (``FineTune.early``), which ``half_budget_accuracy`` reads."""
     from infogap.ablations.learn_forget.finetune import finetune
 
     epochs = epochs or settings.epochs
-    early = settings.epochs // 2 if settings.optimizer == "sgd" and epochs == settings.epochs else None
+    early = settings.epochs // 2 if keep_half and settings.optimizer == "sgd" and epochs == settings.epochs else None
     return finetune(copy.deepcopy(model), task, method, epochs, settings.batch_size, settings.lr[method], seed,
                     optimizer=settings.optimizer, weight_decay=settings.weight_decay, val_fraction=settings.val_fraction, early_epochs=early)
 
