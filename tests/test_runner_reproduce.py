@@ -145,8 +145,14 @@ def test_a_killed_plan_restarts_without_training_twice_and_reports_as_an_uninter
         assert f"| [{name}](#{name}) |" in report and f'\n<a id="{name}"></a>\n\n## {title}\n\n`infogap ablate {name}`\n' in report
         assert f'<a id="{name}"></a>' in html_page
     assert "Published:\n- the gap falls with k" in report and (tmp_path / "a" / "report.html").stat().st_size > 10_000
+    timed = b["studies"][0]["timings"]  # where imbalance's time went: its training and each phase of its aggregation
+    assert timed["training_s"] > 0 and all(timed[k] >= 0 for k in ("analyses_s", "baselines_s", "report_s"))
+    assert "Wall time: training " in (tmp_path / "b" / "REPORT.md").read_text()
     same = _reproduce(plan, tmp_path / "b", None, "--report-only", "--compare", str(tmp_path / "a"))
     assert same.returncode == 0 and "0 change(s) against" in same.stdout
+    again = json.loads((tmp_path / "b" / "reproduce.json").read_text())["studies"][0]["timings"]
+    assert again["training_s"] is None and "Wall time: no training (the runs were trained by an earlier invocation)" in same.stdout \
+        + (tmp_path / "b" / "REPORT.md").read_text()
 
 
 def test_rendered_docs_tables_come_from_the_report_and_a_hand_edit_is_stale(tmp_path):

@@ -10,6 +10,7 @@ import itertools
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -60,10 +61,12 @@ def aggregate(ablation: Ablation, runs: list[Run], out: Path, failed: Optional[d
     worker processes for a study's per-run analyses, ``finished_rows``)."""
     results = out / ablation.name
     results.mkdir(parents=True, exist_ok=True)
-    for stale in (results / "summary.csv", results / "report.md", results / "claims.json"):  # never an older table beside newer runs
+    for stale in (results / "summary.csv", results / "report.md", results / "claims.json", results / TIMINGS):  # never an older table beside newer runs
         stale.unlink(missing_ok=True)
     reported = [r for r in runs if r.stage == ablation.report_stage]
+    clock = time.perf_counter()
     rows = finished_rows(ablation, reported, jobs)
+    timings = {"analyses_s": time.perf_counter() - clock}
     failed = dict(failed or {})
     for r in runs:
         if not r.finished and r.name not in failed:
@@ -72,7 +75,10 @@ def aggregate(ablation: Ablation, runs: list[Run], out: Path, failed: Optional[d
             elif (r.dir / "metrics.json").exists():
                 failed[r.name] = f"{r.dir / 'metrics.json'} is not a whole metrics record: the run counts as unfinished (launch it again to resume it)"
     study = ablation.study
+    clock = time.perf_counter()
     rows += study.extra_rows(ablation, [r for r in reported if r.finished], results, jobs=jobs)  # rows of no run: baselines
+    timings["baselines_s"] = time.perf_counter() - clock
+    clock = time.perf_counter()
     axes = list(dict.fromkeys([k for r in reported for k in r.axes] + list(study.extra_axes)))
     metric_cols = sorted({k for row in rows for k in row if k not in axes and k != "seed"})
     columns = axes + ["seed"] + metric_cols
@@ -98,8 +104,30 @@ def aggregate(ablation: Ablation, runs: list[Run], out: Path, failed: Optional[d
         report += "\n## Figures\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in figures) + "\n"
     write_text_atomic(results / "report.md", report)
     write_text_atomic(results / "claims.json", json.dumps([dataclasses.asdict(c) for c in claims], indent=1) + "\n")
+    timings["report_s"] = time.perf_counter() - clock
     return {"rows": rows, "axes": axes, "table": table_cols, "groups": groups, "figures": figures, "failed": failed, "claims": claims,
-            "summary": results / "summary.csv", "report": results / "report.md"}
+            "summary": results / "summary.csv", "report": results / "report.md", "timings": timings}
+
+
+TIMINGS = "timings.json"  # where an ablation's wall time went: written by ``infogap ablate`` (``write_timings``), read by reproduce
+TIMING_PARTS = (("training_s", "training"), ("analyses_s", "per-run analyses"), ("baselines_s", "baselines"),
+                ("report_s", "claims, tables and figures"))
+
+
+def write_timings(results: Path, training_s: Optional[float], timings: dict) -> None:
+    """``TIMINGS`` under an ablation's results folder: seconds of training (None when this invocation
+    launched nothing), of the per-run analyses (``finished_rows``: what their caches did not already hold),
+    of the study's baselines (``extra_rows``) and of its claims, tables and figures."""
+    record = {"training_s": None if training_s is None else round(training_s, 1), **{k: round(v, 1) for k, v in timings.items()}}
+    write_text_atomic(results / TIMINGS, json.dumps(record, indent=1) + "\n")
+
+
+def timings_line(timings: dict) -> str:
+    """One sentence of where an ablation's wall time went (``TIMINGS``), in minutes."""
+    parts = [f"{name} {timings[key] / 60:.1f} min" for key, name in TIMING_PARTS if timings.get(key) is not None]
+    if timings.get("training_s") is None:
+        parts.insert(0, "no training (the runs were trained by an earlier invocation)")
+    return "Wall time: " + ", ".join(parts) + "."
 
 
 CLAIMS_NOTE = ("A claim of an effect is tested over its units (seeds unless it names others) by one-sided tests at 0.05 in "

@@ -4,9 +4,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
-from infogap.ablations.runner.aggregate import aggregate, format_table, untested
+from infogap.ablations.runner.aggregate import aggregate, format_table, timings_line, untested, write_timings
 from infogap.ablations.runner.identity import check_identities, identity_problems, reuse_finished, run_identity
 from infogap.ablations.runner.local import Interrupted, launch_local
 from infogap.ablations.runner.slurm import SlurmOptions, ablate_args, launch_slurm, run_task
@@ -129,18 +130,22 @@ def _plan(args, ablation, runs, overrides, only, seeds, out: Path) -> int:
                   f"    identity: {json.dumps(run_identity(ablation, run), sort_keys=True)}")
         print(f"{len(runs)} runs")
         return 0
+    clock = time.perf_counter()
     try:
         failed = {} if args.aggregate_only else launch_local(ablation, runs, args.jobs, args.progress_every)
     except Interrupted as exc:
         print(f"infogap ablate {ablation.name}: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
+    training_s = None if args.aggregate_only else time.perf_counter() - clock
     result = aggregate(ablation, runs, out, failed, jobs=args.analysis_jobs)
+    write_timings(out / ablation.name, training_s, result["timings"])
     cols = [c for c in (ablation.table or DEMO_COLUMNS) if c in result["table"]]
     print()
     print(format_table(result["axes"], cols, result["groups"]))
     print()
     for claim in result["claims"]:
         print(claim.line())
+    print(timings_line({"training_s": training_s, **result["timings"]}))
     print(f"summary: {result['summary']}")
     print(f"report:  {result['report']}")
     for fig in result["figures"]:

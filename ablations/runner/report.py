@@ -30,6 +30,7 @@ import shutil
 from pathlib import Path
 
 from infogap.ablations.kit.claims import BEYOND, CHECK_FAILED, CHECK_OK, CONTROL, HOLDS, NOT_TESTABLE, NOT_TESTED, VERDICTS
+from infogap.ablations.runner.aggregate import timings_line
 
 COLUMNS = VERDICTS  # the summary's count columns: the paper's claims per verdict (holds, contradicted, not shown, inconclusive, not tested)
 ANCHOR = re.compile(r'<a id="([^"]+)"></a>')  # opens a study's section of REPORT.md: links and --merge find it by name
@@ -296,6 +297,8 @@ def render_markdown(result: dict, compare: list[str] | None = None, out: Path | 
             lines += [f"**Incomplete**: {s['runs'][0]} of {s['runs'][1]} runs finished when this was aggregated; the claims use those only.", ""]
         if s["exit_code"] not in (0, 1, None):
             lines += [f"`infogap ablate {s['name']}` exited {s['exit_code']}; see its output.", ""]
+        if s.get("timings"):
+            lines += [timings_line(s["timings"]), ""]
         if s["report"]:
             own = (Path(s["report"]) if out is None else out / s["report"]).read_text()
             own = re.sub(r"^# .*\n", "", own, count=1)  # the study's title is this section's

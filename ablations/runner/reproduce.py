@@ -38,6 +38,7 @@ from typing import Optional
 import yaml
 
 from infogap.ablations.kit.study import ROOT
+from infogap.ablations.runner.aggregate import TIMINGS
 from infogap.ablations.runner.report import COLUMNS, anchor, compare, counts, render_html, render_markdown
 
 PLANS = ROOT / "configs" / "reproduce"
@@ -148,11 +149,13 @@ def load_study(out: Path, e: Entry, wall: float, code: Optional[int], runs: tupl
     folder = out / e.name
     claims_path = folder / "claims.json"
     claims = json.loads(claims_path.read_text()) if aggregated and claims_path.is_file() else []
+    timings_path = folder / TIMINGS
+    timings = json.loads(timings_path.read_text()) if aggregated and timings_path.is_file() else None
     ablation = load_ablation(e.name, tuple(e.sweep))
     package = type(ablation.study).__module__.split(".")
     return {"name": e.name, "title": ablation.title, "published": e.published, "wall_s": round(wall, 1), "exit_code": code,
             "folder": package[2] if package[:2] == ["infogap", "ablations"] and len(package) > 3 else e.name, "runs": list(runs),
-            "aggregated": aggregated,
+            "aggregated": aggregated, "timings": timings,
             "claims": claims, "counts": counts(claims), "report": f"{e.name}/report.md" if aggregated and (folder / "report.md").is_file() else None}
 
 
