@@ -73,7 +73,8 @@ def test_the_report_has_every_study(smoke):
     assert "## Environment" in report and "torch 2.14" in report
     page = (out / "report.html").read_text()
     assert page.count('src="data:image/png;base64,') >= len(STUDIES) and "http" not in page
-    assert "posthoc: 1 runs, 1 already finished, 0 to run" in stdout  # imbalance's k = 0 run, reused, not trained again
+    # one pool for the plan: posthoc's run is imbalance's k = 0 run, trained once and copied
+    assert "train k=0 seed=0 (posthoc): reused the finished run" in stdout and "posthoc train k=0" not in stdout
     for s in json.loads((out / "reproduce.json").read_text())["studies"]:
         controls = [c for c in s["claims"] if c["role"] == "positive control"]
         if s["name"] not in ("presence", "gap_dims", "temperature", "posthoc"):

@@ -63,7 +63,7 @@ def test_a_finished_run_with_the_same_config_is_reused_not_trained_again(tmp_pat
     assert json.loads((source / "run.json").read_text())["overrides"]
     proc = ablate(capsys, "learn_forget", "--only", "k=0", "--only", "model_size=tiny", "--seeds", "0", "--out", str(out), *TINY_OVERRIDES,
                   "log_with=csv", *smoke_settings("learn_forget"))
-    assert "train k=0 model_size=tiny seed=0: reused the finished run" in proc.stdout and "1 already finished, 0 to run" in proc.stdout, proc.stdout
+    assert "train k=0 model_size=tiny seed=0 (learn_forget): reused the finished run" in proc.stdout and "1 already finished, 0 to run" in proc.stdout, proc.stdout
     reused = out / "learn_forget" / "runs" / "train__k=0__model_size=tiny__seed=0"
     assert (reused / "metrics.json").read_bytes() == (source / "metrics.json").read_bytes()
     assert (reused / "checkpoints" / "last.ckpt").is_file() and (reused / "learn_forget.json").is_file()
@@ -100,6 +100,36 @@ def test_an_override_that_repeats_the_base_config_is_not_part_of_the_training_id
     assert identity_difference(small, plain, base) == "trained with model.model=small, this plan asks none"
     other = {**spelt, "base_config": "0" * 64}
     assert training_identity(other, base)["overrides"] == spelt["overrides"], "another config's content: its overrides stay"
+
+
+def test_the_relative_cost_of_the_small_configs_by_hand():
+    """Layers x tokens x width^2 x (4 + 2 mlp_ratio) over both towers (text: 8 words of context), relative to tiny:
+    tiny 2*50*64^2*8 + 2*8*64^2*8 = 3,801,088; small 4*50*128^2*12 + 4*8*128^2*12 = 45,613,056 (12 x);
+    tiny-64p8 2*65*64^2*8 + 524,288 = 4,784,128; small-h8-l6 6*50*128^2*12 + 6,291,456 = 65,273,856."""
+    from infogap.models.clip import relative_cost
+
+    assert relative_cost("tiny") == 1.0 and relative_cost("small") == pytest.approx(45_613_056 / 3_801_088)
+    assert relative_cost("tiny-64p8") == pytest.approx(4_784_128 / 3_801_088)
+    assert relative_cost("small-h8-l6") == pytest.approx(65_273_856 / 3_801_088)
+    assert relative_cost("ViT-B-32") == 1.0  # not a small config: no estimate
+
+
+def test_the_pool_starts_the_costliest_runs_first_and_keeps_the_plan_order_among_equals(tmp_path):
+    """Heads' small-h8-l6 runs, then learn_forget's small ones, then dense's tiny-64p8 at 1,800 steps (2,268 tiny-steps)
+    before its 600-step runs (756) and the tiny 600-step runs (600), each group in the order the plan lists it."""
+    from infogap.ablations.runner.local import start_order
+
+    items = []
+    for name, only in (("imbalance", ["k=0,1"]), ("dense", ["k=5", "layout_words=true"]), ("learn_forget", ["k=0"]), ("heads", ["k=5"])):
+        a = load_ablation(name)
+        items += [(a, r) for r in expand(a, tmp_path, [0, 1], parse_only(only, a)) if r.stage == "train"]
+    order = [(a.name, r.name) for a, r in start_order(items)]
+    assert [n for n, _ in order] == ["heads"] * 2 + ["learn_forget"] * 2 + ["dense"] * 4 + ["imbalance"] * 4 + ["learn_forget"] * 2
+    assert [r for _, r in order[:6]] == ["train__k=5__seed=0", "train__k=5__seed=1",
+                                         "train__k=0__model_size=small__seed=0", "train__k=0__model_size=small__seed=1",
+                                         "train__layout_words=True__k=5__max_steps=1800__seed=0",
+                                         "train__layout_words=True__k=5__max_steps=1800__seed=1"]
+    assert [r for n, r in order if n == "imbalance"] == [r.name for a, r in items if a.name == "imbalance"]  # equals keep their order
 
 
 def test_eta_and_status_line_against_hand_numbers():

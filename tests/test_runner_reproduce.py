@@ -132,9 +132,15 @@ def test_a_killed_plan_restarts_without_training_twice_and_reports_as_an_uninter
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert "3 runs (1 finished, the rest to run)" in again.stdout  # 2 of imbalance, 1 of posthoc (its own directory)
     assert (first[0] / "metrics.json").stat().st_mtime_ns == stamp, "a finished run was trained again"
-    assert "posthoc: 1 runs, 1 already finished, 0 to run" in again.stdout  # posthoc's run is imbalance's, reused
+    # posthoc's run is imbalance's finished k = 0 run, reused before the pool starts
+    assert "reproduce mini: 3 runs, 2 already finished, 1 to run, " not in again.stdout
+    assert "reproduce mini: 3 runs, 2 already finished, 1 to run" in again.stdout
+    assert "train k=0 seed=0 (posthoc): reused the finished run" in again.stdout and "posthoc train k=0" not in again.stdout
     whole = _reproduce(plan, tmp_path / "b")
     assert whole.returncode == 0, whole.stderr[-2000:]
+    # one pool: imbalance's k = 0 run trains once, posthoc's identical run takes a copy of it when it has finished
+    assert "reproduce mini: 3 runs, 0 already finished, 2 to run (1 more are copies of identical runs of this launch)" in whole.stdout
+    assert "train k=0 seed=0 (posthoc): reused the finished run" in whole.stdout and "posthoc train k=0" not in whole.stdout
     a, b = (json.loads((tmp_path / d / "reproduce.json").read_text()) for d in ("a", "b"))
     assert [s["claims"] for s in a["studies"]] == [s["claims"] for s in b["studies"]] and a["studies"][0]["claims"]
     report = (tmp_path / "a" / "REPORT.md").read_text()
@@ -145,13 +151,14 @@ def test_a_killed_plan_restarts_without_training_twice_and_reports_as_an_uninter
         assert f"| [{name}](#{name}) |" in report and f'\n<a id="{name}"></a>\n\n## {title}\n\n`infogap ablate {name}`\n' in report
         assert f'<a id="{name}"></a>' in html_page
     assert "Published:\n- the gap falls with k" in report and (tmp_path / "a" / "report.html").stat().st_size > 10_000
-    timed = b["studies"][0]["timings"]  # where imbalance's time went: its training and each phase of its aggregation
-    assert timed["training_s"] > 0 and all(timed[k] >= 0 for k in ("analyses_s", "baselines_s", "report_s"))
-    assert "Wall time: training " in (tmp_path / "b" / "REPORT.md").read_text()
+    timed = b["studies"][0]["timings"]  # where imbalance's time went: its runs in the plan's pool and each phase of its aggregation
+    assert timed["pool_runs"] == 2 and timed["pool_run_s"] > 0 and all(timed[k] >= 0 for k in ("analyses_s", "baselines_s", "report_s"))
+    assert b["studies"][1]["timings"]["pool_runs"] == 0 and b["pool_s"] > 0 and b["jobs"] == 1  # posthoc trained nothing: a copy
+    assert "Wall time: training 2 runs in the plan's pool, " in (tmp_path / "b" / "REPORT.md").read_text()
     same = _reproduce(plan, tmp_path / "b", None, "--report-only", "--compare", str(tmp_path / "a"))
     assert same.returncode == 0 and "0 change(s) against" in same.stdout
     again = json.loads((tmp_path / "b" / "reproduce.json").read_text())["studies"][0]["timings"]
-    assert again["training_s"] is None and "Wall time: no training (the runs were trained by an earlier invocation)" in same.stdout \
+    assert again["training_s"] is None and "Wall time: no training (every run had finished before this aggregation)" in same.stdout \
         + (tmp_path / "b" / "REPORT.md").read_text()
 
 

@@ -125,8 +125,10 @@ def write_timings(results: Path, training_s: Optional[float], timings: dict) -> 
 def timings_line(timings: dict) -> str:
     """One sentence of where an ablation's wall time went (``TIMINGS``), in minutes."""
     parts = [f"{name} {timings[key] / 60:.1f} min" for key, name in TIMING_PARTS if timings.get(key) is not None]
-    if timings.get("training_s") is None:
-        parts.insert(0, "no training (the runs were trained by an earlier invocation)")
+    if "pool_runs" in timings:  # infogap reproduce trained the plan's runs in one pool
+        parts.insert(0, f"training {timings['pool_runs']} runs in the plan's pool, {timings['pool_run_s'] / 60:.1f} run-min")
+    elif timings.get("training_s") is None:
+        parts.insert(0, "no training (every run had finished before this aggregation)")
     return "Wall time: " + ", ".join(parts) + "."
 
 

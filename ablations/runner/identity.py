@@ -162,12 +162,28 @@ def check_identities(ablation: Ablation, runs: list[Run], rerun: bool = False) -
     return moved
 
 
+def training_key(ablation: Ablation, run: Run) -> str:
+    """What two runs share when one may stand for the other: their training identity (``training_identity``
+    with the overrides that repeat the base config's values left out), as a string."""
+    return json.dumps(training_identity(run_identity(ablation, run), ablation.base_config), sort_keys=True)
+
+
+def copy_run(source: Path, run: Run) -> None:
+    """Give ``run`` the finished run at ``source``: its directory (checkpoints, metrics, logs) is copied over
+    whatever an unfinished attempt left there."""
+    import shutil
+
+    if run.dir.exists():
+        shutil.rmtree(run.dir)  # an unfinished attempt: the finished run replaces it
+    shutil.copytree(source, run.dir)
+    print(f"{run.label()} ({run.dir.parent.parent.name}): reused the finished run {source}", flush=True)
+
+
 def reuse_finished(ablation: Ablation, runs: list[Run], out: Path) -> list[Run]:
     """Give each unfinished run the result of a finished run of any ablation under ``out`` with the same
     identity (``run.json``: the same base config and overrides; e.g. the training stage of
-    ``learn_forget`` and ``imbalance`` at the same k and seed): its directory is copied (checkpoints,
-    metrics, logs), so nothing trains twice. Returns the runs reused."""
-    import shutil
+    ``learn_forget`` and ``imbalance`` at the same k and seed): its directory is copied (``copy_run``), so
+    nothing trains twice. Returns the runs reused."""
 
     def canonical(identity: dict) -> str:
         return json.dumps(training_identity(identity, ablation.base_config), sort_keys=True)
@@ -180,12 +196,9 @@ def reuse_finished(ablation: Ablation, runs: list[Run], out: Path) -> list[Run]:
     for run in runs:
         if run.finished:
             continue
-        match = next((d for d in finished.get(canonical(run_identity(ablation, run)), []) if d.resolve() != run.dir.resolve()), None)
+        match = next((d for d in finished.get(training_key(ablation, run), []) if d.resolve() != run.dir.resolve()), None)
         if match is None:
             continue
-        if run.dir.exists():
-            shutil.rmtree(run.dir)  # an unfinished attempt: the finished run replaces it
-        shutil.copytree(match, run.dir)
-        print(f"{run.label()}: reused the finished run {match}", flush=True)
+        copy_run(match, run)
         reused.append(run)
     return reused

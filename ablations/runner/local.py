@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -21,84 +22,153 @@ KILL_AFTER_ENV = "INFOGAP_KILL_AFTER_RUNS"  # tests only: SIGKILL this process o
 
 def launch_local(ablation: Ablation, runs: list[Run], jobs: int = 1, progress_every: float = 30.0) -> dict[str, str]:
     """Run every unfinished run on this machine, up to ``jobs`` at a time (each with its share of the
-    cores as torch threads), a run only after the runs it depends on (``{stage}`` overrides); an
-    interrupted run resumes from its last checkpoint. While they train, each running run's step and
-    rate, runs done and an ETA are shown (``ablations.progress``: live on a terminal, else a line every
-    ``progress_every`` seconds). Returns {run name: error} for the runs that failed or were skipped
-    because a run they depend on failed (the others go on)."""
+    cores as torch threads), a run only after the runs it depends on (``{stage}`` overrides), the costliest
+    first (``run_cost``); an interrupted run resumes from its last checkpoint. While they train, each
+    running run's step and rate, runs done and an ETA are shown (``ablations.progress``: live on a
+    terminal, else a line every ``progress_every`` seconds). Returns {run name: error} for the runs that
+    failed or were skipped because a run they depend on failed (the others go on)."""
+    pool = launch_pool([(ablation, r) for r in runs], jobs, progress_every, ablation.name)
+    return {run.name: why for run, why in pool.failed}
+
+
+@dataclass
+class Pool:
+    """What ``launch_pool`` did: (run, error) for each run that failed or was skipped, and the wall seconds
+    of each run it trained (by run directory)."""
+
+    failed: list[tuple[Run, str]]
+    seconds: dict[str, float]
+
+
+def launch_pool(items: list[tuple[Ablation, Run]], jobs: int = 1, progress_every: float = 30.0, name: str = "plan") -> Pool:
+    """``launch_local`` over the runs of several ablations at once (``infogap reproduce``: the whole plan in
+    one pool, so no slot idles while one study's last run trains). Runs of one training identity
+    (``training_key``: e.g. ``learn_forget``'s ``tiny`` runs and ``imbalance``'s) train once: the first
+    trains, the others wait for it and take a copy of it (``copy_run``)."""
+    from infogap.ablations.runner.identity import copy_run, training_key
+
     if jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {jobs}")
-    failed: dict[str, str] = {}
-    todo = [r for r in runs if not r.finished]
-    trained = 0
-    print(f"{ablation.name}: {len(runs)} runs, {len(runs) - len(todo)} already finished, {len(todo)} to run"
-          + (f", {jobs} at a time" if jobs > 1 and len(todo) > 1 else ""), flush=True)
-    dirs = {r.name: str(r.dir) for r in runs}
-    depends = {r.name: [o.name for o in todo if o is not r and any(dirs[o.name] in str(v) for v in r.overrides.values())] for r in todo}
-    number = {r.name: i for i, r in enumerate(todo, 1)}
-    threads = str(cores_per_worker(min(jobs, len(todo))))
+    several = len({a.name for a, _ in items}) > 1
+    todo = [(a, r) for a, r in items if not r.finished]
+    key = {str(r.dir): training_key(a, r) for a, r in todo}
+    trainer: dict[str, str] = {}  # training identity -> the directory of the run that trains it
+    for _, r in todo:
+        trainer.setdefault(key[str(r.dir)], str(r.dir))
+    copies = {str(r.dir): trainer[key[str(r.dir)]] for _, r in todo if trainer[key[str(r.dir)]] != str(r.dir)}
+    trains = [(a, r) for a, r in todo if str(r.dir) not in copies]
+    print(f"{name}: {len(items)} runs, {len(items) - len(todo)} already finished, {len(trains)} to run"
+          + (f" ({len(copies)} more are copies of identical runs of this launch)" if copies else "")
+          + (f", {jobs} at a time" if jobs > 1 and len(trains) > 1 else ""), flush=True)
+    dirs = {str(r.dir) for _, r in items}
+    depends = {str(r.dir): [d for d in dirs if d != str(r.dir) and any(d in str(v) for v in r.overrides.values())] for _, r in trains}
+    number = {str(r.dir): i for i, (_, r) in enumerate(trains, 1)}
+    threads = str(cores_per_worker(min(jobs, len(trains))))
     env = dict(os.environ)
     if jobs > 1:
         env["OMP_NUM_THREADS"] = threads
-    steps = planned_steps(ablation)
-    display = ProgressDisplay(ablation.name, len(todo), jobs, every=progress_every)
-    pending, running = list(todo), {}
+    steps = {a.name: planned_steps(a) for a, _ in items}
+    display = ProgressDisplay(name, len(trains), jobs, every=progress_every)
+    pending = start_order(trains)
+    waiting = [(a, r) for a, r in todo if str(r.dir) in copies]
+    failed: dict[str, str] = {}  # run directory -> error
+    unfinished = {str(r.dir) for _, r in todo}
+    running: dict[str, tuple] = {}
+    seconds: dict[str, float] = {}
+    trained = 0
+
+    def label(a: Ablation, r: Run) -> str:
+        return f"{a.name} {r.label()}" if several else r.label()
+
     previous = signal.signal(signal.SIGTERM, _raise_stop)  # SIGTERM (SLURM, kill) ends the ablation as Ctrl-C does
     try:
-        while pending or running:
-            for run in list(pending):
+        while pending or running or waiting:
+            for a, r in list(waiting):  # a copy: once the run it copies has finished
+                source = copies[str(r.dir)]
+                if source in failed:
+                    waiting.remove((a, r))
+                    failed[str(r.dir)] = f"skipped: the identical run {source} failed"
+                elif source not in unfinished:
+                    waiting.remove((a, r))
+                    copy_run(Path(source), r)
+                    unfinished.discard(str(r.dir))
+            for a, run in list(pending):
                 if len(running) >= jobs:
                     break
-                tag = f"[{number[run.name]}/{len(todo)}] {run.label()}"
-                dependency = next((d for d in depends[run.name] if d in failed), None)
+                tag = f"[{number[str(run.dir)]}/{len(trains)}] {label(a, run)}"
+                dependency = next((d for d in depends[str(run.dir)] if d in failed), None)
                 if dependency:
-                    pending.remove(run)
-                    failed[run.name] = f"skipped: depends on failed run {dependency}"
-                    display.finished(run.name, f"{tag} skipped (depends on failed {dependency})")
+                    pending.remove((a, run))
+                    failed[str(run.dir)] = f"skipped: depends on failed run {dependency}"
+                    display.finished(str(run.dir), f"{tag} skipped (depends on failed {dependency})")
                     continue
-                if any(d in running or any(p.name == d for p in pending) for d in depends[run.name]):
+                if any(d in unfinished for d in depends[str(run.dir)]):
                     continue
-                pending.remove(run)
-                write_identity(ablation, run)
+                pending.remove((a, run))
+                write_identity(a, run)
                 log = open(run.dir / "train.log", "a")
-                proc = subprocess.Popen([sys.executable, "-m", "infogap", *fit_command(ablation, run), *resume_args(run.dir)],
+                proc = subprocess.Popen([sys.executable, "-m", "infogap", *fit_command(a, run), *resume_args(run.dir)],
                                         stdout=log, stderr=subprocess.STDOUT, env=env)
-                running[run.name] = (run, proc, log, time.perf_counter())
+                running[str(run.dir)] = (a, run, proc, log, time.perf_counter())
                 display.say(f"{tag} started")
-                display.started(run.name, run.label(), run.dir)
-            done = [name for name, (_, proc, _, _) in running.items() if proc.poll() is not None]
+                display.started(str(run.dir), label(a, run), run.dir)
+            done = [d for d, (_, _, proc, _, _) in running.items() if proc.poll() is not None]
             if not done:
-                display.update([steps(r) for r in pending])
+                if waiting and not pending and not running:  # cannot happen: a copy's source is pending, running or done
+                    raise RuntimeError(f"{name}: copies wait on runs that are not scheduled: {[str(r.dir) for _, r in waiting]}")
+                display.update([steps[a.name](r) for a, r in pending])
                 time.sleep(0.2)
                 continue
-            for name in done:
-                run, proc, log, start = running.pop(name)
+            for d in done:
+                a, run, proc, log, start = running.pop(d)
                 log.close()
-                seconds = time.perf_counter() - start
-                tag = f"[{number[name]}/{len(todo)}] {run.label()}"
+                seconds[d] = time.perf_counter() - start
+                tag = f"[{number[d]}/{len(trains)}] {label(a, run)}"
                 if proc.returncode != 0 or not run.finished:
-                    failed[name] = f"exit {proc.returncode}: {_failure_reason(run.dir / 'train.log')}"
-                    run.record_failure(failed[name])
-                    display.finished(name, f"{tag} FAILED after {seconds:.0f} s (see {run.dir / 'train.log'})")
+                    failed[d] = f"exit {proc.returncode}: {_failure_reason(run.dir / 'train.log')}"
+                    run.record_failure(failed[d])
+                    display.finished(d, f"{tag} FAILED after {seconds[d]:.0f} s (see {run.dir / 'train.log'})")
                 else:
                     run.record_failure(None)
+                    unfinished.discard(d)
                     m = run.record()["metrics"]
-                    display.finished(name, f"{tag} done in {seconds:.0f} s (rmg={m.get('rmg', float('nan')):.3f}, "
-                                           f"moad_image={m.get('moad_image', float('nan')):.3f})")
+                    display.finished(d, f"{tag} done in {seconds[d]:.0f} s (rmg={m.get('rmg', float('nan')):.3f}, "
+                                        f"moad_image={m.get('moad_image', float('nan')):.3f})")
                     trained += 1
                     if trained == int(os.environ.get(KILL_AFTER_ENV, "0") or 0):  # tests: a kill at a known point
                         os.kill(os.getpid(), signal.SIGKILL)
     except (KeyboardInterrupt, _Stop) as exc:
-        name = "SIGTERM" if isinstance(exc, _Stop) else "SIGINT"
+        signal_name = "SIGTERM" if isinstance(exc, _Stop) else "SIGINT"
         display.close()
-        stopped = _stop_runs([(run, proc) for run, proc, _, _ in running.values()])
-        raise Interrupted(name, stopped, len(todo) - len(pending) - len(running)) from None
+        stopped = _stop_runs([(run, proc) for _, run, proc, _, _ in running.values()])
+        raise Interrupted(signal_name, stopped, len(trains) - len(pending) - len(running)) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
         display.close()
-        for _, _, log, _ in running.values():
+        for _, _, _, log, _ in running.values():
             log.close()
-    return failed
+    by_dir = {str(r.dir): r for _, r in items}
+    return Pool([(by_dir[d], why) for d, why in failed.items()], seconds)
+
+
+def start_order(items: list[tuple[Ablation, Run]]) -> list[tuple[Ablation, Run]]:
+    """The costliest first (``run_cost``), so that the last runs to start are short ones and no slot idles
+    long at the end (longest-processing-time order); runs of equal cost keep their order."""
+    steps = {a.name: planned_steps(a) for a, _ in items}
+    return sorted(items, key=lambda ar: -run_cost(ar[0], ar[1], steps[ar[0].name](ar[1])))
+
+
+def run_cost(ablation: Ablation, run: Run, steps: Optional[int]) -> float:
+    """A run's relative cost, to start the costliest first: its steps times its model's transformer work per
+    sample (``models.clip.relative_cost``: layers x tokens x width^2 over both towers), from its overrides or
+    the ablation's base config. Equal for runs of one model and length, so their order stays the plan's."""
+    from infogap.ablations.kit.study import read_yaml
+    from infogap.models.clip import relative_cost
+
+    model = run.overrides.get("model.model")
+    if model is None:
+        model = ((read_yaml(ablation.base_config, "base_config") or {}).get("model") or {}).get("model")
+    return float(steps or 1) * relative_cost(str(model))
 
 
 class _Stop(Exception):

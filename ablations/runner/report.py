@@ -256,7 +256,10 @@ def render_markdown(result: dict, compare: list[str] | None = None, out: Path | 
                 + (" (aggregation only: the runs were trained by earlier invocations)." if result.get("report_only") else ".")
                 + (f" {reused} of the {sum(s['runs'][1] for s in aggregated if s.get('runs'))} runs of the aggregated studies were "
                    "finished before this invocation started and were reused (a run is reused only under the same training identity, "
-                   "its `run.json`); a study's wall time is this invocation's." if reused and not result.get("report_only") else ""))
+                   "its `run.json`); a study's wall time is this invocation's." if reused and not result.get("report_only") else "")
+                + (f" Every run this invocation trained was trained first, in one pool of {result['jobs']} at a time, the costliest "
+                   f"first ({result['pool_s'] / 60:.1f} min); then each study aggregated. A study's wall time is its aggregation plus "
+                   f"its runs' run-minutes / {result['jobs']}." if result.get("pool_s") is not None else ""))
     lines = [f"# Reproduction report: plan `{result['size']}`", "", result["description"], "", head, "",
              "## Summary", "", "The paper's claims per verdict; the claims beyond the paper are counted apart.", "",
              "| study | runs | positive control | " + " | ".join(COLUMNS) + " | beyond the paper | sanity checks | wall time |",

@@ -3,12 +3,15 @@ and one report.
 
 A plan lists ablations, each with its seeds, ``--only`` restrictions, ``--sweep`` axes, overrides and
 study settings, plus what the paper published (``published``: one line per finding). Every study runs
-through ``infogap ablate`` under one ``--out``, so a run of one study that another already finished
-(same run identity) is reused, not trained again, and a restart after a kill at any point does only
-what is missing (finished runs are kept, the aggregation is redone).
+under one ``--out``. With the local launcher every run of the chosen studies trains first, in one pool
+(``train_pool``: ``--jobs`` at a time, the costliest first, so no slot idles while one study's last run
+trains), a run of one training identity once (a run of one study that another trains or already
+finished is copied, not trained again); then each study aggregates through ``infogap ablate
+--aggregate-only``. A restart after a kill at any point does only what is missing (finished runs are
+kept, the aggregation is redone). With SLURM each study is submitted through ``infogap ablate``.
 
 The report, under ``--out``: ``REPORT.md`` and a self-contained ``report.html`` (figures embedded as
-data URIs): the environment (packages, commit, machine, wall time per study), a summary table (per
+data URIs): the environment (packages, commit, machine, wall time per study and where it went: training, per-run analyses, baselines, claims), a summary table (per
 study, the claims that hold / do NOT hold / are inconclusive / not tested, and its sanity checks), then
 per study the published findings, every claim with its estimate, interval, p, units and verdict, and
 the study's own tables and figures. ``reproduce.json`` holds the same as data; ``--compare OLD_DIR``
@@ -370,30 +373,49 @@ def _reproduce(args, plan: Plan, chosen: list[str], out: Path, counts_now: dict,
     start = time.perf_counter()
     studies = []
     before = {name: d for name, (d, _) in counts_now.items()}  # runs finished before this invocation: reused, not trained here
+    pooled = args.launcher == "local" and not args.report_only
+    if pooled:  # every chosen study's runs in one pool, the costliest first; then each study aggregates what they left
+        from infogap.ablations.runner.local import Interrupted
+
+        print(f"\n=== reproduce {plan.size}: training every run of {', '.join(chosen)} ({total - done_before} of {total} to finish), "
+              f"{args.jobs} at a time", flush=True)
+        try:
+            trained = train_pool(plan, chosen, out, args.jobs, args.rerun)
+        except Interrupted as exc:
+            print(f"reproduce {plan.size}: {exc}", file=sys.stderr, flush=True)
+            return exc.exit_code
+        pool_s = time.perf_counter() - start
+        counts_now = plan_runs(plan, out)
     for i, e in enumerate(plan.studies, 1):
         d_all = sum(d for d, _ in counts_now.values())  # every study's runs as the previous study left them
-        trained, elapsed = d_all - done_before, time.perf_counter() - start
-        eta = f", ETA {(total - d_all) * elapsed / trained / 60:.0f} min" if trained > 0 else ""
+        done_here, elapsed = d_all - done_before, time.perf_counter() - start
+        eta = f", ETA {(total - d_all) * elapsed / done_here / 60:.0f} min" if done_here > 0 and not pooled else ""
         print(f"\n=== reproduce {plan.size} [{i}/{len(plan.studies)}] {e.name}: plan {d_all}/{total} runs finished{eta}", flush=True)
         if e.name not in chosen:
             studies.append(load_study(out, e, 0.0, None, counts_now[e.name], aggregated=False))
             print(f"{e.name}: not in --studies, not aggregated", flush=True)
             continue
-        argv = e.argv(out, args.jobs, args.launcher, plan.overrides, args.analysis_jobs) + (["--aggregate-only"] if args.report_only else []) \
-            + (["--rerun"] if args.rerun else [])
+        argv = e.argv(out, args.jobs, args.launcher, plan.overrides, args.analysis_jobs) \
+            + (["--aggregate-only"] if args.report_only or pooled else []) + (["--rerun"] if args.rerun and not pooled else [])
         t0 = time.perf_counter()
         code = ablate(argv)
         if code in (130, 143):  # Ctrl-C or SIGTERM: its runs are stopped and saved; the same command resumes the plan
             print(f"reproduce {plan.size}: interrupted in {e.name}; the same command resumes the plan", file=sys.stderr)
             return code
         counts_now = plan_runs(plan, out)  # once per study: its own runs now, and the next study's progress line
-        studies.append({**load_study(out, e, time.perf_counter() - t0, code, counts_now[e.name]), "reused": before[e.name]})
+        study = {**load_study(out, e, time.perf_counter() - t0, code, counts_now[e.name]), "reused": before[e.name]}
+        if pooled and study["timings"] is not None:
+            study["timings"].update(trained.get(e.name, {"pool_runs": 0, "pool_run_s": 0.0}))
+        if pooled:
+            study["wall_s"] = round(study["wall_s"] + trained.get(e.name, {}).get("pool_run_s", 0.0) / max(1, args.jobs), 1)
+        studies.append(study)
     if args.launcher == "slurm" and not args.report_only:
         print(f"\nsubmitted; once the jobs have finished: infogap reproduce --size {args.size} --out {out} --report-only")
         return 0
     result = {"size": plan.size, "description": plan.description, "command": "infogap reproduce " + " ".join(argv_display(args)),
               "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "wall_s": round(time.perf_counter() - start, 1),
-              "environment": environment(), "studies": studies, "report_only": args.report_only}
+              "environment": environment(), "studies": studies, "report_only": args.report_only,
+              **({"pool_s": round(pool_s, 1), "jobs": args.jobs} if pooled else {})}
     changes = write_report(out, result, args.compare)
     print(f"\nreport: {out / 'REPORT.md'}\nhtml:   {out / 'report.html'}")
     for s in studies:
@@ -402,6 +424,34 @@ def _reproduce(args, plan: Plan, chosen: list[str], out: Path, counts_now: dict,
     if changes is not None:
         print(f"{len(changes)} change(s) against {args.compare}:" + "".join(f"\n  {line}" for line in changes))
     return 0 if all(s["exit_code"] in (0, 1, None) for s in studies) else 1
+
+
+def train_pool(plan: Plan, chosen: list[str], out: Path, jobs: int, rerun: bool) -> dict[str, dict]:
+    """Train every unfinished run of the ``chosen`` studies in one pool (``launch_pool``: ``jobs`` at a time,
+    the costliest first, a run of one training identity once), after reusing the finished runs of any study
+    under ``out``; with ``rerun`` the runs trained otherwise are moved aside first. Returns per study the runs
+    it trained and their wall seconds: {"pool_runs", "pool_run_s"}."""
+    from infogap.ablations.runner.expand import resolve
+    from infogap.ablations.runner.identity import check_identities, reuse_finished
+    from infogap.ablations.runner.local import launch_pool
+
+    items = []
+    for e in plan.studies:
+        if e.name in chosen:
+            r = resolve(e.name, [*plan.overrides, *e.overrides], e.sweep, e.seeds, e.only, out)
+            check_identities(r.ablation, r.runs, rerun=rerun)
+            reuse_finished(r.ablation, r.runs, out)
+            items += [(r.ablation, run) for run in r.runs]
+    pool = launch_pool(items, jobs, name=f"reproduce {plan.size}")
+    for run, why in pool.failed:
+        print(f"{run.label()} ({run.dir}): {why}", file=sys.stderr, flush=True)
+    trained: dict[str, dict] = {}
+    for ablation, run in items:
+        if str(run.dir) in pool.seconds:
+            t = trained.setdefault(ablation.name, {"pool_runs": 0, "pool_run_s": 0.0})
+            t["pool_runs"] += 1
+            t["pool_run_s"] = round(t["pool_run_s"] + pool.seconds[str(run.dir)], 1)
+    return trained
 
 
 def argv_display(args) -> list[str]:
