@@ -115,18 +115,18 @@ def test_the_relative_cost_of_the_small_configs_by_hand():
 
 
 def test_the_pool_starts_the_costliest_runs_first_and_keeps_the_plan_order_among_equals(tmp_path):
-    """Heads' small-h8-l6 runs, then learn_forget's small ones, then dense's tiny-64p8 at 1,800 steps (2,268 tiny-steps)
-    before its 600-step runs (756) and the tiny 600-step runs (600), each group in the order the plan lists it."""
+    """The 48-head small-h8-l6 runs (learn_forget's at k = 5, then heads', in the items' order), then dense's tiny-64p8
+    at 1,800 steps (2,268 tiny-steps) before its 600-step runs (756), then the tiny 600-step runs (600) as listed."""
     from infogap.ablations.runner.local import start_order
 
     items = []
-    for name, only in (("imbalance", ["k=0,1"]), ("dense", ["k=5", "layout_words=true"]), ("learn_forget", ["k=0"]), ("heads", ["k=5"])):
+    for name, only in (("imbalance", ["k=0,1"]), ("dense", ["k=5", "layout_words=true"]), ("learn_forget", ["k=5"]), ("heads", ["k=5"])):
         a = load_ablation(name)
         items += [(a, r) for r in expand(a, tmp_path, [0, 1], parse_only(only, a)) if r.stage == "train"]
     order = [(a.name, r.name) for a, r in start_order(items)]
-    assert [n for n, _ in order] == ["heads"] * 2 + ["learn_forget"] * 2 + ["dense"] * 4 + ["imbalance"] * 4 + ["learn_forget"] * 2
-    assert [r for _, r in order[:6]] == ["train__k=5__seed=0", "train__k=5__seed=1",
-                                         "train__k=0__model_size=small__seed=0", "train__k=0__model_size=small__seed=1",
+    assert [n for n, _ in order] == ["learn_forget"] * 2 + ["heads"] * 2 + ["dense"] * 4 + ["imbalance"] * 4 + ["learn_forget"] * 2
+    assert [r for _, r in order[:6]] == ["train__k=5__model_size=small-h8-l6__seed=0", "train__k=5__model_size=small-h8-l6__seed=1",
+                                         "train__k=5__seed=0", "train__k=5__seed=1",
                                          "train__layout_words=True__k=5__max_steps=1800__seed=0",
                                          "train__layout_words=True__k=5__max_steps=1800__seed=1"]
     assert [r for n, r in order if n == "imbalance"] == [r.name for a, r in items if a.name == "imbalance"]  # equals keep their order

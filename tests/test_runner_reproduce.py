@@ -34,6 +34,26 @@ def test_every_shipped_plan_expands_and_its_fit_commands_parse(size, tmp_path):
     assert all(done == 0 and n > 0 for done, n in counts.values())
 
 
+def test_the_cpu_plan_trains_each_model_once(tmp_path):
+    """101 runs, 71 models: by hand, imbalance 18; presence 12 less the object-always-present ones (imbalance's k = 1);
+    gap_dims and posthoc imbalance's k = 0 and 5; temperature 6 fine-tunes on imbalance's k = 5; init_gap 3 pushes and
+    6 runs; bias 18; dense 6; learn_forget imbalance's tiny runs and 3 small-h8-l6 runs at k = 5, which heads' seeds
+    0-2 are (heads adds seeds 3 and 4)."""
+    from infogap.ablations.runner.expand import resolve
+    from infogap.ablations.runner.identity import training_key
+    from infogap.ablations.runner.reproduce import load_plan
+
+    plan = load_plan("cpu")
+    seen, new = set(), {}
+    for e in plan.studies:
+        r = resolve(e.name, [*plan.overrides, *e.overrides], e.sweep, e.seeds, e.only, tmp_path, e.exclude)
+        keys = [training_key(r.ablation, run) for run in r.runs]
+        new[e.name] = (len(set(keys) - seen), len(keys))
+        seen |= set(keys)
+    assert new == {"imbalance": (18, 18), "presence": (9, 12), "gap_dims": (0, 6), "temperature": (6, 9), "posthoc": (0, 6),
+                   "init_gap": (9, 9), "bias": (18, 18), "dense": (6, 6), "learn_forget": (3, 12), "heads": (2, 5)}
+
+
 def test_a_bad_plan_is_one_line_naming_the_file_and_field(tmp_path):
     from infogap.ablations.runner.reproduce import load_plan
 

@@ -54,6 +54,11 @@ def test_slurm_dry_run_prints_scripts_and_sbatch_lines(tmp_path, capsys):
     assert "#SBATCH --signal=SIGUSR1@90" in out and "#SBATCH --requeue" in out
     lines = [line for line in out.splitlines() if line.startswith("sbatch ")]
     assert len(lines) == 2 and "--array=0-5" in lines[0] and "--partition=gpu" in lines[0]
+    # the array's tasks expand the runs again: --exclude goes with them, or task i would train another run
+    assert infogap(["ablate", "imbalance", "--launcher", "slurm", "--dry-run", "--out", str(tmp_path), "--seeds", "0",
+                    "--exclude", "k=1,2", "trainer.max_steps=10"]) == 0
+    first = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("sbatch "))
+    assert "--array=0-3" in first and "--exclude k=1,2 " in first
 
 
 @pytest.mark.parametrize("script", ["train.sbatch", "multinode.sbatch", "array.sbatch"])

@@ -41,10 +41,14 @@ def test_dry_run_lists_every_run(name, tmp_path, capsys):
 
 
 def _stage_size(stage):
-    size = 1
-    for ax in (stage.get("axes") or {}).values():
-        size *= len(ax["values"])
-    return size
+    """The points of a stage's axes' product less those its ``exclude`` lists drop (each item: every
+    space-separated AXIS=v1,v2 condition holds), counted by listing them."""
+    import itertools
+
+    axes = stage.get("axes") or {}
+    conditions = [dict((c.split("=")[0], c.split("=")[1].split(",")) for c in item.split()) for item in stage.get("exclude") or []]
+    points = [dict(zip(axes, combo)) for combo in itertools.product(*(list(ax["values"]) for ax in axes.values()))]
+    return sum(not any(all(str(p[a]) in values for a, values in cond.items()) for cond in conditions) for p in points)
 
 
 def test_imbalance_expands_k_seeds_and_overrides(tmp_path):
@@ -53,6 +57,29 @@ def test_imbalance_expands_k_seeds_and_overrides(tmp_path):
     assert [(r.axes["k"], r.seed) for r in runs] == [(0, 0), (5, 0), (0, 1), (5, 1)]
     assert all(r.overrides["trainer.max_steps"] == 300 and r.overrides["data.k"] == r.axes["k"] for r in runs)
     assert all(r.overrides["seed_everything"] == r.seed == r.overrides["data.init_args.seed"] for r in runs)
+
+
+def test_exclude_drops_the_points_where_every_condition_holds(tmp_path):
+    """learn_forget's product of k and model_size less its stage's own exclude (the larger model at k = 0 and 2): by
+    hand, 3 tiny points and one small-h8-l6 point per seed, in the product's order; --exclude drops more on top: a
+    condition on one axis alone its whole slice, two conditions only where both hold."""
+    from infogap.ablations.runner.expand import parse_exclude
+
+    ablation = load_ablation("learn_forget")
+    points = lambda exclude: [(r.axes["k"], r.axes["model_size"]) for r in expand(ablation, tmp_path, seeds=[0], exclude=exclude)]
+    assert points(None) == [(0, "tiny"), (2, "tiny"), (5, "tiny"), (5, "small-h8-l6")]
+    assert points(parse_exclude(["k=2"], ablation)) == [(0, "tiny"), (5, "tiny"), (5, "small-h8-l6")]
+    assert points(parse_exclude(["model_size=tiny k=0,5"], ablation)) == [(2, "tiny"), (5, "small-h8-l6")]
+    with pytest.raises(ValueError, match="--exclude: model_size has no value"):
+        parse_exclude(["model_size=huge k=0"], ablation)
+    with pytest.raises(ValueError, match="--exclude expects"):
+        parse_exclude(["  "], ablation)
+    bad = tmp_path / "bad.yaml"
+    spec = yaml.safe_load((ROOT / "configs" / "ablations" / "learn_forget.yaml").read_text())
+    spec["stages"][0]["exclude"] = ["model_size=small k=0"]
+    bad.write_text(yaml.safe_dump(spec))
+    with pytest.raises(ValueError, match="bad.yaml: stage 'train': exclude: model_size has no value"):
+        load_ablation(str(bad))
 
 
 def test_later_stages_point_at_the_same_seeds_checkpoint(tmp_path):
@@ -68,6 +95,8 @@ def test_later_stages_point_at_the_same_seeds_checkpoint(tmp_path):
     (["--only", "k=9"], "k has no value(s) 9"),
     (["--only", "temperature=frozen"], "no axis 'temperature'"),
     (["oops"], "not key=value"),
+    (["--exclude", "k=9"], "--exclude: k has no value(s) 9"),
+    (["--exclude", "k=0", "--launcher", "wandb"], "--exclude drops points of the axes' product, which a W&B grid sweep cannot express"),
 ])
 def test_bad_ablation_arguments_are_named(bad, message, tmp_path, capsys):
     assert infogap(["ablate", "imbalance", "--dry-run", "--out", str(tmp_path), *bad]) == 2

@@ -29,6 +29,9 @@ def check_flags(args) -> None:
         raise ValueError("--dry-run and --aggregate-only contradict each other (one prints what would run, the other aggregates); give one")
     if args.rerun and (args.aggregate_only or args.dry_run):
         raise ValueError(f"--rerun trains runs again; it does not go with {'--aggregate-only' if args.aggregate_only else '--dry-run'}")
+    if args.launcher == "wandb" and args.exclude and not args.aggregate_only:
+        raise ValueError("--exclude drops points of the axes' product, which a W&B grid sweep cannot express; launch it locally or on "
+                         "SLURM, or sweep with --only")
     if args.launcher != "local" and args.jobs != 1:
         raise ValueError(f"--jobs {args.jobs} is for the local launcher; with --launcher {args.launcher} the scheduler runs the runs "
                          "side by side (leave --jobs out)")
@@ -59,6 +62,8 @@ def main(argv: list[str]) -> int:
                    help="one more axis on the reported stage, crossed with its axes, named by the key's last part, "
                         "e.g. --sweep trainer.max_steps=600,2400,9600 (repeatable)")
     p.add_argument("--only", action="append", default=[], metavar="AXIS=v1,v2", help="restrict a swept axis to some of its values")
+    p.add_argument("--exclude", action="append", default=[], metavar="'AXIS=v1,v2 AXIS=v'",
+                   help="drop the points of the axes' product where every listed condition holds (repeatable)")
     p.add_argument("--launcher", choices=["local", "slurm", "wandb"], default="local",
                    help="local: one run after another here; slurm: one array job per stage, then an aggregation job; "
                         "wandb: create a W&B grid sweep (one-stage ablations)")
@@ -94,7 +99,7 @@ def main(argv: list[str]) -> int:
     check_flags(args)
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     out = Path(args.out).resolve()
-    resolved = resolve(args.name, args.overrides, args.sweep, seeds, args.only, out)
+    resolved = resolve(args.name, args.overrides, args.sweep, seeds, args.only, out, args.exclude)
     ablation, runs, overrides, only = resolved.ablation, resolved.runs, resolved.overrides, resolved.only
     if args.task is not None:
         return run_task(ablation, runs, args.stage or ablation.stages[0]["name"], args.task)
@@ -115,7 +120,7 @@ def _plan(args, ablation, runs, overrides, only, seeds, out: Path) -> int:
     if args.launcher == "slurm" and not args.aggregate_only:
         flags = {k: getattr(args, k) for k in ("partition", "account", "time", "nodes", "gpus_per_node", "cpus_per_task", "mem", "qos", "extra")}
         options = SlurmOptions.from_sources(ablation.slurm, flags)
-        launch_slurm(ablation, runs, ablate_args(args.name, out, seeds, args.only, args.overrides, args.sweep), options, out, args.dry_run)
+        launch_slurm(ablation, runs, ablate_args(args.name, out, seeds, args.only, args.overrides, args.sweep, args.exclude), options, out, args.dry_run)
         return 0
     if args.launcher == "wandb" and not args.aggregate_only:
         config = sweep_config(ablation, seeds if seeds is not None else ablation.seeds, only, overrides)

@@ -1,12 +1,12 @@
 """From an ablation to its runs: the command line's lists (``--seeds``, ``--only``, ``key=value``
-overrides, ``NAME.key=value`` study settings) parsed and checked, the runs expanded stage by stage, and
+overrides, ``NAME.key=value`` study settings, ``--exclude``) parsed and checked, the runs expanded stage by stage, and
 each run's ``infogap fit`` command (``fit_command``), checked against the base config before anything
 is launched (``check_runs``)."""
 from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -46,6 +46,27 @@ def parse_only(only: list[str], ablation: Ablation) -> dict[str, list]:
             raise ValueError(f"--only: {axis} has no value(s) {', '.join(map(str, missing))}; values: {', '.join(map(str, all_axes[axis]['values']))}")
         out[axis] = wanted
     return out
+
+
+def parse_exclude(exclude: list[str], ablation: Ablation) -> list[dict[str, list]]:
+    """``--exclude "model_size=small-h8-l6 k=0,2"`` -> [{"model_size": ["small-h8-l6"], "k": [0, 2]}]: each item
+    drops the points of the axes' product where every condition it lists holds (space-separated AXIS=v1,v2,
+    checked as ``--only``'s). The product of ``k`` and ``model_size`` less one model size at some k, say."""
+    out = []
+    for item in exclude:
+        conditions = item.split()
+        if not conditions:
+            raise ValueError("--exclude expects AXIS=v1,v2 [AXIS=v ...], got an empty value")
+        try:
+            out.append(parse_only(conditions, ablation))
+        except ValueError as exc:
+            raise ValueError(str(exc).replace("--only", "--exclude", 1)) from None
+    return out
+
+
+def excluded(point: dict[str, Any], exclude: list[dict[str, list]]) -> bool:
+    """Whether ``--exclude`` drops a point: some item's every condition names an axis of the point and holds."""
+    return any(all(a in point and point[a] in values for a, values in cond.items()) for cond in exclude)
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -97,20 +118,23 @@ class Resolved:
     runs: list[Run]
     overrides: dict[str, Any]
     only: dict[str, list]
+    exclude: list[dict[str, list]] = field(default_factory=list)
 
 
-def resolve(name: str, overrides: list[str], sweep: list[str], seeds: Optional[list[int]], only: list[str], out: Path) -> Resolved:
+def resolve(name: str, overrides: list[str], sweep: list[str], seeds: Optional[list[int]], only: list[str], out: Path,
+            exclude: Optional[list[str]] = None) -> Resolved:
     """What ``infogap ablate`` and ``infogap reproduce`` both do first: split the overrides into fit
     overrides and study settings, load the ablation with its sweep axes, and expand its runs."""
     fit_overrides, settings = split_settings(ablation_name(name), parse_overrides(overrides))
     ablation = load_ablation(name, sweep, settings)
     restricted = parse_only(only, ablation)
-    return Resolved(ablation, expand(ablation, out, seeds, restricted, fit_overrides), fit_overrides, restricted)
+    dropped = parse_exclude(exclude or [], ablation)
+    return Resolved(ablation, expand(ablation, out, seeds, restricted, fit_overrides, dropped), fit_overrides, restricted, dropped)
 
 
 def expand(ablation: Ablation, out: Path, seeds: Optional[list[int]] = None, only: Optional[dict[str, list]] = None,
-           overrides: Optional[dict[str, Any]] = None) -> list[Run]:
-    """Every run of the ablation, stage by stage, in launch order."""
+           overrides: Optional[dict[str, Any]] = None, exclude: Optional[list[dict[str, list]]] = None) -> list[Run]:
+    """Every run of the ablation, stage by stage, in launch order (less the points ``exclude`` drops)."""
     runs: list[Run] = []
     only = only or {}
     swept = {ax["key"] for st in ablation.stages for ax in (st.get("axes") or {}).values()}
@@ -124,8 +148,11 @@ def expand(ablation: Ablation, out: Path, seeds: Optional[list[int]] = None, onl
             axes = st.get("axes") or {}
             names = list(axes)
             values = [only.get(a, list(axes[a]["values"])) for a in names]
+            dropped = parse_exclude(st.get("exclude") or [], ablation) + list(exclude or [])  # the stage's own, then the command line's
             for combo in itertools.product(*values) if names else [()]:
                 point = dict(zip(names, combo))
+                if excluded(point, dropped):
+                    continue
                 ov = {"seed_everything": seed, "data.init_args.seed": seed}
                 ov.update(st.get("overrides") or {})
                 ov.update({axes[a]["key"]: axis_value(axes[a], v) for a, v in point.items()})

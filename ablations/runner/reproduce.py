@@ -55,6 +55,7 @@ class Entry:
     name: str
     seeds: list[int]
     only: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
     sweep: list[str] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)  # key=value and NAME.key=value (study settings)
     published: list[str] = field(default_factory=list)
@@ -65,6 +66,8 @@ class Entry:
         args += ["--analysis-jobs", str(analysis_jobs)] if analysis_jobs > 1 else []
         for o in self.only:
             args += ["--only", o]
+        for x in self.exclude:
+            args += ["--exclude", x]
         for s in self.sweep:
             args += ["--sweep", s]
         return args
@@ -100,7 +103,7 @@ def load_plan(size_or_path: str) -> Plan:
         if not isinstance(item["seeds"], list) or not item["seeds"] or not all(isinstance(s, int) for s in item["seeds"]):
             raise ValueError(f"{path}: studies[{i}] ({item['name']}): seeds must be a non-empty list of integers, got {item['seeds']!r}")
         check_seeds(item["seeds"], f"{path}: studies[{i}] ({item['name']})")
-        studies.append(Entry(**{**item, **{k: [str(v) for v in item.get(k) or []] for k in ("only", "sweep", "overrides", "published")}}))
+        studies.append(Entry(**{**item, **{k: [str(v) for v in item.get(k) or []] for k in ("only", "exclude", "sweep", "overrides", "published")}}))
     names = [s.name for s in studies]
     if not studies or len(set(names)) != len(names):
         raise ValueError(f"{path}: studies must list each ablation once, got {names}")
@@ -117,7 +120,7 @@ def plan_runs(plan: Plan, out: Path, check: bool = False, rerun: bool = False) -
 
     counts = {}
     for e in plan.studies:
-        r = resolve(e.name, [*plan.overrides, *e.overrides], e.sweep, e.seeds, e.only, out)
+        r = resolve(e.name, [*plan.overrides, *e.overrides], e.sweep, e.seeds, e.only, out, e.exclude)
         if check:
             check_runs(r.ablation, r.runs, r.overrides)
             if not rerun:
@@ -438,7 +441,7 @@ def train_pool(plan: Plan, chosen: list[str], out: Path, jobs: int, rerun: bool)
     items = []
     for e in plan.studies:
         if e.name in chosen:
-            r = resolve(e.name, [*plan.overrides, *e.overrides], e.sweep, e.seeds, e.only, out)
+            r = resolve(e.name, [*plan.overrides, *e.overrides], e.sweep, e.seeds, e.only, out, e.exclude)
             check_identities(r.ablation, r.runs, rerun=rerun)
             reuse_finished(r.ablation, r.runs, out)
             items += [(r.ablation, run) for run in r.runs]

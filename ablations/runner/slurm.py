@@ -120,7 +120,7 @@ class Submission:
 
 
 def ablate_args(name: str, out: Path, seeds: Optional[list[int]], only: list[str], overrides: list[str],
-                sweep: tuple[str, ...] = ()) -> list[str]:
+                sweep: tuple[str, ...] = (), exclude: tuple[str, ...] = ()) -> list[str]:
     """The ``infogap ablate`` arguments that re-create this exact set of runs in another process."""
     args = [str(Path(name).resolve()) if name.endswith((".yaml", ".yml")) else name, "--out", str(out)]
     if seeds is not None:
@@ -129,6 +129,8 @@ def ablate_args(name: str, out: Path, seeds: Optional[list[int]], only: list[str
         args += ["--sweep", item]
     for item in only:
         args += ["--only", item]
+    for item in exclude:
+        args += ["--exclude", item]
     return args + list(overrides)
 
 

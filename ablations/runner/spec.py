@@ -113,6 +113,16 @@ def load_ablation(name: str, sweep: tuple[str, ...] = (), settings: Optional[dic
         source=path,
         slurm=dict(spec.get("slurm") or {}),
     )
+    from infogap.ablations.runner.expand import parse_exclude
+
+    for st in spec["stages"]:  # a stage's own exclude: the points of its axes' product it never runs (--exclude's syntax)
+        items = st.get("exclude") or []
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise ValueError(f"{path}: stage {st['name']!r}: exclude is a list of 'AXIS=v1,v2 AXIS=v' strings, got {items!r}")
+        try:
+            parse_exclude(items, ablation)
+        except ValueError as exc:
+            raise ValueError(f"{path}: stage {st['name']!r}: {str(exc).replace('--exclude', 'exclude', 1)}") from None
     return add_sweep(ablation, sweep)
 
 

@@ -21,6 +21,9 @@ def sweep_config(ablation: Ablation, seeds: list[int], only: dict[str, list], ov
         raise ValueError(f"ablation {ablation.name!r} has {len(ablation.stages)} stages that depend on each other; "
                          "a W&B sweep runs independent configurations: use --launcher slurm or local")
     st = ablation.stages[0]
+    if st.get("exclude"):
+        raise ValueError(f"ablation {ablation.name!r} excludes points of its axes' product ({'; '.join(st['exclude'])}), which a W&B "
+                         "grid sweep cannot express: use --launcher slurm or local")
     params: dict[str, dict] = {}
     for axis, ax in (st.get("axes") or {}).items():
         if isinstance(ax["values"], dict):
