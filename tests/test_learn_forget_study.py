@@ -310,10 +310,14 @@ def test_ncti_is_scored_per_task_over_the_models_of_the_rows():
 
 
 def test_the_fits_say_what_the_models_differ_in():
-    from infogap.ablations.learn_forget.study import varying
+    from infogap.ablations.learn_forget.study import model_of, varying
 
     rows = [{"k": k, "model_size": size, "seed": s} for k in (0, 5) for size in ("tiny", "small") for s in (0, 1)]
     assert varying(rows) == "k, model_size"
     assert varying([r for r in rows if r["model_size"] == "tiny"]) == "k"
+    presence = [{"k": 1, "always_present": f, "seed": s} for f in ("colour", "thickness") for s in (0, 1)]
+    assert varying(presence + [{"k": 5, "always_present": "object", "seed": 0}]) == "k, always_present"
+    # the factor always named tells two k = 1 models of one seed apart: they are two clusters, not one
+    assert len({model_of(r) for r in presence}) == 4
     assert varying([{"model": "a", "seed": None}, {"model": "b", "seed": None}]) == "named models"
     assert varying([{"k": 0, "seed": 0}, {"k": 0, "seed": 1}]) == "their seed only"

@@ -52,7 +52,7 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path, capsys):
 @pytest.mark.slow
 def test_a_finished_run_with_the_same_config_is_reused_not_trained_again(tmp_path, capsys, monkeypatch):
     """learn_forget trains what imbalance trains: at the same k, seed and overrides (logging aside; its
-    ``model.model=tiny`` repeats the base config's value) the finished imbalance run is copied, not
+    ``data.always_present=object`` repeats the base config's value) the finished imbalance run is copied, not
     trained again; any other override trains anew."""
     from infogap.ablations.runner.identity import reuse_finished
 
@@ -61,20 +61,20 @@ def test_a_finished_run_with_the_same_config_is_reused_not_trained_again(tmp_pat
     assert "run(s) failed" not in first.stdout, first.stdout[-2000:]
     source = out / "imbalance" / "runs" / "train__k=0__seed=0"
     assert json.loads((source / "run.json").read_text())["overrides"]
-    proc = ablate(capsys, "learn_forget", "--only", "k=0", "--only", "model_size=tiny", "--seeds", "0", "--out", str(out), *TINY_OVERRIDES,
+    proc = ablate(capsys, "learn_forget", "--only", "k=0", "--seeds", "0", "--out", str(out), *TINY_OVERRIDES,
                   "log_with=csv", *smoke_settings("learn_forget"))
-    assert "train k=0 model_size=tiny seed=0 (learn_forget): reused the finished run" in proc.stdout and "1 already finished, 0 to run" in proc.stdout, proc.stdout
-    reused = out / "learn_forget" / "runs" / "train__k=0__model_size=tiny__seed=0"
+    assert "train k=0 always_present=object seed=0 (learn_forget): reused the finished run" in proc.stdout and "1 already finished, 0 to run" in proc.stdout, proc.stdout
+    reused = out / "learn_forget" / "runs" / "train__k=0__always_present=object__seed=0"
     assert (reused / "metrics.json").read_bytes() == (source / "metrics.json").read_bytes()
     assert (reused / "checkpoints" / "last.ckpt").is_file() and (reused / "learn_forget.json").is_file()
     assert not (source / "learn_forget.json").exists(), "the source run is left as it was"
     ablation, elsewhere = load_ablation("learn_forget"), tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "imbalance").symlink_to(out / "imbalance")  # the finished 4-step run beside a new learn_forget
-    only = parse_only(["k=0", "model_size=tiny"], ablation)
+    only = parse_only(["k=0"], ablation)
     other = expand(ablation, elsewhere, [0], only, parse_overrides([*TINY_OVERRIDES, "trainer.max_steps=3"]))
     assert reuse_finished(ablation, other, elsewhere) == [] and not other[0].finished
-    small = expand(ablation, elsewhere, [0], parse_only(["k=0", "model_size=small"], ablation), parse_overrides(TINY_OVERRIDES))
+    small = expand(ablation, elsewhere, [0], only, parse_overrides([*TINY_OVERRIDES, "model.model=small"]))
     assert reuse_finished(ablation, small, elsewhere) == [] and not small[0].finished, "another model size is another model"
     same = expand(ablation, elsewhere, [0], only, parse_overrides(TINY_OVERRIDES))
     assert reuse_finished(ablation, same, elsewhere) == same and same[0].finished
@@ -115,8 +115,8 @@ def test_the_relative_cost_of_the_small_configs_by_hand():
 
 
 def test_the_pool_starts_the_costliest_runs_first_and_keeps_the_plan_order_among_equals(tmp_path):
-    """The 48-head small-h8-l6 runs (learn_forget's at k = 5, then heads', in the items' order), then dense's tiny-64p8
-    at 1,800 steps (2,268 tiny-steps) before its 600-step runs (756), then the tiny 600-step runs (600) as listed."""
+    """Heads' 48-head small-h8-l6 runs (10,302 tiny-steps), then dense's tiny-64p8 at 1,800 steps (2,268) before its 600-step
+    runs (756), then the tiny 600-step runs (600) in the order the items list them."""
     from infogap.ablations.runner.local import start_order
 
     items = []
@@ -124,12 +124,10 @@ def test_the_pool_starts_the_costliest_runs_first_and_keeps_the_plan_order_among
         a = load_ablation(name)
         items += [(a, r) for r in expand(a, tmp_path, [0, 1], parse_only(only, a)) if r.stage == "train"]
     order = [(a.name, r.name) for a, r in start_order(items)]
-    assert [n for n, _ in order] == ["learn_forget"] * 2 + ["heads"] * 2 + ["dense"] * 4 + ["imbalance"] * 4 + ["learn_forget"] * 2
-    assert [r for _, r in order[:6]] == ["train__k=5__model_size=small-h8-l6__seed=0", "train__k=5__model_size=small-h8-l6__seed=1",
-                                         "train__k=5__seed=0", "train__k=5__seed=1",
-                                         "train__layout_words=True__k=5__max_steps=1800__seed=0",
+    assert [n for n, _ in order] == ["heads"] * 2 + ["dense"] * 4 + ["imbalance"] * 4 + ["learn_forget"] * 2
+    assert [r for _, r in order[:4]] == ["train__k=5__seed=0", "train__k=5__seed=1", "train__layout_words=True__k=5__max_steps=1800__seed=0",
                                          "train__layout_words=True__k=5__max_steps=1800__seed=1"]
-    assert [r for n, r in order if n == "imbalance"] == [r.name for a, r in items if a.name == "imbalance"]  # equals keep their order
+    assert [r for n, r in order if n != "heads" and "max_steps" not in r] == [r.name for a, r in items if a.name in ("imbalance", "learn_forget")]
 
 
 def test_eta_and_status_line_against_hand_numbers():

@@ -60,25 +60,26 @@ def test_imbalance_expands_k_seeds_and_overrides(tmp_path):
 
 
 def test_exclude_drops_the_points_where_every_condition_holds(tmp_path):
-    """learn_forget's product of k and model_size less its stage's own exclude (the larger model at k = 0 and 2): by
-    hand, 3 tiny points and one small-h8-l6 point per seed, in the product's order; --exclude drops more on top: a
-    condition on one axis alone its whole slice, two conditions only where both hold."""
+    """learn_forget's product of k and the factor always named, less its stage's own exclude: by hand, the object at
+    k = 0, 2, 5 and colour, thickness, scaling at k = 1 per seed, in the product's order; --exclude drops more on top:
+    a condition on one axis alone its whole slice, two conditions only where both hold."""
     from infogap.ablations.runner.expand import parse_exclude
 
     ablation = load_ablation("learn_forget")
-    points = lambda exclude: [(r.axes["k"], r.axes["model_size"]) for r in expand(ablation, tmp_path, seeds=[0], exclude=exclude)]
-    assert points(None) == [(0, "tiny"), (2, "tiny"), (5, "tiny"), (5, "small-h8-l6")]
-    assert points(parse_exclude(["k=2"], ablation)) == [(0, "tiny"), (5, "tiny"), (5, "small-h8-l6")]
-    assert points(parse_exclude(["model_size=tiny k=0,5"], ablation)) == [(2, "tiny"), (5, "small-h8-l6")]
-    with pytest.raises(ValueError, match="--exclude: model_size has no value"):
-        parse_exclude(["model_size=huge k=0"], ablation)
+    points = lambda exclude: [(r.axes["k"], r.axes["always_present"]) for r in expand(ablation, tmp_path, seeds=[0], exclude=exclude)]
+    assert points(None) == [(0, "object"), (1, "colour"), (1, "thickness"), (1, "scaling"), (2, "object"), (5, "object")]
+    assert points(parse_exclude(["k=2"], ablation)) == [(0, "object"), (1, "colour"), (1, "thickness"), (1, "scaling"), (5, "object")]
+    assert points(parse_exclude(["always_present=object,colour k=0,1"], ablation)) == [(1, "thickness"), (1, "scaling"), (2, "object"),
+                                                                                     (5, "object")]
+    with pytest.raises(ValueError, match="--exclude: always_present has no value"):
+        parse_exclude(["always_present=size k=0"], ablation)
     with pytest.raises(ValueError, match="--exclude expects"):
         parse_exclude(["  "], ablation)
     bad = tmp_path / "bad.yaml"
     spec = yaml.safe_load((ROOT / "configs" / "ablations" / "learn_forget.yaml").read_text())
-    spec["stages"][0]["exclude"] = ["model_size=small k=0"]
+    spec["stages"][0]["exclude"] = ["k=0 model_size=small"]
     bad.write_text(yaml.safe_dump(spec))
-    with pytest.raises(ValueError, match="bad.yaml: stage 'train': exclude: model_size has no value"):
+    with pytest.raises(ValueError, match="bad.yaml: stage 'train': exclude: ablation 'learn_forget' has no axis 'model_size'"):
         load_ablation(str(bad))
 
 

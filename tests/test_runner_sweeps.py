@@ -31,7 +31,8 @@ def test_wandb_launcher_refuses_multi_stage_ablations_and_needs_a_key(capsys, mo
     assert infogap(["ablate", "temperature", "--launcher", "wandb", "--dry-run"]) == 2
     assert "stages" in capsys.readouterr().err
     assert infogap(["ablate", "learn_forget", "--launcher", "wandb", "--dry-run"]) == 2  # its stage excludes points of the product
-    assert "excludes points of its axes' product (model_size=small-h8-l6 k=0,2)" in capsys.readouterr().err
+    assert "excludes points of its axes' product (always_present=colour,thickness,scaling k=0,2,5; always_present=object k=1)" \
+        in capsys.readouterr().err
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", "/nonexistent")
     assert infogap(["ablate", "imbalance", "--launcher", "wandb"]) == 2

@@ -1,7 +1,9 @@
 """Niss et al., arXiv 2407.15731, made causal (``infogap ablate learn_forget``, docs/results/learn_forget.md): does the zero-shot Inter-Intra Modal Measure predict what fine-tuning on a task
 gains and what the model forgets on the other tasks (Niss et al. 2024)? The models differ in more than
-k, as the paper's do: the tiny and the small CLIP at k = 0, 2, 5 (so they span a known range of modality
-gaps for more than one reason; each fit says what its models differ in, ``varying``); the tasks are the six factors of the synthetic
+k, as the paper's do: the tiny CLIP at k = 0, 2, 5 with the object always named and at k = 1 with colour,
+thickness or scaling always named (the imbalance and presence studies' runs: they span a known range of
+modality gaps and of what each model knows for more than one reason; each fit says what its models
+differ in, ``varying``); the tasks are the six factors of the synthetic
 data (``infogap.ablations.learn_forget.finetune``), plus evaluation-only tasks on a held-out glyph set
 that no fine-tuning and no training run sees (forgetting out of domain, as published).
 
@@ -340,11 +342,13 @@ def within_model_fit(x, y, groups) -> dict:
     return {**out, "within_slope": float(fit.params["x"]), "within_ci": (float(lo), float(hi)), "within_p": float(fit.pvalues["x"])}
 
 
-MODEL_AXES = ("model", "k", "model_size", "seed")  # what tells one model from another: a named model, or a run's axes and seed
+# what tells one model from another: a named model, or a run's axes and seed
+MODEL_AXES = ("model", "k", "always_present", "model_size", "seed")
 
 
 def model_of(row: dict) -> tuple:
-    """Which model a point belongs to: ``model`` (``infogap analyze learn-forget``) or the run's axes (k, model size) and seed."""
+    """Which model a point belongs to: ``model`` (``infogap analyze learn-forget``) or the run's axes (k, the factor always
+    named, a model size) and seed."""
     return tuple(row.get(key) for key in MODEL_AXES)
 
 
