@@ -380,8 +380,9 @@ def _reproduce(args, plan: Plan, chosen: list[str], out: Path, counts_now: dict,
     if pooled:  # every chosen study's runs in one pool, the costliest first; then each study aggregates what they left
         from infogap.ablations.runner.local import Interrupted
 
-        print(f"\n=== reproduce {plan.size}: training every run of {', '.join(chosen)} ({total - done_before} of {total} to finish), "
-              f"{args.jobs} at a time", flush=True)
+        runs_chosen = [counts_now[name] for name in chosen]
+        print(f"\n=== reproduce {plan.size}: training every run of {', '.join(chosen)} ({sum(n - d for d, n in runs_chosen)} of "
+              f"{sum(n for _, n in runs_chosen)} to finish), {args.jobs} at a time", flush=True)
         try:
             trained = train_pool(plan, chosen, out, args.jobs, args.rerun)
         except Interrupted as exc:
