@@ -203,8 +203,14 @@ def points(result: dict) -> list[dict]:
             sel = [f for f in result["finetunes"] if f["method"] == method and f["task"] == task]
             if sel:
                 out.append({"method": method, "task": task, **{f"zs_{k}": v for k, v in zs.items()},
-                            **{k: float(np.nanmean([f[k] for f in sel])) for k in (*OUTCOMES, "gain_half", "acc_after")}})
+                            **{k: _finite_mean([f[k] for f in sel]) for k in (*OUTCOMES, "gain_half", "acc_after")}})
     return out
+
+
+def _finite_mean(values: list[float]) -> float:
+    """The mean of the values that are not NaN; NaN when none is (a linear probe's forgetting: its tower is frozen)."""
+    kept = [v for v in values if not math.isnan(v)]
+    return float(np.mean(kept)) if kept else float("nan")
 
 
 def run_learn_forget(run_dir: Path, settings: Settings) -> dict:
