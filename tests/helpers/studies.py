@@ -18,7 +18,7 @@ TINY_RUNS = {
     "init_gap": (3, ["init"], 0),
     "bias": (2, ["model_size", "cooccurrence_p", "test", "modality"], 6),  # no equivalence or correlation test from one seed, two runs
     "heads": (2, ["k"], 0),  # one seed: the control is not shown, so every other claim is "not testable here" (not "not tested")
-    "learn_forget": (2, ["k", "model_size", "method", "task"], 42),  # 2 models: no clustered fit (3 claims a fit; a fit without spread, 1)
+    "learn_forget": (2, ["k", "always_present", "method", "task"], 42),  # 2 models: no clustered fit (3 claims a fit; a fit without spread, 1)
     "dense": (2, ["layout_words", "k", "max_steps", "encoder", "task", "fraction", "mode"], 2),  # k = 0 not run: the 2 k claims
 }
 
