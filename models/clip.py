@@ -65,25 +65,6 @@ SMALL_CONFIGS.update({
 })
 
 
-def relative_cost(name: str) -> float:
-    """A small config's transformer work per sample, relative to ``tiny``: over both towers, layers x tokens
-    x width^2 x (4 + 2 x mlp_ratio) (attention projections and MLP; the text tower at its context length).
-    For scheduling runs longest first, not a FLOP count; 1.0 for any other model."""
-    from infogap.data.factors import FACTORS
-
-    config = SMALL_CONFIGS.get(name)
-    if config is None:
-        return 1.0
-    words = len(FACTORS) + 2  # the word-level captions' context: a word per factor, start and end
-
-    def work(c: SmallClipConfig) -> float:
-        v, t = c.vision, c.text
-        tokens = (v["image_size"] // v["patch_size"]) ** 2 + 1
-        return (v["layers"] * tokens * v["width"] ** 2 * (4 + 2 * v.get("mlp_ratio", 4.0))
-                + t["layers"] * t.get("context_length", words) * t["width"] ** 2 * (4 + 2 * t.get("mlp_ratio", 4.0)))
-
-    return work(config) / work(SMALL_CONFIGS["tiny"])
-
 
 def is_word_level(name: str) -> bool:
     """A small config whose text tower reads the synthetic data's word vocabulary (not BPE)."""

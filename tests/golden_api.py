@@ -10,7 +10,7 @@ from pathlib import Path
 def study_outputs(name: str, run_dir: Path, point: dict, settings: dict, results: Path) -> dict:
     from infogap.ablations.runner.aggregate import run_rows
     from infogap.ablations.kit.study import Run
-    from infogap.ablations.runner.spec import design, load_ablation
+    from infogap.ablations.runner.spec import design, load_ablation, parse_exclude
     from tests.golden_cases import _perturbed, design_rows
 
     ablation = load_ablation(name, settings=settings)
@@ -21,6 +21,8 @@ def study_outputs(name: str, run_dir: Path, point: dict, settings: dict, results
     extra = study.extra_rows(ablation, [run], results)
     plan = design(ablation)
     keep = set(plan) | set(study.extra_axes)
-    claim_rows = design_rows(name, rows, plan, keep) + [dict(r, seed=s) for s in (0, 1, 2) for r in _perturbed(extra, 0, s, keep)]
+    stage = next(st for st in ablation.stages if st["name"] == ablation.report_stage)
+    dropped = parse_exclude(stage.get("exclude") or [], ablation)  # the points the stage never runs
+    claim_rows = design_rows(name, rows, plan, keep, dropped) + [dict(r, seed=s) for s in (0, 1, 2) for r in _perturbed(extra, 0, s, keep)]
     claims = study.claims(claim_rows, plan)
     return {"rows": rows, "extra_rows": extra, "claims": [dataclasses.asdict(c) for c in claims]}

@@ -30,7 +30,8 @@ SETTINGS = {
 POINTS = {
     "imbalance": {"k": 2}, "presence": {"always_present": "object"}, "gap_dims": {"k": 2}, "posthoc": {"k": 2},
     "temperature": {"temperature_mode": "learnable"}, "init_gap": {"init": "large_gap"},
-    "bias": {"model_size": "tiny", "cooccurrence_p": 0.5}, "dense": {"k": 2}, "learn_forget": {"k": 2}, "heads": {"k": 2},
+    "bias": {"model_size": "tiny", "cooccurrence_p": 0.5}, "dense": {"k": 2}, "learn_forget": {"k": 2, "always_present": "object"},
+    "heads": {"k": 2},
 }
 
 
@@ -66,14 +67,18 @@ def _perturbed(rows: list[dict], step: int, seed: int, keep=()) -> list[dict]:
     return out
 
 
-def design_rows(name: str, rows: list[dict], design: dict[str, list], keep=()) -> list[dict]:
-    """The golden run's rows at every point of ``design`` and seeds 0, 1, 2 (numbers moved per point and
-    seed by ``_perturbed``), as the claims of the study read them."""
+def design_rows(name: str, rows: list[dict], design: dict[str, list], keep=(), exclude=()) -> list[dict]:
+    """The golden run's rows at every point of ``design`` that ``exclude`` (the stage's own) leaves and
+    seeds 0, 1, 2 (numbers moved per point and seed by ``_perturbed``), as the claims of the study read them."""
     import itertools
+
+    from infogap.ablations.runner.spec import excluded
 
     axes = list(design)
     out = []
     for i, combo in enumerate(itertools.product(*(design[a] for a in axes))):
+        if excluded(dict(zip(axes, combo)), list(exclude)):
+            continue
         for seed in (0, 1, 2):
             for r in _perturbed(rows, i, seed, keep):
                 out.append({**r, **dict(zip(axes, combo)), "seed": seed})

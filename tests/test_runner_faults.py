@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from infogap.ablations.kit.study import Run
-from infogap.ablations.runner.expand import parse_only, parse_seeds
-from infogap.ablations.runner.spec import load_ablation
+from infogap.ablations.runner.expand import parse_seeds
+from infogap.ablations.runner.spec import load_ablation, parse_only
 from tests.helpers.processes import TINY_OVERRIDES, ablate
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infogap.ablations.runner.expand import expand, parse_only, parse_overrides
-from infogap.ablations.runner.spec import load_ablation
+from infogap.ablations.runner.expand import expand, parse_overrides
+from infogap.ablations.runner.spec import load_ablation, parse_only
 from tests.helpers import ROOT
 from tests.helpers.processes import TINY_OVERRIDES, ablate
 from tests.helpers.studies import read_csv, smoke_settings
@@ -106,7 +106,7 @@ def test_the_relative_cost_of_the_small_configs_by_hand():
     """Layers x tokens x width^2 x (4 + 2 mlp_ratio) over both towers (text: 8 words of context), relative to tiny:
     tiny 2*50*64^2*8 + 2*8*64^2*8 = 3,801,088; small 4*50*128^2*12 + 4*8*128^2*12 = 45,613,056 (12 x);
     tiny-64p8 2*65*64^2*8 + 524,288 = 4,784,128; small-h8-l6 6*50*128^2*12 + 6,291,456 = 65,273,856."""
-    from infogap.models.clip import relative_cost
+    from infogap.ablations.runner.local import relative_cost
 
     assert relative_cost("tiny") == 1.0 and relative_cost("small") == pytest.approx(45_613_056 / 3_801_088)
     assert relative_cost("tiny-64p8") == pytest.approx(4_784_128 / 3_801_088)

@@ -47,12 +47,12 @@ def test_dry_run_shows_the_setting_in_each_runs_identity(tmp_path, capsys):
 
 def test_settings_do_not_change_which_trained_run_is_reused(tmp_path):
     """Reuse across ablations matches the training part of the identity: a learn_forget run with other
-    fine-tuning settings still reuses the imbalance run of the same k and seed (its model size spelt
-    out, tiny, is the base config's)."""
+    fine-tuning settings still reuses the imbalance run of the same k and seed (the factor it always
+    names spelt out, object, is the base config's)."""
     from infogap.ablations.runner.identity import training_identity
 
     learn_forget = load_ablation("learn_forget", settings={"epochs": 7})
-    a = next(r for r in expand(learn_forget, tmp_path, [0]) if r.axes == {"k": 0, "model_size": "tiny"})
+    a = next(r for r in expand(learn_forget, tmp_path, [0]) if r.axes == {"k": 0, "always_present": "object"})
     b = next(r for r in expand(load_ablation("imbalance"), tmp_path, [0]) if r.axes == {"k": 0})
     ia, ib = run_identity(learn_forget, a), run_identity(load_ablation("imbalance"), b)
     assert training_identity(ia, learn_forget.base_config) == training_identity(ib, learn_forget.base_config)

@@ -11,8 +11,8 @@ from infogap.ablations.core.presence import Presence
 from infogap.ablations.core.temperature import Temperature
 from infogap.ablations.runner.aggregate import format_table, run_claims
 from infogap.ablations.kit.claims import HOLDS, NOT_TESTED, other_points, per_seed
-from infogap.ablations.runner.expand import expand, parse_only, parse_overrides
-from infogap.ablations.runner.spec import add_sweep, available, design, load_ablation
+from infogap.ablations.runner.expand import expand, parse_overrides
+from infogap.ablations.runner.spec import add_sweep, available, design, load_ablation, parse_only
 from infogap.cli import main as infogap
 from tests.helpers import ROOT
 from tests.helpers.studies import TINY_RUNS
@@ -63,7 +63,7 @@ def test_exclude_drops_the_points_where_every_condition_holds(tmp_path):
     """learn_forget's product of k and the factor always named, less its stage's own exclude: by hand, the object at
     k = 0, 2, 5 and colour, thickness, scaling at k = 1 per seed, in the product's order; --exclude drops more on top:
     a condition on one axis alone its whole slice, two conditions only where both hold."""
-    from infogap.ablations.runner.expand import parse_exclude
+    from infogap.ablations.runner.spec import parse_exclude
 
     ablation = load_ablation("learn_forget")
     points = lambda exclude: [(r.axes["k"], r.axes["always_present"]) for r in expand(ablation, tmp_path, seeds=[0], exclude=exclude)]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from infogap.ablations.kit.study import Ablation, Run
-from infogap.ablations.runner.spec import _parse_value, ablation_name, load_ablation, parse_list
+from infogap.ablations.runner.spec import _parse_value, ablation_name, excluded, load_ablation, parse_exclude, parse_list, parse_only
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -26,47 +26,6 @@ def check_seeds(seeds: list[int], where: str) -> None:
     bad = [s for s in seeds if not 0 <= s <= 2**32 - 1]
     if bad:
         raise ValueError(f"{where}: seed {bad[0]} is out of range (a seed is an integer from 0 to 4294967295)")
-
-
-def parse_only(only: list[str], ablation: Ablation) -> dict[str, list]:
-    """``--only k=0,5`` -> {"k": [0, 5]}; the axis must exist and the values must be among its values."""
-    out = {}
-    all_axes = {a: ax for st in ablation.stages for a, ax in (st.get("axes") or {}).items()}
-    for item in only:
-        if "=" not in item:
-            raise ValueError(f"--only expects AXIS=v1,v2, got {item!r}")
-        axis, values = item.split("=", 1)
-        if axis not in all_axes:
-            raise ValueError(f"--only: ablation {ablation.name!r} has no axis {axis!r}; axes: {', '.join(all_axes) or 'none'}")
-        if axis in out:
-            raise ValueError(f"--only: axis {axis!r} is given twice")
-        wanted = parse_list(values, f"--only {axis}")
-        missing = [v for v in wanted if v not in all_axes[axis]["values"]]
-        if missing:
-            raise ValueError(f"--only: {axis} has no value(s) {', '.join(map(str, missing))}; values: {', '.join(map(str, all_axes[axis]['values']))}")
-        out[axis] = wanted
-    return out
-
-
-def parse_exclude(exclude: list[str], ablation: Ablation) -> list[dict[str, list]]:
-    """``--exclude "model_size=small-h8-l6 k=0,2"`` -> [{"model_size": ["small-h8-l6"], "k": [0, 2]}]: each item
-    drops the points of the axes' product where every condition it lists holds (space-separated AXIS=v1,v2,
-    checked as ``--only``'s). The product of ``k`` and ``model_size`` less one model size at some k, say."""
-    out = []
-    for item in exclude:
-        conditions = item.split()
-        if not conditions:
-            raise ValueError("--exclude expects AXIS=v1,v2 [AXIS=v ...], got an empty value")
-        try:
-            out.append(parse_only(conditions, ablation))
-        except ValueError as exc:
-            raise ValueError(str(exc).replace("--only", "--exclude", 1)) from None
-    return out
-
-
-def excluded(point: dict[str, Any], exclude: list[dict[str, list]]) -> bool:
-    """Whether ``--exclude`` drops a point: some item's every condition names an axis of the point and holds."""
-    return any(all(a in point and point[a] in values for a, values in cond.items()) for cond in exclude)
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

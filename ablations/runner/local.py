@@ -158,12 +158,33 @@ def start_order(items: list[tuple[Ablation, Run]]) -> list[tuple[Ablation, Run]]
     return sorted(items, key=lambda ar: -run_cost(ar[0], ar[1], steps[ar[0].name](ar[1])))
 
 
+def relative_cost(name: str) -> float:
+    """A small config's transformer work per sample, relative to ``tiny``: over both towers, layers x tokens
+    x width^2 x (4 + 2 x mlp_ratio) (attention projections and MLP; the word-level text tower at the
+    synthetic captions' context, a word per factor plus start and end). For scheduling runs longest first,
+    not a FLOP count; 1.0 for any other model."""
+    from infogap.data.factors import FACTORS
+    from infogap.models.clip import SMALL_CONFIGS
+
+    config = SMALL_CONFIGS.get(name)
+    if config is None:
+        return 1.0
+    words = len(FACTORS) + 2
+
+    def work(c) -> float:
+        v, t = c.vision, c.text
+        tokens = (v["image_size"] // v["patch_size"]) ** 2 + 1
+        return (v["layers"] * tokens * v["width"] ** 2 * (4 + 2 * v.get("mlp_ratio", 4.0))
+                + t["layers"] * t.get("context_length", words) * t["width"] ** 2 * (4 + 2 * t.get("mlp_ratio", 4.0)))
+
+    return work(config) / work(SMALL_CONFIGS["tiny"])
+
+
 def run_cost(ablation: Ablation, run: Run, steps: Optional[int]) -> float:
     """A run's relative cost, to start the costliest first: its steps times its model's transformer work per
-    sample (``models.clip.relative_cost``: layers x tokens x width^2 over both towers), from its overrides or
-    the ablation's base config. Equal for runs of one model and length, so their order stays the plan's."""
+    sample (``relative_cost``), from its overrides or the ablation's base config. Equal for runs of one
+    model and length, so their order stays the plan's."""
     from infogap.ablations.kit.study import read_yaml
-    from infogap.models.clip import relative_cost
 
     model = run.overrides.get("model.model")
     if model is None:

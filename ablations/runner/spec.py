@@ -113,8 +113,6 @@ def load_ablation(name: str, sweep: tuple[str, ...] = (), settings: Optional[dic
         source=path,
         slurm=dict(spec.get("slurm") or {}),
     )
-    from infogap.ablations.runner.expand import parse_exclude
-
     for st in spec["stages"]:  # a stage's own exclude: the points of its axes' product it never runs (--exclude's syntax)
         items = st.get("exclude") or []
         if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
@@ -262,3 +260,44 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
             raise ValueError(f"{where} has no key {unknown[0]!r}; keys: {', '.join(map(str, default))}")
         return {**default, **{k: _coerce(v, default.get(k), f"{where}[{k!r}]") for k, v in value.items()}}
     return value
+
+
+def parse_only(only: list[str], ablation: Ablation) -> dict[str, list]:
+    """``--only k=0,5`` -> {"k": [0, 5]}; the axis must exist and the values must be among its values."""
+    out = {}
+    all_axes = {a: ax for st in ablation.stages for a, ax in (st.get("axes") or {}).items()}
+    for item in only:
+        if "=" not in item:
+            raise ValueError(f"--only expects AXIS=v1,v2, got {item!r}")
+        axis, values = item.split("=", 1)
+        if axis not in all_axes:
+            raise ValueError(f"--only: ablation {ablation.name!r} has no axis {axis!r}; axes: {', '.join(all_axes) or 'none'}")
+        if axis in out:
+            raise ValueError(f"--only: axis {axis!r} is given twice")
+        wanted = parse_list(values, f"--only {axis}")
+        missing = [v for v in wanted if v not in all_axes[axis]["values"]]
+        if missing:
+            raise ValueError(f"--only: {axis} has no value(s) {', '.join(map(str, missing))}; values: {', '.join(map(str, all_axes[axis]['values']))}")
+        out[axis] = wanted
+    return out
+
+
+def parse_exclude(exclude: list[str], ablation: Ablation) -> list[dict[str, list]]:
+    """``--exclude "model_size=small-h8-l6 k=0,2"`` -> [{"model_size": ["small-h8-l6"], "k": [0, 2]}]: each item
+    drops the points of the axes' product where every condition it lists holds (space-separated AXIS=v1,v2,
+    checked as ``--only``'s). The product of ``k`` and ``model_size`` less one model size at some k, say."""
+    out = []
+    for item in exclude:
+        conditions = item.split()
+        if not conditions:
+            raise ValueError("--exclude expects AXIS=v1,v2 [AXIS=v ...], got an empty value")
+        try:
+            out.append(parse_only(conditions, ablation))
+        except ValueError as exc:
+            raise ValueError(str(exc).replace("--only", "--exclude", 1)) from None
+    return out
+
+
+def excluded(point: dict[str, Any], exclude: list[dict[str, list]]) -> bool:
+    """Whether ``--exclude`` drops a point: some item's every condition names an axis of the point and holds."""
+    return any(all(a in point and point[a] in values for a, values in cond.items()) for cond in exclude)
