@@ -65,7 +65,6 @@ SMALL_CONFIGS.update({
 })
 
 
-
 def is_word_level(name: str) -> bool:
     """A small config whose text tower reads the synthetic data's word vocabulary (not BPE)."""
     return name in SMALL_CONFIGS and "vocab_size" not in SMALL_CONFIGS[name].text

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -77,7 +77,6 @@ class Resolved:
     runs: list[Run]
     overrides: dict[str, Any]
     only: dict[str, list]
-    exclude: list[dict[str, list]] = field(default_factory=list)
 
 
 def resolve(name: str, overrides: list[str], sweep: list[str], seeds: Optional[list[int]], only: list[str], out: Path,
@@ -88,7 +87,7 @@ def resolve(name: str, overrides: list[str], sweep: list[str], seeds: Optional[l
     ablation = load_ablation(name, sweep, settings)
     restricted = parse_only(only, ablation)
     dropped = parse_exclude(exclude or [], ablation)
-    return Resolved(ablation, expand(ablation, out, seeds, restricted, fit_overrides, dropped), fit_overrides, restricted, dropped)
+    return Resolved(ablation, expand(ablation, out, seeds, restricted, fit_overrides, dropped), fit_overrides, restricted)
 
 
 def expand(ablation: Ablation, out: Path, seeds: Optional[list[int]] = None, only: Optional[dict[str, list]] = None,
@@ -101,13 +100,14 @@ def expand(ablation: Ablation, out: Path, seeds: Optional[list[int]] = None, onl
     if clash:
         raise ValueError(f"override {clash[0]}=... would overwrite a swept axis of {ablation.name!r}: use --only to restrict the axis "
                          f"to some of its values, or --sweep {clash[0]}=v1,v2 to sweep other values")
+    stage_exclude = {st["name"]: parse_exclude(st.get("exclude") or [], ablation) for st in ablation.stages}
     for seed in seeds if seeds is not None else ablation.seeds:
         stage_dirs: dict[str, Path] = {}
         for st in ablation.stages:
             axes = st.get("axes") or {}
             names = list(axes)
             values = [only.get(a, list(axes[a]["values"])) for a in names]
-            dropped = parse_exclude(st.get("exclude") or [], ablation) + list(exclude or [])  # the stage's own, then the command line's
+            dropped = stage_exclude[st["name"]] + list(exclude or [])  # the stage's own, then the command line's
             for combo in itertools.product(*values) if names else [()]:
                 point = dict(zip(names, combo))
                 if excluded(point, dropped):

@@ -162,10 +162,15 @@ def check_identities(ablation: Ablation, runs: list[Run], rerun: bool = False) -
     return moved
 
 
+def identity_key(identity: dict, base_config: Path) -> str:
+    """What two runs share when one may stand for the other: the training identity of ``identity`` (a
+    ``run.json``; ``training_identity``, the overrides that repeat the base config's values left out), as a string."""
+    return json.dumps(training_identity(identity, base_config), sort_keys=True)
+
+
 def training_key(ablation: Ablation, run: Run) -> str:
-    """What two runs share when one may stand for the other: their training identity (``training_identity``
-    with the overrides that repeat the base config's values left out), as a string."""
-    return json.dumps(training_identity(run_identity(ablation, run), ablation.base_config), sort_keys=True)
+    """``identity_key`` of ``run`` as the plan asks for it."""
+    return identity_key(run_identity(ablation, run), ablation.base_config)
 
 
 def copy_run(source: Path, run: Run) -> None:
@@ -184,14 +189,10 @@ def reuse_finished(ablation: Ablation, runs: list[Run], out: Path) -> list[Run]:
     identity (``run.json``: the same base config and overrides; e.g. the training stage of
     ``learn_forget`` and ``imbalance`` at the same k and seed): its directory is copied (``copy_run``), so
     nothing trains twice. Returns the runs reused."""
-
-    def canonical(identity: dict) -> str:
-        return json.dumps(training_identity(identity, ablation.base_config), sort_keys=True)
-
     finished: dict[str, list[Path]] = {}
     for path in sorted(Path(out).glob(f"*/runs/*/{IDENTITY}")):
         if (path.parent / "metrics.json").is_file() and not (path.parent / "FAILED").is_file():
-            finished.setdefault(canonical(json.loads(path.read_text())), []).append(path.parent)
+            finished.setdefault(identity_key(json.loads(path.read_text()), ablation.base_config), []).append(path.parent)
     reused = []
     for run in runs:
         if run.finished:

@@ -23,7 +23,7 @@ KILL_AFTER_ENV = "INFOGAP_KILL_AFTER_RUNS"  # tests only: SIGKILL this process o
 def launch_local(ablation: Ablation, runs: list[Run], jobs: int = 1, progress_every: float = 30.0) -> dict[str, str]:
     """Run every unfinished run on this machine, up to ``jobs`` at a time (each with its share of the
     cores as torch threads), a run only after the runs it depends on (``{stage}`` overrides), the costliest
-    first (``run_cost``); an interrupted run resumes from its last checkpoint. While they train, each
+    first (``start_order``); an interrupted run resumes from its last checkpoint. While they train, each
     running run's step and rate, runs done and an ETA are shown (``ablations.progress``: live on a
     terminal, else a line every ``progress_every`` seconds). Returns {run name: error} for the runs that
     failed or were skipped because a run they depend on failed (the others go on)."""
@@ -151,13 +151,6 @@ def launch_pool(items: list[tuple[Ablation, Run]], jobs: int = 1, progress_every
     return Pool([(by_dir[d], why) for d, why in failed.items()], seconds)
 
 
-def start_order(items: list[tuple[Ablation, Run]]) -> list[tuple[Ablation, Run]]:
-    """The costliest first (``run_cost``), so that the last runs to start are short ones and no slot idles
-    long at the end (longest-processing-time order); runs of equal cost keep their order."""
-    steps = {a.name: planned_steps(a) for a, _ in items}
-    return sorted(items, key=lambda ar: -run_cost(ar[0], ar[1], steps[ar[0].name](ar[1])))
-
-
 def relative_cost(name: str) -> float:
     """A small config's transformer work per sample, relative to ``tiny``: over both towers, layers x tokens
     x width^2 x (4 + 2 x mlp_ratio) (attention projections and MLP; the word-level text tower at the
@@ -180,16 +173,21 @@ def relative_cost(name: str) -> float:
     return work(config) / work(SMALL_CONFIGS["tiny"])
 
 
-def run_cost(ablation: Ablation, run: Run, steps: Optional[int]) -> float:
-    """A run's relative cost, to start the costliest first: its steps times its model's transformer work per
-    sample (``relative_cost``), from its overrides or the ablation's base config. Equal for runs of one
-    model and length, so their order stays the plan's."""
+def start_order(items: list[tuple[Ablation, Run]]) -> list[tuple[Ablation, Run]]:
+    """The costliest first, so that the last runs to start are short ones and no slot idles long at the end
+    (longest-processing-time order): a run's cost is its steps times its model's ``relative_cost``, the model
+    from its overrides or its ablation's base config (read once per ablation). Runs of equal cost keep
+    their order."""
     from infogap.ablations.kit.study import read_yaml
 
-    model = run.overrides.get("model.model")
-    if model is None:
-        model = ((read_yaml(ablation.base_config, "base_config") or {}).get("model") or {}).get("model")
-    return float(steps or 1) * relative_cost(str(model))
+    steps = {a.name: planned_steps(a) for a, _ in items}
+    base_model = {a.name: ((read_yaml(a.base_config, "base_config") or {}).get("model") or {}).get("model") for a, _ in items}
+
+    def cost(item: tuple[Ablation, Run]) -> float:
+        a, run = item
+        return float(steps[a.name](run) or 1) * relative_cost(str(run.overrides.get("model.model", base_model[a.name])))
+
+    return sorted(items, key=lambda item: -cost(item))
 
 
 class _Stop(Exception):

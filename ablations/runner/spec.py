@@ -283,9 +283,9 @@ def parse_only(only: list[str], ablation: Ablation) -> dict[str, list]:
 
 
 def parse_exclude(exclude: list[str], ablation: Ablation) -> list[dict[str, list]]:
-    """``--exclude "model_size=small-h8-l6 k=0,2"`` -> [{"model_size": ["small-h8-l6"], "k": [0, 2]}]: each item
-    drops the points of the axes' product where every condition it lists holds (space-separated AXIS=v1,v2,
-    checked as ``--only``'s). The product of ``k`` and ``model_size`` less one model size at some k, say."""
+    """``--exclude "always_present=object k=1"`` -> [{"always_present": ["object"], "k": [1]}]: each item drops
+    the points of the axes' product where every condition it lists holds (space-separated AXIS=v1,v2, checked
+    as ``--only``'s): learn_forget's product of k and the factor always named, less the object at k = 1, say."""
     out = []
     for item in exclude:
         conditions = item.split()
