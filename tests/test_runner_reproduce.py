@@ -326,3 +326,15 @@ def test_reproduce_passes_analysis_jobs_to_every_study_and_checks_it():
     assert "--analysis-jobs" not in entry.argv(Path("out"), 2, "local", [])
     with pytest.raises(ValueError, match=r"^--analysis-jobs must be >= 1, got 0$"):
         main(["--size", "smoke", "--analysis-jobs", "0", "--dry-run"])
+
+
+def test_analysis_jobs_default_to_jobs(capsys):
+    """``--jobs 2`` alone analyses two runs at a time too; ``--analysis-jobs 1`` still says otherwise."""
+    from infogap.ablations.runner.reproduce import main
+
+    main(["--size", "smoke", "--jobs", "2", "--dry-run"])
+    lines = [l for l in capsys.readouterr().out.splitlines() if "infogap ablate" in l]
+    assert lines and all("--analysis-jobs 2" in l for l in lines)
+    main(["--size", "smoke", "--jobs", "2", "--analysis-jobs", "1", "--dry-run"])
+    lines = [l for l in capsys.readouterr().out.splitlines() if "infogap ablate" in l]
+    assert lines and not any("--analysis-jobs" in l for l in lines)

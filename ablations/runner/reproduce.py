@@ -294,8 +294,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", default=None, help="results directory (default: results/reproduce-SIZE)")
     p.add_argument("--launcher", choices=["local", "slurm"], default="local")
     p.add_argument("--jobs", type=int, default=1, help="local: runs at a time")
-    p.add_argument("--analysis-jobs", type=int, default=1,
-                   help="worker processes for each study's analyses when it aggregates (infogap ablate --analysis-jobs; default 1)")
+    p.add_argument("--analysis-jobs", type=int, default=None,
+                   help="worker processes for each study's analyses when it aggregates (infogap ablate --analysis-jobs; "
+                        "default: --jobs, so the cores that trained two runs at a time analyse two at a time)")
     p.add_argument("--compare", type=Path, default=None, metavar="OLD_DIR", help="list what changed against an earlier report")
     p.add_argument("--report-only", action="store_true", help="aggregate what is finished and write the report; launch nothing")
     p.add_argument("--dry-run", action="store_true", help="print the plan's ablate lines and run counts; launch nothing")
@@ -334,6 +335,8 @@ def main(argv: list[str]) -> int:
         return 0
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.analysis_jobs is None:
+        args.analysis_jobs = args.jobs
     if args.analysis_jobs < 1:
         raise ValueError(f"--analysis-jobs must be >= 1, got {args.analysis_jobs}")
     if args.launcher != "local" and args.jobs != 1:
