@@ -160,6 +160,26 @@ def test_result_tables_are_what_the_committed_report_renders():
         assert study["name"] in [m.group(2) for m in BLOCK.finditer(page.read_text())], f"{page.name} has no block for {study['name']}"
 
 
+def test_the_committed_report_is_one_invocation_of_the_whole_plan_at_one_clean_commit():
+    """The committed cpu report is what one ``infogap reproduce --size cpu`` made: not merged from parts
+    (``--merge`` is for users who split a plan), not re-aggregated only, at a commit without uncommitted
+    changes, and every study of the plan aggregated with all its runs finished."""
+    import json
+
+    from infogap.ablations.runner.report import published_report
+    from infogap.ablations.runner.reproduce import load_plan
+
+    result = json.loads((published_report(ROOT) / "reproduce.json").read_text())
+    assert "parts" not in result and "--merge" not in result["command"], "the committed report is merged from parts"
+    assert result["command"].startswith("infogap reproduce --size cpu") and "--studies" not in result["command"]
+    assert result["report_only"] is False
+    assert re.fullmatch(r"[0-9a-f]{7,40}", result["environment"]["commit"]), result["environment"]["commit"]
+    assert [s["name"] for s in result["studies"]] == [e.name for e in load_plan("cpu").studies]
+    for study in result["studies"]:
+        assert study["aggregated"] and study["runs"][0] == study["runs"][1] > 0, study["name"]
+    assert "merged" not in (published_report(ROOT) / "REPORT.md").read_text().split("## Summary")[0]
+
+
 # What a user cannot follow: the project's private source notes ("seed 003", "reference 02, section D",
 # "01-imbalance.md"). Code, configs, docs and help cite the paper, the study and its docs/results/ page.
 PRIVATE_REFERENCE = re.compile(r"\bseeds? 00\d\b|\breference 0\d\b|\b0\d-(imbalance|other-analyses|anchors|style)\.md\b|shared/(reference|seeds)", re.I)
