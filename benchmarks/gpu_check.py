@@ -3,6 +3,10 @@
 Parts, in order, each written to ``DIR/<part>.json`` the moment it finishes (so a time-out still returns
 what finished), with one line per step in ``DIR/log.txt``:
 
+  time_to_target  the default recipe's time to target on this device, first (the figure users ask for
+               first): ``benchmarks/run.py``'s time_to_target at k = 5 (stopped once zero-shot object and
+               mean attribute accuracy reach 0.80, evaluated every 50 steps), ``tiny`` then ``small``,
+               seeds 0-2 while its share of the budget (35 %) lasts
   strategies   ``small`` for ``--steps`` steps (bf16) under DDP (1 GPU) and DeepSpeed ZeRO 1/2/3: steady
                samples/s; ZeRO-2 and ZeRO-3 are SIGKILLed once their mid-run checkpoint exists, resumed
                from it (``--ckpt_path=last``), exported with ``infogap export-ckpt`` and evaluated by the
@@ -37,7 +41,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ["strategies", "vs_open_clip", "speed_paths", "metrics", "loaders", "imbalance"]
+PARTS = ["time_to_target", "strategies", "vs_open_clip", "speed_paths", "metrics", "loaders", "imbalance"]
+TTT_EVERY = 50  # steps between the time-to-target evaluations on the device (the CPU benchmark's 100 would overshoot)
+TTT_SHARE = 0.35  # of --budget-s: the time-to-target part's most (a seed starts only while 1.3 runs' time of it is left)
 STRATEGIES = {"ddp": None, "zero1": "deepspeed_zero1", "zero2": "deepspeed_zero2", "zero3": "deepspeed_zero3"}
 RESUMED = ("zero2", "zero3")
 
@@ -45,7 +51,7 @@ RESUMED = ("zero2", "zero3")
 class Check:
     def __init__(self, out: Path, dry_run: bool, budget_s: float, steps: int, sweep_steps: int):
         self.out, self.dry_run, self.steps, self.sweep_steps = out, dry_run, steps, sweep_steps
-        self.deadline = time.monotonic() + budget_s
+        self.deadline, self.budget_s = time.monotonic() + budget_s, budget_s
         self.model = "tiny" if dry_run else "small"
         self.env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
         out.mkdir(parents=True, exist_ok=True)
@@ -84,6 +90,34 @@ class Check:
         return 16 if self.dry_run else 128  # configs/synthetic.yaml
 
     # parts ---------------------------------------------------------------------------------------------
+
+    def time_to_target(self) -> dict:
+        """Per model, ``benchmarks/run.py``'s time-to-target summary of the default recipe (configs/synthetic.yaml
+        as it stands) at k = 5, each seed alone on the device; a seed starts only while 1.3 of the last run's
+        time is left of the check and of this part's share (``TTT_SHARE`` of the budget, so the parts after it
+        still run). A dry run: ``tiny``, seed 0, 4 steps."""
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from run import TTT_TARGET, _time_to_target_run, time_to_target_summary
+
+        every = 2 if self.dry_run else TTT_EVERY
+        result = {"target": TTT_TARGET, "every": every, "recipe": "default"}
+        part_end = time.monotonic() + TTT_SHARE * self.budget_s
+        for model in ("tiny",) if self.dry_run else ("tiny", "small"):
+            rows, per_run = {}, None
+            for seed in (0,) if self.dry_run else (0, 1, 2):
+                left = min(self.left(), part_end - time.monotonic())
+                if left <= 0 or (per_run is not None and left < 1.3 * per_run):
+                    self.log(f"time_to_target: stopped before {model} seed={seed} ({left:.0f} s of its share left"
+                             + (f", a run takes {per_run:.0f} s)" if per_run is not None else ")"))
+                    break
+                start = time.perf_counter()
+                rows[seed] = _time_to_target_run(self.out / "runs" / f"ttt_{model}_seed{seed}", [f"--model.model={model}"], 5, seed, every,
+                                                 self.dry_run)
+                per_run = time.perf_counter() - start
+                self.log(f"time_to_target: {model} seed={seed} done in {per_run:.0f} s")
+            if rows:
+                result[model] = {**time_to_target_summary(rows, TTT_TARGET), "wall_s_last_run": round(per_run, 1)}
+        return result
 
     def strategies(self) -> dict:
         import torch

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-PARTS = ["strategies", "vs_open_clip", "speed_paths", "metrics", "loaders", "imbalance"]
+PARTS = ["time_to_target", "strategies", "vs_open_clip", "speed_paths", "metrics", "loaders", "imbalance"]
 TABLE = ["rmg", "l2m", "moad_image", "zeroshot_object_acc", "attr_acc_mean"]
 
 
@@ -37,6 +37,10 @@ def _rate(entry: dict | None) -> str:
     return f"{entry['steady_samples_per_s']:,.0f}" if "steady_samples_per_s" in entry else "too few steps timed"
 
 
+def _or_not_reached(value) -> str:
+    return "not reached by the median seed" if value is None else f"{value:g}"
+
+
 def benchmarks_md(data: dict) -> str:
     m, parts = data["machine"], data["parts"]
     lines = [f"Machine: {m.get('gpu', 'no GPU')} ({m.get('gpu_memory_gib', '?')} GiB), {m['cpus']} CPUs, torch {m['torch']}, "
@@ -45,6 +49,14 @@ def benchmarks_md(data: dict) -> str:
     for part in PARTS:
         if parts[part] is None:
             lines.append(f"- {part}: missing" + (f" ({data['errors'][part]})" if part in data["errors"] else " (not reached)"))
+    t = parts["time_to_target"]
+    if t:
+        lines += ["", f"| time to target ({t['recipe']} recipe, k = 5: object and attribute mean ≥ {t['target']}, evaluated every "
+                      f"{t['every']} steps) | seeds at target | median steps | median training s |", "|---|---|---|---|"]
+        for model in ("tiny", "small"):
+            if model in t:
+                e = t[model]
+                lines.append(f"| {model} | {e['reached']} | {_or_not_reached(e['median_steps'])} | {_or_not_reached(e['median_train_seconds'])} |")
     s = parts["strategies"]
     if s:
         lines += ["", f"| strategy ({s['model']}, {s['steps']} steps, {s['precision']}) | samples/s | kill, resume, export |", "|---|---|---|"]

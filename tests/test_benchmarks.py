@@ -20,7 +20,11 @@ def test_gpu_check_dry_run_writes_every_file_the_reader_reads(tmp_path):
     proc = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--dry-run", "--out", str(tmp_path)], cwd=ROOT, capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    parts = {p: json.loads((tmp_path / f"{p}.json").read_text()) for p in ("strategies", "vs_open_clip", "speed_paths", "metrics", "loaders", "imbalance")}
+    parts = {p: json.loads((tmp_path / f"{p}.json").read_text())
+             for p in ("time_to_target", "strategies", "vs_open_clip", "speed_paths", "metrics", "loaders", "imbalance")}
+    t = parts["time_to_target"]
+    assert t["recipe"] == "default" and t["every"] == 2 and list(t["tiny"]["seeds"]) == ["0"] and "small" not in t
+    assert t["tiny"]["seeds"]["0"]["step"] <= 4 and t["tiny"]["reached"] in ("0/1", "1/1")
     s = parts["strategies"]
     for name in ("zero1", "zero2", "zero3"):
         assert "without" in s[name]["skipped"]
@@ -44,6 +48,8 @@ def test_gpu_check_dry_run_writes_every_file_the_reader_reads(tmp_path):
     text = benchmarks_md(data)
     assert "DRY RUN" in text and "| zero2 | skipped (no CUDA" in text and "| ddp |" in text and "killed at step 4" in text
     assert "| infogap_shards |" in text and "| N = 1000 (O(N d)) | 14 |" in text and "- loaders: skipped" in text and "missing" not in text
+    assert "| time to target (default recipe, k = 5: object and attribute mean ≥ 0.8, evaluated every 2 steps) |" in text
+    assert "\n| tiny | " in text.split("| time to target")[1].split("\n\n")[0]
     assert readme_table(data).count("\n| ") == 2  # the header and the one run
 
 
@@ -62,6 +68,9 @@ def test_gpu_report_reads_a_fabricated_directory(tmp_path):
                   "exported_mib": 90.5, "final_step": 200, "metrics": {}, "history_steps": [0, 100, 200]},
         "zero3": {"skipped": "no CUDA: Lightning refuses DeepSpeed without it"}}))
     (tmp_path / "metrics.error.txt").write_text("RuntimeError: CUDA out of memory\n")
+    (tmp_path / "time_to_target.json").write_text(json.dumps({"target": 0.8, "every": 50, "recipe": "default", "tiny": {
+        "seeds": {}, "reached": "3/3", "median_steps": 250, "median_train_seconds": 4.52, "wall_s_last_run": 20.0}, "small": {
+        "seeds": {}, "reached": "1/3", "median_steps": None, "median_train_seconds": None, "wall_s_last_run": 30.0}}))
     (tmp_path / "imbalance").mkdir()
     for k, seed, rmg in ((5, 0, 0.081), (0, 1, 0.402), (0, 0, 0.4219)):
         (tmp_path / "imbalance" / f"k{k}_seed{seed}.json").write_text(json.dumps({"k": k, "seed": seed, "seconds": 61.0,
@@ -74,6 +83,7 @@ def test_gpu_report_reads_a_fabricated_directory(tmp_path):
     assert "| zero2 | 38,000 | killed at step 101, resumed from step0000100.ckpt to step 200, exported (90.5 MiB); evaluations at steps [0, 100, 200] |" in text
     assert "| zero3 | skipped (no CUDA: Lightning refuses DeepSpeed without it) |" in text
     assert "- metrics: missing (RuntimeError: CUDA out of memory)" in text and "- loaders: missing (not reached)" in text
+    assert "| tiny | 3/3 | 250 | 4.52 |" in text and "| small | 1/3 | not reached by the median seed | not reached by the median seed |" in text
     rows = [line for line in readme_table(data).splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert rows == ["| 0 | 0 | 0.422 | 0.500 | – | – | – | 61.0 |", "| 0 | 1 | 0.402 | 0.500 | – | – | – | 61.0 |",
                     "| 5 | 0 | 0.081 | 0.500 | – | – | – | 61.0 |"]
