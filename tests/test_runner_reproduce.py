@@ -328,6 +328,21 @@ def test_reproduce_passes_analysis_jobs_to_every_study_and_checks_it():
         main(["--size", "smoke", "--analysis-jobs", "0", "--dry-run"])
 
 
+def test_the_reports_command_line_shows_every_option_that_shaped_it(tmp_path, monkeypatch):
+    """The report's "Command:" line is the command to run again: --compare (what its changes are against) included,
+    as a path relative to the working directory."""
+    from argparse import Namespace
+
+    from infogap.ablations.runner.reproduce import argv_display
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "docs" / "reproduce-cpu").mkdir(parents=True)
+    args = Namespace(size="cpu", jobs=2, analysis_jobs=2, launcher="local", studies=None, report_only=False, rerun=False,
+                     compare=tmp_path / "docs" / "reproduce-cpu")
+    assert " ".join(argv_display(args)) == "--size cpu --jobs 2 --analysis-jobs 2 --compare docs/reproduce-cpu"
+    assert " ".join(argv_display(Namespace(**{**vars(args), "compare": None, "analysis_jobs": 1}))) == "--size cpu --jobs 2"
+
+
 def test_analysis_jobs_default_to_jobs(capsys):
     """``--jobs 2`` alone analyses two runs at a time too; ``--analysis-jobs 1`` still says otherwise."""
     from infogap.ablations.runner.reproduce import main

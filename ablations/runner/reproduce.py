@@ -466,7 +466,7 @@ def argv_display(args) -> list[str]:
     if args.launcher != "local":
         out += ["--launcher", args.launcher]
     return out + (["--studies", args.studies] if args.studies else []) + (["--report-only"] if args.report_only else []) \
-        + (["--rerun"] if args.rerun else [])
+        + (["--rerun"] if args.rerun else []) + (["--compare", _shown(args.compare)] if args.compare is not None else [])
 
 
 if __name__ == "__main__":
