@@ -59,6 +59,15 @@ class Check:
     def left(self) -> float:
         return self.deadline - time.monotonic()
 
+    def room(self, part: str, what: str, per_run: float | None, until: float | None = None) -> bool:
+        """Whether ``part`` may start ``what``: time is left of the check (and before ``until`` where given) and,
+        after a first run, at least 1.3 times the last run's time; logs why not."""
+        left = self.left() if until is None else min(self.left(), until - time.monotonic())
+        if left > 0 and (per_run is None or left >= 1.3 * per_run):
+            return True
+        self.log(f"{part}: stopped before {what} ({left:.0f} s left" + (f", a run takes {per_run:.0f} s)" if per_run is not None else ")"))
+        return False
+
     def log(self, line: str) -> None:
         print(line, flush=True)
         with open(self.out / "log.txt", "a") as f:
@@ -105,10 +114,7 @@ class Check:
         for model in ("tiny",) if self.dry_run else ("tiny", "small"):
             rows, per_run = {}, None
             for seed in (0,) if self.dry_run else (0, 1, 2):
-                left = min(self.left(), part_end - time.monotonic())
-                if left <= 0 or (per_run is not None and left < 1.3 * per_run):
-                    self.log(f"time_to_target: stopped before {model} seed={seed} ({left:.0f} s of its share left"
-                             + (f", a run takes {per_run:.0f} s)" if per_run is not None else ")"))
+                if not self.room("time_to_target", f"{model} seed={seed}", per_run, until=part_end):
                     break
                 start = time.perf_counter()
                 rows[seed] = _time_to_target_run(self.out / "runs" / f"ttt_{model}_seed{seed}", [f"--model.model={model}"], 5, seed, every,
@@ -236,8 +242,7 @@ class Check:
         precision = "--trainer.precision=bf16-mixed" if torch.cuda.is_available() else "--trainer.precision=32-true"
         for seed in range(1 if self.dry_run else 3):
             for k in ((5,) if self.dry_run else range(6)):
-                if per_run is not None and self.left() < 1.3 * per_run:
-                    self.log(f"imbalance: stopped before k={k} seed={seed} ({self.left():.0f} s left, a run takes {per_run:.0f} s)")
+                if not self.room("imbalance", f"k={k} seed={seed}", per_run):
                     return {"model": self.model, "steps": self.sweep_steps, "runs": done, "complete": False}
                 run = self.out / "runs" / f"imbalance_k{k}_seed{seed}"
                 start = time.perf_counter()

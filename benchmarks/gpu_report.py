@@ -8,7 +8,9 @@ import json
 import sys
 from pathlib import Path
 
-PARTS = ["time_to_target", "strategies", "vs_open_clip", "speed_paths", "metrics", "loaders", "imbalance"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_check import PARTS  # noqa: E402  (the check's parts, in its order: one list)
+
 TABLE = ["rmg", "l2m", "moad_image", "zeroshot_object_acc", "attr_acc_mean"]
 
 

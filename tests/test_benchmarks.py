@@ -208,3 +208,24 @@ def test_the_layout_resolution_benchmark_times_the_three_settings():
     result = json.loads(proc.stdout.strip().splitlines()[-1].split(" ", 1)[1])
     assert list(result["seconds_per_step"]) == ["tiny (28 px, 7^2 tokens)", "tiny-64p8 (64 px, 8^2 tokens)", "tiny-56p4 (56 px, 14^2 tokens)"]
     assert all(v > 0 for v in result["seconds_per_step"].values())
+
+
+def test_gpu_check_starts_a_run_only_with_time_for_it(tmp_path):
+    """The one budget rule of every timed part: a first run starts while any time is left (of the check and of the
+    part's share), a later one only while 1.3 of the last run's time is; a refusal is logged with the time left."""
+    import time
+
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.gpu_check import Check
+
+    check = Check(tmp_path, dry_run=True, budget_s=100.0, steps=4, sweep_steps=4)
+    assert check.room("imbalance", "k=0 seed=0", None)
+    assert check.room("imbalance", "k=1 seed=0", 70.0)  # about 100 s left >= 91 s
+    assert not check.room("imbalance", "k=2 seed=0", 80.0)  # 104 s needed
+    assert not check.room("time_to_target", "tiny seed=0", None, until=time.monotonic() - 1.0)  # the part's share is spent
+    assert check.room("time_to_target", "tiny seed=0", 10.0, until=time.monotonic() + 20.0)  # 20 s >= 13 s
+    assert not check.room("time_to_target", "tiny seed=1", 10.0, until=time.monotonic() + 12.0)  # 12 s < 13 s
+    log = (tmp_path / "log.txt").read_text().splitlines()
+    assert len(log) == 3 and "imbalance: stopped before k=2 seed=0 (" in log[0] and log[0].endswith(", a run takes 80 s)")
+    assert "time_to_target: stopped before tiny seed=0 (-1 s left)" in log[1] and "tiny seed=1 (12 s left" in log[2]
+
