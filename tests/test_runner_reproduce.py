@@ -35,9 +35,9 @@ def test_every_shipped_plan_expands_and_its_fit_commands_parse(size, tmp_path):
 
 
 def test_the_cpu_plan_trains_each_model_once(tmp_path):
-    """107 runs, 71 models: by hand, imbalance 18; presence 12 less the object-always-present ones (imbalance's k = 1);
+    """119 runs, 83 models: by hand, imbalance 18; presence 12 less the object-always-present ones (imbalance's k = 1);
     gap_dims and posthoc imbalance's k = 0 and 5; temperature 6 fine-tunes on imbalance's k = 5; init_gap 3 pushes and
-    6 runs; bias 18; dense 6; learn_forget none (imbalance's runs at k = 0, 2, 5 and presence's at k = 1); heads 5."""
+    6 runs; bias 30 (3 rates x k = 5, 0 x 5 seeds); dense 6; learn_forget none (imbalance's runs at k = 0, 2, 5 and presence's at k = 1); heads 5."""
     from infogap.ablations.runner.expand import resolve
     from infogap.ablations.runner.identity import training_key
     from infogap.ablations.runner.reproduce import load_plan
@@ -50,7 +50,7 @@ def test_the_cpu_plan_trains_each_model_once(tmp_path):
         new[e.name] = (len(set(keys) - seen), len(keys))
         seen |= set(keys)
     assert new == {"imbalance": (18, 18), "presence": (9, 12), "gap_dims": (0, 6), "temperature": (6, 9), "posthoc": (0, 6),
-                   "init_gap": (9, 9), "bias": (18, 18), "dense": (6, 6), "learn_forget": (0, 18), "heads": (5, 5)}
+                   "init_gap": (9, 9), "bias": (30, 30), "dense": (6, 6), "learn_forget": (0, 18), "heads": (5, 5)}
 
 
 def test_a_bad_plan_is_one_line_naming_the_file_and_field(tmp_path):
