@@ -228,4 +228,3 @@ def test_gpu_check_starts_a_run_only_with_time_for_it(tmp_path):
     log = (tmp_path / "log.txt").read_text().splitlines()
     assert len(log) == 3 and "imbalance: stopped before k=2 seed=0 (" in log[0] and log[0].endswith(", a run takes 80 s)")
     assert "time_to_target: stopped before tiny seed=0 (-1 s left)" in log[1] and "tiny seed=1 (12 s left" in log[2]
-

@@ -37,7 +37,8 @@ def test_every_shipped_plan_expands_and_its_fit_commands_parse(size, tmp_path):
 def test_the_cpu_plan_trains_each_model_once(tmp_path):
     """119 runs, 83 models: by hand, imbalance 18; presence 12 less the object-always-present ones (imbalance's k = 1);
     gap_dims and posthoc imbalance's k = 0 and 5; temperature 6 fine-tunes on imbalance's k = 5; init_gap 3 pushes and
-    6 runs; bias 30 (3 rates x k = 5, 0 x 5 seeds); dense 6; learn_forget none (imbalance's runs at k = 0, 2, 5 and presence's at k = 1); heads 5."""
+    6 runs; bias 30 (3 rates x k = 5, 0 x 5 seeds); dense 6; learn_forget none (imbalance's runs at k = 0, 2, 5 and
+    presence's at k = 1); heads 5."""
     from infogap.ablations.runner.expand import resolve
     from infogap.ablations.runner.identity import training_key
     from infogap.ablations.runner.reproduce import load_plan
